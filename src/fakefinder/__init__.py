@@ -1,0 +1,40 @@
+"""fakefinder: tell real videos from deepfakes.
+
+The names a user needs are importable from here; heavy modules load on first use so that
+`fakefinder --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "prepare": "prepare", "PrepareSettings": "prepare", "PrepareResult": "prepare", "process_video": "prepare",
+    "discover": "collection", "Collection": "collection", "VideoItem": "collection",
+    "synth": "synth", "SynthResult": "synth",
+    "create_detector": "faces", "FaceDetector": "faces", "Box": "faces",
+    "sample_frames": "frames", "Frame": "frames",
+    "demo": "demo", "DemoResult": "demo",
+    "FakefinderError": "errors", "UsageError": "errors", "InputError": "errors",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from .collection import Collection, VideoItem, discover
+    from .demo import DemoResult, demo
+    from .errors import FakefinderError, InputError, UsageError
+    from .faces import Box, FaceDetector, create_detector
+    from .frames import Frame, sample_frames
+    from .prepare import PrepareResult, PrepareSettings, prepare, process_video
+    from .synth import SynthResult, synth
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fakefinder' has no attribute {name!r}")

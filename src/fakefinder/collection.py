@@ -1,0 +1,181 @@
+"""Find the labelled inputs of a collection: DFDC `metadata.json`, a labels CSV, or real/ and fake/ folders.
+
+Every input becomes a `VideoItem`, including unusable ones (unknown label, missing file, a name that leaves
+SRC): those carry a `problem` and end up as error rows instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from .errors import UsageError
+from .frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+Layout = Literal["auto", "dfdc", "csv", "folders"]
+LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}  # 1 = FAKE everywhere in fakefinder
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One input of a collection; `group` keeps a fake with its original when splitting."""
+
+    dataset: str
+    video_id: str
+    source_path: str  # relative to SRC, POSIX separators
+    label: int | None
+    group: str
+    path: Path | None  # absolute path, None when unusable
+    problem: str = ""  # one line; empty when the item can be processed
+    method: str = ""  # manipulation method when the collection says (e.g. DFDC-style `method`)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """The inputs found at `src`, with the layout they were read from."""
+
+    src: Path
+    layout: str
+    dataset: str
+    items: tuple[VideoItem, ...]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str  # as written in the labels, relative to `base`
+    base: Path  # folder the name is relative to
+    label: str
+    original: str | None = None
+    method: str = ""
+
+
+def parse_label(value: object) -> int | None:
+    """REAL/FAKE in any case, or 0/1 -> 0/1; anything else -> None."""
+    return LABELS.get(str(value).strip().lower())
+
+
+def detect_layout(src: Path, labels: Path | None) -> Layout:
+    if labels is not None:
+        return "csv"
+    if next(src.rglob("metadata.json"), None) is not None:
+        return "dfdc"
+    if any((src / name).is_dir() for name in ("real", "fake", "REAL", "FAKE")):
+        return "folders"
+    raise UsageError(f"no labels found in {src}: expected metadata.json files (DFDC), real/ and fake/ folders, "
+                     "or --labels FILE.csv")
+
+
+def discover(src: str | Path, *, layout: Layout = "auto", labels: str | Path | None = None,
+             dataset: str | None = None) -> Collection:
+    """All inputs of the collection at `src`, sorted by video_id; `dataset` defaults to the folder name.
+
+    Raises UsageError when `src` is not a folder, the labels file is unusable, or no labels are found.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise UsageError(f"{src}: not a folder")
+    labels_path = Path(labels) if labels is not None else None
+    if layout == "auto":
+        layout = detect_layout(src, labels_path)
+    if layout == "csv":
+        if labels_path is None:
+            raise UsageError("--layout csv needs --labels FILE.csv")
+        entries = _csv_entries(src, labels_path)
+    elif layout == "dfdc":
+        entries = _dfdc_entries(src)
+    elif layout == "folders":
+        entries = _folder_entries(src)
+    else:
+        raise UsageError(f"unknown layout {layout!r}")
+    if not entries:
+        raise UsageError(f"no labelled inputs found in {src} ({layout} layout)")
+    dataset = dataset or src.resolve().name
+    return Collection(src, layout, dataset, tuple(_items(src, entries, dataset)))
+
+
+def _dfdc_entries(src: Path) -> list[_Entry]:
+    entries = []
+    for meta in sorted(src.rglob("metadata.json")):
+        try:
+            data = json.loads(meta.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{meta}: unreadable metadata ({' '.join(str(exc).split())})") from None
+        for name, info in sorted(data.items()):
+            info = info if isinstance(info, dict) else {}
+            entries.append(_Entry(name, meta.parent, str(info.get("label", "")), info.get("original") or None,
+                                  str(info.get("method") or "")))
+    return entries
+
+
+def _csv_entries(src: Path, labels: Path) -> list[_Entry]:
+    try:
+        with open(labels, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = {(name or "").strip().lower() for name in reader.fieldnames or []}
+            if not {"filename", "label"} <= fields:
+                raise UsageError(f"{labels}: needs columns filename,label (found {', '.join(sorted(fields)) or 'none'})")
+            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except OSError as exc:
+        raise UsageError(f"{labels}: cannot read labels ({exc.strerror})") from None
+    return [_Entry(r["filename"], src, r["label"], r.get("original") or None, r.get("method", ""))
+            for r in rows if r.get("filename")]
+
+
+def _folder_entries(src: Path) -> list[_Entry]:
+    entries = []
+    for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name.lower() in ("real", "fake")):
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not path.name.startswith("."):
+                entries.append(_Entry(path.relative_to(src).as_posix(), src, folder.name))
+    return entries
+
+
+def _resolve(src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
+    """(source_path relative to SRC, absolute path or None, problem)."""
+    if PurePosixPath(name).is_absolute() or Path(name).is_absolute():
+        return name, None, "absolute path not allowed (names are relative to SRC)"
+    joined = base / name
+    rel = os.path.relpath(joined, src).replace(os.sep, "/")
+    real_src = src.resolve()
+    resolved = joined.resolve()
+    if rel.startswith("../") or rel == ".." or not resolved.is_relative_to(real_src):
+        return rel, None, "path resolves outside SRC"
+    if not resolved.is_file():
+        return rel, None, "file not found"
+    return rel, resolved, ""
+
+
+def _video_ids(paths: list[str]) -> dict[str, str]:
+    """video_id = path without extension; the full path where two inputs would share one."""
+    stems: dict[str, list[str]] = {}
+    for p in paths:
+        stems.setdefault(str(PurePosixPath(p).with_suffix("")), []).append(p)
+    return {p: (stem if len(ps) == 1 else p) for stem, ps in stems.items() for p in ps}
+
+
+def _items(src: Path, entries: list[_Entry], dataset: str) -> list[VideoItem]:
+    resolved, seen = [], set()
+    for e in entries:
+        rel, path, problem = _resolve(src, e.base, e.name)
+        if rel in seen:
+            continue  # listed twice: the first listing wins
+        seen.add(rel)
+        resolved.append((e, rel, path, problem))
+    ids = _video_ids([rel for _, rel, _, _ in resolved])
+    items = []
+    for e, rel, path, problem in resolved:
+        label = parse_label(e.label)
+        if label is None and not problem:
+            problem = f"unknown label {e.label!r} (use REAL/FAKE, real/fake or 0/1)"
+        group = ids[rel]
+        if e.original and label == 1:
+            orig = os.path.relpath(e.base / e.original, src).replace(os.sep, "/")
+            group = ids.get(orig, str(PurePosixPath(orig).with_suffix("")))
+        items.append(VideoItem(dataset, ids[rel], rel, label, group, path, problem, e.method))
+    return sorted(items, key=lambda item: item.video_id)

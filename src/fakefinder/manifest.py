@@ -1,0 +1,62 @@
+"""The prepared dataset's tables: their schemas, and streaming atomic writers for them.
+
+`manifest.parquet` has one row per face crop and `videos.parquet` one row per input; these column names are
+the contract that every later stage reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import _atomic
+
+MANIFEST_SCHEMA = pa.schema([
+    ("dataset", pa.string()), ("video_id", pa.string()), ("source_path", pa.string()),
+    ("label", pa.int8()), ("group", pa.string()), ("frame_index", pa.int32()), ("timestamp", pa.float64()),
+    ("face_index", pa.int16()), ("x", pa.float32()), ("y", pa.float32()), ("w", pa.float32()),
+    ("h", pa.float32()), ("score", pa.float32()), ("crop_path", pa.string()), ("method", pa.string()),
+])
+
+VIDEOS_SCHEMA = pa.schema([
+    ("dataset", pa.string()), ("video_id", pa.string()), ("source_path", pa.string()),
+    ("label", pa.int8()), ("group", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("frames_sampled", pa.int32()), ("faces_kept", pa.int32()), ("seconds", pa.float64()),
+    ("method", pa.string()),
+])
+
+ROW_GROUP = 16384
+MANIFEST = "manifest.parquet"
+VIDEOS = "videos.parquet"
+
+
+def write_table(path: str | Path, schema: pa.Schema, batches: Iterable[list[dict]]) -> int:
+    """Write row batches (lists of dicts) as one Parquet file, atomically, holding one batch at a time."""
+    count = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with pq.ParquetWriter(tmp, schema) as writer:
+            pending: list[dict] = []
+            for rows in batches:
+                pending.extend(rows)
+                if len(pending) >= ROW_GROUP:
+                    writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+                    count, pending = count + len(pending), []
+            if pending or count == 0:
+                writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+                count += len(pending)
+
+    _atomic.write_with(path, write)
+    return count
+
+
+def read_manifest(dataset_dir: str | Path) -> pa.Table:
+    return pq.read_table(Path(dataset_dir) / MANIFEST)
+
+
+def read_videos(dataset_dir: str | Path) -> pa.Table:
+    return pq.read_table(Path(dataset_dir) / VIDEOS)
