@@ -12,24 +12,25 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "prepare": "prepare", "PrepareSettings": "prepare", "PrepareResult": "prepare", "process_video": "prepare",
+    "prepare": "preparation", "PrepareSettings": "preparation", "PrepareResult": "preparation",
+    "process_video": "preparation",
     "discover": "collection", "Collection": "collection", "VideoItem": "collection",
-    "synth": "synth", "SynthResult": "synth",
+    "synth": "synthetic", "SynthResult": "synthetic",
     "create_detector": "faces", "FaceDetector": "faces", "Box": "faces",
     "sample_frames": "frames", "Frame": "frames",
-    "demo": "demo", "DemoResult": "demo",
+    "demo": "quickstart", "DemoResult": "quickstart",
     "FakefinderError": "errors", "UsageError": "errors", "InputError": "errors",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
     from .collection import Collection, VideoItem, discover
-    from .demo import DemoResult, demo
+    from .quickstart import DemoResult, demo
     from .errors import FakefinderError, InputError, UsageError
     from .faces import Box, FaceDetector, create_detector
     from .frames import Frame, sample_frames
-    from .prepare import PrepareResult, PrepareSettings, prepare, process_video
-    from .synth import SynthResult, synth
+    from .preparation import PrepareResult, PrepareSettings, prepare, process_video
+    from .synthetic import SynthResult, synth
 
 
 def __getattr__(name: str):

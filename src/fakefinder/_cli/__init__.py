@@ -29,7 +29,7 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
-    from ..synth import METHODS, synth
+    from ..synthetic import METHODS, synth
 
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
     result = synth(args.out, videos=args.videos, seed=args.seed, seconds=args.seconds, methods=methods)
@@ -69,7 +69,7 @@ def _add_prepare(sub) -> None:
 def _run_prepare(args) -> int:
     import dataclasses
 
-    from ..prepare import PrepareSettings, prepare
+    from ..preparation import PrepareSettings, prepare
 
     base = PrepareSettings.reference() if args.preset == "reference" else PrepareSettings()
     given = {name: getattr(args, name) for name in ("fps", "frames", "max_side", "detector", "margin", "faces",
@@ -92,7 +92,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from ..demo import demo
+    from ..quickstart import demo
 
     print(demo(args.out, videos=args.videos, seconds=args.seconds, seed=args.seed, workers=args.workers).summary())
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .prepare import PrepareResult, PrepareSettings, prepare
-from .synth import SynthResult, synth
+from .preparation import PrepareResult, PrepareSettings, prepare
+from .synthetic import SynthResult, synth
 
 
 @dataclass(frozen=True)

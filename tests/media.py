@@ -1,0 +1,57 @@
+"""Real media for tests: videos encoded with PyAV from package photos, and files broken on purpose."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+
+
+def astronaut() -> np.ndarray:
+    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def coffee() -> np.ndarray:
+    """A real photo with no face in it."""
+    return cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR)
+
+
+def write_video(path: Path, image: np.ndarray, *, seconds: float = 2.0, fps: int = 25, size=(320, 240)) -> Path:
+    """A still photo drifting slowly, as H.264."""
+    import av
+
+    w, h = size
+    base = cv2.resize(image, (w + 40, h + 40))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(int(seconds * fps)):
+            frame = np.ascontiguousarray(base[i % 20:i % 20 + h, i % 40:i % 40 + w])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+    return path
+
+
+def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def zero_payload(src: Path, dst: Path) -> Path:
+    """Keep the MP4 index (moov) but zero every coded frame: opens fine, decodes nothing."""
+    data = bytearray(src.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov")
+    assert 4 < start < end, "expected mdat before moov"
+    data[start:end] = bytes(end - start)
+    dst.write_bytes(bytes(data))
+    return dst

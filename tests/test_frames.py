@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from fakefinder import InputError, sample_frames
+from fakefinder.frames import make_plan, target_indices, working_size
+
+from media import astronaut, write_video
+
+
+def _all_frames(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def test_targets_one_per_second_and_evenly_spaced():
+    times = np.arange(100) / 25.0  # 4 s at 25 fps
+    assert target_indices(times, fps=1.0, frames=None) == [0, 25, 50, 75]
+    assert target_indices(times, fps=2.0, frames=None) == [0, 12, 25, 37, 50, 62, 75, 87]  # nearest frame; ties go early
+    assert target_indices(times, fps=None, frames=5) == [0, 25, 50, 74, 99]
+    assert target_indices(times, fps=None, frames=500) == list(range(100))
+    assert target_indices(np.array([]), fps=1.0, frames=None) == []
+
+
+def test_working_size_only_shrinks():
+    assert working_size(1920, 1080, 1000) == (1000, 562, 1000 / 1920)
+    assert working_size(640, 360, 1000) == (640, 360, 1.0)
+    assert working_size(640, 360, None) == (640, 360, 1.0)
+
+
+def test_seeks_on_short_gops_and_decodes_through_long_ones(collection):
+    for video in collection.videos:
+        plan = make_plan(collection.out / f"{video.name}.mp4", fps=1.0)
+        assert plan.targets == (0, video.fps, 2 * video.fps)
+        if video.keyint == video.fps:
+            assert plan.seeks == 2 and plan.decoded == 3
+        else:
+            assert plan.seeks == 0 and plan.decoded == 2 * video.fps + 1
+
+
+@pytest.mark.parametrize("keyint", ["short", "long"])
+def test_sampled_frames_are_the_frames_at_those_indices(collection, keyint):
+    video = next(v for v in collection.videos if (v.keyint == v.fps) == (keyint == "short"))
+    path = collection.out / f"{video.name}.mp4"
+    everything = _all_frames(path)
+    sampled = list(sample_frames(path, fps=1.0, max_side=None))
+    assert [f.index for f in sampled] == [0, video.fps, 2 * video.fps]
+    assert [f.timestamp for f in sampled] == pytest.approx([0.0, 1.0, 2.0])
+    for f in sampled:
+        assert np.array_equal(f.image, everything[f.index])
+        assert f.scale == 1.0
+
+
+def test_frames_are_shrunk_to_max_side(collection):
+    video = max(collection.videos, key=lambda v: v.size)
+    frame = next(sample_frames(collection.out / f"{video.name}.mp4", frames=1, max_side=320))
+    assert max(frame.image.shape[:2]) == 320
+    assert frame.scale == pytest.approx(320 / max(video.size))
+
+
+def test_image_is_a_one_frame_video(tmp_path):
+    path = tmp_path / "face.jpg"
+    cv2.imwrite(str(path), astronaut())
+    frames = list(sample_frames(path, fps=1.0, max_side=256))
+    assert len(frames) == 1 and frames[0].index == 0 and frames[0].image.shape == (256, 256, 3)
+
+
+def test_frames_mode_on_a_short_video(tmp_path):
+    path = write_video(tmp_path / "v.mp4", astronaut(), seconds=1, fps=10)
+    assert [f.index for f in sample_frames(path, frames=3)] == [0, 4, 9]
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video\n" * 50])
+def test_unreadable_files_raise_input_error(tmp_path, content):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="cannot open as video"):
+        list(sample_frames(path))
+
+
+def test_unreadable_image_raises_input_error(tmp_path):
+    path = tmp_path / "bad.png"
+    path.write_bytes(b"\x89PNG broken")
+    with pytest.raises(InputError, match="cannot read as image"):
+        list(sample_frames(path))

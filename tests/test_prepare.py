@@ -1,0 +1,297 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pyarrow.parquet as pq
+import pytest
+
+from fakefinder import PrepareSettings, UsageError, prepare
+from fakefinder.preparation import STATE_DIR
+
+from media import astronaut, coffee, copy, truncate, write_video, zero_payload
+
+MANIFEST_COLUMNS = ["dataset", "video_id", "source_path", "label", "group", "frame_index", "timestamp",
+                    "face_index", "x", "y", "w", "h", "score", "crop_path"]
+VIDEO_COLUMNS = ["dataset", "video_id", "source_path", "label", "group", "status", "reason", "frames_sampled",
+                 "faces_kept", "seconds"]
+
+
+def tables(out: Path) -> tuple[list[dict], list[dict]]:
+    """Both tables as rows, without the per-video timing (the only thing that may differ between runs)."""
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    videos = [{k: v for k, v in row.items() if k != "seconds"}
+              for row in pq.read_table(out / "videos.parquet").to_pylist()]
+    return manifest, videos
+
+
+def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fakefinder", *map(str, args)], capture_output=True, text=True,
+                          check=check)
+
+
+# ------------------------------------------------------------------------------------------------ layouts
+
+def test_dfdc_layout_manifest_contract(prepared, metadata, collection):
+    manifest = pq.read_table(prepared.manifest_path)
+    assert manifest.column_names[:len(MANIFEST_COLUMNS)] == MANIFEST_COLUMNS
+    videos = pq.read_table(prepared.videos_path)
+    assert videos.column_names[:len(VIDEO_COLUMNS)] == VIDEO_COLUMNS
+    assert (prepared.videos, prepared.ok, prepared.errors, prepared.layout) == (10, 10, 0, "dfdc")
+    rows = manifest.to_pylist()
+    assert len(rows) == prepared.faces == 30  # 3 s at 1 fps, the largest face of each frame
+    for row in rows:
+        info = metadata[row["source_path"]]
+        assert row["dataset"] == "syn" and row["video_id"] == row["source_path"][:-4]
+        assert row["label"] == (1 if info["label"] == "FAKE" else 0)
+        assert row["group"] == (info["original"] or row["source_path"])[:-4]
+        crop = cv2.imread(str(prepared.out / row["crop_path"]))
+        assert crop.shape == (224, 224, 3)
+        assert row["crop_path"] == f"faces/{row['video_id']}/{row['frame_index']}_{row['face_index']}.png"
+        assert row["timestamp"] in (0.0, 1.0, 2.0) and row["w"] > 50 and row["score"] > 0.5
+    info = json.loads((prepared.out / "prepare.json").read_text())
+    assert info["settings"]["detector"] == "blazeface" and info["counts"]["faces"] == 30
+    assert {"av", "numpy", "pyarrow", "python"} <= set(info["versions"])
+
+
+def test_boxes_are_in_source_pixels(collection, tmp_path):
+    """Frames shrunk to a 320 px working size still report boxes in the video's own pixels."""
+    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320), workers=1,
+                    progress=False)
+    ref = prepare(collection.out, tmp_path / "full", workers=1, progress=False)
+    by_key = {(r["video_id"], r["frame_index"]): r for r in pq.read_table(ref.manifest_path).to_pylist()}
+    for row in pq.read_table(small.manifest_path).to_pylist():
+        other = by_key[(row["video_id"], row["frame_index"])]
+        assert abs(row["x"] + row["w"] / 2 - other["x"] - other["w"] / 2) < 0.1 * other["w"]
+        assert abs(row["w"] - other["w"]) < 0.2 * other["w"]
+
+
+def test_dfdc_parts_are_found_recursively(collection, metadata, tmp_path):
+    src = tmp_path / "dfdc"
+    fakes = [n for n, m in metadata.items() if m["label"] == "FAKE"][:2]
+    for part, fake in enumerate(fakes):
+        original = metadata[fake]["original"]
+        folder = src / f"dfdc_train_part_{part}"
+        for name in (fake, original):
+            copy(collection.out / name, folder / name)
+        (folder / "metadata.json").write_text(json.dumps({k: metadata[k] for k in (fake, original)}))
+    result = prepare(src, tmp_path / "out", workers=1, progress=False)
+    _, videos = tables(result.out)
+    assert result.layout == "dfdc" and result.ok == 4
+    for row in videos:
+        part = row["source_path"].split("/")[0]
+        assert row["video_id"].startswith(part + "/")
+        if row["label"] == 1:
+            assert row["group"] == f"{part}/{metadata[row['source_path'].split('/')[1]]['original'][:-4]}"
+
+
+def test_csv_labels_accept_every_spelling(collection, metadata, tmp_path):
+    names = sorted(metadata)[:4]
+    spellings = {"REAL": ["REAL", "real", "0"], "FAKE": ["FAKE", "fake", "1"]}
+    lines = ["filename,label,original"]
+    for i, name in enumerate(names):
+        m = metadata[name]
+        lines.append(f"{name},{spellings[m['label']][i % 3]},{m['original'] or ''}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    result = prepare(collection.out, tmp_path / "out", labels=tmp_path / "labels.csv", dataset="mine",
+                     workers=1, progress=False)
+    _, videos = tables(result.out)
+    assert result.layout == "csv" and [r["source_path"] for r in videos] == names
+    for row in videos:
+        m = metadata[row["source_path"]]
+        assert row["dataset"] == "mine" and row["label"] == (m["label"] == "FAKE")
+        assert row["group"] == (m["original"] or row["source_path"])[:-4]
+
+
+def test_class_folders_with_videos_and_images(collection, metadata, tmp_path):
+    src = tmp_path / "folders"
+    real = next(n for n, m in metadata.items() if m["label"] == "REAL")
+    fake = next(n for n, m in metadata.items() if m["label"] == "FAKE")
+    copy(collection.out / real, src / "real" / "clips" / real)
+    copy(collection.out / fake, src / "fake" / fake)
+    (src / "real" / "portrait.jpg").write_bytes(cv2.imencode(".jpg", astronaut())[1].tobytes())
+    (src / "real" / "notes.txt").write_text("not an input")
+    result = prepare(src, tmp_path / "out", workers=1, progress=False)
+    manifest, videos = tables(result.out)
+    assert result.layout == "folders" and result.ok == 3
+    assert {(r["source_path"], r["label"]) for r in videos} == {
+        (f"real/clips/{real}", 0), (f"fake/{fake}", 1), ("real/portrait.jpg", 0)}
+    image_rows = [r for r in manifest if r["source_path"] == "real/portrait.jpg"]
+    assert [(r["frame_index"], r["timestamp"]) for r in image_rows] == [(0, 0.0)]
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+@pytest.fixture
+def messy(collection, metadata, tmp_path):
+    """A CSV-labelled collection holding one good video and every kind of bad input."""
+    src = tmp_path / "messy"
+    src.mkdir()
+    good = next(n for n, m in metadata.items() if m["label"] == "REAL")
+    copy(collection.out / good, src / "good.mp4")
+    copy(collection.out / good, src / "sub" / "maybe.mp4")
+    truncate(collection.out / good, src / "truncated.mp4")
+    (src / "empty.mp4").write_bytes(b"")
+    (src / "text.mp4").write_text("hello\n" * 100)
+    write_video(src / "noface.mp4", coffee(), seconds=2)
+    cv2.imwrite(str(src / "coffee.png"), coffee())
+    zero_payload(collection.out / good, src / "noframes.mp4")
+    outside = tmp_path / "outside.mp4"
+    copy(collection.out / good, outside)
+    os.symlink(outside, src / "link.mp4")
+    rows = [("good.mp4", "REAL"), ("truncated.mp4", "FAKE"), ("empty.mp4", "FAKE"), ("text.mp4", "FAKE"),
+            ("noface.mp4", "REAL"), ("coffee.png", "REAL"), ("noframes.mp4", "FAKE"), ("sub/maybe.mp4", "maybe"),
+            (str(outside), "FAKE"), ("../outside.mp4", "FAKE"), ("link.mp4", "FAKE"), ("missing.mp4", "REAL")]
+    (src / "labels.csv").write_text("filename,label\n" + "".join(f"{f},{l}\n" for f, l in rows))
+    return src
+
+
+EXPECTED = {
+    "good.mp4": ("ok", ""),
+    "truncated.mp4": ("error", "cannot open as video"),
+    "empty.mp4": ("error", "cannot open as video"),
+    "text.mp4": ("error", "cannot open as video"),
+    "noface.mp4": ("no_face", "no face found in 2 sampled frames"),
+    "coffee.png": ("no_face", "no face found in 1 sampled frames"),
+    "noframes.mp4": ("error", "cannot decode: Invalid data"),
+    "sub/maybe.mp4": ("error", "unknown label 'maybe'"),
+    "../outside.mp4": ("error", "path resolves outside SRC"),
+    "link.mp4": ("error", "path resolves outside SRC"),
+    "missing.mp4": ("error", "file not found"),
+}
+
+
+def test_every_bad_input_becomes_a_row_and_the_batch_goes_on(messy, tmp_path):
+    out = tmp_path / "out"
+    proc = cli("prepare", messy, out, "--labels", messy / "labels.csv", "--workers", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    _, videos = tables(out)
+    by_path = {r["source_path"]: r for r in videos}
+    absolute = [p for p in by_path if p.startswith("/")]
+    assert len(absolute) == 1 and by_path[absolute[0]]["reason"].startswith("absolute path not allowed")
+    for path, (status, reason) in EXPECTED.items():
+        row = by_path[path]
+        assert row["status"] == status and row["reason"].startswith(reason), row
+        assert "\n" not in row["reason"]
+        if status != "ok":
+            assert f"{path}: {row['reason']}" in proc.stdout  # the summary names each failure
+    assert "ok 1, no face 2, errors 9" in proc.stdout
+    assert not list(out.glob("faces/**/*.partial"))
+    strict = cli("prepare", messy, out, "--labels", messy / "labels.csv", "--strict", "--quiet")
+    assert strict.returncode == 1 and "12 reused" in strict.stdout
+
+
+@pytest.mark.parametrize("case", ["missing_src", "no_labels", "out_is_file", "bad_csv", "bad_fps"])
+def test_unusable_arguments_exit_2_with_one_line(case, tmp_path, collection):
+    src, out, extra = collection.out, tmp_path / "out", []
+    if case == "missing_src":
+        src = tmp_path / "nowhere"
+    elif case == "no_labels":
+        src = tmp_path / "empty"
+        src.mkdir()
+    elif case == "out_is_file":
+        out.write_text("x")
+    elif case == "bad_csv":
+        (tmp_path / "l.csv").write_text("name,kind\na.mp4,REAL\n")
+        extra = ["--labels", tmp_path / "l.csv"]
+    else:
+        extra = ["--fps", "0"]
+    proc = cli("prepare", src, out, *extra)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fakefinder prepare: error:") and "Traceback" not in proc.stderr
+    with pytest.raises(UsageError):
+        prepare(src, out, labels=extra[1] if case == "bad_csv" else None,
+                settings=PrepareSettings(fps=0) if case == "bad_fps" else None, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+def test_rerun_reuses_everything_and_gives_the_same_tables(collection, prepared):
+    again = prepare(collection.out, prepared.out, workers=1, progress=False)
+    assert again.reused == 10 and tables(again.out) == tables(prepared.out)
+
+
+def test_changed_settings_redo_the_work(collection, tmp_path):
+    out = tmp_path / "out"
+    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), workers=1, progress=False)
+    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0), workers=1,
+                     progress=False)
+    assert first.reused == 0 and second.reused == 0
+    manifest, _ = tables(out)
+    assert len(manifest) == 10
+    assert all(cv2.imread(str(out / r["crop_path"])).shape == (64, 64, 3) for r in manifest)
+
+
+def test_a_changed_input_file_is_redone(collection, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(collection.out, src)
+    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1, progress=False)
+    victim = sorted(src.glob("*.mp4"))[0]
+    victim.write_bytes(b"replaced by garbage")
+    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1, progress=False)
+    assert again.reused == 9 and again.errors == 1
+
+
+@pytest.mark.parametrize("kill_after_records", [0, 3, 7])
+def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collection, prepared, tmp_path,
+                                                                         kill_after_records):
+    out = tmp_path / "out"
+    records = out / STATE_DIR / "records"
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
+                             "--workers", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if kill_after_records == 0 or (records.is_dir() and len(list(records.iterdir())) >= kill_after_records):
+            break
+        time.sleep(0.005)
+    if kill_after_records == 0:
+        time.sleep(0.8)  # inside start-up or the first video
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.parquet").exists()
+    result = prepare(collection.out, out, workers=1, progress=False)
+    assert result.reused >= kill_after_records
+    assert tables(out) == tables(prepared.out)
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("faces/**/*.png"))
+    assert pngs == sorted(r["crop_path"] for r in tables(out)[0])
+    assert not list(out.glob("faces/**/*.partial"))
+
+
+def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):
+    result = prepare(collection.out, tmp_path / "out", workers=2, progress=False)
+    assert tables(result.out) == tables(prepared.out)
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+def test_reference_preset_and_overrides(collection, tmp_path):
+    out = tmp_path / "ref"
+    proc = cli("prepare", collection.out, out, "--preset", "reference", "--frames", "1", "--workers", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    settings = json.loads((out / "prepare.json").read_text())["settings"]
+    assert settings == {"fps": 1.0, "frames": 1, "max_side": 1000, "detector": "haar", "margin": 0.0,
+                        "faces": "all", "min_face": 0, "size": 224}
+    manifest, videos = tables(out)
+    assert all(r["status"] == "ok" for r in videos)
+    assert {r["face_index"] for r in manifest} >= {0}
+
+
+def test_min_face_and_whole_frame_detector(collection, tmp_path):
+    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), workers=1,
+                  progress=False)
+    assert big.no_face == 10 and big.faces == 0
+    whole = prepare(collection.out, tmp_path / "b", settings=PrepareSettings(frames=1, detector="none", margin=0),
+                    workers=1, progress=False)
+    manifest, _ = tables(whole.out)
+    video = {v.name: v for v in collection.videos}
+    for row in manifest:
+        assert (row["x"], row["y"]) == (0, 0) and row["w"] == pytest.approx(max(video[row["video_id"]].size), abs=1)
