@@ -1,0 +1,289 @@
+"""`train`: one tracked experiment — prepared data -> leak-free split -> features -> head -> honest metrics
+-> model file -> MLflow run. The test part is predicted once, at the end, with the restored best weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .training import History, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_path: Path
+    val: object | None  # metrics.Evaluation
+    test: object | None
+    history: History
+    split_by: str
+    backbone_images: int  # crops pushed through the base in this run (0 when the cache had them all)
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "model_path": str(self.model_path),
+                "val": self.val.to_dict() if self.val else None, "test": self.test.to_dict() if self.test else None,
+                "epochs_completed": self.history.completed, "best_epoch": self.history.best_epoch,
+                "split": self.split_by, "leaky_split": self.split_by == "frame"}
+
+    def summary(self) -> str:
+        def part(name, ev):
+            if ev is None:
+                return f"{name}: -"
+            v = ev.video
+            return f"{name} video AUC {_fmt(v.auc)} log loss {_fmt(v.log_loss)} acc {_fmt(v.accuracy)} (n={v.n})"
+
+        leak = " [LEAKY frame split]" if self.split_by == "frame" else ""
+        return (f"run {self.run_id}: {self.history.completed} epochs (best {self.history.best_epoch}); "
+                f"{part('val', self.val)}; {part('test', self.test)}; {self.seconds:.1f} s{leak}")
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x != x else f"{x:.3f}"
+
+
+@dataclass
+class _Data:
+    root: Path
+    video_ids: np.ndarray
+    groups: np.ndarray
+    labels: np.ndarray
+    crops: np.ndarray  # absolute paths
+    no_face: tuple[np.ndarray, np.ndarray, np.ndarray]  # video_ids, groups, labels of videos without a face
+    manifest_digest: str
+    prepare_settings: dict
+    dataset: str
+
+
+def load_data(data: str | Path) -> _Data:
+    """The prepared dataset's tables. Raises UsageError when missing, empty or of one class only."""
+    import pyarrow.parquet as pq
+
+    root = Path(data)
+    manifest = root / "manifest.parquet"
+    if not manifest.is_file():
+        raise UsageError(f"{root}: no manifest.parquet (run `fakefinder prepare SRC {root}` first)")
+    t = pq.read_table(manifest, columns=["dataset", "video_id", "group", "label", "crop_path"]).to_pydict()
+    if not t["video_id"]:
+        raise UsageError(f"{manifest}: no face crops to train on")
+    labels = np.asarray(t["label"], dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise UsageError(f"{manifest}: one class only (all {'FAKE' if labels[0] else 'REAL'}); need both")
+    nf = ([], [], [])
+    if (root / "videos.parquet").is_file():
+        v = pq.read_table(root / "videos.parquet", columns=["video_id", "group", "label", "status"]).to_pydict()
+        rows = [(i, g, l) for i, g, l, s in zip(v["video_id"], v["group"], v["label"], v["status"]) if s == "no_face"]
+        nf = tuple(map(list, zip(*rows))) if rows else nf
+    info = json.loads((root / "prepare.json").read_text()) if (root / "prepare.json").is_file() else {}
+    return _Data(root, np.asarray(t["video_id"], dtype=object), np.asarray(t["group"], dtype=object), labels,
+                 np.asarray([str(root / p) for p in t["crop_path"]], dtype=object),
+                 tuple(np.asarray(a, dtype=object) for a in nf),
+                 hashlib.sha256(manifest.read_bytes()).hexdigest()[:16], info.get("settings", {}),
+                 t["dataset"][0])
+
+
+def _split(data: _Data, config: TrainConfig, split_file):
+    """Split crops and no-face videos together, so that each no-face video is counted in its part."""
+    from .splits import load_split, make_split
+
+    nf_ids, nf_groups, nf_labels = data.no_face
+    ids = np.concatenate([data.video_ids, nf_ids])
+    groups = np.concatenate([data.groups, nf_groups])
+    units = np.concatenate([data.crops, nf_ids])
+    if split_file:
+        return load_split(split_file, ids, groups, units)
+    return make_split(ids, groups, np.concatenate([data.labels, nf_labels.astype(np.int64)]), units,
+                      by=config.split, val=config.val, test=config.test, seed=config.seed)
+
+
+class FineTuneModel(torch.nn.Module):
+    """Base + head as one module; the base's BatchNorm layers keep their ImageNet statistics."""
+
+    def __init__(self, backbone, head, pool: str) -> None:
+        super().__init__()
+        self.backbone, self.base, self.head, self.pool = backbone, backbone.module, head, pool
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.base.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def forward(self, x):
+        from .features import pooled
+
+        return self.head(pooled(self.backbone.features(x), self.pool))
+
+
+def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Path | None = None,
+          split_file: str | Path | None = None, tracking_uri: str | None = None, experiment: str = "fakefinder",
+          run_name: str | None = None, cache_dir: str | Path | None = None, parent_run_id: str | None = None,
+          evaluate_test: bool = True, progress: bool = True) -> TrainResult:
+    """Train a detector on a prepared dataset and record everything as one MLflow run.
+
+    Raises UsageError for unusable data or options (missing manifest, one class, empty split, no weights).
+    """
+    from .backbones import create_backbone
+    from .head import Head, HeadSpec
+    from .metrics import evaluate_scores
+    from .modelfile import DeepfakeModel, save_model
+    from .plots import learning_curves
+    from .tracking import configure, git_commit
+    from .training import balanced_indices, fit, resolve_device
+
+    t0 = time.perf_counter()
+    config = config or TrainConfig()
+    config.validate()
+    data_ = load_data(data)
+    split = _split(data_, config, split_file)
+    n = len(data_.labels)
+    parts = {p: np.flatnonzero(split.parts[:n] == p) for p in ("train", "val", "test")}
+    no_face_parts = split.parts[n:]
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    backbone = create_backbone(config.backbone, weights=config.weights, input_size=config.input_size,
+                               normalization=config.normalization, seed=config.seed)
+    rng = np.random.default_rng(config.seed)
+    y_all = data_.labels.astype(np.float32)
+    train_rows = parts["train"][balanced_indices(data_.labels[parts["train"]], config.balance, rng)]
+    frozen = config.trainable_blocks == 0
+
+    if frozen:
+        from .features import FeatureCache
+
+        cache = FeatureCache(cache_dir or data_.root / ".fakefinder" / "features", backbone, config.pool)
+        table = cache.features(list(data_.crops), device=device, progress=progress)
+        in_features = table.dim
+    else:
+        c, h, w = backbone.feature_shape()
+        in_features = c * h * w if config.pool == "flatten" else c
+    torch.manual_seed(config.seed)
+    head = Head(HeadSpec(in_features, config.n_layers, config.n_neurons, config.dropout)).to(device)
+
+    if frozen:
+        X = {p: torch.from_numpy(table.take(rows)).to(device) for p, rows in parts.items()}
+        X["fit"] = torch.from_numpy(table.take(train_rows)).to(device)
+        y_fit = torch.from_numpy(y_all[train_rows]).to(device)
+        model = head
+
+        def batches(epoch_rng):
+            order = torch.from_numpy(epoch_rng.permutation(len(train_rows)))
+            for s in range(0, len(order), config.batch_size):
+                b = order[s:s + config.batch_size].to(device)
+                yield X["fit"][b], y_fit[b]
+
+        def predict(part):
+            with torch.no_grad():
+                return torch.sigmoid(head(X[part])).double().cpu().numpy()
+    else:
+        from .augment import augment
+        from .features import load_crops
+
+        for block in backbone.blocks()[-config.trainable_blocks:]:
+            for p in block.parameters():
+                p.requires_grad_(True)
+        model = FineTuneModel(backbone, head, config.pool).to(device)
+
+        def batches(epoch_rng):
+            order = epoch_rng.permutation(train_rows)
+            for s in range(0, len(order), config.batch_size):
+                b = order[s:s + config.batch_size]
+                images = [augment(im, epoch_rng) for im in load_crops(data_.crops[b])]
+                yield backbone.preprocess(images).to(device), torch.from_numpy(y_all[b]).to(device)
+
+        def predict(part):
+            probe = DeepfakeModel(backbone, head, config.pool)
+            return np.concatenate([probe.predict_faces(load_crops(data_.crops[parts[part][s:s + 256]]))
+                                   for s in range(0, len(parts[part]), 256)] or [np.zeros(0)])
+
+    mlflow = configure(tracking_uri, experiment)
+    tags = {"fakefinder.dataset": data_.dataset, "fakefinder.manifest_digest": data_.manifest_digest,
+            "fakefinder.split_digest": split.digest(), "fakefinder.leaky_split": str(split.leaky),
+            "fakefinder.git_commit": git_commit(), "fakefinder.data": str(data_.root.resolve())}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params({**config.to_params(), "data": str(data_.root), "split_file": str(split_file or "")})
+
+        def on_epoch(epoch: int, row: dict) -> None:
+            mlflow.log_metrics({k: v for k, v in row.items() if v == v}, step=epoch)
+
+        history = fit(model, batches, predict, y_all[train_rows], y_all[parts["val"]], config, on_epoch=on_epoch)
+
+        def evaluation(part):
+            rows = parts[part]
+            if not len(rows):
+                return None
+            return evaluate_scores(data_.video_ids[rows], data_.labels[rows], predict(part), rule=config.video_rule,
+                                   no_face_videos=int(np.sum(no_face_parts == part)))
+
+        val = evaluation("val")
+        test = evaluation("test") if evaluate_test else None
+        out_dir = Path(out) if out else data_.root / "models"
+        model_path = out_dir / f"{run.info.run_id}.safetensors"
+        final = DeepfakeModel(backbone, head, config.pool, threshold=0.5)
+        extra = {"prepare": data_.prepare_settings, "video_rule": config.video_rule, "seed": config.seed,
+                 "train": config.to_params(), "run_id": run.info.run_id}
+        if config.weights not in ("imagenet", "none"):
+            extra["weights_path"] = str(Path(config.weights).resolve())
+        save_model(model_path, final, include_base=not frozen, extra=extra)
+        seconds = time.perf_counter() - t0
+        result = TrainResult(run.info.run_id, model_path, val, test, history, split.by,
+                             backbone.images_seen, seconds)
+        final_metrics = {"epochs_completed": history.completed, "best_epoch": history.best_epoch,
+                         "wall_seconds": seconds, "backbone_images": backbone.images_seen}
+        for name, ev in (("val", val), ("test", test)):
+            for level in ("frame", "video"):
+                for k, v in (ev.to_dict()[level].items() if ev else []):
+                    if v is not None:
+                        final_metrics[f"{name}_{level}_{k}"] = v
+        mlflow.log_metrics(final_metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            split.save(tmp / "split.json")
+            (tmp / "history.csv").write_text(_history_csv(history))
+            (tmp / "model_summary.txt").write_text(model_summary(final, config))
+            (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2))
+            learning_curves({run.info.run_id[:8]: history.epochs}, tmp / "learning_curves.png",
+                            title=f"{config.backbone} {'(leaky frame split)' if split.leaky else ''}")
+            mlflow.log_artifacts(str(tmp))
+            mlflow.log_artifact(str(model_path), artifact_path="model")
+    return result
+
+
+def _history_csv(history: History) -> str:
+    buf = io.StringIO()
+    fields = sorted({k for e in history.epochs for k in e})
+    writer = csv.DictWriter(buf, fieldnames=["epoch", *fields])
+    writer.writeheader()
+    for i, row in enumerate(history.epochs, 1):
+        writer.writerow({"epoch": i, **row})
+    return buf.getvalue()
+
+
+def model_summary(model, config: TrainConfig) -> str:
+    """A Keras-like summary: base, pooling and every head layer with its parameter count."""
+    base_params = sum(p.numel() for p in model.backbone.module.parameters())
+    lines = [f"base: {model.backbone.spec.name} ({model.backbone.weights}, {base_params:,} parameters, "
+             f"{'fine-tuned: last ' + str(config.trainable_blocks) + ' blocks' if config.trainable_blocks else 'frozen'})",
+             f"input: {model.backbone.input_size}x{model.backbone.input_size}, normalisation "
+             f"{model.backbone.normalization}; features {model.backbone.feature_shape()} -> {config.pool}"]
+    total = 0
+    for name, layer in model.head.layers.named_children():
+        count = sum(p.numel() for p in layer.parameters())
+        total += count
+        lines.append(f"  head.{name:3} {layer!s:60} {count:>12,}")
+    lines.append(f"head parameters: {total:,}")
+    return "\n".join(lines) + "\n"

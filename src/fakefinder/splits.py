@@ -1,0 +1,101 @@
+"""Train/val/test splits that do not leak.
+
+`source` (default): a unit is a source group (a real video and every fake made from it); `video`: a unit is a
+video; `frame`: a unit is a crop, the reference study's leaky protocol, kept only to measure the leak.
+Units are shuffled with the seed inside label strata and dealt to test, val and train by their fractions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from . import _atomic
+from .errors import UsageError
+
+SplitBy = Literal["source", "video", "frame"]
+PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """`parts[i]` is the part of manifest row i; `assignment` maps each unit to its part (what a file saves)."""
+
+    by: str
+    seed: int
+    parts: np.ndarray  # dtype object: "train" | "val" | "test" per manifest row
+    assignment: dict[str, str]
+
+    @property
+    def leaky(self) -> bool:
+        return self.by == "frame"
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.by, sorted(self.assignment.items())]).encode()).hexdigest()[:16]
+
+    def mask(self, part: str) -> np.ndarray:
+        return self.parts == part
+
+    def save(self, path: str | Path) -> None:
+        _atomic.write_text(path, json.dumps({"by": self.by, "seed": self.seed, "assignment": self.assignment},
+                                            indent=0, sort_keys=True))
+
+
+def _units(by: str, video_ids: np.ndarray, groups: np.ndarray, crop_paths: np.ndarray) -> np.ndarray:
+    if by == "source":
+        return groups
+    if by == "video":
+        return video_ids
+    if by == "frame":
+        return crop_paths
+    raise UsageError(f"unknown split {by!r} (choose from source, video, frame)")
+
+
+def make_split(video_ids, groups, labels, crop_paths, *, by: SplitBy = "source", val: float = 0.2,
+               test: float = 0.2, seed: int = 0) -> Split:
+    """Deal units to parts, stratified by whether a unit holds any fake.
+
+    Raises UsageError for bad fractions or when a part with a positive fraction would be empty.
+    """
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise UsageError(f"--val {val} and --test {test} must be >= 0 and sum to less than 1")
+    units = _units(by, np.asarray(video_ids), np.asarray(groups), np.asarray(crop_paths))
+    labels = np.asarray(labels)
+    has_fake: dict[str, int] = {}
+    for unit, label in zip(units, labels):
+        has_fake[unit] = max(has_fake.get(unit, 0), int(label))
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for stratum in (0, 1):
+        members = sorted(u for u, f in has_fake.items() if f == stratum)
+        members = [members[i] for i in rng.permutation(len(members))]
+        n_test, n_val = round(test * len(members)), round(val * len(members))
+        for i, unit in enumerate(members):
+            assignment[unit] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    split = Split(by, seed, np.array([assignment[u] for u in units], dtype=object), assignment)
+    for part, fraction in (("train", 1.0), ("val", val), ("test", test)):
+        if fraction > 0 and not split.mask(part).any():
+            raise UsageError(f"the {part} part is empty: {len(has_fake)} {by} units are too few for "
+                             f"--val {val} --test {test}")
+    return split
+
+
+def load_split(path: str | Path, video_ids, groups, crop_paths) -> Split:
+    """A saved split applied to this manifest; rows whose unit it does not name are an error."""
+    try:
+        data = json.loads(Path(path).read_text())
+        by, assignment = data["by"], dict(data["assignment"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a split file ({type(exc).__name__})") from None
+    units = _units(by, np.asarray(video_ids), np.asarray(groups), np.asarray(crop_paths))
+    unknown = sorted(set(units) - set(assignment))
+    if unknown:
+        raise UsageError(f"{path}: does not assign {len(unknown)} {by} units of this dataset, e.g. {unknown[0]!r}")
+    if set(assignment.values()) - set(PARTS):
+        raise UsageError(f"{path}: parts must be train, val or test")
+    return Split(by, int(data.get("seed", 0)), np.array([assignment[u] for u in units], dtype=object), assignment)
