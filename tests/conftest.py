@@ -23,3 +23,20 @@ def prepared(collection, tmp_path_factory):
 @pytest.fixture(scope="session")
 def metadata(collection) -> dict:
     return json.loads(Path(collection.metadata_path).read_text())
+
+
+@pytest.fixture(scope="session")
+def learnable(tmp_path_factory):
+    """A collection whose fakes a frozen ImageNet base can learn: full-face swaps and resampled faces.
+
+    15 real videos and 15 fakes, 2 s each, prepared at 2 fps: 120 crops, 3 source groups per test part.
+    """
+    root = tmp_path_factory.mktemp("learnable")
+    made = synth(root / "swap", videos=30, seed=5, seconds=2, sizes=((640, 360),), methods=("swap", "resample"))
+    return prepare(made.out, root / "prepared", settings=PrepareSettings(fps=2), workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tracking(tmp_path_factory) -> str:
+    """One MLflow SQLite store for the session (creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"

@@ -37,7 +37,7 @@ def binary_metrics(y, p, *, threshold: float = 0.5) -> Metrics:
     accuracy = float(np.mean((p >= threshold) == (y == 1)))
     if len(np.unique(y)) < 2:
         return Metrics(accuracy, math.nan, math.nan, log_loss, math.nan, len(y))
-    fpr, tpr, _ = roc_curve(y, p)
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: EER needs the exact crossing
     i = int(np.argmin(np.abs(fpr - (1 - tpr))))
     eer = float((fpr[i] + 1 - tpr[i]) / 2)
     return Metrics(accuracy, float(roc_auc_score(y, p)), float(average_precision_score(y, p)), log_loss, eer, len(y))

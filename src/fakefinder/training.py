@@ -33,7 +33,7 @@ class TrainConfig:
     n_neurons: int = 256
     dropout: float = 0.0
     optimizer: Optimizer = "rmsprop"
-    lr: float = 1e-4
+    lr: float = 1e-3
     epochs: int = 30
     batch_size: int = 32
     patience: int | None = 5  # None: no early stopping

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from fakefinder.metrics import binary_metrics, evaluate_scores, video_scores
+
+Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+P = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.6])
+
+
+def test_frame_metrics_match_scikit_learn():
+    m = binary_metrics(Y, P)
+    assert m.accuracy == pytest.approx(sk.accuracy_score(Y, P >= 0.5))
+    assert m.auc == pytest.approx(sk.roc_auc_score(Y, P))
+    assert m.ap == pytest.approx(sk.average_precision_score(Y, P))
+    assert m.log_loss == pytest.approx(sk.log_loss(Y, P))
+    assert m.n == 8
+
+
+def test_eer_by_hand():
+    # Scores separate all but one pair: at the threshold 0.6 one real of four is called fake and one fake of
+    # four is missed, so false positive rate = false negative rate = 0.25.
+    assert binary_metrics(Y, P).eer == pytest.approx(0.25)
+    assert binary_metrics([0, 1], [0.2, 0.9]).eer == 0.0
+
+
+def test_log_loss_clips_like_dfdc():
+    assert binary_metrics([1], [0.0]).log_loss == pytest.approx(-math.log(1e-15))
+    assert binary_metrics([0, 1], [0.0, 1.0]).log_loss < 1e-12
+
+
+def test_one_class_has_no_auc_but_still_a_log_loss():
+    m = binary_metrics([1, 1, 1], [0.9, 0.8, 0.4])
+    assert math.isnan(m.auc) and m.accuracy == pytest.approx(2 / 3) and m.to_dict()["auc"] is None
+
+
+def test_video_level_means_and_confident_rule():
+    ids = ["a"] * 5 + ["b"] * 5
+    y = [1] * 5 + [0] * 5
+    p = [0.9, 0.95, 0.85, 0.1, 0.2] + [0.1, 0.05, 0.1, 0.15, 0.1]
+    names, vy, vp = video_scores(ids, y, p)
+    assert names == ["a", "b"] and vy.tolist() == [1, 0] and vp == pytest.approx([0.6, 0.1])
+    _, _, conf = video_scores(ids, y, p, rule="confident")
+    assert conf == pytest.approx([0.9, 0.1])  # 3 of 5 confident fakes (> 40%): their mean
+
+
+def test_evaluation_confusion_and_no_face_count():
+    ev = evaluate_scores(["a", "a", "b", "c"], [1, 1, 0, 0], [0.9, 0.7, 0.6, 0.2], no_face_videos=2)
+    assert ev.confusion == ((1, 1), (0, 1)) and ev.video.n == 3 and ev.frame.n == 4
+    assert ev.to_dict()["no_face_videos"] == 2
