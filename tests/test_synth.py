@@ -53,8 +53,10 @@ def test_deterministic_from_seed(tmp_path):
     c = synth(tmp_path / "c", videos=2, seed=8, seconds=1, sizes=((320, 240),))
     assert a.videos == b.videos and a.videos != c.videos
     assert a.metadata_path.read_text() == b.metadata_path.read_text()
-    for v in a.videos:
-        assert (a.out / f"{v.name}.mp4").read_bytes() == (b.out / f"{v.name}.mp4").read_bytes()
+    for v in a.videos:  # the same pixels up to the encoder (x264 output bytes can vary between runs)
+        fa, fb, fc = (next(sample_frames(r.out / f"{n}.mp4", frames=1)).image.astype(int)
+                      for r, n in ((a, v.name), (b, v.name), (c, c.videos[0].name)))
+        assert np.abs(fa - fb).mean() < 1.0 < np.abs(fa - fc).mean()
 
 
 def test_mouth_only_collection(tmp_path):

@@ -85,9 +85,9 @@ def test_early_stopping_restores_the_best_epoch(learnable, tracking):
     assert history.completed < 60 and history.best_epoch == history.completed - 3
     # The saved head, applied to the cached validation features, gives the best epoch's val loss exactly.
     data = load_data(learnable.out)
-    from fakefinder.experiment import _split
+    from fakefinder.experiment import split_data
 
-    val = np.flatnonzero(_split(data, config, None).parts == "val")
+    val = np.flatnonzero(split_data(data, config, None).parts == "val")
     model = load_model(result.model_path)
     table = FeatureCache(learnable.out / ".fakefinder" / "features", model.backbone, "avg").features(list(data.crops))
     with torch.no_grad():
@@ -183,3 +183,24 @@ def test_unusable_data_exits_2_with_one_line(case, prepared, tracking, tmp_path)
     expected = {"no_manifest": "no manifest.parquet", "one_class": "one class only", "empty_split": "part is empty",
                 "bad_option": "--lr must be positive"}[case]
     assert expected in lines[0]
+
+
+def test_features_beyond_the_memory_budget_stream_from_the_memory_map(learnable, baseline):
+    from fakefinder.backbones import create_backbone
+    from fakefinder.experiment import frozen_setup, split_data
+    from fakefinder.training import fit
+
+    data, config = load_data(learnable.out), TrainConfig(epochs=3)
+    split = split_data(data, config, None)
+    parts = {p: np.flatnonzero(split.parts == p) for p in ("train", "val", "test")}
+    cache = FeatureCache(learnable.out / ".fakefinder" / "features", create_backbone(), "avg")
+    table = cache.features(list(data.crops))
+    assert isinstance(table.shards[0], np.memmap) and cache.backbone.images_seen == 0
+    predictions = []
+    for budget in (1 << 30, 0):  # resident on the device, then gathered from the memmap batch by batch
+        head, model, batches, predict = frozen_setup(table, data.labels, parts, parts["train"], config, "cpu",
+                                                     resident_bytes=budget)
+        fit(model, batches, predict, data.labels[parts["train"]].astype(np.float32),
+            data.labels[parts["val"]].astype(np.float32), config)
+        predictions.append(predict("val"))
+    assert np.array_equal(*predictions)

@@ -93,7 +93,7 @@ def load_data(data: str | Path) -> _Data:
                  t["dataset"][0])
 
 
-def _split(data: _Data, config: TrainConfig, split_file):
+def split_data(data: _Data, config: TrainConfig, split_file):
     """Split crops and no-face videos together, so that each no-face video is counted in its part."""
     from .splits import load_split, make_split
 
@@ -110,9 +110,9 @@ def _split(data: _Data, config: TrainConfig, split_file):
 class FineTuneModel(torch.nn.Module):
     """Base + head as one module; the base's BatchNorm layers keep their ImageNet statistics."""
 
-    def __init__(self, backbone, head, pool: str) -> None:
+    def __init__(self, backbone, head, pool: str, precision: str) -> None:
         super().__init__()
-        self.backbone, self.base, self.head, self.pool = backbone, backbone.module, head, pool
+        self.backbone, self.base, self.head, self.pool, self.precision = backbone, backbone.module, head, pool, precision
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -124,7 +124,87 @@ class FineTuneModel(torch.nn.Module):
     def forward(self, x):
         from .features import pooled
 
-        return self.head(pooled(self.backbone.features(x), self.pool))
+        return self.head(pooled(self.backbone.features(x, precision=self.precision), self.pool))
+
+
+def _new_head(in_features: int, config: TrainConfig, device: str):
+    from .head import Head, HeadSpec
+
+    torch.manual_seed(config.seed)
+    return Head(HeadSpec(in_features, config.n_layers, config.n_neurons, config.dropout)).to(device)
+
+
+RESIDENT_BYTES = 2 << 30  # features up to this size are copied to the device; larger ones stream from the memmap
+
+
+class _Rows:
+    """Feature rows of one part: resident on the device when small, gathered from the memory map when not."""
+
+    def __init__(self, table, rows: np.ndarray, device: str, budget: int) -> None:
+        self.table, self.rows, self.device = table, rows, device
+        self.resident = len(rows) * table.dim * 4 <= budget
+        self.data = torch.from_numpy(table.take(rows)).to(device) if self.resident else None
+
+    def __getitem__(self, positions: np.ndarray) -> torch.Tensor:
+        if self.resident:
+            return self.data[torch.as_tensor(positions, device=self.device)]
+        return torch.from_numpy(self.table.take(self.rows[positions])).to(self.device)
+
+    def chunks(self, size: int = 8192):
+        for s in range(0, len(self.rows), size):
+            yield self[np.arange(s, min(s + size, len(self.rows)))]
+
+
+def frozen_setup(table, labels: np.ndarray, parts: dict, train_rows: np.ndarray, config: TrainConfig, device: str,
+                 *, resident_bytes: int = RESIDENT_BYTES):
+    """A head and its data over cached features: (head, model to fit, batches, predict)."""
+    y_fit = torch.from_numpy(labels[train_rows].astype(np.float32)).to(device)
+    X = {p: _Rows(table, rows, device, resident_bytes) for p, rows in {**parts, "fit": train_rows}.items()}
+    head = _new_head(table.dim, config, device)
+
+    def batches(epoch_rng):
+        order = epoch_rng.permutation(len(train_rows))
+        for s in range(0, len(order), config.batch_size):
+            b = order[s:s + config.batch_size]
+            yield X["fit"][b], y_fit[torch.as_tensor(b, device=device)]
+
+    def predict(part):
+        with torch.no_grad():
+            return np.concatenate([torch.sigmoid(head(x)).double().cpu().numpy() for x in X[part].chunks()]
+                                  or [np.zeros(0)])
+
+    return head, head, batches, predict
+
+
+def finetune_setup(backbone, crops: np.ndarray, labels: np.ndarray, parts: dict, train_rows: np.ndarray,
+                   config: TrainConfig, device: str):
+    """Base (last K blocks trainable) + head on augmented images: (head, model to fit, batches, predict)."""
+    from .augment import augment
+    from .features import load_crops
+    from .modelfile import DeepfakeModel
+
+    y_all = labels.astype(np.float32)
+    c, h, w = backbone.feature_shape()
+    head = _new_head(c * h * w if config.pool == "flatten" else c, config, device)
+    for block in backbone.blocks()[-config.trainable_blocks:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    model = FineTuneModel(backbone, head, config.pool, config.precision).to(device)
+
+    def batches(epoch_rng):
+        order = epoch_rng.permutation(train_rows)
+        for s in range(0, len(order), config.batch_size):
+            b = order[s:s + config.batch_size]
+            images = [augment(im, epoch_rng) for im in load_crops(crops[b])]
+            yield backbone.preprocess(images).to(device), torch.from_numpy(y_all[b]).to(device)
+
+    def predict(part):
+        probe = DeepfakeModel(backbone, head, config.pool, precision=config.precision)
+        rows = parts[part]
+        return np.concatenate([probe.predict_faces(load_crops(crops[rows[s:s + 256]]))
+                               for s in range(0, len(rows), 256)] or [np.zeros(0)])
+
+    return head, model, batches, predict
 
 
 def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Path | None = None,
@@ -136,7 +216,6 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
     Raises UsageError for unusable data or options (missing manifest, one class, empty split, no weights).
     """
     from .backbones import create_backbone
-    from .head import Head, HeadSpec
     from .metrics import evaluate_scores
     from .modelfile import DeepfakeModel, save_model
     from .plots import learning_curves
@@ -147,7 +226,7 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
     config = config or TrainConfig()
     config.validate()
     data_ = load_data(data)
-    split = _split(data_, config, split_file)
+    split = split_data(data_, config, split_file)
     n = len(data_.labels)
     parts = {p: np.flatnonzero(split.parts[:n] == p) for p in ("train", "val", "test")}
     no_face_parts = split.parts[n:]
@@ -163,50 +242,14 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
     if frozen:
         from .features import FeatureCache
 
-        cache = FeatureCache(cache_dir or data_.root / ".fakefinder" / "features", backbone, config.pool)
+        cache = FeatureCache(cache_dir or data_.root / ".fakefinder" / "features", backbone, config.pool,
+                             precision=config.precision)
         table = cache.features(list(data_.crops), device=device, progress=progress)
-        in_features = table.dim
-    else:
-        c, h, w = backbone.feature_shape()
-        in_features = c * h * w if config.pool == "flatten" else c
-    torch.manual_seed(config.seed)
-    head = Head(HeadSpec(in_features, config.n_layers, config.n_neurons, config.dropout)).to(device)
-
     if frozen:
-        X = {p: torch.from_numpy(table.take(rows)).to(device) for p, rows in parts.items()}
-        X["fit"] = torch.from_numpy(table.take(train_rows)).to(device)
-        y_fit = torch.from_numpy(y_all[train_rows]).to(device)
-        model = head
-
-        def batches(epoch_rng):
-            order = torch.from_numpy(epoch_rng.permutation(len(train_rows)))
-            for s in range(0, len(order), config.batch_size):
-                b = order[s:s + config.batch_size].to(device)
-                yield X["fit"][b], y_fit[b]
-
-        def predict(part):
-            with torch.no_grad():
-                return torch.sigmoid(head(X[part])).double().cpu().numpy()
+        head, model, batches, predict = frozen_setup(table, data_.labels, parts, train_rows, config, device)
     else:
-        from .augment import augment
-        from .features import load_crops
-
-        for block in backbone.blocks()[-config.trainable_blocks:]:
-            for p in block.parameters():
-                p.requires_grad_(True)
-        model = FineTuneModel(backbone, head, config.pool).to(device)
-
-        def batches(epoch_rng):
-            order = epoch_rng.permutation(train_rows)
-            for s in range(0, len(order), config.batch_size):
-                b = order[s:s + config.batch_size]
-                images = [augment(im, epoch_rng) for im in load_crops(data_.crops[b])]
-                yield backbone.preprocess(images).to(device), torch.from_numpy(y_all[b]).to(device)
-
-        def predict(part):
-            probe = DeepfakeModel(backbone, head, config.pool)
-            return np.concatenate([probe.predict_faces(load_crops(data_.crops[parts[part][s:s + 256]]))
-                                   for s in range(0, len(parts[part]), 256)] or [np.zeros(0)])
+        head, model, batches, predict = finetune_setup(backbone, data_.crops, data_.labels, parts, train_rows,
+                                                       config, device)
 
     mlflow = configure(tracking_uri, experiment)
     tags = {"fakefinder.dataset": data_.dataset, "fakefinder.manifest_digest": data_.manifest_digest,
@@ -233,7 +276,7 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
         test = evaluation("test") if evaluate_test else None
         out_dir = Path(out) if out else data_.root / "models"
         model_path = out_dir / f"{run.info.run_id}.safetensors"
-        final = DeepfakeModel(backbone, head, config.pool, threshold=0.5)
+        final = DeepfakeModel(backbone, head, config.pool, threshold=0.5, precision=config.precision)
         extra = {"prepare": data_.prepare_settings, "video_rule": config.video_rule, "seed": config.seed,
                  "train": config.to_params(), "run_id": run.info.run_id}
         if config.weights not in ("imagenet", "none"):

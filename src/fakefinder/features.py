@@ -77,11 +77,12 @@ class FeatureTable:
 
 
 class FeatureCache:
-    """One folder per (backbone key, pooling): `index.json` (digest -> shard, row) and `.npy` shards."""
+    """One folder per (backbone key, pooling, precision): `index.json` (digest -> shard, row) and `.npy` shards."""
 
-    def __init__(self, root: str | Path, backbone: Backbone, pool: Pool) -> None:
-        self.backbone, self.pool = backbone, pool
-        key = json.dumps({**backbone.key, "pool": pool, "store": np.dtype(STORE_DTYPE).name}, sort_keys=True)
+    def __init__(self, root: str | Path, backbone: Backbone, pool: Pool, *, precision: str = "fp32") -> None:
+        self.backbone, self.pool, self.precision = backbone, pool, precision
+        key = json.dumps({**backbone.key, "pool": pool, "precision": precision,
+                          "store": np.dtype(STORE_DTYPE).name}, sort_keys=True)
         self.dir = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:20]
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic.write_text(self.dir / "key.json", key + "\n")
@@ -123,7 +124,8 @@ class FeatureCache:
                 for start in range(0, len(items), batch_size):
                     chunk = items[start:start + batch_size]
                     x = self.backbone.preprocess(load_crops([p for _, p in chunk])).to(device)
-                    vectors = pooled(self.backbone.features(x), self.pool).float().cpu().numpy()
+                    maps = self.backbone.features(x, precision=self.precision)
+                    vectors = pooled(maps, self.pool).cpu().numpy()
                     if first:
                         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE,
                                                         shape=(len(items), vectors.shape[1]))

@@ -30,6 +30,7 @@ class DeepfakeModel:
     head: Head
     pool: str
     threshold: float = 0.5
+    precision: str = "fp32"
     header: dict | None = None
 
     def predict_faces(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
@@ -45,7 +46,8 @@ class DeepfakeModel:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 x = self.backbone.preprocess(images[start:start + batch_size]).to(device)
-                out.append(torch.sigmoid(self.head(pooled(self.backbone.features(x), self.pool))).cpu().numpy())
+                maps = self.backbone.features(x, precision=self.precision)
+                out.append(torch.sigmoid(self.head(pooled(maps, self.pool))).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
     def to(self, device: str) -> DeepfakeModel:
@@ -59,7 +61,8 @@ def save_model(path: str | Path, model: DeepfakeModel, *, include_base: bool, ex
 
     path = Path(path)
     header = {"format": FORMAT, "fakefinder": __version__, "label": "1 = FAKE; outputs are P(fake)",
-              "base": model.backbone.key, "pool": model.pool, "head": asdict(model.head.spec),
+              "base": model.backbone.key, "pool": model.pool, "precision": model.precision,
+              "head": asdict(model.head.spec),
               "threshold": model.threshold, "includes_base": include_base, **(extra or {})}
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if include_base:
@@ -107,5 +110,6 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DeepfakeModel:
                              f"but {source} has {backbone.weights_digest[:12]}")
     head = Head(HeadSpec(**header["head"]))
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-    model = DeepfakeModel(backbone, head.eval(), header["pool"], float(header["threshold"]), header)
+    model = DeepfakeModel(backbone, head.eval(), header["pool"], float(header["threshold"]),
+                          header.get("precision", "fp32"), header)
     return model.to(device)

@@ -200,7 +200,7 @@ def _encode(path: Path, frames, size, fps: int, keyint: int) -> None:
             stream.width, stream.height = size
             stream.pix_fmt = "yuv420p"
             stream.codec_context.gop_size = keyint
-            stream.options = {"preset": "veryfast", "crf": "23", "threads": "1",  # threads: byte-reproducible
+            stream.options = {"preset": "veryfast", "crf": "23",
                               "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
             for image in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))

@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     video_rule: Literal["mean", "confident"] = "mean"
     device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast in the base (see README for its measured effect)
 
     @classmethod
     def reference(cls, **overrides) -> TrainConfig:
@@ -68,7 +69,8 @@ class TrainConfig:
                   (self.trainable_blocks >= 0, "--trainable-blocks must be >= 0"),
                   (self.optimizer in ("rmsprop", "adam"), "--optimizer must be rmsprop or adam"),
                   (self.balance in ("undersample", "weight", "none"), "--balance must be undersample, weight or none"),
-                  (self.pool in ("flatten", "avg"), "--pool must be flatten or avg")]
+                  (self.pool in ("flatten", "avg"), "--pool must be flatten or avg"),
+                  (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)

@@ -108,6 +108,7 @@ def _add_train(sub) -> None:
     g.add_argument("--balance", choices=("undersample", "weight", "none"))
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: autocast in the base (default fp32)")
     g = p.add_argument_group("split and metrics")
     g.add_argument("--split", choices=("source", "video", "frame"),
                    help="source (default): a fake stays with its original; frame: the reference's leaky split")
@@ -128,7 +129,7 @@ def _add_train(sub) -> None:
 
 TRAIN_OPTIONS = ("backbone", "weights", "input_size", "normalization", "trainable_blocks", "pool", "n_layers",
                  "n_neurons", "dropout", "optimizer", "lr", "epochs", "batch_size", "patience", "balance", "seed",
-                 "device", "split", "val", "test", "video_rule")
+                 "device", "precision", "split", "val", "test", "video_rule")
 
 
 def _run_train(args) -> int:

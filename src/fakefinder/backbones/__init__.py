@@ -85,10 +85,14 @@ class Backbone:
         batch = (batch - mean) / std
         return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
-    def features(self, x):
-        """The base's output map for a preprocessed batch (gradients flow only if the caller enables them)."""
+    def features(self, x, *, precision: str = "fp32"):
+        """The base's output map for a preprocessed batch, in float32 whatever `precision` computed it in
+        (gradients flow only if the caller enables them)."""
+        import torch
+
         self.images_seen += int(x.shape[0])
-        return self.module.forward_features(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return self.module.forward_features(x).float()
 
     def blocks(self) -> list:
         return self.module.feature_blocks()
