@@ -210,7 +210,7 @@ def finetune_setup(backbone, crops: np.ndarray, labels: np.ndarray, parts: dict,
 def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Path | None = None,
           split_file: str | Path | None = None, tracking_uri: str | None = None, experiment: str = "fakefinder",
           run_name: str | None = None, cache_dir: str | Path | None = None, parent_run_id: str | None = None,
-          evaluate_test: bool = True, progress: bool = True) -> TrainResult:
+          evaluate_test: bool = True, progress: bool = True, tags: dict[str, str] | None = None) -> TrainResult:
     """Train a detector on a prepared dataset and record everything as one MLflow run.
 
     Raises UsageError for unusable data or options (missing manifest, one class, empty split, no weights).
@@ -252,12 +252,13 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
                                                        config, device)
 
     mlflow = configure(tracking_uri, experiment)
-    tags = {"fakefinder.dataset": data_.dataset, "fakefinder.manifest_digest": data_.manifest_digest,
+    run_tags = {"fakefinder.dataset": data_.dataset, "fakefinder.manifest_digest": data_.manifest_digest,
             "fakefinder.split_digest": split.digest(), "fakefinder.leaky_split": str(split.leaky),
             "fakefinder.git_commit": git_commit(), "fakefinder.data": str(data_.root.resolve())}
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    run_tags.update(tags or {})
+    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
         mlflow.log_params({**config.to_params(), "data": str(data_.root), "split_file": str(split_file or "")})
 
         def on_epoch(epoch: int, row: dict) -> None:

@@ -24,6 +24,7 @@ def configure(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
 
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(resolve_tracking_uri(uri))

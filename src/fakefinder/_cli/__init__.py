@@ -156,6 +156,78 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search training flags (a grid, like tfruns) at feature-cache speed",
+                       description="Every trial is a tracked MLflow run nested under the study's run; selection "
+                                   "uses validation data only; the best configuration is then evaluated once on "
+                                   "the test part. Rerun the same command to resume.")
+    p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
+    p.add_argument("--grid", type=Path, required=True,
+                   help="YAML: flags (option: [values]), optional fixed (option: value) and sample (fraction)")
+    p.add_argument("--search", choices=("grid", "random", "tpe"), default="grid")
+    p.add_argument("--trials", type=_positive_int, help="number of trials for random and tpe searches")
+    p.add_argument("--study", help="study name (default: DATA's folder name and the grid file's name)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///./optuna.db; PostgreSQL etc. to share)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    p.add_argument("--metric", default="video_log_loss", help="validation metric to select on (default "
+                   "video_log_loss; also video_auc, frame_log_loss, frame_auc, video_accuracy, ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", type=Path, help="feature cache folder (default DATA/.fakefinder/features)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--experiment", default="fakefinder")
+    p.set_defaults(run=_run_tune)
+
+
+def _run_tune(args) -> int:
+    from ..tuning import tune
+
+    result = tune(args.data, args.grid, search=args.search, trials=args.trials, study=args.study,
+                  storage=args.storage, workers=args.workers, metric=args.metric, tracking_uri=args.tracking_uri,
+                  experiment=args.experiment, seed=args.seed, cache_dir=args.cache)
+    print(f"\ntop {min(10, len(result.rows))} of {len(result.rows)} completed trials, best first "
+          f"(study {result.study}):")
+    print(result.table())
+    print("\n" + result.test_line())
+    return 0
+
+
+def _add_runs(sub) -> None:
+    p = sub.add_parser("runs", help="list runs best-first or newest-first; `runs show RUN`; `runs compare A B`",
+                       description="fakefinder runs [options]  |  fakefinder runs show RUN  |  "
+                                   "fakefinder runs compare RUN_A RUN_B [--png FILE]")
+    p.add_argument("action", nargs="*", metavar="show RUN | compare A B", help="omit to list runs")
+    p.add_argument("--order", help="best first by this metric (e.g. val_auc, val_log_loss, val_video_auc)")
+    p.add_argument("--where", help='filter, e.g. "val_auc > 0.9 and epochs_completed < 20"')
+    p.add_argument("--latest", type=_positive_int, help="only the N newest (or best) runs")
+    p.add_argument("--study", help="only the trials of this tuning study")
+    p.add_argument("--csv", type=Path, help="also write every param and metric of the listed runs to a CSV")
+    p.add_argument("--png", type=Path, help="compare: where to draw the overlaid learning curves")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--experiment", default="fakefinder")
+    p.set_defaults(run=_run_runs)
+
+
+def _run_runs(args) -> int:
+    from .. import runs
+    from ..errors import UsageError
+
+    action = args.action
+    if not action:
+        found = runs.list_runs(tracking_uri=args.tracking_uri, experiment=args.experiment, study=args.study,
+                               order=args.order, where=args.where, latest=args.latest)
+        print(runs.runs_table(found) if found else "no runs")
+        if args.csv:
+            print(f"wrote {runs.write_csv(found, args.csv)}")
+    elif action[0] == "show" and len(action) == 2:
+        print(runs.show_run(action[1], tracking_uri=args.tracking_uri))
+    elif action[0] == "compare" and len(action) == 3:
+        png = args.png or Path(f"compare-{action[1][:8]}-{action[2][:8]}.png")
+        print(runs.compare_runs(action[1], action[2], tracking_uri=args.tracking_uri, png=png))
+    else:
+        raise UsageError("expected no action, `show RUN` or `compare RUN_A RUN_B`")
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the main job on built-in synthetic data (offline)")
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
@@ -179,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakefinder", description="Tell real videos from deepfakes.")
     parser.add_argument("--version", action="version", version=f"fakefinder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_synth, _add_prepare, _add_train):
+    for add in (_add_demo, _add_synth, _add_prepare, _add_train, _add_tune, _add_runs):
         add(sub)
     return parser
 

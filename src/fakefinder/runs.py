@@ -1,0 +1,195 @@
+"""`runs`: list, show and compare tracked runs (our `ls_runs`, `view_run`, `compare_runs`), on any MLflow store."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .tuning import format_table
+
+# Short names a user types -> MLflow metric keys; loss-like ones sort ascending for "best first".
+ALIASES = {"val_auc": "val_video_auc", "val_log_loss": "val_video_log_loss", "val_acc": "val_video_accuracy",
+           "test_auc": "test_video_auc", "test_log_loss": "test_video_log_loss"}
+LOWER_IS_BETTER = ("loss", "eer", "seconds")
+SHOWN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_video_auc", "val_video_log_loss")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    name: str
+    status: str
+    start_time: float  # ms since the epoch
+    end_time: float | None
+    params: dict
+    metrics: dict
+    tags: dict
+
+    @property
+    def duration(self) -> float | None:
+        return (self.end_time - self.start_time) / 1000 if self.end_time else None
+
+
+def _metric(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def _filter(where: str | None) -> str:
+    """'val_auc > 0.9 and epochs_completed < 20' -> MLflow's filter syntax on metrics."""
+    if not where:
+        return ""
+    parts = re.split(r"\s+and\s+", where.strip(), flags=re.I)
+    out = []
+    for part in parts:
+        m = re.fullmatch(r"([A-Za-z_][\w.]*)\s*(<=|>=|!=|=|<|>)\s*(\S+)", part.strip())
+        if not m:
+            raise UsageError(f"--where: cannot read {part!r} (expected e.g. \"val_auc > 0.9\")")
+        name, op, value = m.groups()
+        key = name if name.startswith(("params.", "tags.", "metrics.", "attributes.")) else f"metrics.{_metric(name)}"
+        out.append(f"{key} {op} {value}")
+    return " and ".join(out)
+
+
+def list_runs(*, tracking_uri: str | None = None, experiment: str = "fakefinder", study: str | None = None,
+              order: str | None = None, where: str | None = None, latest: int | None = None) -> list[RunInfo]:
+    """Training runs (not study parents), newest first, or best first by `order` (a metric name)."""
+    from .tracking import configure
+
+    mlflow = configure(tracking_uri, experiment)
+    clauses = [c for c in (_filter(where), f"tags.`fakefinder.study` = '{study}'" if study else "") if c]
+    if order:
+        key = _metric(order)
+        direction = "ASC" if any(k in key for k in LOWER_IS_BETTER) else "DESC"
+        order_by = [f"metrics.`{key}` {direction}"]
+    else:
+        order_by = ["attributes.start_time DESC"]
+    try:
+        found = mlflow.MlflowClient().search_runs(
+            [mlflow.get_experiment_by_name(experiment).experiment_id], filter_string=" and ".join(clauses),
+            order_by=order_by, max_results=latest or 50000)
+    except Exception as exc:  # noqa: BLE001 - MLflow reports a bad filter with its own exception types
+        raise UsageError(f"cannot list runs: {' '.join(str(exc).split())[:200]}") from None
+    runs = [RunInfo(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time, r.info.end_time,
+                    dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
+            for r in found if r.data.tags.get("fakefinder.role") != "study"]
+    if order:  # MLflow puts runs without the metric anywhere; put them last
+        runs.sort(key=lambda r: _metric(order) not in r.metrics)
+    return runs
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def runs_table(runs: list[RunInfo]) -> str:
+    """Run id, the flags that differ between these runs, final metrics, epochs done/asked, duration, start."""
+    import datetime as dt
+
+    keys = sorted({k for r in runs for k in r.params})
+    varying = [k for k in keys if len({r.params.get(k) for r in runs}) > 1 and k not in ("data", "split_file")]
+    head = ["run", *varying, *SHOWN_METRICS, "epochs", "seconds", "started"]
+    rows = []
+    for r in runs:
+        epochs = f"{_fmt(r.metrics.get('epochs_completed'))}/{r.params.get('epochs', '-')}".replace(".0/", "/")
+        started = dt.datetime.fromtimestamp(r.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append([r.run_id[:12], *(r.params.get(k, "-") for k in varying),
+                     *(_fmt(r.metrics.get(m)) for m in SHOWN_METRICS), epochs, _fmt(r.duration), started])
+    return format_table(head, rows)
+
+
+def write_csv(runs: list[RunInfo], path: str | Path) -> Path:
+    import csv
+
+    params = sorted({k for r in runs for k in r.params})
+    metrics = sorted({k for r in runs for k in r.metrics})
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "name", "status", "start_time", "duration_s", *(f"param.{k}" for k in params),
+                    *(f"metric.{k}" for k in metrics)])
+        for r in runs:
+            w.writerow([r.run_id, r.name, r.status, r.start_time, r.duration, *(r.params.get(k, "") for k in params),
+                        *(r.metrics.get(k, "") for k in metrics)])
+    return Path(path)
+
+
+def get_run(run_id: str, *, tracking_uri: str | None = None) -> RunInfo:
+    from .tracking import configure
+
+    mlflow = configure(tracking_uri)
+    client = mlflow.MlflowClient()
+    if len(run_id) < 32:  # a prefix, as the tables print them
+        ids = [e.experiment_id for e in client.search_experiments()]
+        matches = [r.info.run_id for r in client.search_runs(ids, max_results=50000)
+                   if r.info.run_id.startswith(run_id)] if run_id else []
+        if len(matches) > 1:
+            raise UsageError(f"run id prefix {run_id!r} is ambiguous ({len(matches)} runs)")
+        run_id = matches[0] if matches else run_id
+    try:
+        r = client.get_run(run_id)
+    except Exception:  # noqa: BLE001
+        raise UsageError(f"no run {run_id!r} in {mlflow.get_tracking_uri()}") from None
+    return RunInfo(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time, r.info.end_time,
+                   dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
+
+
+def history(run_id: str, *, tracking_uri: str | None = None) -> list[dict]:
+    """Per-epoch metrics of a run, as `fit` logged them."""
+    from .tracking import configure
+
+    client = configure(tracking_uri).MlflowClient()
+    epochs: dict[int, dict] = {}
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc"):
+        for m in client.get_metric_history(run_id, key):
+            epochs.setdefault(m.step, {})[key] = m.value
+    return [epochs[s] for s in sorted(epochs)]
+
+
+def show_run(run_id: str, *, tracking_uri: str | None = None) -> str:
+    """Everything recorded for a run, as text."""
+    from .tracking import configure
+
+    run = get_run(run_id, tracking_uri=tracking_uri)
+    run_id = run.run_id
+    client = configure(tracking_uri).MlflowClient()
+    lines = [f"run {run.run_id} ({run.name}), {run.status}, {_fmt(run.duration)} s"]
+    lines += ["", "flags:"] + [f"  {k} = {v}" for k, v in sorted(run.params.items())]
+    lines += ["", "metrics (final):"] + [f"  {k} = {_fmt(v)}" for k, v in sorted(run.metrics.items())]
+    lines += ["", "tags:"] + [f"  {k} = {v}" for k, v in sorted(run.tags.items()) if not k.startswith("mlflow.")]
+    lines += ["", "per epoch:", format_table(["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                                "val_auc"],
+                                               [[str(i), *(_fmt(e.get(k)) for k in ("train_loss", "train_accuracy",
+                                                                                    "val_loss", "val_accuracy",
+                                                                                    "val_auc"))]
+                                                for i, e in enumerate(history(run_id, tracking_uri=tracking_uri), 1)])]
+    artifacts = [a.path for a in client.list_artifacts(run_id)] + \
+        [a.path for a in client.list_artifacts(run_id, "model")]
+    lines += ["", "artifacts:"] + [f"  {a}" for a in artifacts]
+    try:
+        summary = client.download_artifacts(run_id, "model_summary.txt")
+        lines += ["", "model summary:", Path(summary).read_text().rstrip()]
+    except Exception:  # noqa: BLE001 - a run made elsewhere may have none
+        pass
+    return "\n".join(lines)
+
+
+def compare_runs(a: str, b: str, *, tracking_uri: str | None = None, png: str | Path | None = None) -> str:
+    """Flags and final metrics side by side, differences marked with '*'; learning curves overlaid in `png`."""
+    from .plots import learning_curves
+
+    ra, rb = get_run(a, tracking_uri=tracking_uri), get_run(b, tracking_uri=tracking_uri)
+    rows = []
+    for section, da, db in (("flag", ra.params, rb.params), ("metric", ra.metrics, rb.metrics)):
+        for k in sorted(set(da) | set(db)):
+            va, vb = da.get(k), db.get(k)
+            rows.append(["*" if va != vb else "", section, k, _fmt(va), _fmt(vb)])
+    text = format_table(["", "", "name", ra.run_id[:12], rb.run_id[:12]], rows)
+    if png:
+        learning_curves({ra.run_id[:8]: history(ra.run_id, tracking_uri=tracking_uri),
+                         rb.run_id[:8]: history(rb.run_id, tracking_uri=tracking_uri)}, png, title="learning curves")
+        text += f"\n\nlearning curves: {png}"
+    return text
