@@ -266,15 +266,17 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
 
         history = fit(model, batches, predict, y_all[train_rows], y_all[parts["val"]], config, on_epoch=on_epoch)
 
-        def evaluation(part):
-            rows = parts[part]
-            if not len(rows):
-                return None
-            return evaluate_scores(data_.video_ids[rows], data_.labels[rows], predict(part), rule=config.video_rule,
-                                   no_face_videos=int(np.sum(no_face_parts == part)))
+        scored = [p for p in ("val", "test") if len(parts[p]) and (p == "val" or evaluate_test)]
+        predictions = {p: predict(p) for p in scored}
 
-        val = evaluation("val")
-        test = evaluation("test") if evaluate_test else None
+        def evaluation(part):
+            if part not in predictions:
+                return None
+            rows = parts[part]
+            return evaluate_scores(data_.video_ids[rows], data_.labels[rows], predictions[part],
+                                   rule=config.video_rule, no_face_videos=int(np.sum(no_face_parts == part)))
+
+        val, test = evaluation("val"), evaluation("test")
         out_dir = Path(out) if out else data_.root / "models"
         model_path = out_dir / f"{run.info.run_id}.safetensors"
         final = DeepfakeModel(backbone, head, config.pool, threshold=0.5, precision=config.precision)
@@ -297,6 +299,7 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             split.save(tmp / "split.json")
+            _write_predictions(tmp / "predictions.parquet", data_, parts, predictions)
             (tmp / "history.csv").write_text(_history_csv(history))
             (tmp / "model_summary.txt").write_text(model_summary(final, config))
             (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -305,6 +308,22 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
             mlflow.log_artifacts(str(tmp))
             mlflow.log_artifact(str(model_path), artifact_path="model")
     return result
+
+
+def _write_predictions(path: Path, data: _Data, parts: dict, predictions: dict) -> None:
+    """Face-level P(fake) of the scored parts: what ROC curves, confusion matrices and error galleries need."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"part": [], "video_id": [], "crop_path": [], "label": [], "p_fake": []}
+    for part, p in predictions.items():
+        idx = parts[part]
+        rows["part"] += [part] * len(idx)
+        rows["video_id"] += data.video_ids[idx].tolist()
+        rows["crop_path"] += [str(Path(c).relative_to(data.root)) for c in data.crops[idx]]
+        rows["label"] += data.labels[idx].tolist()
+        rows["p_fake"] += np.asarray(p, dtype=np.float64).tolist()
+    pq.write_table(pa.table(rows), path)
 
 
 def _history_csv(history: History) -> str:

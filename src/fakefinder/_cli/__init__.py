@@ -228,6 +228,32 @@ def _run_runs(args) -> int:
     return 0
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="a self-contained HTML report of a run or a tuning study")
+    p.add_argument("run_id", nargs="?", metavar="RUN", help="run id (or a unique prefix)")
+    p.add_argument("--study", help="report a tuning study instead of one run")
+    p.add_argument("--metric", default="video_log_loss", help="the study's selection metric")
+    p.add_argument("--out", type=Path, default=Path("report.html"))
+    p.add_argument("--tracking-uri")
+    p.add_argument("--experiment", default="fakefinder")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args) -> int:
+    from ..errors import UsageError
+    from ..report import run_report, study_report
+
+    if bool(args.run_id) == bool(args.study):
+        raise UsageError("give either a RUN id or --study NAME")
+    if args.study:
+        path = study_report(args.study, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                            metric=args.metric)
+    else:
+        path = run_report(args.run_id, args.out, tracking_uri=args.tracking_uri)
+    print(f"wrote {path}")
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the main job on built-in synthetic data (offline)")
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
@@ -251,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakefinder", description="Tell real videos from deepfakes.")
     parser.add_argument("--version", action="version", version=f"fakefinder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_synth, _add_prepare, _add_train, _add_tune, _add_runs):
+    for add in (_add_demo, _add_synth, _add_prepare, _add_train, _add_tune, _add_runs, _add_report):
         add(sub)
     return parser
 

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fakefinder.experiment import train
+from fakefinder.report import run_report, study_report
+from fakefinder.training import TrainConfig
+from fakefinder.tuning import tune
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def open_in_chromium(path, tmp_path) -> str:
+    """The DOM after load, as headless Chromium sees it (no network, fresh profile)."""
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                           path.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def weak_run(learnable, tracking):
+    """A barely trained model, so that the report has mistakes to show."""
+    return train(learnable.out, config=TrainConfig(epochs=1, lr=1e-6, patience=None), tracking_uri=tracking,
+                 progress=False)
+
+
+def test_run_report_is_self_contained_with_curves_and_hardest_videos(weak_run, tracking, tmp_path):
+    html = run_report(weak_run.run_id, tmp_path / "run.html", tracking_uri=tracking).read_text()
+    for section in ("Learning curves", "ROC curves", "Confusion matrices", "Hardest videos", "Model", "Metrics"):
+        assert section in html
+    images = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert len(images) >= 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "is FAKE, scored" in html or "is REAL, scored" in html  # at least one mistaken video with its faces
+    assert "http://" not in html and "https://" not in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+def test_study_report_opens_in_headless_chromium_with_every_plot(learnable, tracking, tmp_path):
+    (tmp_path / "grid.yml").write_text("flags:\n  n_neurons: [16, 64]\n  lr: [1e-3, 1e-2]\nfixed:\n  epochs: 3\n")
+    tune(learnable.out, tmp_path / "grid.yml", study="report", storage=f"sqlite:///{tmp_path / 'o.db'}",
+         tracking_uri=tracking)
+    path = study_report("report", tmp_path / "study.html", tracking_uri=tracking)
+    html = path.read_text()
+    assert "Parallel coordinates" in html and "Selection metric against each flag" in html and "Best configuration" in html
+    dom = open_in_chromium(path, tmp_path)
+    status = re.search(r'data-images="([^"]+)"', dom)
+    assert status and status.group(1).startswith("ok ") and int(status.group(1).split()[1]) >= 5, dom[-500:]
