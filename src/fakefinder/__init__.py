@@ -19,12 +19,23 @@ _EXPORTS = {
     "create_detector": "faces", "FaceDetector": "faces", "Box": "faces",
     "sample_frames": "frames", "Frame": "frames",
     "demo": "quickstart", "DemoResult": "quickstart",
+    "train": "experiment", "TrainResult": "experiment", "TrainConfig": "training",
+    "load_model": "modelfile", "DeepfakeModel": "modelfile", "create_backbone": "backbones",
+    "tune": "tuning", "TuneResult": "tuning", "list_runs": "runs",
+    "run_report": "report", "study_report": "report",
     "FakefinderError": "errors", "UsageError": "errors", "InputError": "errors",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
+    from .backbones import create_backbone
     from .collection import Collection, VideoItem, discover
+    from .experiment import TrainResult, train
+    from .modelfile import DeepfakeModel, load_model
+    from .report import run_report, study_report
+    from .runs import list_runs
+    from .training import TrainConfig
+    from .tuning import TuneResult, tune
     from .quickstart import DemoResult, demo
     from .errors import FakefinderError, InputError, UsageError
     from .faces import Box, FaceDetector, create_detector

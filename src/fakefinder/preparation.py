@@ -23,11 +23,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from . import _atomic
 from .collection import Layout, VideoItem, discover
 from .crops import square_crop
 from .errors import UsageError, one_line
-from .faces import DEFAULT_DETECTOR, DETECTORS, FaceDetector, create_detector
+from .faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, create_detector
 from .frames import sample_frames
 from .manifest import MANIFEST, MANIFEST_SCHEMA, VIDEOS, VIDEOS_SCHEMA, write_table
 
@@ -135,28 +137,53 @@ def _video_row(item: VideoItem, status: str, reason: str, sampled: int, kept: in
             "frames_sampled": sampled, "faces_kept": kept, "seconds": round(seconds, 4), "method": item.method}
 
 
-def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path) -> tuple[list[dict], int]:
-    """Sample, detect and crop; crops go into `scratch`. Returns (manifest rows, frames sampled)."""
-    import cv2
+@dataclass(frozen=True)
+class FaceCrop:
+    """One face of one sampled frame: its box in source-video pixels and its square crop."""
 
+    frame_index: int
+    timestamp: float
+    face_index: int
+    box: Box  # in source-video pixels
+    crop: np.ndarray  # BGR uint8, settings.size square
+
+
+def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None) -> Iterator[FaceCrop]:
+    """Sample frames, detect faces and cut crops exactly as `prepare` does; `predict` uses the same path.
+
+    `on_frame(frame)` is called for every sampled frame, faces or not. Raises InputError for unusable input.
+    """
     detector = _detector(settings.detector)
-    rows, sampled = [], 0
-    for frame in sample_frames(item.path, fps=settings.fps, frames=settings.frames, max_side=settings.max_side):
-        sampled += 1
+    for frame in sample_frames(path, fps=settings.fps, frames=settings.frames, max_side=settings.max_side):
+        if on_frame:
+            on_frame(frame)
         boxes = [b for b in detector.detect(frame.image) if max(b.w, b.h) / frame.scale >= settings.min_face]
         if settings.faces == "largest" and boxes:
             boxes = [max(boxes, key=lambda b: b.area)]
         for k, box in enumerate(boxes):
-            name = f"{frame.index}_{k}.png"
-            if not cv2.imwrite(str(scratch / name), square_crop(frame.image, box, margin=settings.margin,
-                                                                  size=settings.size)):
-                raise OSError(f"cannot write {scratch / name}")
-            src = box.scaled(1.0 / frame.scale)
-            rows.append({"dataset": item.dataset, "video_id": item.video_id, "source_path": item.source_path,
-                         "label": item.label, "group": item.group, "frame_index": frame.index,
-                         "timestamp": round(frame.timestamp, 6), "face_index": k, "x": src.x, "y": src.y,
-                         "w": src.w, "h": src.h, "score": box.score,
-                         "crop_path": f"faces/{item.video_id}/{name}", "method": item.method})
+            yield FaceCrop(frame.index, round(frame.timestamp, 6), k, box.scaled(1.0 / frame.scale),
+                           square_crop(frame.image, box, margin=settings.margin, size=settings.size))
+
+
+def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path) -> tuple[list[dict], int]:
+    """Sample, detect and crop; crops go into `scratch`. Returns (manifest rows, frames sampled)."""
+    import cv2
+
+    rows, sampled = [], 0
+
+    def count(_frame) -> None:
+        nonlocal sampled
+        sampled += 1
+
+    for face in face_crops(item.path, settings, on_frame=count):
+        name = f"{face.frame_index}_{face.face_index}.png"
+        if not cv2.imwrite(str(scratch / name), face.crop):
+            raise OSError(f"cannot write {scratch / name}")
+        b = face.box
+        rows.append({"dataset": item.dataset, "video_id": item.video_id, "source_path": item.source_path,
+                     "label": item.label, "group": item.group, "frame_index": face.frame_index,
+                     "timestamp": face.timestamp, "face_index": face.face_index, "x": b.x, "y": b.y, "w": b.w,
+                     "h": b.h, "score": b.score, "crop_path": f"faces/{item.video_id}/{name}", "method": item.method})
     return rows, sampled
 
 

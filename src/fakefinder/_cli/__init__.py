@@ -254,20 +254,111 @@ def _run_report(args) -> int:
     return 0
 
 
+def _write_json(obj, target: str | None) -> None:
+    import json
+
+    text = json.dumps(obj, indent=2)
+    if target == "-":
+        print(text)
+    elif target:
+        Path(target).write_text(text + "\n")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a trained model on any prepared dataset (no retraining)")
+    p.add_argument("model", help="a model file or the MLflow run id that logged it")
+    p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
+    p.add_argument("--split", choices=("train", "val", "test"), help="only this part of the model's run split")
+    p.add_argument("--by", help="break results down by a manifest column (e.g. method)")
+    p.add_argument("--json", help="write the metrics as JSON to FILE ('-' for stdout)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from ..inference import evaluate
+
+    result = evaluate(args.model, args.data, split=args.split, by=args.by, tracking_uri=args.tracking_uri,
+                      device=args.device)
+    _write_json(result.to_dict(), args.json)
+    print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="how likely each video or image is fake, frame by frame and overall")
+    p.add_argument("model", help="a model file or the MLflow run id that logged it")
+    p.add_argument("inputs", nargs="+", help="video files, images, or folders of them")
+    p.add_argument("--threshold", type=float, help="verdict FAKE at P(fake) >= T (default: the model's)")
+    p.add_argument("--json", help="write one object per input to FILE ('-' for stdout)")
+    p.add_argument("--csv", type=Path, help="write one row per input to FILE")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args) -> int:
+    import csv
+
+    from ..inference import predict, predictions_table
+
+    results = predict(args.model, args.inputs, threshold=args.threshold, tracking_uri=args.tracking_uri,
+                      device=args.device, progress=not args.quiet)
+    _write_json([r.to_dict() for r in results], args.json)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["input", "p_fake", "verdict", "frames_used", "faces", "error"])
+            for r in results:
+                w.writerow([r.input, "" if r.p_fake is None else r.p_fake, r.verdict or "", len(r.frames), r.faces,
+                            r.error or ""])
+    print(predictions_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
+
+
+def _add_study(sub) -> None:
+    p = sub.add_parser("study", help="the cross-dataset study: train on A, test on B, retrain and tune on B")
+    p.add_argument("--train", dest="train_data", type=Path, required=True, help="collection A (raw or prepared)")
+    p.add_argument("--test", dest="test_data", type=Path, required=True, help="collection B (raw or prepared)")
+    p.add_argument("--grid", type=Path, help="tuning grid for step 3 (omit to skip tuning)")
+    p.add_argument("--preset", choices=("default", "reference"), default="default",
+                   help="reference: the study's VGG16 model (needs its ImageNet weights)")
+    p.add_argument("--out", type=Path, default=Path("study"), help="folder for prepared data and the report")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--storage", help="Optuna storage for step 3 (default OUT/optuna.db)")
+    p.set_defaults(run=_run_study)
+
+
+def _run_study(args) -> int:
+    from ..study import study
+    from ..training import TrainConfig
+
+    config = TrainConfig.reference() if args.preset == "reference" else TrainConfig()
+    result = study(args.train_data, args.test_data, grid=args.grid, out=args.out, config=config,
+                   tracking_uri=args.tracking_uri, storage=args.storage)
+    print(result.markdown())
+    print(f"\nreport: {result.report}")
+    return 0
+
+
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the main job on built-in synthetic data (offline)")
+    p = sub.add_parser("demo", help="run the whole study on built-in synthetic data (offline, minutes)")
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
-    p.add_argument("--videos", type=_positive_int, default=12)
-    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--videos", type=_positive_int, default=30, help="videos per collection (default 30)")
+    p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=_positive_int)
+    p.add_argument("--no-tune", action="store_true", help="skip step 3 (tuning on B)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args) -> int:
-    from ..quickstart import demo
+    from ..quickstart import DEMO_GRID, demo
 
-    print(demo(args.out, videos=args.videos, seconds=args.seconds, seed=args.seed, workers=args.workers).summary())
+    result = demo(args.out, videos=args.videos, seconds=args.seconds, seed=args.seed,
+                  grid=None if args.no_tune else DEMO_GRID)
+    print(result.summary())
     return 0
 
 
@@ -277,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakefinder", description="Tell real videos from deepfakes.")
     parser.add_argument("--version", action="version", version=f"fakefinder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_synth, _add_prepare, _add_train, _add_tune, _add_runs, _add_report):
+    for add in (_add_demo, _add_synth, _add_prepare, _add_train, _add_tune, _add_runs, _add_report, _add_evaluate,
+                _add_predict, _add_study):
         add(sub)
     return parser
 

@@ -1,0 +1,113 @@
+"""`study`: the reference study's research question as one command — does a detector trained on collection A
+still work on collection B without retraining, and how much do training and tuning on B help?
+
+Steps (each a tracked run): (1) train on A, evaluate on A's test part and on all of B; (2) train the same
+configuration on B, evaluate on B's test part; (3) tune on B's train/val parts, evaluate the best on B's test
+part; (4) evaluate (2) and (3) back on all of A. Plus the leak check: the same model on A with the reference's
+per-frame split against the source split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _atomic
+from .metrics import Evaluation
+from .preparation import PrepareSettings, prepare
+from .training import TrainConfig
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    step: str
+    trained_on: str
+    evaluated_on: str
+    evaluation: Evaluation
+    run_id: str
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    rows: tuple[StudyRow, ...]
+    leak: tuple[StudyRow, StudyRow]  # (frame split, source split), both evaluated on their own test part
+    report: Path
+
+    def markdown(self) -> str:
+        lines = ["| step | trained on | evaluated on | accuracy | AUC | log loss | videos |",
+                 "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+        for r in self.rows + self.leak:
+            v = r.evaluation.video
+            lines.append(f"| {r.step} | {r.trained_on} | {r.evaluated_on} | {_f(v.accuracy)} | {_f(v.auc)} | "
+                         f"{_f(v.log_loss)} | {v.n} |")
+        frame, source = (r.evaluation.video for r in self.leak)
+        lines.append("")
+        lines.append(f"Leak check: the reference's per-frame split reports AUC {_f(frame.auc)} and log loss "
+                     f"{_f(frame.log_loss)}; split by source video the same model gets AUC {_f(source.auc)} and "
+                     f"log loss {_f(source.log_loss)}.")
+        return "\n".join(lines)
+
+
+def _f(x: float) -> str:
+    return "-" if x != x else f"{x:.3f}"
+
+
+def ensure_prepared(path: str | Path, out: Path, settings: PrepareSettings | None = None) -> Path:
+    """A prepared dataset as is; a raw collection prepared into `out` (resumably) first."""
+    path = Path(path)
+    if (path / "manifest.parquet").is_file():
+        return path
+    return prepare(path, out, settings=settings, progress=False).out
+
+
+def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | None = None,
+          out: str | Path = "study", config: TrainConfig | None = None, tracking_uri: str | None = None,
+          storage: str | None = None, experiment: str = "fakefinder", settings: PrepareSettings | None = None
+          ) -> StudyResult:
+    """Run the cross-dataset study; writes `out/study.md` and `out/report.html` and returns the table."""
+    from .experiment import train
+    from .inference import evaluate
+    from .report import _page, run_section
+    from .tuning import tune
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    a = ensure_prepared(train_data, out / "prepared-A", settings)
+    b = ensure_prepared(test_data, out / "prepared-B", settings)
+    name_a, name_b = f"A ({Path(train_data).name})", f"B ({Path(test_data).name})"
+    config = config or TrainConfig()
+    common = dict(tracking_uri=tracking_uri, experiment=experiment, progress=False)
+    rows = []
+
+    base = train(a, config=config, run_name="study-1-train-A", **common)
+    rows.append(StudyRow("1 baseline", name_a, f"{name_a} test part", base.test, base.run_id))
+    rows.append(StudyRow("1 cross-dataset", name_a, f"all of {name_b}", evaluate(base.model_path, b).overall,
+                         base.run_id))
+    on_b = train(b, config=config, run_name="study-2-train-B", **common)
+    rows.append(StudyRow("2 retrained", name_b, f"{name_b} test part", on_b.test, on_b.run_id))
+    back = [("4 retrained, back", on_b)]
+    if grid:
+        tuned = tune(b, grid, study=f"study-{Path(test_data).name}", storage=storage or
+                     f"sqlite:///{(out / 'optuna.db').resolve()}", tracking_uri=tracking_uri, experiment=experiment)
+        rows.append(StudyRow("3 tuned", name_b, f"{name_b} test part", tuned.test.test, tuned.test.run_id))
+        back.append(("4 tuned, back", tuned.test))
+    for step, result in back:
+        rows.append(StudyRow(step, name_b, f"all of {name_a}", evaluate(result.model_path, a).overall, result.run_id))
+    leaky = train(a, config=dataclasses.replace(config, split="frame"), run_name="study-leak-frame-split", **common)
+    leak = (StudyRow("leak: frame split", name_a, f"{name_a} test part (leaky)", leaky.test, leaky.run_id),
+            StudyRow("leak: source split", name_a, f"{name_a} test part", base.test, base.run_id))
+    result = StudyResult(tuple(rows), leak, out / "report.html")
+    _atomic.write_text(out / "study.md", result.markdown() + "\n")
+    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in ("step", "trained on", "evaluated on", "accuracy",
+                                                             "AUC", "log loss", "videos")) + "</tr>"
+    for r in rows + list(leak):
+        v = r.evaluation.video
+        table += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+            r.step, r.trained_on, r.evaluated_on, _f(v.accuracy), _f(v.auc), _f(v.log_loss), v.n)) + "</tr>"
+    body = (f"<p>Video-level metrics. Every model is selected on validation data only.</p>{table}"
+            f"<p>{html.escape(result.markdown().splitlines()[-1])}</p><h2>Step 1: the baseline trained on A</h2>"
+            + run_section(base.run_id, tracking_uri=tracking_uri))
+    _atomic.write_text(result.report, _page("fakefinder cross-dataset study", body))
+    return result

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn import metrics as sk
+
+from fakefinder.experiment import load_data, train
+from fakefinder.features import load_crops
+from fakefinder.inference import evaluate, face_scores
+from fakefinder.modelfile import load_model
+from fakefinder.study import study
+from fakefinder.training import TrainConfig
+
+from media import coffee, write_video
+
+
+@pytest.fixture(scope="module")
+def model(learnable, tracking):
+    return train(learnable.out, config=TrainConfig(), tracking_uri=tracking, progress=False)
+
+
+def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
+    """On an unseen dataset (all five manipulations), frame and video metrics equal sklearn's on the scores."""
+    result = evaluate(model.model_path, prepared.out, by="method")
+    data = load_data(prepared.out)
+    p = face_scores(load_model(model.model_path), data)
+    y = data.labels
+    frame = result.overall.frame
+    assert frame.auc == pytest.approx(sk.roc_auc_score(y, p)) and frame.n == len(y) == 30
+    assert frame.log_loss == pytest.approx(sk.log_loss(y, p)) and frame.ap == pytest.approx(sk.average_precision_score(y, p))
+    assert frame.accuracy == pytest.approx(sk.accuracy_score(y, p >= 0.5))
+    videos = sorted(set(data.video_ids))
+    vp = np.array([p[data.video_ids == v].mean() for v in videos])
+    vy = np.array([y[data.video_ids == v][0] for v in videos])
+    assert result.overall.video.auc == pytest.approx(sk.roc_auc_score(vy, vp))
+    assert result.overall.video.log_loss == pytest.approx(sk.log_loss(vy, vp))
+    (tn, fp), (fn, tp) = result.overall.confusion
+    assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= 0.5).ravel())
+    assert set(result.by) == {"(none)", "swap", "resample", "warp", "colour", "mouth"}
+    assert result.by["swap"].video.n == 1 and result.by["(none)"].video.n == 5
+    # The cached-feature path agrees with the live model on the crops themselves.
+    live = load_model(model.model_path).predict_faces(load_crops(data.crops))
+    assert np.abs(live - p).max() < 0.02
+
+
+def test_evaluate_test_part_of_the_run_reproduces_training_metrics(model, learnable, tracking, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", model.run_id, str(learnable.out),
+                           "--split", "test", "--tracking-uri", tracking, "--json", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(out.read_text())
+    assert {"frame", "video", "confusion", "no_face_videos"} <= set(got)
+    assert got["video"]["auc"] == pytest.approx(model.test.video.auc)
+    assert got["frame"]["log_loss"] == pytest.approx(model.test.frame.log_loss, abs=1e-9)
+    assert got["video"]["n"] == model.test.video.n
+
+
+def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tmp_path):
+    from fakefinder.experiment import split_data
+
+    data = load_data(learnable.out)
+    split = split_data(data, TrainConfig(), None)
+    test_videos = sorted({v for v, p in zip(data.video_ids, split.parts) if p == "test"})
+    labels = {v: int(data.labels[data.video_ids == v][0]) for v in test_videos}
+    real = next(v for v in test_videos if labels[v] == 0)
+    fake = next(v for v in test_videos if labels[v] == 1)
+    src = learnable.out.parent / "swap"
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.imread(str(learnable.out / data.crops[0])))
+    write_video(tmp_path / "noface.mp4", coffee(), seconds=2)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    inputs = [src / f"{real}.mp4", src / f"{fake}.mp4", tmp_path / "photo.png", tmp_path / "noface.mp4",
+              tmp_path / "broken.mp4", tmp_path / "missing.mp4"]
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(model.model_path), *map(str, inputs),
+                           "--json", "-", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = {r["input"]: r for r in json.loads(proc.stdout)}
+    r, f = out[str(inputs[0])], out[str(inputs[1])]
+    assert f["p_fake"] > r["p_fake"] and f["verdict"] == "FAKE" and r["verdict"] == "REAL"
+    assert r["faces"] == 4 and len(r["frames"]) == 4  # 2 s at the model's 2 fps
+    face = r["frames"][1]["faces"][0]
+    assert r["frames"][1]["t"] == pytest.approx(0.5, abs=0.05) and len(face["box"]) == 4 and 0 <= face["p_fake"] <= 1
+    photo = out[str(inputs[2])]
+    assert photo["faces"] == 1 and photo["verdict"] in ("REAL", "FAKE") and photo["error"] is None
+    faceless = out[str(inputs[3])]
+    assert faceless["p_fake"] is None and faceless["verdict"] is None and faceless["error"] is None
+    assert out[str(inputs[4])]["error"].startswith("cannot open as video")
+    assert out[str(inputs[5])]["error"] == "file not found"
+    assert "no face found" in proc.stderr  # the human-readable table
+    for row in out.values():
+        assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames"}
+
+
+def test_study_on_two_prepared_collections(learnable, prepared, tracking, tmp_path):
+    result = study(learnable.out, prepared.out, out=tmp_path / "study", tracking_uri=tracking,
+                   config=TrainConfig(epochs=5))
+    steps = [r.step for r in result.rows]
+    assert steps == ["1 baseline", "1 cross-dataset", "2 retrained", "4 retrained, back"]
+    assert [r.step for r in result.leak] == ["leak: frame split", "leak: source split"]
+    cross = result.rows[1].evaluation.video
+    assert cross.n == 10  # all of B, never trained on
+    table = (tmp_path / "study" / "study.md").read_text()
+    assert table.count("\n| ") == 6 + 1 and "Leak check" in table
+    assert result.report.is_file() and "cross-dataset study" in result.report.read_text()
