@@ -295,3 +295,24 @@ def test_min_face_and_whole_frame_detector(collection, tmp_path):
     video = {v.name: v for v in collection.videos}
     for row in manifest:
         assert (row["x"], row["y"]) == (0, 0) and row["w"] == pytest.approx(max(video[row["video_id"]].size), abs=1)
+
+
+def test_faceforensics_layout_records_method_and_groups(collection, metadata, tmp_path):
+    src = tmp_path / "ffpp"
+    reals = sorted(n for n, m in metadata.items() if m["label"] == "REAL")[:2]
+    copy(collection.out / reals[0], src / "original_sequences/youtube/c23/videos/000.mp4")
+    copy(collection.out / reals[1], src / "original_sequences/youtube/c23/videos/001.mp4")
+    copy(collection.out / reals[0], src / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4")
+    copy(collection.out / reals[1], src / "manipulated_sequences/Face2Face/c23/videos/001_000.mp4")
+    copy(collection.out / reals[1], src / "manipulated_sequences/NeuralTextures/c23/videos/002_005.mp4")
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1, progress=False)
+    _, videos = tables(result.out)
+    assert result.layout == "ffpp"
+    rows = {r["source_path"].split("/")[1] + "/" + r["source_path"].rsplit("/", 1)[1]: r for r in videos}
+    assert rows["youtube/000.mp4"]["label"] == 0 and rows["youtube/000.mp4"]["method"] == ""
+    fake = rows["Deepfakes/000_001.mp4"]
+    assert fake["label"] == 1 and fake["method"] == "Deepfakes"
+    assert fake["group"] == rows["youtube/000.mp4"]["video_id"] == "original_sequences/youtube/c23/videos/000"
+    assert rows["Face2Face/001_000.mp4"]["group"] == rows["youtube/001.mp4"]["video_id"]
+    # Its original was not downloaded: the group still names it, so its other fakes would join it.
+    assert rows["NeuralTextures/002_005.mp4"]["group"] == "original_sequences/youtube/c23/videos/002"

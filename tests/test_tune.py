@@ -146,3 +146,13 @@ def test_bad_grid_files_exit_2_naming_the_key(text, needle, learnable, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "tune", str(learnable.out), "--grid",
                            str(tmp_path / "g.yml")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("search", ["random", "tpe"])
+def test_random_and_tpe_searches_run_the_asked_number_of_trials(search, learnable, tracking, grid, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = tune(learnable.out, grid, search=search, trials=3, study=search, storage=storage, tracking_uri=tracking)
+    assert len(result.rows) == len(completed(storage, search)) == 3
+    assert all(set(r.flags) == {"n_neurons", "lr"} for r in result.rows)
+    with pytest.raises(UsageError, match="needs --trials"):
+        tune(learnable.out, grid, search=search, study="x", storage=storage, tracking_uri=tracking)

@@ -16,7 +16,7 @@ from typing import Literal
 from .errors import UsageError
 from .frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-Layout = Literal["auto", "dfdc", "csv", "folders"]
+Layout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]
 LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}  # 1 = FAKE everywhere in fakefinder
 
 
@@ -61,12 +61,14 @@ def parse_label(value: object) -> int | None:
 def detect_layout(src: Path, labels: Path | None) -> Layout:
     if labels is not None:
         return "csv"
+    if (src / "original_sequences").is_dir() or (src / "manipulated_sequences").is_dir():
+        return "ffpp"
     if next(src.rglob("metadata.json"), None) is not None:
         return "dfdc"
     if any((src / name).is_dir() for name in ("real", "fake", "REAL", "FAKE")):
         return "folders"
-    raise UsageError(f"no labels found in {src}: expected metadata.json files (DFDC), real/ and fake/ folders, "
-                     "or --labels FILE.csv")
+    raise UsageError(f"no labels found in {src}: expected metadata.json files (DFDC), original_sequences/ and "
+                     "manipulated_sequences/ (FaceForensics++), real/ and fake/ folders, or --labels FILE.csv")
 
 
 def discover(src: str | Path, *, layout: Layout = "auto", labels: str | Path | None = None,
@@ -89,6 +91,8 @@ def discover(src: str | Path, *, layout: Layout = "auto", labels: str | Path | N
         entries = _dfdc_entries(src)
     elif layout == "folders":
         entries = _folder_entries(src)
+    elif layout == "ffpp":
+        entries = _ffpp_entries(src)
     else:
         raise UsageError(f"unknown layout {layout!r}")
     if not entries:
@@ -133,6 +137,27 @@ def _folder_entries(src: Path) -> list[_Entry]:
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not path.name.startswith("."):
                 entries.append(_Entry(path.relative_to(src).as_posix(), src, folder.name))
+    return entries
+
+
+def _ffpp_entries(src: Path) -> list[_Entry]:
+    """FaceForensics++: original_sequences/<source>/<quality>/videos/000.mp4 are REAL;
+    manipulated_sequences/<method>/<quality>/videos/000_003.mp4 are FAKE, made from original 000 by <method>."""
+    videos = [p for p in sorted(src.rglob("*")) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    originals: dict[str, str] = {}
+    entries = []
+    for path in videos:
+        parts = path.relative_to(src).parts
+        if parts[0] == "original_sequences":
+            originals.setdefault(path.stem, path.relative_to(src).as_posix())
+            entries.append(_Entry(path.relative_to(src).as_posix(), src, "REAL"))
+    for path in videos:
+        parts = path.relative_to(src).parts
+        if parts[0] == "manipulated_sequences" and len(parts) > 2:
+            target = path.stem.split("_")[0]
+            # Fakes of one target stay together even when its original was not downloaded.
+            original = originals.get(target, f"original_sequences/youtube/{parts[2]}/videos/{target}.mp4")
+            entries.append(_Entry(path.relative_to(src).as_posix(), src, "FAKE", original, parts[1]))
     return entries
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .metrics import Evaluation
 from .training import History, TrainConfig
 
 
@@ -24,8 +26,8 @@ from .training import History, TrainConfig
 class TrainResult:
     run_id: str
     model_path: Path
-    val: object | None  # metrics.Evaluation
-    test: object | None
+    val: Evaluation | None
+    test: Evaluation | None  # None when the run did not look at its test part (tuning trials)
     history: History
     split_by: str
     backbone_images: int  # crops pushed through the base in this run (0 when the cache had them all)
@@ -112,7 +114,8 @@ class FineTuneModel(torch.nn.Module):
 
     def __init__(self, backbone, head, pool: str, precision: str) -> None:
         super().__init__()
-        self.backbone, self.base, self.head, self.pool, self.precision = backbone, backbone.module, head, pool, precision
+        self.backbone, self.base, self.head = backbone, backbone.module, head
+        self.pool, self.precision = pool, precision
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -245,7 +248,6 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
         cache = FeatureCache(cache_dir or data_.root / ".fakefinder" / "features", backbone, config.pool,
                              precision=config.precision)
         table = cache.features(list(data_.crops), device=device, progress=progress)
-    if frozen:
         head, model, batches, predict = frozen_setup(table, data_.labels, parts, train_rows, config, device)
     else:
         head, model, batches, predict = finetune_setup(backbone, data_.crops, data_.labels, parts, train_rows,
@@ -253,18 +255,28 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
 
     mlflow = configure(tracking_uri, experiment)
     run_tags = {"fakefinder.dataset": data_.dataset, "fakefinder.manifest_digest": data_.manifest_digest,
-            "fakefinder.split_digest": split.digest(), "fakefinder.leaky_split": str(split.leaky),
-            "fakefinder.git_commit": git_commit(), "fakefinder.data": str(data_.root.resolve())}
+                "fakefinder.split_digest": split.digest(), "fakefinder.leaky_split": str(split.leaky),
+                "fakefinder.git_commit": git_commit(), "fakefinder.data": str(data_.root.resolve())}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     run_tags.update(tags or {})
     with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
         mlflow.log_params({**config.to_params(), "data": str(data_.root), "split_file": str(split_file or "")})
 
-        def on_epoch(epoch: int, row: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in row.items() if v == v}, step=epoch)
+        from mlflow.entities import Metric
 
-        history = fit(model, batches, predict, y_all[train_rows], y_all[parts["val"]], config, on_epoch=on_epoch)
+        epoch_metrics: list = []
+
+        def on_epoch(epoch: int, row: dict) -> None:
+            now = int(time.time() * 1000)
+            epoch_metrics.extend(Metric(k, v, now, epoch) for k, v in row.items() if v == v)
+
+        # A head on cached features is many tiny steps: one CPU thread runs them several times faster than two.
+        with _cpu_threads(1 if frozen and device == "cpu" else torch.get_num_threads()):
+            history = fit(model, batches, predict, y_all[train_rows], y_all[parts["val"]], config,
+                          on_epoch=on_epoch)
+        for start in range(0, len(epoch_metrics), 1000):  # a few writes, not one per epoch (MLflow's cap: 1000)
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=epoch_metrics[start:start + 1000])
 
         scored = [p for p in ("val", "test") if len(parts[p]) and (p == "val" or evaluate_test)]
         predictions = {p: predict(p) for p in scored}
@@ -308,6 +320,16 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
             mlflow.log_artifacts(str(tmp))
             mlflow.log_artifact(str(model_path), artifact_path="model")
     return result
+
+
+@contextmanager
+def _cpu_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _write_predictions(path: Path, data: _Data, parts: dict, predictions: dict) -> None:

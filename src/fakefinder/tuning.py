@@ -134,7 +134,7 @@ class TuneResult:
         if not self.rows:
             return "no completed trials"
         names = list(self.rows[0].flags)
-        head = ["rank", "trial", *names, f"val {self.metric}", "val video_auc", "val frame_auc", "epochs"]
+        head = ["rank", "trial", *names, f"val {self.metric}", "val video_auc", "val frame_auc", "epochs done"]
         body = [[str(i), str(r.number), *(f"{r.flags[n]:g}" if isinstance(r.flags[n], float) else str(r.flags[n])
                                          for n in names), f"{r.value:.4f}", _num(r.val.get("video_auc")),
                  _num(r.val.get("frame_auc")), str(r.epochs)] for i, r in enumerate(self.rows[:top], 1)]

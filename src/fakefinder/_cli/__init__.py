@@ -46,7 +46,7 @@ def _add_prepare(sub) -> None:
     p.add_argument("src", type=Path, help="the collection's folder")
     p.add_argument("out", type=Path, help="output folder (faces/, manifest.parquet, videos.parquet)")
     p.add_argument("--labels", type=Path, help="CSV with columns filename,label[,original][,method]")
-    p.add_argument("--layout", choices=("auto", "dfdc", "csv", "folders"), default="auto")
+    p.add_argument("--layout", choices=("auto", "dfdc", "csv", "folders", "ffpp"), default="auto")
     p.add_argument("--dataset", help="name recorded on every row (default: SRC's folder name)")
     p.add_argument("--preset", choices=("default", "reference"), default="default",
                    help="reference: the study's preparation (1 fps, long side 1000, haar, margin 0, all faces)")
