@@ -106,6 +106,7 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
         v = r.evaluation.video
         table += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
             r.step, r.trained_on, r.evaluated_on, _f(v.accuracy), _f(v.auc), _f(v.log_loss), v.n)) + "</tr>"
+    table += "</table>"
     body = (f"<p>Video-level metrics. Every model is selected on validation data only.</p>{table}"
             f"<p>{html.escape(result.markdown().splitlines()[-1])}</p><h2>Step 1: the baseline trained on A</h2>"
             + run_section(base.run_id, tracking_uri=tracking_uri))
