@@ -8,7 +8,6 @@ batch of crops whatever the video's length.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,15 +30,21 @@ def resolve_model(model: str | Path, *, tracking_uri: str | None = None) -> Path
 
     run = get_run(str(model), tracking_uri=tracking_uri)
     client = configure(tracking_uri).MlflowClient()
-    target = Path(tempfile.mkdtemp(prefix="fakefinder-model-"))
     try:
-        folder = Path(client.download_artifacts(run.run_id, "model", str(target)))
+        folder = Path(client.download_artifacts(run.run_id, "model", str(_run_cache(run.run_id))))
     except Exception:  # noqa: BLE001
         raise UsageError(f"run {run.run_id} has no model artifact") from None
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise UsageError(f"run {run.run_id} has no model file")
     return files[0]
+
+
+def _run_cache(run_id: str) -> Path:
+    """Where a run's artifacts are downloaded to once (runs are immutable once finished)."""
+    folder = Path.home() / ".cache" / "fakefinder" / "runs" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
@@ -142,7 +147,7 @@ def _run_split_file(run_id: str | None, tracking_uri: str | None) -> Path:
 
     client = configure(tracking_uri).MlflowClient()
     try:
-        return Path(client.download_artifacts(run_id, "split.json", tempfile.mkdtemp(prefix="fakefinder-split-")))
+        return Path(client.download_artifacts(run_id, "split.json", str(_run_cache(run_id))))
     except Exception:  # noqa: BLE001
         raise UsageError(f"run {run_id} has no split.json in {configure(tracking_uri).get_tracking_uri()}") from None
 
@@ -212,7 +217,10 @@ def predict_one(model, path: Path, settings, *, threshold: float, rule: str, bat
         pending.clear()
 
     try:
-        for face in face_crops(path, settings, on_frame=lambda fr: frames.setdefault(fr.index, (round(fr.timestamp, 6), []))):
+        def on_frame(frame) -> None:
+            frames.setdefault(frame.index, (round(frame.timestamp, 6), []))
+
+        for face in face_crops(path, settings, on_frame=on_frame):
             pending.append(face)
             if len(pending) >= batch_size:
                 flush()
