@@ -6,7 +6,6 @@ import sys
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from sklearn import metrics as sk
 

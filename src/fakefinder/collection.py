@@ -123,7 +123,8 @@ def _csv_entries(src: Path, labels: Path) -> list[_Entry]:
             reader = csv.DictReader(f)
             fields = {(name or "").strip().lower() for name in reader.fieldnames or []}
             if not {"filename", "label"} <= fields:
-                raise UsageError(f"{labels}: needs columns filename,label (found {', '.join(sorted(fields)) or 'none'})")
+                found = ", ".join(sorted(fields)) or "none"
+                raise UsageError(f"{labels}: needs columns filename,label (found {found})")
             rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
     except OSError as exc:
         raise UsageError(f"{labels}: cannot read labels ({exc.strerror})") from None

@@ -362,7 +362,7 @@ def model_summary(model, config: TrainConfig) -> str:
     """A Keras-like summary: base, pooling and every head layer with its parameter count."""
     base_params = sum(p.numel() for p in model.backbone.module.parameters())
     lines = [f"base: {model.backbone.spec.name} ({model.backbone.weights}, {base_params:,} parameters, "
-             f"{'fine-tuned: last ' + str(config.trainable_blocks) + ' blocks' if config.trainable_blocks else 'frozen'})",
+             f"{f'fine-tuned: last {config.trainable_blocks} blocks' if config.trainable_blocks else 'frozen'})",
              f"input: {model.backbone.input_size}x{model.backbone.input_size}, normalisation "
              f"{model.backbone.normalization}; features {model.backbone.feature_shape()} -> {config.pool}"]
     total = 0

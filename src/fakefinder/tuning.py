@@ -164,7 +164,8 @@ def _storage(url: str):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, retries
     return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                                      engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+                                      engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                                      else None)
 
 
 def _sampler(search: Search, seed: int):
@@ -230,7 +231,8 @@ def _work(job: _Job) -> None:
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial prints its own line, failures included
-    study = optuna.load_study(study_name=job.study, storage=_storage(job.storage), sampler=_sampler(job.search, job.seed))
+    study = optuna.load_study(study_name=job.study, storage=_storage(job.storage),
+                              sampler=_sampler(job.search, job.seed))
     objective = _objective(job)
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then re-enqueued
@@ -320,7 +322,8 @@ def tune(data: str | Path, grid: str | Path, *, search: Search = "grid", trials:
     mlflow = configure(tracking_uri, experiment)
     parent = the_study.user_attrs.get("mlflow_parent_run_id")
     if parent is None:
-        with mlflow.start_run(run_name=f"study {name}", tags={"fakefinder.study": name, "fakefinder.role": "study"}) as run:
+        tags = {"fakefinder.study": name, "fakefinder.role": "study"}
+        with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
             mlflow.log_params({"grid": str(Path(grid).resolve()), "search": search, "metric": metric,
                                "flags": str(spec.flags), "fixed": str(spec.fixed), "sample": str(spec.sample)})
             parent = run.info.run_id
@@ -346,7 +349,8 @@ def tune(data: str | Path, grid: str | Path, *, search: Search = "grid", trials:
     config = TrainConfig(**{**spec.fixed, **best.flags, "seed": spec.fixed.get("seed", seed)})
     test = train(data, config=config, tracking_uri=tracking_uri, experiment=experiment, progress=False,
                  run_name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir,
-                 tags={"fakefinder.study": name, "fakefinder.role": "best-on-test", "fakefinder.trial": str(best.number)})
+                 tags={"fakefinder.study": name, "fakefinder.role": "best-on-test",
+                       "fakefinder.trial": str(best.number)})
     return TuneResult(name, url, metric, tuple(rows), test)
 
 

@@ -155,7 +155,8 @@ def load_state_dict(path: str | Path) -> dict:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
     except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{path}: cannot read weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise UsageError(f"{path}: cannot read weights ({type(exc).__name__}: {reason})") from None
 
 
 def _module(name: str):
