@@ -204,3 +204,18 @@ def test_features_beyond_the_memory_budget_stream_from_the_memory_map(learnable,
             data.labels[parts["val"]].astype(np.float32), config)
         predictions.append(predict("val"))
     assert np.array_equal(*predictions)
+
+
+def test_cached_features_equal_the_base_on_each_crop(prepared, tmp_path):
+    """Many small batches (read ahead by threads) land in the right rows, in order, none skipped."""
+    from fakefinder.backbones import create_backbone
+    from fakefinder.features import pooled
+
+    data = load_data(prepared.out)
+    backbone = create_backbone()
+    table = FeatureCache(tmp_path, backbone, "avg").features(list(data.crops), batch_size=4)
+    assert backbone.images_seen == len(data.crops) == 30
+    with torch.no_grad():
+        direct = pooled(backbone.features(backbone.preprocess(load_crops(data.crops))), "avg").numpy()
+    cached = table.take(np.arange(len(table)))
+    assert np.abs(cached - direct).max() <= 2e-3 * np.abs(direct).max()  # float16 storage

@@ -24,6 +24,7 @@ from .backbones import Backbone
 
 Pool = Literal["flatten", "avg"]
 STORE_DTYPE = np.float16  # halves the cache; heads train in float32
+PREFETCH_BATCHES = 2  # batches read and preprocessed ahead of the base, each by its own thread
 
 
 def crop_digest(path: str | Path) -> str:
@@ -115,24 +116,40 @@ class FeatureCache:
         from tqdm import tqdm
 
         name = f"shard-{uuid.uuid4().hex[:12]}.npy"
-        module = self.backbone.module.to(device)
-        first = True
+        self.backbone.module.to(device)
+        out = None
         with _atomic.atomic_path(self.dir / name) as tmp:
-            out = None
             with torch.inference_mode(), tqdm(total=len(items), unit="crop", desc="features", disable=not progress,
                                               file=sys.stderr) as bar:
-                for start in range(0, len(items), batch_size):
-                    chunk = items[start:start + batch_size]
-                    x = self.backbone.preprocess(load_crops([p for _, p in chunk])).to(device)
-                    maps = self.backbone.features(x, precision=self.precision)
+                for start, x in self._prepared_batches([p for _, p in items], batch_size):
+                    maps = self.backbone.features(x.to(device, non_blocking=True), precision=self.precision)
                     vectors = pooled(maps, self.pool).cpu().numpy()
-                    if first:
+                    if out is None:
                         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE,
                                                         shape=(len(items), vectors.shape[1]))
-                        first = False
-                    out[start:start + len(chunk)] = vectors
-                    bar.update(len(chunk))
+                    out[start:start + len(vectors)] = vectors
+                    bar.update(len(vectors))
             out.flush()
             del out
-        module.to("cpu")
+        self.backbone.module.to("cpu")
         return {digest: [name, row] for row, (digest, _) in enumerate(items)}
+
+    def _prepared_batches(self, paths: list, batch_size: int):
+        """(start, preprocessed batch) in order; threads read and resize the next batches while the base runs
+        on the current one (OpenCV releases the GIL), so a GPU is not left waiting on PNG decoding."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
+
+        def load(start: int):
+            return start, self.backbone.preprocess(load_crops(paths[start:start + batch_size]))
+
+        starts = iter(range(0, len(paths), batch_size))
+        with ThreadPoolExecutor(max_workers=PREFETCH_BATCHES) as pool:
+            pending = deque(pool.submit(load, s) for s in islice(starts, PREFETCH_BATCHES))
+            while pending:
+                result = pending.popleft().result()
+                for s in starts:  # keep PREFETCH_BATCHES in flight
+                    pending.append(pool.submit(load, s))
+                    break
+                yield result
