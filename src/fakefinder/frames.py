@@ -39,9 +39,24 @@ class FramePlan:
 
     pts: tuple[int, ...]  # presentation timestamps, sorted; position = frame index
     keyframes: tuple[int, ...]  # frame indices of keyframes, sorted
-    targets: tuple[int, ...]  # frame indices to keep
-    seeks: int  # how many seeks the plan makes
-    decoded: int  # how many frames it decodes
+    steps: tuple[tuple[int, int | None], ...]  # (frame to keep, keyframe to seek to first or None)
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        return tuple(t for t, _ in self.steps)
+
+    @property
+    def seeks(self) -> int:
+        return sum(k is not None for _, k in self.steps)
+
+    @property
+    def decoded(self) -> int:
+        """Frames the plan decodes: from the seek's keyframe, or on from the previous target."""
+        total, pos = 0, -1
+        for t, key in self.steps:
+            total += t - (pos + 1 if key is None else key) + 1
+            pos = t
+        return total
 
 
 def is_image(path: str | Path) -> bool:
@@ -73,13 +88,13 @@ def target_indices(times: np.ndarray, *, fps: float | None, frames: int | None) 
     return sorted(set(int(i) for i in idx if i < n))
 
 
-def plan(pts: list[int], keyframes: list[int], targets: list[int]) -> list[tuple[int, bool]]:
-    """For each target, (target, seek?): seek when decoding from its keyframe beats decoding on."""
+def plan(keyframes: list[int], targets: list[int]) -> list[tuple[int, int | None]]:
+    """For each target, (target, keyframe to seek to) when decoding from that keyframe beats decoding on from
+    the previous target, else (target, None)."""
     steps, pos = [], -1  # pos: index of the last decoded frame
     for t in targets:
         k = keyframes[max(0, bisect.bisect_right(keyframes, t) - 1)] if keyframes else 0
-        seek = t - k + SEEK_OVERHEAD_FRAMES < t - pos
-        steps.append((t, seek))
+        steps.append((t, k if t - k + SEEK_OVERHEAD_FRAMES < t - pos else None))
         pos = t
     return steps
 
@@ -108,13 +123,7 @@ def make_plan(path: str | Path, *, fps: float | None = 1.0, frames: int | None =
     pts, keys, time_base = scan(path)
     times = (np.asarray(pts, dtype=np.float64) - (pts[0] if pts else 0)) * time_base
     targets = target_indices(times, fps=fps, frames=frames)
-    steps = plan(pts, keys, targets)
-    decoded, pos = 0, -1
-    for t, seek in steps:
-        start = keys[max(0, bisect.bisect_right(keys, t) - 1)] if seek and keys else pos + 1
-        decoded += t - start + 1
-        pos = t
-    return FramePlan(tuple(pts), tuple(keys), tuple(targets), sum(s for _, s in steps), decoded)
+    return FramePlan(tuple(pts), tuple(keys), tuple(plan(keys, targets)))
 
 
 def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
@@ -129,9 +138,9 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
     import av
 
     fplan = make_plan(path, fps=fps, frames=frames)
-    if not fplan.targets:
+    if not fplan.steps:
         raise InputError("no decodable frames")
-    pts, keys = fplan.pts, fplan.keyframes
+    pts = fplan.pts
     index_of = {p: i for i, p in enumerate(pts)}
     yielded = 0
     with _open(path) as container:
@@ -140,12 +149,11 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
         time_base = float(stream.time_base)
         decoder, pos = None, -1
         try:
-            for target, seek in plan(list(pts), list(keys), list(fplan.targets)):
+            for target, key in fplan.steps:
                 if target <= pos:
                     continue  # a damaged stream made us overshoot; that frame is gone
-                if seek or decoder is None:
-                    if seek:
-                        key = keys[max(0, bisect.bisect_right(keys, target) - 1)]
+                if key is not None or decoder is None:
+                    if key is not None:
                         container.seek(pts[key], stream=stream, backward=True, any_frame=False)
                     decoder = container.decode(stream)
                 frame = _decode_until(decoder, pts[target])
