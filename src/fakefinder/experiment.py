@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .manifest import MANIFEST, PREPARE_INFO, VIDEOS
 from .metrics import Evaluation
+from .metrics import format_metric as fmt
 from .training import History, TrainConfig
 
 
@@ -44,15 +46,11 @@ class TrainResult:
             if ev is None:
                 return f"{name}: -"
             v = ev.video
-            return f"{name} video AUC {_fmt(v.auc)} log loss {_fmt(v.log_loss)} acc {_fmt(v.accuracy)} (n={v.n})"
+            return f"{name} video AUC {fmt(v.auc)} log loss {fmt(v.log_loss)} acc {fmt(v.accuracy)} (n={v.n})"
 
         leak = " [LEAKY frame split]" if self.split_by == "frame" else ""
         return (f"run {self.run_id}: {self.history.completed} epochs (best {self.history.best_epoch}); "
                 f"{part('val', self.val)}; {part('test', self.test)}; {self.seconds:.1f} s{leak}")
-
-
-def _fmt(x: float) -> str:
-    return "nan" if x != x else f"{x:.3f}"
 
 
 @dataclass
@@ -73,7 +71,7 @@ def load_data(data: str | Path) -> _Data:
     import pyarrow.parquet as pq
 
     root = Path(data)
-    manifest = root / "manifest.parquet"
+    manifest = root / MANIFEST
     if not manifest.is_file():
         raise UsageError(f"{root}: no manifest.parquet (run `fakefinder prepare SRC {root}` first)")
     t = pq.read_table(manifest, columns=["dataset", "video_id", "group", "label", "crop_path"]).to_pydict()
@@ -83,11 +81,11 @@ def load_data(data: str | Path) -> _Data:
     if len(np.unique(labels)) < 2:
         raise UsageError(f"{manifest}: one class only (all {'FAKE' if labels[0] else 'REAL'}); need both")
     nf = ([], [], [])
-    if (root / "videos.parquet").is_file():
-        v = pq.read_table(root / "videos.parquet", columns=["video_id", "group", "label", "status"]).to_pydict()
+    if (root / VIDEOS).is_file():
+        v = pq.read_table(root / VIDEOS, columns=["video_id", "group", "label", "status"]).to_pydict()
         rows = [(i, g, l) for i, g, l, s in zip(v["video_id"], v["group"], v["label"], v["status"]) if s == "no_face"]
         nf = tuple(map(list, zip(*rows))) if rows else nf
-    info = json.loads((root / "prepare.json").read_text()) if (root / "prepare.json").is_file() else {}
+    info = json.loads((root / PREPARE_INFO).read_text()) if (root / PREPARE_INFO).is_file() else {}
     return _Data(root, np.asarray(t["video_id"], dtype=object), np.asarray(t["group"], dtype=object), labels,
                  np.asarray([str(root / p) for p in t["crop_path"]], dtype=object),
                  tuple(np.asarray(a, dtype=object) for a in nf),

@@ -7,7 +7,6 @@ batch of crops whatever the video's length.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import numpy as np
 
 from .errors import UsageError, one_line
 from .frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .manifest import MANIFEST
 from .metrics import Evaluation, evaluate_scores, video_scores
+from .metrics import format_metric as fmt
 
 
 def resolve_model(model: str | Path, *, tracking_uri: str | None = None) -> Path:
@@ -64,8 +65,9 @@ class EvaluateResult:
     def summary(self) -> str:
         def line(name: str, ev: Evaluation) -> str:
             f, v = ev.frame, ev.video
-            return (f"{name:16} video: acc {_n(v.accuracy)} AUC {_n(v.auc)} AP {_n(v.ap)} log loss {_n(v.log_loss)} "
-                    f"EER {_n(v.eer)} (n={v.n}) | frame: AUC {_n(f.auc)} log loss {_n(f.log_loss)} (n={f.n})")
+            return (f"{name:16} video: acc {fmt(v.accuracy)} AUC {fmt(v.auc)} AP {fmt(v.ap)} "
+                    f"log loss {fmt(v.log_loss)} EER {fmt(v.eer)} (n={v.n}) | "
+                    f"frame: AUC {fmt(f.auc)} log loss {fmt(f.log_loss)} (n={f.n})")
 
         lines = [line("all", self.overall)]
         lines += [line(str(k), ev) for k, ev in self.by.items()]
@@ -73,10 +75,6 @@ class EvaluateResult:
         lines.append(f"video confusion at the model's threshold: real->real {tn}, real->fake {fp}, "
                      f"fake->real {fn}, fake->fake {tp}; videos without a face: {self.overall.no_face_videos}")
         return "\n".join(lines)
-
-
-def _n(x: float) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def face_scores(model, data, *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
@@ -131,7 +129,7 @@ def evaluate(model: str | Path, data: str | Path, *, split: str | None = None, b
     overall = ev(keep, int(nf_keep.sum()))
     groups: dict[str, Evaluation] = {}
     if by:
-        manifest = pq.read_table(d.root / "manifest.parquet")
+        manifest = pq.read_table(d.root / MANIFEST)
         if by not in manifest.column_names:
             raise UsageError(f"--by {by!r}: no such manifest column ({', '.join(manifest.column_names)})")
         values = np.asarray([str(v) for v in manifest[by].to_pylist()], dtype=object)
@@ -262,6 +260,6 @@ def predict(model: str | Path, inputs: list[str | Path], *, threshold: float | N
 def predictions_table(predictions: list[Prediction]) -> str:
     from .tuning import format_table
 
-    rows = [[p.input, _n(p.p_fake) if p.p_fake is not None else "-", p.verdict or "-", str(len(p.frames)),
+    rows = [[p.input, fmt(p.p_fake), p.verdict or "-", str(len(p.frames)),
              str(p.faces), p.error or ("no face found" if p.p_fake is None else "")] for p in predictions]
     return format_table(["input", "P(fake)", "verdict", "frames", "faces", "note"], rows)

@@ -31,6 +31,7 @@ VIDEOS_SCHEMA = pa.schema([
 ROW_GROUP = 16384
 MANIFEST = "manifest.parquet"
 VIDEOS = "videos.parquet"
+PREPARE_INFO = "prepare.json"
 
 
 def write_table(path: str | Path, schema: pa.Schema, batches: Iterable[list[dict]]) -> int:
@@ -52,11 +53,3 @@ def write_table(path: str | Path, schema: pa.Schema, batches: Iterable[list[dict
 
     _atomic.write_with(path, write)
     return count
-
-
-def read_manifest(dataset_dir: str | Path) -> pa.Table:
-    return pq.read_table(Path(dataset_dir) / MANIFEST)
-
-
-def read_videos(dataset_dir: str | Path) -> pa.Table:
-    return pq.read_table(Path(dataset_dir) / VIDEOS)

@@ -12,6 +12,11 @@ EPS = 1e-15  # DFDC clips predictions to [1e-15, 1 - 1e-15]
 VideoRule = Literal["mean", "confident"]
 
 
+def format_metric(x: float | None, digits: int = 3) -> str:
+    """A metric for people: fixed decimals, '-' where it is undefined (None or NaN)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
 @dataclass(frozen=True)
 class Metrics:
     accuracy: float

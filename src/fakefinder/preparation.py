@@ -31,7 +31,7 @@ from .crops import square_crop
 from .errors import UsageError, one_line
 from .faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, create_detector
 from .frames import sample_frames
-from .manifest import MANIFEST, MANIFEST_SCHEMA, VIDEOS, VIDEOS_SCHEMA, write_table
+from .manifest import MANIFEST, MANIFEST_SCHEMA, PREPARE_INFO, VIDEOS, VIDEOS_SCHEMA, write_table
 
 RECORD_FORMAT = 1
 STATE_DIR = ".fakefinder"
@@ -348,5 +348,5 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
             "finished": datetime.now(timezone.utc).isoformat(),
             "counts": {"videos": result.videos, "ok": result.ok, "no_face": result.no_face,
                        "error": result.errors, "faces": result.faces, "reused": result.reused}}
-    _atomic.write_text(out / "prepare.json", json.dumps(info, indent=2) + "\n")
+    _atomic.write_text(out / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
     return result

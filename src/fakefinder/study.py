@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _atomic
+from .manifest import MANIFEST
 from .metrics import Evaluation
+from .metrics import format_metric as fmt
 from .preparation import PrepareSettings, prepare
 from .training import TrainConfig
 
@@ -40,24 +42,20 @@ class StudyResult:
                  "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
         for r in self.rows + self.leak:
             v = r.evaluation.video
-            lines.append(f"| {r.step} | {r.trained_on} | {r.evaluated_on} | {_f(v.accuracy)} | {_f(v.auc)} | "
-                         f"{_f(v.log_loss)} | {v.n} |")
+            lines.append(f"| {r.step} | {r.trained_on} | {r.evaluated_on} | {fmt(v.accuracy)} | {fmt(v.auc)} | "
+                         f"{fmt(v.log_loss)} | {v.n} |")
         frame, source = (r.evaluation.video for r in self.leak)
         lines.append("")
-        lines.append(f"Leak check: the reference's per-frame split reports AUC {_f(frame.auc)} and log loss "
-                     f"{_f(frame.log_loss)}; split by source video the same model gets AUC {_f(source.auc)} and "
-                     f"log loss {_f(source.log_loss)}.")
+        lines.append(f"Leak check: the reference's per-frame split reports AUC {fmt(frame.auc)} and log loss "
+                     f"{fmt(frame.log_loss)}; split by source video the same model gets AUC {fmt(source.auc)} and "
+                     f"log loss {fmt(source.log_loss)}.")
         return "\n".join(lines)
-
-
-def _f(x: float) -> str:
-    return "-" if x != x else f"{x:.3f}"
 
 
 def ensure_prepared(path: str | Path, out: Path, settings: PrepareSettings | None = None) -> Path:
     """A prepared dataset as is; a raw collection prepared into `out` (resumably) first."""
     path = Path(path)
-    if (path / "manifest.parquet").is_file():
+    if (path / MANIFEST).is_file():
         return path
     return prepare(path, out, settings=settings, progress=False).out
 
@@ -105,7 +103,7 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     for r in rows + list(leak):
         v = r.evaluation.video
         table += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            r.step, r.trained_on, r.evaluated_on, _f(v.accuracy), _f(v.auc), _f(v.log_loss), v.n)) + "</tr>"
+            r.step, r.trained_on, r.evaluated_on, fmt(v.accuracy), fmt(v.auc), fmt(v.log_loss), v.n)) + "</tr>"
     table += "</table>"
     body = (f"<p>Video-level metrics. Every model is selected on validation data only.</p>{table}"
             f"<p>{html.escape(result.markdown().splitlines()[-1])}</p><h2>Step 1: the baseline trained on A</h2>"

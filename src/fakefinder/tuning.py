@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import UsageError, one_line
+from .metrics import format_metric as fmt
 from .training import TrainConfig
 
 Search = Literal["grid", "random", "tpe"]
@@ -136,19 +137,15 @@ class TuneResult:
         names = list(self.rows[0].flags)
         head = ["rank", "trial", *names, f"val {self.metric}", "val video_auc", "val frame_auc", "epochs done"]
         body = [[str(i), str(r.number), *(f"{r.flags[n]:g}" if isinstance(r.flags[n], float) else str(r.flags[n])
-                                         for n in names), f"{r.value:.4f}", _num(r.val.get("video_auc")),
-                 _num(r.val.get("frame_auc")), str(r.epochs)] for i, r in enumerate(self.rows[:top], 1)]
+                                         for n in names), f"{r.value:.4f}", fmt(r.val.get("video_auc"), 4),
+                 fmt(r.val.get("frame_auc"), 4), str(r.epochs)] for i, r in enumerate(self.rows[:top], 1)]
         return format_table(head, body)
 
     def test_line(self) -> str:
         v = self.test.test.video
         return (f"best configuration (trial {self.rows[0].number}) on the TEST part, never used for selection: "
-                f"video AUC {_num(v.auc)}, log loss {_num(v.log_loss)}, accuracy {_num(v.accuracy)} "
+                f"video AUC {fmt(v.auc, 4)}, log loss {fmt(v.log_loss, 4)}, accuracy {fmt(v.accuracy, 4)} "
                 f"(n={v.n}); run {self.test.run_id}")
-
-
-def _num(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
 def format_table(head: list[str], rows: list[list[str]]) -> str:
@@ -218,7 +215,7 @@ def _objective(job: _Job):
         trial.set_user_attr("val", val)
         trial.set_user_attr("epochs", result.history.completed)
         value = val[job.metric]
-        print(f"trial {trial.number}: {flag_text} -> val {job.metric} {_num(value)} "
+        print(f"trial {trial.number}: {flag_text} -> val {job.metric} {fmt(value, 4)} "
               f"({result.history.completed} epochs, {time.perf_counter() - start:.1f} s)", flush=True)
         return float("nan") if value is None else value
 
