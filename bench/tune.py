@@ -23,6 +23,7 @@ from train import naive_epoch  # noqa: E402 - the same naive loop as bench/train
 from fakefinder import PrepareSettings, prepare, synth  # noqa: E402
 from fakefinder.backbones import create_backbone  # noqa: E402
 from fakefinder.experiment import load_data, split_data  # noqa: E402
+from fakefinder.manifest import features_dir  # noqa: E402
 from fakefinder.training import TrainConfig  # noqa: E402
 from fakefinder.tuning import load_grid, tune  # noqa: E402
 
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"naive: 1 epoch over {len(train_rows)} train crops = {one_epoch:.1f} s; {len(configs)} configurations, "
           f"{total_epochs} epochs -> ~{naive_total / 86400:.1f} days", flush=True)
 
-    shutil.rmtree(Path(data) / ".fakefinder" / "features", ignore_errors=True)  # time the extraction too
+    shutil.rmtree(features_dir(data), ignore_errors=True)  # time the extraction too
     for name in ("optuna.db", "mlflow.db", "mlruns"):
         p = args.out / name
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

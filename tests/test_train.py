@@ -12,6 +12,7 @@ import torch
 
 from fakefinder.experiment import load_data, train
 from fakefinder.features import FeatureCache, load_crops
+from fakefinder.manifest import features_dir
 from fakefinder.modelfile import load_model, read_header, save_model
 from fakefinder.splits import load_split
 from fakefinder.training import TrainConfig
@@ -89,7 +90,7 @@ def test_early_stopping_restores_the_best_epoch(learnable, tracking):
 
     val = np.flatnonzero(split_data(data, config, None).parts == "val")
     model = load_model(result.model_path)
-    table = FeatureCache(learnable.out / ".fakefinder" / "features", model.backbone, "avg").features(list(data.crops))
+    table = FeatureCache(features_dir(learnable.out), model.backbone, "avg").features(list(data.crops))
     with torch.no_grad():
         p = torch.sigmoid(model.head(torch.from_numpy(table.take(val)))).double().numpy()
     y = data.labels[val]
@@ -193,7 +194,7 @@ def test_features_beyond_the_memory_budget_stream_from_the_memory_map(learnable,
     data, config = load_data(learnable.out), TrainConfig(epochs=3)
     split = split_data(data, config, None)
     parts = {p: np.flatnonzero(split.parts == p) for p in ("train", "val", "test")}
-    cache = FeatureCache(learnable.out / ".fakefinder" / "features", create_backbone(), "avg")
+    cache = FeatureCache(features_dir(learnable.out), create_backbone(), "avg")
     table = cache.features(list(data.crops))
     assert isinstance(table.shards[0], np.memmap) and cache.backbone.images_seen == 0
     predictions = []

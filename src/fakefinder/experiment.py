@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .manifest import MANIFEST, PREPARE_INFO, VIDEOS
+from .manifest import MANIFEST, PREPARE_INFO, VIDEOS, features_dir
 from .metrics import Evaluation
 from .metrics import format_metric as fmt
 from .training import History, TrainConfig
@@ -243,7 +243,7 @@ def train(data: str | Path, *, config: TrainConfig | None = None, out: str | Pat
     if frozen:
         from .features import FeatureCache
 
-        cache = FeatureCache(cache_dir or data_.root / ".fakefinder" / "features", backbone, config.pool,
+        cache = FeatureCache(cache_dir or features_dir(data_.root), backbone, config.pool,
                              precision=config.precision)
         table = cache.features(list(data_.crops), device=device, progress=progress)
         head, model, batches, predict = frozen_setup(table, data_.labels, parts, train_rows, config, device)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import UsageError, one_line
 from .frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .manifest import MANIFEST
+from .manifest import MANIFEST, features_dir
 from .metrics import Evaluation, evaluate_scores, video_scores
 from .metrics import format_metric as fmt
 
@@ -85,7 +85,7 @@ def face_scores(model, data, *, device: str = "cpu", batch_size: int = 64) -> np
 
     header = model.header or {}
     if not header.get("includes_base"):
-        table = FeatureCache(data.root / ".fakefinder" / "features", model.backbone, model.pool,
+        table = FeatureCache(features_dir(data.root), model.backbone, model.pool,
                              precision=model.precision).features(list(data.crops), device=device)
         with torch.no_grad():
             return np.concatenate([torch.sigmoid(model.head(torch.from_numpy(table.take(

@@ -14,6 +14,14 @@ import pyarrow.parquet as pq
 
 from . import _atomic
 
+STATE_DIR = ".fakefinder"  # in a prepared folder: prepare's records and lock, the feature cache
+
+
+def features_dir(data_root: str | Path) -> Path:
+    """Where a prepared folder keeps its feature cache unless the user names another."""
+    return Path(data_root) / STATE_DIR / "features"
+
+
 MANIFEST_SCHEMA = pa.schema([
     ("dataset", pa.string()), ("video_id", pa.string()), ("source_path", pa.string()),
     ("label", pa.int8()), ("group", pa.string()), ("frame_index", pa.int32()), ("timestamp", pa.float64()),

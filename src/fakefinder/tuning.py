@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import UsageError, one_line
+from .manifest import features_dir
 from .metrics import format_metric as fmt
 from .training import TrainConfig
 
@@ -285,7 +286,7 @@ def _warm_cache(data: str, spec: TuneSpec, cache_dir: str | None) -> None:
         crops = crops if crops is not None else list(load_data(data).crops)
         backbone = create_backbone(config.backbone, weights=config.weights, input_size=config.input_size,
                                    normalization=config.normalization, seed=config.seed)
-        FeatureCache(cache_dir or Path(data) / ".fakefinder" / "features", backbone, config.pool,
+        FeatureCache(cache_dir or features_dir(data), backbone, config.pool,
                      precision=config.precision).features(crops, progress=True)
 
 
