@@ -249,7 +249,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
                              "--workers", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if kill_after_records == 0 or (records.is_dir() and len(list(records.iterdir())) >= kill_after_records):
+        if kill_after_records == 0 or (records.is_dir() and len(list(records.glob("*.json"))) >= kill_after_records):
             break
         time.sleep(0.005)
     if kill_after_records == 0:
@@ -264,6 +264,31 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("faces/**/*.png"))
     assert pngs == sorted(r["crop_path"] for r in tables(out)[0])
     assert not list(out.glob("faces/**/*.partial"))
+    assert sorted(p.suffix for p in records.iterdir()) == [".json"] * 10  # no temporaries a kill left mid-write
+
+
+def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(collection, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
+                             "--workers", "1", "--fps", "30", "--quiet"],  # every frame: slow enough to overlap
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((out / STATE_DIR / "records").glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        second = cli("prepare", str(collection.out), str(out), "--workers", "1", "--quiet")
+        assert second.returncode == 2, second.stderr
+        assert proc.poll() is None, "the first run finished before the second started"
+        assert "another prepare is writing this folder" in second.stderr and str(out) in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "manifest.parquet").exists()
+    half_written = out / STATE_DIR / "records" / ".0123abcd.json.k3x9.tmp"  # as a kill inside a record write leaves
+    half_written.write_text('{"format": 1, "sett')
+    assert prepare(collection.out, out, workers=1, progress=False).ok == 10  # the lock died with its holder
+    assert not half_written.exists()
 
 
 def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_TMP_SUFFIX = ".tmp"
 
 
 @contextmanager
@@ -17,7 +19,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
@@ -43,3 +45,45 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomically write `path` with a library function that takes a file path (e.g. pyarrow)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def sweep_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files that writes killed mid-way left in `folder`; call it under `exclusive`."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*{_TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+@contextmanager
+def exclusive(lock: str | Path, what: str) -> Iterator[None]:
+    """Hold an advisory lock so two runs never write one folder at once; the OS drops it if the process dies.
+
+    Raises UsageError at once if another process holds it. A no-op where fcntl is missing (Windows).
+    """
+    from .errors import UsageError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UsageError(f"{lock}: another {what} is writing this folder ({holder}); wait for it or stop it"
+                             ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)

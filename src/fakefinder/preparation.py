@@ -26,15 +26,14 @@ from typing import Literal
 import numpy as np
 
 from . import _atomic
-from .collection import Layout, VideoItem, discover
+from .collection import Collection, Layout, VideoItem, discover
 from .crops import square_crop
 from .errors import UsageError, one_line
 from .faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, create_detector
 from .frames import sample_frames
-from .manifest import MANIFEST, MANIFEST_SCHEMA, PREPARE_INFO, VIDEOS, VIDEOS_SCHEMA, write_table
+from .manifest import MANIFEST, MANIFEST_SCHEMA, PREPARE_INFO, STATE_DIR, VIDEOS, VIDEOS_SCHEMA, write_table
 
 RECORD_FORMAT = 1
-STATE_DIR = ".fakefinder"
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,12 @@ def _fingerprint(item: VideoItem) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _records_dir(out: Path) -> Path:
+    return out / STATE_DIR / "records"
+
+
 def _record_path(out: Path, video_id: str) -> Path:
-    return out / STATE_DIR / "records" / f"{hashlib.sha1(video_id.encode()).hexdigest()}.json"
+    return _records_dir(out) / f"{hashlib.sha1(video_id.encode()).hexdigest()}.json"
 
 
 def _video_row(item: VideoItem, status: str, reason: str, sampled: int, kept: int, seconds: float) -> dict:
@@ -286,8 +289,6 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     Bad inputs become rows with a reason; the batch always finishes. Reruns resume.
     Raises UsageError for arguments that cannot work (missing SRC, OUT is a file, no labels, no weights).
     """
-    from tqdm import tqdm
-
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     settings = settings or PrepareSettings()
@@ -298,10 +299,27 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     if src.is_dir() and out.resolve() == src.resolve():
         raise UsageError("OUT must differ from SRC")
     collection = discover(src, layout=layout, labels=labels, dataset=dataset)
-    items = collection.items
     _detector(settings.detector)  # fail fast (missing weights) before any work
-    out.mkdir(parents=True, exist_ok=True)
+    with _atomic.exclusive(out / STATE_DIR / "lock", "prepare"):
+        _atomic.sweep_temporaries(_records_dir(out))  # records that a kill caught mid-write
+        result = _prepare_locked(collection, out, settings, workers, progress, t0)
+        info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
+                "labels": str(Path(labels).resolve()) if labels else None,
+                "settings": dataclasses.asdict(settings), "settings_digest": settings.digest(),
+                "versions": _versions(), "started": started.isoformat(),
+                "finished": datetime.now(timezone.utc).isoformat(),
+                "counts": {"videos": result.videos, "ok": result.ok, "no_face": result.no_face,
+                           "error": result.errors, "faces": result.faces, "reused": result.reused}}
+        _atomic.write_text(out / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
+    return result
 
+
+def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings, workers: int | None,
+                    progress: bool, t0: float) -> PrepareResult:
+    """Reuse what earlier runs committed, process the rest, rebuild the tables from all records."""
+    from tqdm import tqdm
+
+    items = collection.items
     counts = {"ok": 0, "no_face": 0, "error": 0}
     faces = reused = 0
     failures: list[tuple[str, str, str]] = []
@@ -337,16 +355,6 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
 
     write_table(out / VIDEOS, VIDEOS_SCHEMA, ([r["video"]] for r in records()))
     write_table(out / MANIFEST, MANIFEST_SCHEMA, (r["faces"] for r in records()))
-    result = PrepareResult(out=out, layout=collection.layout, dataset=collection.dataset, videos=len(items),
-                           ok=counts["ok"], no_face=counts["no_face"], errors=counts["error"], faces=faces,
-                           reused=reused, seconds=time.perf_counter() - t0,
-                           failures=tuple(sorted(failures)))
-    info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
-            "labels": str(Path(labels).resolve()) if labels else None,
-            "settings": dataclasses.asdict(settings), "settings_digest": settings.digest(),
-            "versions": _versions(), "started": started.isoformat(),
-            "finished": datetime.now(timezone.utc).isoformat(),
-            "counts": {"videos": result.videos, "ok": result.ok, "no_face": result.no_face,
-                       "error": result.errors, "faces": result.faces, "reused": result.reused}}
-    _atomic.write_text(out / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
-    return result
+    return PrepareResult(out=out, layout=collection.layout, dataset=collection.dataset, videos=len(items),
+                         ok=counts["ok"], no_face=counts["no_face"], errors=counts["error"], faces=faces,
+                         reused=reused, seconds=time.perf_counter() - t0, failures=tuple(sorted(failures)))
