@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 import skimage.data
@@ -53,6 +54,81 @@ def test_vgg16_loads_a_local_weights_file_ignoring_the_classifier(tmp_path, suff
     loaded = create_backbone("vgg16", weights=path)
     assert all(torch.equal(v, source[k]) for k, v in loaded.module.state_dict().items())
     assert loaded.weights == path.name and len(loaded.weights_digest) == 64
+
+
+def write_keras_vgg16(path, kernels, biases, *, names: str, full_model: bool = False, chunked: bool = False):
+    """An .h5 file laid out as Keras writes VGG16 (input and pool layers hold no weights); Keras 1 or 2 names."""
+    empty = np.array([], dtype="S1")
+    with h5py.File(path, "w") as f:
+        root = f.create_group("model_weights") if full_model else f
+        layers, conv = ["input_1"], 0
+        root.create_group("input_1").attrs["weight_names"] = empty
+        for block, convs in enumerate((2, 2, 3, 3, 3), start=1):
+            for j in range(1, convs + 1):
+                name = f"block{block}_conv{j}"
+                weight_names = ([f"{name}_W_1:0", f"{name}_b_1:0"] if names == "keras1"
+                                else [f"{name}/kernel:0", f"{name}/bias:0"])
+                group = root.create_group(name)
+                group.attrs["weight_names"] = [n.encode() for n in weight_names]
+                group[weight_names[0]], group[weight_names[1]] = kernels[conv], biases[conv]
+                layers.append(name)
+                conv += 1
+            root.create_group(f"block{block}_pool").attrs["weight_names"] = empty
+            layers.append(f"block{block}_pool")
+        if full_model:  # the top: a dense layer, which the base ignores
+            group = root.create_group("fc1")
+            group.attrs["weight_names"] = [b"fc1/kernel:0", b"fc1/bias:0"]
+            group["fc1/kernel:0"], group["fc1/bias:0"] = np.ones((8, 4), np.float32), np.ones(4, np.float32)
+            layers.append("fc1")
+        encoded = [n.encode() for n in layers]
+        if chunked:  # Keras splits long name lists into numbered attributes
+            root.attrs["layer_names0"], root.attrs["layer_names1"] = encoded[:7], encoded[7:]
+        else:
+            root.attrs["layer_names"] = encoded
+
+
+@pytest.mark.parametrize("style", [{"names": "keras1"}, {"names": "keras2", "chunked": True},
+                                   {"names": "keras2", "full_model": True}])
+def test_vgg16_loads_keras_h5_weights_as_keras_computes_them(tmp_path, style):
+    rng = np.random.default_rng(0)
+    channels = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    kernels = [rng.normal(0, 0.05, (3, 3, cin, cout)).astype(np.float32) for cin, cout in zip(channels, channels[1:])]
+    biases = [rng.normal(0, 0.1, cout).astype(np.float32) for cout in channels[1:]]
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    write_keras_vgg16(path, kernels, biases, **style)
+    backbone = create_backbone("vgg16", weights=path)
+    assert backbone.weights == path.name and len(backbone.weights_digest) == 64
+
+    # Keras' Conv2D(padding="same"): out[o, y, x] = b[o] + sum over dy, dx, i of K[dy, dx, i, o] * x[i, y+dy-1, x+dx-1]
+    x = cv2.resize(skimage.data.astronaut(), (12, 12)).transpose(2, 0, 1).astype(np.float32) / 255
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    expected = biases[0][:, None, None] + sum(np.einsum("ihw,io->ohw", padded[:, dy:dy + 12, dx:dx + 12],
+                                                        kernels[0][dy, dx].astype(np.float64))
+                                              for dy in range(3) for dx in range(3))
+    with torch.no_grad():
+        got = backbone.module.features[0](torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    state = backbone.module.state_dict()
+    for index, kernel, bias in zip(VGG_CONVS, kernels, biases):  # every layer lands in its place, in order
+        assert state[f"features.{index}.weight"][5, 2, 0, 1] == kernel[0, 1, 2, 5]
+        assert torch.equal(state[f"features.{index}.bias"], torch.from_numpy(bias))
+
+
+def test_bad_keras_h5_files_are_one_line_usage_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    write_keras_vgg16(tmp_path / "full.h5", [rng.normal(size=(3, 3, 3, 64)).astype(np.float32)] * 13,
+                      [np.zeros(64, np.float32)] * 13, names="keras2")
+    with pytest.raises(UsageError, match=r"full.h5: parameter features.2.weight has shape \(64, 3, 3, 3\)"):
+        create_backbone("vgg16", weights=tmp_path / "full.h5")
+    with h5py.File(tmp_path / "short.h5", "w") as f:  # a single convolution
+        f.attrs["layer_names"] = [b"block1_conv1"]
+        f.create_group("block1_conv1").attrs["weight_names"] = [b"k", b"b"]
+        f["block1_conv1"]["k"], f["block1_conv1"]["b"] = np.zeros((3, 3, 3, 64)), np.zeros(64)
+    with pytest.raises(UsageError, match=r"short.h5: not Keras VGG16 weights \(1 convolution layers, expected 13\)"):
+        create_backbone("vgg16", weights=tmp_path / "short.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(UsageError, match="junk.h5: cannot read weights"):
+        create_backbone("vgg16", weights=tmp_path / "junk.h5")
 
 
 def test_wrong_weights_file_is_a_one_line_usage_error(tmp_path):

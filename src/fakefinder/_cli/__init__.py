@@ -91,7 +91,8 @@ def _add_train(sub) -> None:
                         "batch 10; reference-tuned: 128 neurons, lr 1e-5, 100 epochs, patience 3")
     g = p.add_argument_group("base")
     g.add_argument("--backbone", choices=("efficientnet_lite0", "vgg16"))
-    g.add_argument("--weights", help="imagenet (default), none (random init) or a .pth/.safetensors file")
+    g.add_argument("--weights", help="imagenet (default), none (random init) or a .pth/.safetensors file "
+                   "(or Keras' VGG16 .h5)")
     g.add_argument("--input-size", type=int)
     g.add_argument("--normalization", choices=("imagenet", "lite", "rescale"))
     g.add_argument("--trainable-blocks", type=int, help="fine-tune the last K blocks (with augmentation, no cache)")

@@ -134,18 +134,22 @@ def _imagenet_file(name: str) -> Path:
         torch.hub.download_url_to_file(VGG16_URL, str(path), hash_prefix="397923af", progress=True)
     except Exception as exc:  # noqa: BLE001 - any failure means: tell the user how to get the file
         raise UsageError(f"VGG16 ImageNet weights unavailable ({type(exc).__name__}): download {VGG16_URL} to "
-                         f"{path}, or pass --weights PATH to a .pth/.safetensors file") from None
+                         f"{path}, or pass --weights PATH to a .pth/.safetensors/Keras .h5 file") from None
     finally:
         socket.setdefaulttimeout(previous)
     return path
 
 
 def load_state_dict(path: str | Path) -> dict:
-    """A state dict from .safetensors or .pth/.pt, never unpickling arbitrary objects."""
+    """A state dict from .safetensors, .pth/.pt or Keras VGG16 .h5, never unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: weights file not found")
     try:
+        if path.suffix in (".h5", ".hdf5"):
+            from .vgg import keras_state_dict
+
+            return keras_state_dict(path)
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -154,6 +158,8 @@ def load_state_dict(path: str | Path) -> dict:
 
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
+    except UsageError:
+        raise
     except Exception as exc:  # noqa: BLE001
         reason = " ".join(str(exc).split())[:200]
         raise UsageError(f"{path}: cannot read weights ({type(exc).__name__}: {reason})") from None
