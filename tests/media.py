@@ -19,17 +19,22 @@ def coffee() -> np.ndarray:
     return cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR)
 
 
-def write_video(path: Path, image: np.ndarray, *, seconds: float = 2.0, fps: int = 25, size=(320, 240)) -> Path:
-    """A still photo drifting slowly, as H.264."""
+def write_video(path: Path, image: np.ndarray, *, seconds: float = 2.0, fps: int = 25, size=(320, 240),
+                rotation: int = 0) -> Path:
+    """A still photo drifting slowly, as H.264. With `rotation`, stored as a phone stores it: the pixels turned
+    clockwise by `rotation` degrees and the display rotation (counter-clockwise) that turns them back."""
     import av
 
     w, h = size
     base = cv2.resize(image, (w + 40, h + 40))
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height = (h, w) if rotation % 180 else (w, h)
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i in range(int(seconds * fps)):
-            frame = np.ascontiguousarray(base[i % 20:i % 20 + h, i % 40:i % 40 + w])
+            frame = np.ascontiguousarray(np.rot90(base[i % 20:i % 20 + h, i % 40:i % 40 + w], -rotation // 90))
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
         container.mux(stream.encode())
     return path

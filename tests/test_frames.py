@@ -86,3 +86,17 @@ def test_unreadable_image_raises_input_error(tmp_path):
     path.write_bytes(b"\x89PNG broken")
     with pytest.raises(InputError, match="cannot read as image"):
         list(sample_frames(path))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_phone_videos_come_out_upright(tmp_path, rotation):
+    upright = [f.image for f in sample_frames(write_video(tmp_path / "upright.mp4", astronaut(), seconds=1))]
+    path = write_video(tmp_path / "phone.mp4", astronaut(), seconds=1, rotation=rotation)
+    with av.open(str(path)) as container:  # the file really holds sideways pixels and the rotation to undo
+        stored = next(container.decode(video=0))
+        assert stored.rotation % 360 == rotation % 360
+        assert (stored.width, stored.height) == ((240, 320) if rotation % 180 else (320, 240))
+    frames = [f.image for f in sample_frames(path)]
+    assert len(frames) == len(upright) == 1 and frames[0].shape == upright[0].shape == (240, 320, 3)
+    assert np.abs(frames[0].astype(int) - upright[0]).mean() < 4  # x264's loss, not a turned picture
+    assert np.abs(np.rot90(frames[0], 2).astype(int) - upright[0]).mean() > 20

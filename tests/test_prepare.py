@@ -286,7 +286,7 @@ def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(c
         proc.wait()
     assert not (out / "manifest.parquet").exists()
     half_written = out / STATE_DIR / "records" / ".0123abcd.json.k3x9.tmp"  # as a kill inside a record write leaves
-    half_written.write_text('{"format": 1, "sett')
+    half_written.write_text('{"format": 2, "sett')
     assert prepare(collection.out, out, workers=1, progress=False).ok == 10  # the lock died with its holder
     assert not half_written.exists()
 

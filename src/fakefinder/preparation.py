@@ -33,7 +33,7 @@ from .faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, create_detect
 from .frames import sample_frames
 from .manifest import MANIFEST, MANIFEST_SCHEMA, PREPARE_INFO, STATE_DIR, VIDEOS, VIDEOS_SCHEMA, write_table
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2  # 2: frames turned upright by the display rotation
 
 
 @dataclass(frozen=True)
