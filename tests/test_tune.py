@@ -38,6 +38,10 @@ def completed(storage: str, study: str) -> list:
     return [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+def trial_states(storage: str, study: str) -> Counter:
+    return Counter(t.state.name for t in optuna.load_study(study_name=study, storage=storage).trials)
+
+
 def test_every_configuration_becomes_a_run_with_its_flags(learnable, tracking, grid, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = tune(learnable.out, grid, study="six", storage=storage, tracking_uri=tracking)
@@ -107,6 +111,30 @@ def test_resume_after_sigkill_runs_every_configuration_once(learnable, tracking,
     counts = Counter(tuple(sorted(t.params.items())) for t in done)
     assert len(counts) == 6 and set(counts.values()) == {1}
     assert {t.number for t in before} <= {t.number for t in done}  # nothing finished before was redone
+
+
+def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable, tracking, grid, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "fakefinder", "tune", str(learnable.out), "--grid", str(grid), "--study", "orphans",
+           "--storage", storage, "--tracking-uri", tracking, "--workers", "2"]
+    log = tmp_path / "tune.log"
+    with open(log, "w") as out:  # a file, not a pipe: orphaned workers may write on after the kill
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, text=True)
+        deadline = time.monotonic() + 120
+        while log.read_text().count("\ntrial ") < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 60  # the workers finish the trials they are in, and then?
+        while trial_states(storage, "orphans")["RUNNING"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+    states = trial_states(storage, "orphans")
+    assert 2 <= states["COMPLETE"] <= 4 and not states["RUNNING"], states  # each finished at most its trial
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = Counter(tuple(sorted(t.params.items())) for t in completed(storage, "orphans"))
+    assert len(counts) == 6 and set(counts.values()) == {1}
 
 
 def test_selection_never_sees_the_test_part(learnable, tracking, grid, tmp_path):

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -223,8 +224,12 @@ def _objective(job: _Job):
     return objective
 
 
-def _work(job: _Job) -> None:
-    """One worker: run trials until the grid (or the trial budget) is used up, waiting out others' trials."""
+def _work(job: _Job, parent: int | None = None) -> None:
+    """One worker: run trials until the grid (or the trial budget) is used up, waiting out others' trials.
+
+    A worker that `tune` started (`parent` = its pid) stops between trials once that process is gone, so
+    killing `tune` stops the whole search; the next `tune` resumes it.
+    """
     import optuna
     from optuna.trial import TrialState
 
@@ -232,7 +237,7 @@ def _work(job: _Job) -> None:
     study = optuna.load_study(study_name=job.study, storage=_storage(job.storage),
                               sampler=_sampler(job.search, job.seed))
     objective = _objective(job)
-    while True:
+    while parent is None or os.getppid() == parent:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then re-enqueued
         trials = study.get_trials(deepcopy=False)
         waiting = [t for t in trials if t.state == TrialState.WAITING]
@@ -335,7 +340,7 @@ def tune(data: str | Path, grid: str | Path, *, search: Search = "grid", trials:
         _work(job)
     else:
         ctx = get_context("spawn")
-        procs = [ctx.Process(target=_work, args=(job,)) for _ in range(workers)]
+        procs = [ctx.Process(target=_work, args=(job, os.getpid())) for _ in range(workers)]
         for p in procs:
             p.start()
         for p in procs:
