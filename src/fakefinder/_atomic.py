@@ -47,13 +47,10 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def sweep_temporaries(folder: str | Path) -> int:
+def sweep_temporaries(folder: str | Path) -> None:
     """Delete the temporary files that writes killed mid-way left in `folder`; call it under `exclusive`."""
-    removed = 0
     for tmp in Path(folder).glob(f".*{_TMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 @contextmanager

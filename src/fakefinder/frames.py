@@ -161,7 +161,7 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
                     break
                 pos = index_of.get(frame.pts, target)
                 w, h, scale = working_size(frame.width, frame.height, max_side)
-                image = upright(frame.to_ndarray(format="bgr24", width=w, height=h), frame.rotation)
+                image = _upright(frame.to_ndarray(format="bgr24", width=w, height=h), frame.rotation)
                 yield Frame(index=pos, timestamp=(frame.pts - pts[0]) * time_base, image=image, scale=scale)
                 yielded += 1
         except av.error.FFmpegError as exc:
@@ -171,7 +171,7 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
         raise InputError("no decodable frames")
 
 
-def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+def _upright(image: np.ndarray, rotation: float) -> np.ndarray:
     """The frame as players show it: phones store the sensor's pixels and a display rotation (counter-clockwise
     degrees, PyAV's `VideoFrame.rotation`); a sideways face is a face most detectors miss."""
     quarters = round(rotation / 90) % 4

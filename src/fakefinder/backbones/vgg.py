@@ -47,7 +47,6 @@ class VGG16(nn.Module):
         return blocks
 
 
-
 def conv_indices() -> list[int]:
     """Positions of the 13 convolutions in `features` (each conv is followed by a ReLU, each pool stands alone)."""
     out, i = [], 0
