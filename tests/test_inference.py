@@ -7,11 +7,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from safetensors.torch import save_file
 from sklearn import metrics as sk
 
+from fakefinder import UsageError
+from fakefinder.backbones import create_backbone
 from fakefinder.experiment import load_data, train
 from fakefinder.features import load_crops
-from fakefinder.inference import evaluate, face_scores
+from fakefinder.inference import evaluate, face_scores, predict
 from fakefinder.modelfile import load_model
 from fakefinder.study import study
 from fakefinder.training import TrainConfig
@@ -32,7 +35,8 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     y = data.labels
     frame = result.overall.frame
     assert frame.auc == pytest.approx(sk.roc_auc_score(y, p)) and frame.n == len(y) == 30
-    assert frame.log_loss == pytest.approx(sk.log_loss(y, p)) and frame.ap == pytest.approx(sk.average_precision_score(y, p))
+    assert frame.log_loss == pytest.approx(sk.log_loss(y, p))
+    assert frame.ap == pytest.approx(sk.average_precision_score(y, p))
     assert frame.accuracy == pytest.approx(sk.accuracy_score(y, p >= 0.5))
     videos = sorted(set(data.video_ids))
     vp = np.array([p[data.video_ids == v].mean() for v in videos])
@@ -107,3 +111,27 @@ def test_study_on_two_prepared_collections(learnable, prepared, tracking, tmp_pa
     table = (tmp_path / "study" / "study.md").read_text()
     assert table.count("\n| ") == 6 + 1 and "Leak check" in table
     assert result.report.is_file() and "cross-dataset study" in result.report.read_text()
+
+
+def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prepared, collection, tracking, tmp_path):
+    def vgg16_file(path, seed):
+        state = create_backbone("vgg16", weights="none", seed=seed).module.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        return path
+
+    weights = vgg16_file(tmp_path / "vgg16.safetensors", seed=5)
+    config = TrainConfig.reference(weights=str(weights), input_size=64, pool="avg", epochs=1)
+    result = train(prepared.out, config=config, out=tmp_path / "models", tracking_uri=tracking, progress=False)
+    video = collection.out / f"{collection.videos[0].name}.mp4"
+    before = predict(result.model_path, [video], progress=False)[0]
+    moved = weights.rename(tmp_path / "elsewhere.safetensors")
+
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(result.model_path), str(video)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(weights) in proc.stderr and "--base-weights" in proc.stderr
+    after = predict(result.model_path, [video], base_weights=moved, progress=False)[0]
+    assert after.p_fake == before.p_fake is not None
+    assert evaluate(result.model_path, prepared.out, base_weights=moved).overall.video.n == 10
+    with pytest.raises(UsageError, match="trained on vgg16 weights"):  # another file is not the base it learnt on
+        predict(result.model_path, [video], base_weights=vgg16_file(tmp_path / "other.safetensors", seed=6))

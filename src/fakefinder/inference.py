@@ -96,7 +96,8 @@ def face_scores(model, data, *, device: str = "cpu", batch_size: int = 64) -> np
 
 
 def evaluate(model: str | Path, data: str | Path, *, split: str | None = None, by: str | None = None,
-             tracking_uri: str | None = None, device: str = "cpu") -> EvaluateResult:
+             tracking_uri: str | None = None, device: str = "cpu",
+             base_weights: str | Path | None = None) -> EvaluateResult:
     """Metrics of `model` on prepared `data` (seen or unseen), optionally on one part of its run's split and
     broken down by a manifest column. Raises UsageError for an unknown column, part or model."""
     import pyarrow.parquet as pq
@@ -106,7 +107,7 @@ def evaluate(model: str | Path, data: str | Path, *, split: str | None = None, b
     from .splits import load_split
 
     path = resolve_model(model, tracking_uri=tracking_uri)
-    loaded = load_model(path, device=device)
+    loaded = load_model(path, device=device, base_weights=base_weights)
     d = load_data(data)
     keep = np.ones(len(d.crops), dtype=bool)
     nf_ids = d.no_face[0]
@@ -236,7 +237,8 @@ def predict_one(model, path: Path, settings, *, threshold: float, rule: str, bat
 
 
 def predict(model: str | Path, inputs: list[str | Path], *, threshold: float | None = None,
-            tracking_uri: str | None = None, device: str = "cpu", progress: bool = True) -> list[Prediction]:
+            tracking_uri: str | None = None, device: str = "cpu", progress: bool = True,
+            base_weights: str | Path | None = None) -> list[Prediction]:
     """P(fake) and a verdict per input, faces and frames included. Bad inputs get an error, the rest go on."""
     import sys
 
@@ -245,7 +247,7 @@ def predict(model: str | Path, inputs: list[str | Path], *, threshold: float | N
     from .modelfile import load_model
     from .preparation import PrepareSettings
 
-    loaded = load_model(resolve_model(model, tracking_uri=tracking_uri), device=device)
+    loaded = load_model(resolve_model(model, tracking_uri=tracking_uri), device=device, base_weights=base_weights)
     header = loaded.header or {}
     known = {f for f in PrepareSettings.__dataclass_fields__}
     settings = PrepareSettings(**{k: v for k, v in (header.get("prepare") or {}).items() if k in known})

@@ -87,8 +87,12 @@ def read_header(path: str | Path) -> dict:
     return header
 
 
-def load_model(path: str | Path, *, device: str = "cpu") -> DeepfakeModel:
-    """Raises UsageError when the file is not a model or its frozen base's weights cannot be found as trained."""
+def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Path | None = None) -> DeepfakeModel:
+    """Raises UsageError when the file is not a model or its frozen base's weights cannot be found as trained.
+
+    A model on a frozen base refers to the base's weights instead of storing them; `base_weights` says where
+    that file is now when it has moved since training (its digest must match).
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -103,7 +107,10 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DeepfakeModel:
         backbone.module.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("base.")})
         backbone.weights, backbone.weights_digest = base["weights"], base["weights_digest"]
     else:
-        source = header.get("weights_path") or base["weights"]
+        source = str(base_weights or header.get("weights_path") or base["weights"])
+        if source not in ("imagenet", "none") and not Path(source).is_file():
+            raise UsageError(f"{path}: its {base['backbone']} base weights {source} are not there; pass "
+                             f"--base-weights FILE (the file with sha256 {base['weights_digest'][:12]}...)")
         backbone = create_backbone(base["backbone"], weights=source, seed=int(header.get("seed", 0)), **common)
         if backbone.weights_digest != base["weights_digest"]:
             raise UsageError(f"{path}: trained on {base['backbone']} weights {base['weights_digest'][:12]}, "

@@ -265,6 +265,14 @@ def _write_json(obj, target: str | None) -> None:
         Path(target).write_text(text + "\n")
 
 
+def _add_model_options(p) -> None:
+    """How `evaluate` and `predict` find and run a trained model."""
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--base-weights", type=Path,
+                   help="where the frozen base's weights file is now, if it moved since training")
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained model on any prepared dataset (no retraining)")
     p.add_argument("model", help="a model file or the MLflow run id that logged it")
@@ -272,8 +280,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", choices=("train", "val", "test"), help="only this part of the model's run split")
     p.add_argument("--by", help="break results down by a manifest column (e.g. method)")
     p.add_argument("--json", help="write the metrics as JSON to FILE ('-' for stdout)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--tracking-uri")
+    _add_model_options(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -281,7 +288,7 @@ def _run_evaluate(args) -> int:
     from ..inference import evaluate
 
     result = evaluate(args.model, args.data, split=args.split, by=args.by, tracking_uri=args.tracking_uri,
-                      device=args.device)
+                      device=args.device, base_weights=args.base_weights)
     _write_json(result.to_dict(), args.json)
     print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
@@ -294,8 +301,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--threshold", type=float, help="verdict FAKE at P(fake) >= T (default: the model's)")
     p.add_argument("--json", help="write one object per input to FILE ('-' for stdout)")
     p.add_argument("--csv", type=Path, help="write one row per input to FILE")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--tracking-uri")
+    _add_model_options(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run_predict)
 
@@ -306,7 +312,7 @@ def _run_predict(args) -> int:
     from ..inference import predict, predictions_table
 
     results = predict(args.model, args.inputs, threshold=args.threshold, tracking_uri=args.tracking_uri,
-                      device=args.device, progress=not args.quiet)
+                      device=args.device, progress=not args.quiet, base_weights=args.base_weights)
     _write_json([r.to_dict() for r in results], args.json)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
