@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="extraction batch size")
     ap.add_argument("--skip-bf16", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="timed repetitions of each extraction (best kept)")
-    ap.add_argument("--finetune-blocks", type=int, default=0, help="also time one fine-tuning epoch of the last K blocks")
+    ap.add_argument("--finetune-blocks", type=int, default=0,
+                    help="also time one fine-tuning epoch of the last K blocks")
     args = ap.parse_args()
     data_dir = make(args.make, Path("bench/out")) if args.make else args.data
     data = load_data(data_dir)
@@ -120,8 +121,10 @@ def main() -> None:
     split = split_data(data, config, None)
     parts = {p: np.flatnonzero(split.parts[:len(data.labels)] == p) for p in ("train", "val", "test")}
     paths = list(data.crops)
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{len(paths)} crops from {data_dir}; {args.backbone} ({args.weights}); device {name}; torch {torch.__version__}")
+    cpu = f"CPU ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
+    print(f"{len(paths)} crops from {data_dir}; {args.backbone} ({args.weights}); device {name}; "
+          f"torch {torch.__version__}")
 
     tables, results = {}, {}
     for precision in ("fp32",) if args.skip_bf16 else ("fp32", "bf16"):

@@ -47,7 +47,8 @@ def test_vgg16_uses_torchvision_parameter_names():
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_vgg16_loads_a_local_weights_file_ignoring_the_classifier(tmp_path, suffix):
-    source = {k: v.contiguous() for k, v in create_backbone("vgg16", weights="none", seed=3).module.state_dict().items()}
+    state = create_backbone("vgg16", weights="none", seed=3).module.state_dict()
+    source = {k: v.contiguous() for k, v in state.items()}
     state = {**source, "classifier.0.weight": torch.zeros(4, 4)}  # a full torchvision file has a classifier
     path = tmp_path / f"vgg16{suffix}"
     torch.save(state, path) if suffix == ".pth" else save_file(state, str(path))

@@ -19,7 +19,7 @@ def _all_frames(path):
 def test_targets_one_per_second_and_evenly_spaced():
     times = np.arange(100) / 25.0  # 4 s at 25 fps
     assert target_indices(times, fps=1.0, frames=None) == [0, 25, 50, 75]
-    assert target_indices(times, fps=2.0, frames=None) == [0, 12, 25, 37, 50, 62, 75, 87]  # nearest frame; ties go early
+    assert target_indices(times, fps=2.0, frames=None) == [0, 12, 25, 37, 50, 62, 75, 87]  # nearest; ties go early
     assert target_indices(times, fps=None, frames=5) == [0, 25, 50, 74, 99]
     assert target_indices(times, fps=None, frames=500) == list(range(100))
     assert target_indices(np.array([]), fps=1.0, frames=None) == []

@@ -149,7 +149,7 @@ def messy(collection, metadata, tmp_path):
     rows = [("good.mp4", "REAL"), ("truncated.mp4", "FAKE"), ("empty.mp4", "FAKE"), ("text.mp4", "FAKE"),
             ("noface.mp4", "REAL"), ("coffee.png", "REAL"), ("noframes.mp4", "FAKE"), ("sub/maybe.mp4", "maybe"),
             (str(outside), "FAKE"), ("../outside.mp4", "FAKE"), ("link.mp4", "FAKE"), ("missing.mp4", "REAL")]
-    (src / "labels.csv").write_text("filename,label\n" + "".join(f"{f},{l}\n" for f, l in rows))
+    (src / "labels.csv").write_text("filename,label\n" + "".join(f"{f},{label}\n" for f, label in rows))
     return src
 
 

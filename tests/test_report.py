@@ -47,7 +47,7 @@ def test_study_report_opens_in_headless_chromium_with_every_plot(learnable, trac
          tracking_uri=tracking)
     path = study_report("report", tmp_path / "study.html", tracking_uri=tracking)
     html = path.read_text()
-    assert "Parallel coordinates" in html and "Selection metric against each flag" in html and "Best configuration" in html
+    assert all(s in html for s in ("Parallel coordinates", "Selection metric against each flag", "Best configuration"))
     dom = open_in_chromium(path, tmp_path)
     status = re.search(r'data-images="([^"]+)"', dom)
     assert status and status.group(1).startswith("ok ") and int(status.group(1).split()[1]) >= 5, dom[-500:]

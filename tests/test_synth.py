@@ -41,7 +41,9 @@ def test_fake_differs_from_its_original_only_around_the_face(collection):
         box = detector.detect(real_frame.image)[0]
         face = np.zeros(diff.shape, bool)
         pad = 0.6 * box.w  # compression smears the edit a little beyond the box
-        face[max(0, int(box.y - pad)):int(box.y + box.h + pad), max(0, int(box.x - pad)):int(box.x + box.w + pad)] = True
+        y0, y1 = max(0, int(box.y - pad)), int(box.y + box.h + pad)
+        x0, x1 = max(0, int(box.x - pad)), int(box.x + box.w + pad)
+        face[y0:y1, x0:x1] = True
         assert diff[face].mean() > 2 * max(diff[~face].mean(), 0.5), fake.method
         assert np.percentile(diff[~face], 99) < 40, f"{fake.method} changed the background"
         assert by_name[fake.original].size == fake.size

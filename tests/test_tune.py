@@ -149,7 +149,7 @@ def test_selection_never_sees_the_test_part(learnable, tracking, grid, tmp_path)
     data = load_data(flipped_dir)
     parts = split_data(data, TrainConfig(), None).parts
     table = pq.read_table(flipped_dir / "manifest.parquet")
-    labels = [1 - l if p == "test" else l for l, p in zip(table["label"].to_pylist(), parts)]
+    labels = [1 - y if p == "test" else y for y, p in zip(table["label"].to_pylist(), parts)]
     test_rows = {i for i, p in enumerate(parts) if p == "test"}
     assert test_rows and split_data(data, TrainConfig(), None).digest() == split_data(
         load_data(learnable.out), TrainConfig(), None).digest()

@@ -83,7 +83,7 @@ def load_data(data: str | Path) -> _Data:
     nf = ([], [], [])
     if (root / VIDEOS).is_file():
         v = pq.read_table(root / VIDEOS, columns=["video_id", "group", "label", "status"]).to_pydict()
-        rows = [(i, g, l) for i, g, l, s in zip(v["video_id"], v["group"], v["label"], v["status"]) if s == "no_face"]
+        rows = [(i, g, y) for i, g, y, s in zip(v["video_id"], v["group"], v["label"], v["status"]) if s == "no_face"]
         nf = tuple(map(list, zip(*rows))) if rows else nf
     info = json.loads((root / PREPARE_INFO).read_text()) if (root / PREPARE_INFO).is_file() else {}
     return _Data(root, np.asarray(t["video_id"], dtype=object), np.asarray(t["group"], dtype=object), labels,
