@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from .errors import UsageError
-from .frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .frames import VIDEO_SUFFIXES, is_media
 
 Layout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]
 LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}  # 1 = FAKE everywhere in fakefinder
@@ -136,7 +136,7 @@ def _folder_entries(src: Path) -> list[_Entry]:
     entries = []
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name.lower() in ("real", "fake")):
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not path.name.startswith("."):
+            if is_media(path):
                 entries.append(_Entry(path.relative_to(src).as_posix(), src, folder.name))
     return entries
 
@@ -162,13 +162,12 @@ def _ffpp_entries(src: Path) -> list[_Entry]:
     return entries
 
 
-def _resolve(src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
-    """(source_path relative to SRC, absolute path or None, problem)."""
+def _resolve(src: Path, real_src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
+    """(source_path relative to SRC, absolute path or None, problem); `real_src` is SRC resolved."""
     if PurePosixPath(name).is_absolute() or Path(name).is_absolute():
         return name, None, "absolute path not allowed (names are relative to SRC)"
     joined = base / name
     rel = os.path.relpath(joined, src).replace(os.sep, "/")
-    real_src = src.resolve()
     resolved = joined.resolve()
     if rel.startswith("../") or rel == ".." or not resolved.is_relative_to(real_src):
         return rel, None, "path resolves outside SRC"
@@ -186,9 +185,9 @@ def _video_ids(paths: list[str]) -> dict[str, str]:
 
 
 def _items(src: Path, entries: list[_Entry], dataset: str) -> list[VideoItem]:
-    resolved, seen = [], set()
+    resolved, seen, real_src = [], set(), src.resolve()
     for e in entries:
-        rel, path, problem = _resolve(src, e.base, e.name)
+        rel, path, problem = _resolve(src, real_src, e.base, e.name)
         if rel in seen:
             continue  # listed twice: the first listing wins
         seen.add(rel)

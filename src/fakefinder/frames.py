@@ -63,6 +63,12 @@ def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_media(path: str | Path) -> bool:
+    """A video or image by its suffix, and not a hidden file (macOS' `._clip.mp4` and the like)."""
+    path = Path(path)
+    return path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def working_size(width: int, height: int, max_side: int | None) -> tuple[int, int, float]:
     """Size after shrinking the long side to `max_side` (never enlarging), and the scale used."""
     long_side = max(width, height)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError, one_line
-from .frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .frames import is_media
 from .manifest import MANIFEST, features_dir
 from .metrics import Evaluation, evaluate_scores, video_scores
 from .metrics import format_metric as fmt
@@ -193,8 +193,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     out = []
     for item in map(Path, inputs):
         if item.is_dir():
-            out += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in
-                          VIDEO_SUFFIXES | IMAGE_SUFFIXES and not p.name.startswith("."))
+            out += sorted(p for p in item.rglob("*") if p.is_file() and is_media(p))
         else:
             out.append(item)
     return out

