@@ -138,7 +138,7 @@ def _new_head(in_features: int, config: TrainConfig, device: str):
 RESIDENT_BYTES = 2 << 30  # features up to this size are copied to the device; larger ones stream from the memmap
 
 
-class _Rows:
+class FeatureRows:
     """Feature rows of one part: resident on the device when small, gathered from the memory map when not."""
 
     def __init__(self, table, rows: np.ndarray, device: str, budget: int) -> None:
@@ -156,11 +156,18 @@ class _Rows:
             yield self[np.arange(s, min(s + size, len(self.rows)))]
 
 
+def head_scores(head, rows: FeatureRows) -> np.ndarray:
+    """P(fake) of cached feature rows, chunk by chunk: how a frozen-base model scores data it was trained on."""
+    with torch.no_grad():
+        return np.concatenate([torch.sigmoid(head(x)).double().cpu().numpy() for x in rows.chunks()]
+                              or [np.zeros(0)])
+
+
 def frozen_setup(table, labels: np.ndarray, parts: dict, train_rows: np.ndarray, config: TrainConfig, device: str,
                  *, resident_bytes: int = RESIDENT_BYTES):
     """A head and its data over cached features: (head, model to fit, batches, predict)."""
     y_fit = torch.from_numpy(labels[train_rows].astype(np.float32)).to(device)
-    X = {p: _Rows(table, rows, device, resident_bytes) for p, rows in {**parts, "fit": train_rows}.items()}
+    X = {p: FeatureRows(table, rows, device, resident_bytes) for p, rows in {**parts, "fit": train_rows}.items()}
     head = _new_head(table.dim, config, device)
 
     def batches(epoch_rng):
@@ -170,9 +177,7 @@ def frozen_setup(table, labels: np.ndarray, parts: dict, train_rows: np.ndarray,
             yield X["fit"][b], y_fit[torch.as_tensor(b, device=device)]
 
     def predict(part):
-        with torch.no_grad():
-            return np.concatenate([torch.sigmoid(head(x)).double().cpu().numpy() for x in X[part].chunks()]
-                                  or [np.zeros(0)])
+        return head_scores(head, X[part])
 
     return head, head, batches, predict
 
@@ -200,10 +205,7 @@ def finetune_setup(backbone, crops: np.ndarray, labels: np.ndarray, parts: dict,
             yield backbone.preprocess(images).to(device), torch.from_numpy(y_all[b]).to(device)
 
     def predict(part):
-        probe = DeepfakeModel(backbone, head, config.pool, precision=config.precision)
-        rows = parts[part]
-        return np.concatenate([probe.predict_faces(load_crops(crops[rows[s:s + 256]]))
-                               for s in range(0, len(rows), 256)] or [np.zeros(0)])
+        return DeepfakeModel(backbone, head, config.pool, precision=config.precision).predict_files(crops[parts[part]])
 
     return head, model, batches, predict
 

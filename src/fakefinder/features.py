@@ -86,7 +86,8 @@ class FeatureCache:
                           "store": np.dtype(STORE_DTYPE).name}, sort_keys=True)
         self.dir = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:20]
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic.write_text(self.dir / "key.json", key + "\n")
+        if not (self.dir / "key.json").is_file():  # what the folder holds, for people; its name is the key's digest
+            _atomic.write_text(self.dir / "key.json", key + "\n")
         self.index_path = self.dir / "index.json"
 
     def _index(self) -> dict[str, list]:

@@ -77,22 +77,17 @@ class EvaluateResult:
         return "\n".join(lines)
 
 
-def face_scores(model, data, *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+def face_scores(model, data, *, device: str = "cpu") -> np.ndarray:
     """P(fake) of every crop of a loaded dataset: through the feature cache for a frozen base, else live."""
-    import torch
-
-    from .features import FeatureCache, load_crops
+    from .experiment import FeatureRows, head_scores
+    from .features import FeatureCache
 
     header = model.header or {}
     if not header.get("includes_base"):
         table = FeatureCache(features_dir(data.root), model.backbone, model.pool,
                              precision=model.precision).features(list(data.crops), device=device)
-        with torch.no_grad():
-            return np.concatenate([torch.sigmoid(model.head(torch.from_numpy(table.take(
-                np.arange(s, min(s + 8192, len(table))))).to(device))).double().cpu().numpy()
-                for s in range(0, len(table), 8192)])
-    return np.concatenate([model.predict_faces(load_crops(data.crops[s:s + batch_size]))
-                           for s in range(0, len(data.crops), batch_size)])
+        return head_scores(model.head, FeatureRows(table, np.arange(len(table)), device, budget=0))  # streamed
+    return model.predict_files(data.crops)
 
 
 def evaluate(model: str | Path, data: str | Path, *, split: str | None = None, by: str | None = None,
@@ -130,10 +125,11 @@ def evaluate(model: str | Path, data: str | Path, *, split: str | None = None, b
     overall = ev(keep, int(nf_keep.sum()))
     groups: dict[str, Evaluation] = {}
     if by:
-        manifest = pq.read_table(d.root / MANIFEST)
-        if by not in manifest.column_names:
-            raise UsageError(f"--by {by!r}: no such manifest column ({', '.join(manifest.column_names)})")
-        values = np.asarray([str(v) for v in manifest[by].to_pylist()], dtype=object)
+        columns = pq.read_schema(d.root / MANIFEST).names
+        if by not in columns:
+            raise UsageError(f"--by {by!r}: no such manifest column ({', '.join(columns)})")
+        values = np.asarray([str(v) for v in pq.read_table(d.root / MANIFEST, columns=[by])[by].to_pylist()],
+                            dtype=object)
         for value in sorted(set(values[keep])):
             groups[value or "(none)"] = ev(keep & (values == value), 0)
     return EvaluateResult(overall, groups, path)

@@ -50,6 +50,13 @@ class DeepfakeModel:
                 out.append(torch.sigmoid(self.head(pooled(maps, self.pool))).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
+    def predict_files(self, paths, *, chunk: int = 256) -> np.ndarray:
+        """P(fake) for face-crop image files, read `chunk` at a time so that memory stays bounded."""
+        from .features import load_crops
+
+        return np.concatenate([self.predict_faces(load_crops(paths[s:s + chunk]))
+                               for s in range(0, len(paths), chunk)] or [np.zeros(0)])
+
     def to(self, device: str) -> DeepfakeModel:
         self.backbone.module.to(device)
         self.head.to(device)

@@ -242,14 +242,12 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
         method = methods[k % len(methods)]
         fakes.append(SynthVideo(_name(rng), "FAKE", real.name, method, real.size, real.fps, real.keyint))
     seeds = {v.name: int(rng.integers(2**31)) for v in plans + fakes}
-    scene_seed = {v.name: seeds[v.name] for v in plans}
 
     for video in plans + fakes:
         path = out / f"{video.name}.mp4"
         if path.exists():
             continue
-        base = video.original or video.name
-        srng = np.random.default_rng(scene_seed[base])
+        srng = np.random.default_rng(seeds[video.original or video.name])  # a fake shares its original's scene
         identity = int(srng.integers(len(faces)))
         scene = _Scene(srng, faces[identity], backgrounds[int(srng.integers(len(backgrounds)))],
                        video.size, video.fps, seconds)

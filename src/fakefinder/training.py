@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import UsageError
+from .metrics import binary_metrics
 
 Optimizer = Literal["rmsprop", "adam"]
 Balance = Literal["undersample", "weight", "none"]
@@ -131,12 +132,6 @@ def _loss_fn(y: np.ndarray, how: Balance, device: str):
     return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 
-def _binary_auc(y: np.ndarray, p: np.ndarray) -> float:
-    from .metrics import binary_metrics
-
-    return binary_metrics(y, p).auc
-
-
 def fit(model, batches: Callable, predict: Callable, train_y: np.ndarray, val_y: np.ndarray | None,
         config: TrainConfig, *, on_epoch: Callable[[int, dict], None] | None = None) -> History:
     """The one training loop. `batches(epoch_rng)` yields (x, y) tensors of one shuffled epoch over the
@@ -162,10 +157,11 @@ def fit(model, batches: Callable, predict: Callable, train_y: np.ndarray, val_y:
         row = {"train_loss": total / seen, "train_accuracy": correct / seen}
         if val_y is not None and len(val_y):
             p = predict("val")
+            # The loss early stopping watches clips as Keras does (1e-7), not as the DFDC log loss (1e-15).
             q = np.clip(p, 1e-7, 1 - 1e-7)
             row["val_loss"] = float(-np.mean(val_y * np.log(q) + (1 - val_y) * np.log(1 - q)))
-            row["val_accuracy"] = float(np.mean((p >= 0.5) == (val_y == 1)))
-            row["val_auc"] = _binary_auc(val_y, p)
+            m = binary_metrics(val_y, p)
+            row["val_accuracy"], row["val_auc"] = m.accuracy, m.auc
         history.epochs.append(row)
         if on_epoch:
             on_epoch(epoch, row)
