@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -81,7 +82,8 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     inputs = [src / f"{real}.mp4", src / f"{fake}.mp4", tmp_path / "photo.png", tmp_path / "noface.mp4",
               tmp_path / "broken.mp4", tmp_path / "missing.mp4"]
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(model.model_path), *map(str, inputs),
-                           "--json", "-", "--quiet"], capture_output=True, text=True)
+                           "--json", "-", "--csv", str(tmp_path / "verdicts.csv"), "--quiet"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     out = {r["input"]: r for r in json.loads(proc.stdout)}
     r, f = out[str(inputs[0])], out[str(inputs[1])]
@@ -98,6 +100,13 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     assert "no face found" in proc.stderr  # the human-readable table
     for row in out.values():
         assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames"}
+    with open(tmp_path / "verdicts.csv", newline="") as f:  # the same verdicts, one row per input
+        table = {row["input"]: row for row in csv.DictReader(f)}
+    assert list(table) == [str(i) for i in inputs]
+    for name, row in table.items():
+        assert row["verdict"] == (out[name]["verdict"] or "") and row["error"] == (out[name]["error"] or "")
+        assert row["p_fake"] == ("" if out[name]["p_fake"] is None else str(out[name]["p_fake"]))
+        assert int(row["faces"]) == out[name]["faces"] and int(row["frames_used"]) == len(out[name]["frames"])
 
 
 def test_study_on_two_prepared_collections(learnable, prepared, tracking, tmp_path):

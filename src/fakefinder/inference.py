@@ -254,6 +254,19 @@ def predict(model: str | Path, inputs: list[str | Path], *, threshold: float | N
             for p in tqdm(paths, unit="input", desc="predict", disable=not progress, file=sys.stderr)]
 
 
+def write_predictions_csv(predictions: list[Prediction], path: str | Path) -> Path:
+    """One row per input; the per-frame detail is in the JSON."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["input", "p_fake", "verdict", "frames_used", "faces", "error"])
+        for r in predictions:
+            w.writerow([r.input, "" if r.p_fake is None else r.p_fake, r.verdict or "", len(r.frames), r.faces,
+                        r.error or ""])
+    return Path(path)
+
+
 def predictions_table(predictions: list[Prediction]) -> str:
     from .tuning import format_table
 

@@ -37,13 +37,16 @@ class StudyResult:
     leak: tuple[StudyRow, StudyRow]  # (frame split, source split), both evaluated on their own test part
     report: Path
 
+    HEAD = ("step", "trained on", "evaluated on", "accuracy", "AUC", "log loss", "videos")
+
+    def cells(self) -> list[list[str]]:
+        """The comparison table's rows (video-level metrics), for the markdown and the HTML report alike."""
+        return [[r.step, r.trained_on, r.evaluated_on, fmt(v.accuracy), fmt(v.auc), fmt(v.log_loss), str(v.n)]
+                for r in self.rows + self.leak for v in (r.evaluation.video,)]
+
     def markdown(self) -> str:
-        lines = ["| step | trained on | evaluated on | accuracy | AUC | log loss | videos |",
-                 "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-        for r in self.rows + self.leak:
-            v = r.evaluation.video
-            lines.append(f"| {r.step} | {r.trained_on} | {r.evaluated_on} | {fmt(v.accuracy)} | {fmt(v.auc)} | "
-                         f"{fmt(v.log_loss)} | {v.n} |")
+        lines = ["| " + " | ".join(self.HEAD) + " |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.cells()]
         frame, source = (r.evaluation.video for r in self.leak)
         lines.append("")
         lines.append(f"Leak check: the reference's per-frame split reports AUC {fmt(frame.auc)} and log loss "
@@ -67,7 +70,7 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     """Run the cross-dataset study; writes `out/study.md` and `out/report.html` and returns the table."""
     from .experiment import train
     from .inference import evaluate
-    from .report import _page, run_section
+    from .report import _page, _table, run_section
     from .tuning import tune
 
     out = Path(out)
@@ -98,13 +101,7 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
             StudyRow("leak: source split", name_a, f"{name_a} test part", base.test, base.run_id))
     result = StudyResult(tuple(rows), leak, out / "report.html")
     _atomic.write_text(out / "study.md", result.markdown() + "\n")
-    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in ("step", "trained on", "evaluated on", "accuracy",
-                                                             "AUC", "log loss", "videos")) + "</tr>"
-    for r in rows + list(leak):
-        v = r.evaluation.video
-        table += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            r.step, r.trained_on, r.evaluated_on, fmt(v.accuracy), fmt(v.auc), fmt(v.log_loss), v.n)) + "</tr>"
-    table += "</table>"
+    table = _table(list(StudyResult.HEAD), result.cells())
     body = (f"<p>Video-level metrics. Every model is selected on validation data only.</p>{table}"
             f"<p>{html.escape(result.markdown().splitlines()[-1])}</p><h2>Step 1: the baseline trained on A</h2>"
             + run_section(base.run_id, tracking_uri=tracking_uri))

@@ -307,20 +307,13 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    import csv
-
-    from ..inference import predict, predictions_table
+    from ..inference import predict, predictions_table, write_predictions_csv
 
     results = predict(args.model, args.inputs, threshold=args.threshold, tracking_uri=args.tracking_uri,
                       device=args.device, progress=not args.quiet, base_weights=args.base_weights)
     _write_json([r.to_dict() for r in results], args.json)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["input", "p_fake", "verdict", "frames_used", "faces", "error"])
-            for r in results:
-                w.writerow([r.input, "" if r.p_fake is None else r.p_fake, r.verdict or "", len(r.frames), r.faces,
-                            r.error or ""])
+        write_predictions_csv(results, args.csv)
     print(predictions_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
 
