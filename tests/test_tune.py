@@ -113,7 +113,9 @@ def test_resume_after_sigkill_runs_every_configuration_once(learnable, tracking,
     assert {t.number for t in before} <= {t.number for t in done}  # nothing finished before was redone
 
 
-def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable, tracking, grid, tmp_path):
+def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable, tracking, tmp_path):
+    grid = tmp_path / "twelve.yml"  # more configurations than can finish around the kill, so orphans would show
+    grid.write_text(GRID.replace("[1e-3, 3e-2]", "[1e-3, 3e-3, 1e-2, 3e-2]"))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, "-m", "fakefinder", "tune", str(learnable.out), "--grid", str(grid), "--study", "orphans",
            "--storage", storage, "--tracking-uri", tracking, "--workers", "2"]
@@ -125,16 +127,18 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        at_kill = trial_states(storage, "orphans")["COMPLETE"]  # at least what had finished when it died
         deadline = time.monotonic() + 60  # the workers finish the trials they are in, and then?
         while trial_states(storage, "orphans")["RUNNING"] and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1)
     states = trial_states(storage, "orphans")
-    assert 2 <= states["COMPLETE"] <= 4 and not states["RUNNING"], states  # each finished at most its trial
+    # Each worker finished at most the trial it was in; without the stop they would run all twelve.
+    assert 2 <= at_kill <= states["COMPLETE"] <= at_kill + 2 < 12 and not states["RUNNING"], (at_kill, states)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     counts = Counter(tuple(sorted(t.params.items())) for t in completed(storage, "orphans"))
-    assert len(counts) == 6 and set(counts.values()) == {1}
+    assert len(counts) == 12 and set(counts.values()) == {1}
 
 
 def test_selection_never_sees_the_test_part(learnable, tracking, grid, tmp_path):
