@@ -268,7 +268,7 @@ def write_predictions_csv(predictions: list[Prediction], path: str | Path) -> Pa
 
 
 def predictions_table(predictions: list[Prediction]) -> str:
-    from .tuning import format_table
+    from ._text import format_table
 
     rows = [[p.input, fmt(p.p_fake), p.verdict or "-", str(len(p.frames)),
              str(p.faces), p.error or ("no face found" if p.p_fake is None else "")] for p in predictions]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import _atomic
+from ._text import cell
 from .errors import UsageError
 from .metrics import video_scores
 from .tuning import METRICS
@@ -39,14 +39,8 @@ def _plot(fn, *args, **kwargs) -> bytes:
 
 def _table(head: list[str], rows: list[list]) -> str:
     cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{cells}</tr>{body}</table>"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
 
 
 def _page(title: str, body: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._text import cell, format_table
 from .errors import UsageError
-from .tuning import format_table
 
 # Short names a user types -> MLflow metric keys; loss-like ones sort ascending for "best first".
 ALIASES = {"val_auc": "val_video_auc", "val_log_loss": "val_video_log_loss", "val_acc": "val_video_accuracy",
@@ -80,12 +79,6 @@ def list_runs(*, tracking_uri: str | None = None, experiment: str = "fakefinder"
     return runs
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def runs_table(runs: list[RunInfo]) -> str:
     """Run id, the flags that differ between these runs, final metrics, epochs done/asked, duration, start."""
     import datetime as dt
@@ -95,10 +88,10 @@ def runs_table(runs: list[RunInfo]) -> str:
     head = ["run", *varying, *SHOWN_METRICS, "epochs", "seconds", "started"]
     rows = []
     for r in runs:
-        epochs = f"{_fmt(r.metrics.get('epochs_completed'))}/{r.params.get('epochs', '-')}".replace(".0/", "/")
+        epochs = f"{cell(r.metrics.get('epochs_completed'))}/{r.params.get('epochs', '-')}".replace(".0/", "/")
         started = dt.datetime.fromtimestamp(r.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
         rows.append([r.run_id[:12], *(r.params.get(k, "-") for k in varying),
-                     *(_fmt(r.metrics.get(m)) for m in SHOWN_METRICS), epochs, _fmt(r.duration), started])
+                     *(cell(r.metrics.get(m)) for m in SHOWN_METRICS), epochs, cell(r.duration), started])
     return format_table(head, rows)
 
 
@@ -156,13 +149,13 @@ def show_run(run_id: str, *, tracking_uri: str | None = None) -> str:
     run = get_run(run_id, tracking_uri=tracking_uri)
     run_id = run.run_id
     client = configure(tracking_uri).MlflowClient()
-    lines = [f"run {run.run_id} ({run.name}), {run.status}, {_fmt(run.duration)} s"]
+    lines = [f"run {run.run_id} ({run.name}), {run.status}, {cell(run.duration)} s"]
     lines += ["", "flags:"] + [f"  {k} = {v}" for k, v in sorted(run.params.items())]
-    lines += ["", "metrics (final):"] + [f"  {k} = {_fmt(v)}" for k, v in sorted(run.metrics.items())]
+    lines += ["", "metrics (final):"] + [f"  {k} = {cell(v)}" for k, v in sorted(run.metrics.items())]
     lines += ["", "tags:"] + [f"  {k} = {v}" for k, v in sorted(run.tags.items()) if not k.startswith("mlflow.")]
     lines += ["", "per epoch:", format_table(["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                                                 "val_auc"],
-                                               [[str(i), *(_fmt(e.get(k)) for k in ("train_loss", "train_accuracy",
+                                               [[str(i), *(cell(e.get(k)) for k in ("train_loss", "train_accuracy",
                                                                                     "val_loss", "val_accuracy",
                                                                                     "val_auc"))]
                                                 for i, e in enumerate(history(run_id, tracking_uri=tracking_uri), 1)])]
@@ -186,7 +179,7 @@ def compare_runs(a: str, b: str, *, tracking_uri: str | None = None, png: str | 
     for section, da, db in (("flag", ra.params, rb.params), ("metric", ra.metrics, rb.metrics)):
         for k in sorted(set(da) | set(db)):
             va, vb = da.get(k), db.get(k)
-            rows.append(["*" if va != vb else "", section, k, _fmt(va), _fmt(vb)])
+            rows.append(["*" if va != vb else "", section, k, cell(va), cell(vb)])
     text = format_table(["", "", "name", ra.run_id[:12], rb.run_id[:12]], rows)
     if png:
         learning_curves({ra.run_id[:8]: history(ra.run_id, tracking_uri=tracking_uri),

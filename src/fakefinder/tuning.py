@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._text import format_table
 from .errors import UsageError, one_line
 from .manifest import features_dir
 from .metrics import format_metric as fmt
@@ -148,13 +149,6 @@ class TuneResult:
         return (f"best configuration (trial {self.rows[0].number}) on the TEST part, never used for selection: "
                 f"video AUC {fmt(v.auc, 4)}, log loss {fmt(v.log_loss, 4)}, accuracy {fmt(v.accuracy, 4)} "
                 f"(n={v.n}); run {self.test.run_id}")
-
-
-def format_table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
 
 
 def _storage(url: str):
