@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._text import format_table
 from .errors import UsageError, one_line
 from .frames import is_media
 from .manifest import MANIFEST, features_dir
@@ -268,8 +269,6 @@ def write_predictions_csv(predictions: list[Prediction], path: str | Path) -> Pa
 
 
 def predictions_table(predictions: list[Prediction]) -> str:
-    from ._text import format_table
-
     rows = [[p.input, fmt(p.p_fake), p.verdict or "-", str(len(p.frames)),
              str(p.faces), p.error or ("no face found" if p.p_fake is None else "")] for p in predictions]
     return format_table(["input", "P(fake)", "verdict", "frames", "faces", "note"], rows)
