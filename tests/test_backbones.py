@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from fakefinder import UsageError
-from fakefinder.backbones import create_backbone, feature_hw
+from fakefinder.backbones import backbone_names, create_backbone, get_spec
 
 VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision's indices in vgg16().features
 
@@ -36,7 +36,8 @@ def test_feature_shapes():
     with torch.no_grad():
         assert tuple(lite.features(lite.preprocess([x])).shape[1:]) == lite.feature_shape() == (1280, 7, 7)
         assert tuple(vgg.features(vgg.preprocess([x])).shape[1:]) == vgg.feature_shape() == (512, 4, 4)
-    assert feature_hw("vgg16", 224) == 7 and feature_hw("efficientnet_lite0", 150) == 5
+    assert get_spec("vgg16").feature_side(224) == 7 and get_spec("efficientnet_lite0").feature_side(150) == 5
+    assert get_spec("xception").feature_side(299) == 10
     assert lite.images_seen == 1 and vgg.images_seen == 1
 
 
@@ -142,14 +143,99 @@ def test_wrong_weights_file_is_a_one_line_usage_error(tmp_path):
         create_backbone("vgg16", weights=tmp_path / "junk.pth")
 
 
-def test_vgg16_imagenet_without_network_fails_fast_saying_how(tmp_path, monkeypatch):
-    import fakefinder.backbones as backbones
+@pytest.mark.parametrize("name", ["vgg16", "xception", "efficientnet_b4"])
+def test_imagenet_weights_without_network_fail_fast_saying_how(tmp_path, monkeypatch, name):
+    """A URL weight source with nothing listening: one line naming the URL and where to put the file, within
+    the download timeout, and no process-global socket timeout left changed."""
+    import dataclasses
+    import socket
 
+    from fakefinder import backbones
+
+    spec = get_spec(name)
+    unreachable = dataclasses.replace(spec.imagenet, url="http://127.0.0.1:9/" + spec.imagenet.url.rsplit("/", 1)[1])
+    monkeypatch.setitem(backbones._REGISTRY, name, dataclasses.replace(spec, imagenet=unreachable))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch.hub cache
-    monkeypatch.setattr(backbones, "VGG16_URL", "http://127.0.0.1:9/vgg16-397923af.pth")  # nothing listens
+    before = socket.getdefaulttimeout()
     start = time.monotonic()
     with pytest.raises(UsageError) as info:
-        create_backbone("vgg16")
-    assert time.monotonic() - start < 15
+        create_backbone(name)
+    assert time.monotonic() - start < 15 and socket.getdefaulttimeout() == before
     message = str(info.value)
-    assert "\n" not in message and "--weights PATH" in message and str(tmp_path) in message
+    assert "\n" not in message and "--weights FILE" in message and str(tmp_path) in message
+    assert unreachable.url in message
+
+
+def test_every_registered_backbone_has_its_spec_and_builds():
+    names = backbone_names()
+    assert {f"efficientnet_b{k}" for k in range(8)} | {f"efficientnet_lite{k}" for k in range(3)} | {
+        "vgg16", "xception"} == set(names)
+    for name in names:
+        spec = get_spec(name)
+        with torch.device("meta"):
+            module = spec.build()
+        assert hasattr(module, "forward_features") and len(module.feature_blocks()) >= 5
+        assert spec.imagenet is not None and spec.imagenet.sha256
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_efficientnet_b_matches_lukemelas_on_random_weights(k):
+    """Same parameter names and shapes as efficientnet-pytorch, and the same features and logits."""
+    from efficientnet_pytorch import EfficientNet
+
+    ours = create_backbone(f"efficientnet_b{k}", weights="none", seed=k).module.float()
+    theirs = EfficientNet.from_name(f"efficientnet-b{k}", image_size=None)  # TF "same" padding at any size
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 67, 53, generator=torch.Generator().manual_seed(k))  # odd sizes: padding is exercised
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_features(x), theirs.extract_features(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", range(3))
+def test_efficientnet_lite_matches_its_reference_implementation_on_random_weights(k):
+    from efficientnet_lite_pytorch import EfficientNet
+
+    ours = create_backbone(f"efficientnet_lite{k}", weights="none", seed=k).module.float()
+    theirs = EfficientNet.from_name(f"efficientnet-lite{k}", image_size=None)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 61, 70, generator=torch.Generator().manual_seed(k))
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_features(x), theirs.extract_features(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", range(3))
+def test_efficientnet_lite_packages_hold_genuine_imagenet_weights(k):
+    backbone = create_backbone(f"efficientnet_lite{k}")
+    with torch.no_grad():
+        logits = backbone.module(backbone.preprocess([_bgr("chelsea"), _bgr("coffee")]))
+    assert logits.argmax(1).tolist() == [285, 967]
+
+
+def _cadene_xception():
+    """pretrainedmodels' xception.py, loaded on its own (the package imports torchvision)."""
+    import importlib.util
+    import sysconfig
+    from pathlib import Path
+
+    path = Path(sysconfig.get_paths()["purelib"]) / "pretrainedmodels" / "models" / "xception.py"
+    spec = importlib.util.spec_from_file_location("cadene_xception", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.xception(num_classes=1000, pretrained=None)
+
+
+def test_xception_matches_cadene_on_random_weights():
+    ours = create_backbone("xception", weights="none", seed=1).module.float()
+    theirs = _cadene_xception()
+    state = {("last_linear." + k[3:] if k.startswith("fc.") else k): v for k, v in ours.state_dict().items()}
+    theirs.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 96, 83, generator=torch.Generator().manual_seed(2))
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_features(x), torch.relu(theirs.features(x)), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+    assert ours.forward_features(torch.zeros(1, 3, 299, 299)).shape[-1] == get_spec("xception").feature_side(299)

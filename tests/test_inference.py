@@ -11,45 +11,50 @@ import pytest
 from safetensors.torch import save_file
 from sklearn import metrics as sk
 
-from fakefinder import UsageError
+from fakefinder import TrainConfig, UsageError, load_dataset, load_detector, train
 from fakefinder.backbones import create_backbone
-from fakefinder.experiment import load_data, train
 from fakefinder.features import load_crops
-from fakefinder.inference import evaluate, face_scores, predict
+from fakefinder.inference import dataset_logits, evaluate, predict
 from fakefinder.modelfile import load_model
+from fakefinder.splits import split_dataset
 from fakefinder.study import study
-from fakefinder.training import TrainConfig
 
 from media import coffee, write_video
 
 
 @pytest.fixture(scope="module")
 def model(learnable, tracking):
-    return train(learnable.out, config=TrainConfig(), tracking_uri=tracking, progress=False)
+    return train(learnable.out, TrainConfig(), tracking=tracking)
 
 
 def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
-    """On an unseen dataset (all five manipulations), frame and video metrics equal sklearn's on the scores."""
+    """On an unseen dataset (all five manipulations), frame and video metrics equal sklearn's on the calibrated
+    scores, judged at the model's own threshold; log loss before calibration is reported beside."""
     result = evaluate(model.model_path, prepared.out, by="method")
-    data = load_data(prepared.out)
-    p = face_scores(load_model(model.model_path), data)
+    data = load_dataset(prepared.out)
+    detector = load_detector(model.model_path)
+    z = dataset_logits(detector, data)
+    p = detector.card.calibration.apply(z)
+    t = detector.threshold
     y = data.labels
     frame = result.overall.frame
     assert frame.auc == pytest.approx(sk.roc_auc_score(y, p)) and frame.n == len(y) == 30
     assert frame.log_loss == pytest.approx(sk.log_loss(y, p))
     assert frame.ap == pytest.approx(sk.average_precision_score(y, p))
-    assert frame.accuracy == pytest.approx(sk.accuracy_score(y, p >= 0.5))
+    assert frame.accuracy == pytest.approx(sk.accuracy_score(y, p >= t))
+    assert result.uncalibrated.frame.log_loss == pytest.approx(sk.log_loss(y, 1 / (1 + np.exp(-z))))
     videos = sorted(set(data.video_ids))
     vp = np.array([p[data.video_ids == v].mean() for v in videos])
     vy = np.array([y[data.video_ids == v][0] for v in videos])
     assert result.overall.video.auc == pytest.approx(sk.roc_auc_score(vy, vp))
     assert result.overall.video.log_loss == pytest.approx(sk.log_loss(vy, vp))
     (tn, fp), (fn, tp) = result.overall.confusion
-    assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= 0.5).ravel())
+    assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= t).ravel())
     assert set(result.by) == {"(none)", "swap", "resample", "warp", "colour", "mouth"}
     assert result.by["swap"].video.n == 1 and result.by["(none)"].video.n == 5
+    assert "flags" in result.summary() and "calibration: log loss" in result.summary()
     # The cached-feature path agrees with the live model on the crops themselves.
-    live = load_model(model.model_path).predict_faces(load_crops(data.crops))
+    live = load_model(model.model_path).predict_faces(load_crops(data.crop_files))
     assert np.abs(live - p).max() < 0.02
 
 
@@ -67,22 +72,20 @@ def test_evaluate_test_part_of_the_run_reproduces_training_metrics(model, learna
 
 
 def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tmp_path):
-    from fakefinder.experiment import split_data
-
-    data = load_data(learnable.out)
-    split = split_data(data, TrainConfig(), None)
+    data = load_dataset(learnable.out)
+    split = split_dataset(data, seed=0)
     test_videos = sorted({v for v, p in zip(data.video_ids, split.parts) if p == "test"})
     labels = {v: int(data.labels[data.video_ids == v][0]) for v in test_videos}
     real = next(v for v in test_videos if labels[v] == 0)
     fake = next(v for v in test_videos if labels[v] == 1)
     src = learnable.out.parent / "swap"
-    cv2.imwrite(str(tmp_path / "photo.png"), cv2.imread(str(learnable.out / data.crops[0])))
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.imread(str(data.crop_files[0])))
     write_video(tmp_path / "noface.mp4", coffee(), seconds=2)
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     inputs = [src / f"{real}.mp4", src / f"{fake}.mp4", tmp_path / "photo.png", tmp_path / "noface.mp4",
               tmp_path / "broken.mp4", tmp_path / "missing.mp4"]
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(model.model_path), *map(str, inputs),
-                           "--json", "-", "--csv", str(tmp_path / "verdicts.csv"), "--quiet"],
+                           "--json", "-", "--csv", str(tmp_path / "verdicts.csv"), "--quiet", "--device", "auto"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     out = {r["input"]: r for r in json.loads(proc.stdout)}
@@ -99,7 +102,8 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     assert out[str(inputs[5])]["error"] == "file not found"
     assert "no face found" in proc.stderr  # the human-readable table
     for row in out.values():
-        assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames"}
+        assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames", "tracks", "threshold"}
+    assert [t["track"] for t in r["tracks"]] == [0] and r["tracks"][0]["faces"] == 4  # one person, one track
     with open(tmp_path / "verdicts.csv", newline="") as f:  # the same verdicts, one row per input
         table = {row["input"]: row for row in csv.DictReader(f)}
     assert list(table) == [str(i) for i in inputs]
@@ -109,8 +113,27 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
         assert int(row["faces"]) == out[name]["faces"] and int(row["frames_used"]) == len(out[name]["frames"])
 
 
+def test_predict_fails_when_every_input_failed(model, tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(model.model_path),
+                           str(tmp_path / "broken.mp4"), str(tmp_path / "missing.mp4"), "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "file not found" in proc.stdout and "cannot open as video" in proc.stdout
+
+
+def test_evaluate_and_predict_take_device_auto(model, learnable, collection):
+    """train's default device works where a model is used, too (it crashed with a traceback)."""
+    video = collection.out / f"{collection.videos[0].name}.mp4"
+    for command in (["evaluate", str(model.model_path), str(learnable.out)],
+                    ["predict", str(model.model_path), str(video)]):
+        proc = subprocess.run([sys.executable, "-m", "fakefinder", *command, "--device", "auto", "--quiet"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_study_on_two_prepared_collections(learnable, prepared, tracking, tmp_path):
-    result = study(learnable.out, prepared.out, out=tmp_path / "study", tracking_uri=tracking,
+    result = study(learnable.out, prepared.out, out=tmp_path / "study", tracking=tracking,
                    config=TrainConfig(epochs=5))
     steps = [r.step for r in result.rows]
     assert steps == ["1 baseline", "1 cross-dataset", "2 retrained", "4 retrained, back"]
@@ -129,17 +152,17 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
         return path
 
     weights = vgg16_file(tmp_path / "vgg16.safetensors", seed=5)
-    config = TrainConfig.reference(weights=str(weights), input_size=64, pool="avg", epochs=1)
-    result = train(prepared.out, config=config, out=tmp_path / "models", tracking_uri=tracking, progress=False)
+    config = TrainConfig.reference(weights=str(weights), input_size=64, pool="avg", epochs=1, trainable_blocks=0)
+    result = train(prepared.out, config, out=tmp_path / "models", tracking=tracking)
     video = collection.out / f"{collection.videos[0].name}.mp4"
-    before = predict(result.model_path, [video], progress=False)[0]
+    before = predict(result.model_path, [video])[0]
     moved = weights.rename(tmp_path / "elsewhere.safetensors")
 
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(result.model_path), str(video)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(weights) in proc.stderr and "--base-weights" in proc.stderr
-    after = predict(result.model_path, [video], base_weights=moved, progress=False)[0]
+    after = predict(result.model_path, [video], base_weights=moved)[0]
     assert after.p_fake == before.p_fake is not None
     assert evaluate(result.model_path, prepared.out, base_weights=moved).overall.video.n == 10
     with pytest.raises(UsageError, match="trained on vgg16 weights"):  # another file is not the base it learnt on

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fakefinder import PrepareSettings, UsageError, prepare
-from fakefinder.preparation import STATE_DIR
+from fakefinder.manifest import STATE_DIR, crops_folder
 
 from media import astronaut, coffee, copy, truncate, write_video, zero_payload
 
@@ -54,7 +54,7 @@ def test_dfdc_layout_manifest_contract(prepared, metadata, collection):
         assert row["group"] == (info["original"] or row["source_path"])[:-4]
         crop = cv2.imread(str(prepared.out / row["crop_path"]))
         assert crop.shape == (224, 224, 3)
-        assert row["crop_path"] == f"faces/{row['video_id']}/{row['frame_index']}_{row['face_index']}.png"
+        assert row["crop_path"] == f"{crops_folder(row['video_id'])}/{row['frame_index']}_{row['face_index']}.png"
         assert row["timestamp"] in (0.0, 1.0, 2.0) and row["w"] > 50 and row["score"] > 0.5
     info = json.loads((prepared.out / "prepare.json").read_text())
     assert info["settings"]["detector"] == "blazeface" and info["counts"]["faces"] == 30
@@ -63,9 +63,8 @@ def test_dfdc_layout_manifest_contract(prepared, metadata, collection):
 
 def test_boxes_are_in_source_pixels(collection, tmp_path):
     """Frames shrunk to a 320 px working size still report boxes in the video's own pixels."""
-    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320), workers=1,
-                    progress=False)
-    ref = prepare(collection.out, tmp_path / "full", workers=1, progress=False)
+    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320), workers=1)
+    ref = prepare(collection.out, tmp_path / "full", workers=1)
     by_key = {(r["video_id"], r["frame_index"]): r for r in pq.read_table(ref.manifest_path).to_pylist()}
     for row in pq.read_table(small.manifest_path).to_pylist():
         other = by_key[(row["video_id"], row["frame_index"])]
@@ -82,7 +81,7 @@ def test_dfdc_parts_are_found_recursively(collection, metadata, tmp_path):
         for name in (fake, original):
             copy(collection.out / name, folder / name)
         (folder / "metadata.json").write_text(json.dumps({k: metadata[k] for k in (fake, original)}))
-    result = prepare(src, tmp_path / "out", workers=1, progress=False)
+    result = prepare(src, tmp_path / "out", workers=1)
     _, videos = tables(result.out)
     assert result.layout == "dfdc" and result.ok == 4
     for row in videos:
@@ -101,7 +100,7 @@ def test_csv_labels_accept_every_spelling(collection, metadata, tmp_path):
         lines.append(f"{name},{spellings[m['label']][i % 3]},{m['original'] or ''}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     result = prepare(collection.out, tmp_path / "out", labels=tmp_path / "labels.csv", dataset="mine",
-                     workers=1, progress=False)
+                     workers=1)
     _, videos = tables(result.out)
     assert result.layout == "csv" and [r["source_path"] for r in videos] == names
     for row in videos:
@@ -118,7 +117,7 @@ def test_class_folders_with_videos_and_images(collection, metadata, tmp_path):
     copy(collection.out / fake, src / "fake" / fake)
     (src / "real" / "portrait.jpg").write_bytes(cv2.imencode(".jpg", astronaut())[1].tobytes())
     (src / "real" / "notes.txt").write_text("not an input")
-    result = prepare(src, tmp_path / "out", workers=1, progress=False)
+    result = prepare(src, tmp_path / "out", workers=1)
     manifest, videos = tables(result.out)
     assert result.layout == "folders" and result.ok == 3
     assert {(r["source_path"], r["label"]) for r in videos} == {
@@ -162,8 +161,8 @@ EXPECTED = {
     "coffee.png": ("no_face", "no face found in 1 sampled frames"),
     "noframes.mp4": ("error", "cannot decode: Invalid data"),
     "sub/maybe.mp4": ("error", "unknown label 'maybe'"),
-    "../outside.mp4": ("error", "path resolves outside SRC"),
-    "link.mp4": ("error", "path resolves outside SRC"),
+    "../outside.mp4": ("error", "not a file inside SRC"),
+    "link.mp4": ("ok", ""),  # a link inside SRC is read wherever it points
     "missing.mp4": ("error", "file not found"),
 }
 
@@ -182,13 +181,128 @@ def test_every_bad_input_becomes_a_row_and_the_batch_goes_on(messy, tmp_path):
         assert "\n" not in row["reason"]
         if status != "ok":
             assert f"{path}: {row['reason']}" in proc.stdout  # the summary names each failure
-    assert "ok 1, no face 2, errors 9" in proc.stdout
+    assert "ok 2, no face 2, errors 8" in proc.stdout
     assert not list(out.glob("faces/**/*.partial"))
     strict = cli("prepare", messy, out, "--labels", messy / "labels.csv", "--strict", "--quiet")
-    assert strict.returncode == 1 and "12 reused" in strict.stdout
+    assert strict.returncode == 1 and "4 reused" in strict.stdout  # inputs that failed are tried again
 
 
-@pytest.mark.parametrize("case", ["missing_src", "no_labels", "out_is_file", "bad_csv", "bad_fps"])
+def test_a_collection_of_symbolic_links_is_read_through_them(collection, metadata, tmp_path):
+    """real/ and fake/ holding links into a larger tree (files and a folder): every input is read."""
+    src = tmp_path / "linked"
+    (src / "real").mkdir(parents=True)
+    (src / "fake").mkdir()
+    reals = [n for n, m in metadata.items() if m["label"] == "REAL"][:2]
+    fakes = [n for n, m in metadata.items() if m["label"] == "FAKE"][:2]
+    for name in reals:
+        os.symlink(collection.out / name, src / "real" / name)
+    (tmp_path / "tree" / "fakes").mkdir(parents=True)
+    for name in fakes:
+        os.symlink(collection.out / name, tmp_path / "tree" / "fakes" / name)
+    os.symlink(tmp_path / "tree" / "fakes", src / "fake" / "batch1")  # a linked folder
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
+    assert (result.ok, result.errors) == (4, 0), result.summary()
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_output_folders_never_nest_never_collide_and_stay_inside_out(collection, metadata, tmp_path):
+    """`clip.mp4` and `clip/x.mp4` are two inputs: processing one must not delete the other's crops; a 252-byte
+    name works; no name puts anything outside OUT."""
+    src = tmp_path / "src"
+    real = next(n for n, m in metadata.items() if m["label"] == "REAL")
+    fake = next(n for n, m in metadata.items() if m["label"] == "FAKE")
+    copy(collection.out / real, src / "real" / "clip.mp4")
+    copy(collection.out / real, src / "real" / "clip" / "x.mp4")
+    long_name = "a" * 248 + ".mp4"  # 252 bytes: legal on every common file system
+    copy(collection.out / fake, src / "fake" / long_name)
+    out = tmp_path / "out"
+    result = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    assert (result.ok, result.errors) == (3, 0), result.summary()
+    manifest, videos = tables(out)
+    assert {v["video_id"] for v in videos} == {"real/clip", "real/clip/x", "fake/" + "a" * 248}
+    for row in manifest:
+        assert (out / row["crop_path"]).is_file() and row["crop_path"].count("/") == 2  # faces/<folder>/<crop>
+    again = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    assert again.reused == 3 and tables(out) == (manifest, videos)
+    inside = out.resolve()
+    assert all(p.resolve().is_relative_to(inside) for p in out.rglob("*"))
+
+
+def test_hostile_label_files_become_rows_not_tracebacks(collection, metadata, tmp_path):
+    src = tmp_path / "hostile"
+    good = next(n for n, m in metadata.items() if m["label"] == "REAL")
+    copy(collection.out / good, src / "good.mp4")
+    copy(collection.out / good, src / "sub" / "a.mp4")
+    copy(collection.out / good, src / "twice.mp4")
+    rows = ["good.mp4,REAL", "sub/..,FAKE", ".,FAKE", ",REAL", "twice.mp4,REAL", "twice.mp4,FAKE", "good.mp4,REAL"]
+    (src / "labels.csv").write_text("filename,label\n" + "\n".join(rows) + "\n")
+    proc = cli("prepare", src, tmp_path / "out", "--labels", src / "labels.csv", "--frames", "1", "--quiet")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    _, videos = tables(tmp_path / "out")
+    reasons = {v["source_path"]: (v["status"], v["reason"]) for v in videos}
+    assert reasons["good.mp4"] == ("ok", "")  # listed twice with the same label: harmless
+    assert reasons["."][1].startswith("not a file inside SRC")  # "sub/.." and "." both name SRC itself
+    assert reasons[""][1] == "empty file name"
+    assert reasons["twice.mp4"][0] == "error" and "listed twice with different labels" in reasons["twice.mp4"][1]
+    assert "labels.csv row 6" in reasons["twice.mp4"][1] and "labels.csv row 7" in reasons["twice.mp4"][1]
+    # DFDC metadata: an empty key, a number as the original, a NUL in a name
+    dfdc = tmp_path / "dfdc"
+    copy(collection.out / good, dfdc / "good.mp4")
+    (dfdc / "metadata.json").write_text(json.dumps({
+        "good.mp4": {"label": "REAL"}, "": {"label": "FAKE"}, "nul\u0000.mp4": {"label": "FAKE"},
+        "odd.mp4": {"label": "FAKE", "original": 5}}))
+    proc = cli("prepare", dfdc, tmp_path / "out2", "--frames", "1", "--quiet")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    _, videos = tables(tmp_path / "out2")
+    status = {v["source_path"]: (v["status"], v["reason"]) for v in videos}
+    assert status["good.mp4"][0] == "ok" and status[""][1] == "empty file name"
+    assert status["odd.mp4"] == ("error", "file not found") and status["nul\\0.mp4"][1] == "name contains a NUL byte"
+
+
+def test_a_rerun_retries_failed_inputs_and_redoes_deleted_crops(collection, metadata, tmp_path):
+    src = tmp_path / "src"
+    names = sorted(metadata)[:3]
+    for name in names[:2]:
+        copy(collection.out / name, src / name)
+    (src / "metadata.json").write_text(json.dumps({n: metadata[n] for n in names}))
+    out = tmp_path / "out"
+    first = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    assert (first.ok, first.errors) == (2, 1)
+    copy(collection.out / names[2], src / names[2])  # the missing input arrives (a transient failure)
+    manifest, _ = tables(out)
+    (out / manifest[0]["crop_path"]).unlink()  # a crop deleted by hand
+    again = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    assert (again.ok, again.errors, again.reused) == (3, 0, 1)
+    manifest, _ = tables(out)
+    assert all((out / r["crop_path"]).is_file() for r in manifest)
+
+
+def test_sigterm_stops_prepare_and_its_workers_and_a_rerun_completes(collection, prepared, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
+                             "--workers", "2", "--fps", "10", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    children: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None and len(children) < 2:
+        for task in Path(f"/proc/{proc.pid}/task").glob("*/children"):
+            children |= {int(c) for c in task.read_text().split()}
+        time.sleep(0.05)
+    time.sleep(1.0)  # workers busy
+    assert proc.poll() is None and children
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    time.sleep(1.0)
+    alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in
+             Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[:1]]
+    assert not alive, "worker processes outlived prepare"
+    assert not (out / "manifest.parquet").exists()
+    assert prepare(collection.out, out, workers=1).ok == 10
+
+
+@pytest.mark.parametrize("case", ["missing_src", "no_labels", "out_is_file", "bad_csv", "bad_fps",
+                                  "not_utf8_csv", "unwritable_out"])
 def test_unusable_arguments_exit_2_with_one_line(case, tmp_path, collection):
     src, out, extra = collection.out, tmp_path / "out", []
     if case == "missing_src":
@@ -201,29 +315,37 @@ def test_unusable_arguments_exit_2_with_one_line(case, tmp_path, collection):
     elif case == "bad_csv":
         (tmp_path / "l.csv").write_text("name,kind\na.mp4,REAL\n")
         extra = ["--labels", tmp_path / "l.csv"]
+    elif case == "not_utf8_csv":
+        (tmp_path / "l.csv").write_bytes("filename,label\ncaf\xe9.mp4,REAL\n".encode("latin-1"))
+        extra = ["--labels", tmp_path / "l.csv"]
+    elif case == "unwritable_out":
+        out = Path("/proc/self/fakefinder-out")  # nobody, not even root, can create a folder there
     else:
         extra = ["--fps", "0"]
     proc = cli("prepare", src, out, *extra)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fakefinder prepare: error:") and "Traceback" not in proc.stderr
+    expected = {"missing_src": "not a folder", "no_labels": "no labels found", "out_is_file": "is not a folder",
+                "bad_csv": "needs columns filename,label", "bad_fps": "--fps must be > 0",
+                "not_utf8_csv": "not UTF-8 text", "unwritable_out": "cannot write there"}[case]
+    assert expected in lines[0]
     with pytest.raises(UsageError):
-        prepare(src, out, labels=extra[1] if case == "bad_csv" else None,
-                settings=PrepareSettings(fps=0) if case == "bad_fps" else None, progress=False)
+        prepare(src, out, labels=extra[1] if case in ("bad_csv", "not_utf8_csv") else None,
+                settings=PrepareSettings() if case != "bad_fps" else PrepareSettings.preset("default", fps=0))
 
 
 # ------------------------------------------------------------------------------------------------ resume
 
 def test_rerun_reuses_everything_and_gives_the_same_tables(collection, prepared):
-    again = prepare(collection.out, prepared.out, workers=1, progress=False)
+    again = prepare(collection.out, prepared.out, workers=1)
     assert again.reused == 10 and tables(again.out) == tables(prepared.out)
 
 
 def test_changed_settings_redo_the_work(collection, tmp_path):
     out = tmp_path / "out"
-    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), workers=1, progress=False)
-    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0), workers=1,
-                     progress=False)
+    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), workers=1)
+    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0), workers=1)
     assert first.reused == 0 and second.reused == 0
     manifest, _ = tables(out)
     assert len(manifest) == 10
@@ -233,10 +355,10 @@ def test_changed_settings_redo_the_work(collection, tmp_path):
 def test_a_changed_input_file_is_redone(collection, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(collection.out, src)
-    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1, progress=False)
+    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
     victim = sorted(src.glob("*.mp4"))[0]
     victim.write_bytes(b"replaced by garbage")
-    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1, progress=False)
+    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
     assert again.reused == 9 and again.errors == 1
 
 
@@ -258,7 +380,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.parquet").exists()
-    result = prepare(collection.out, out, workers=1, progress=False)
+    result = prepare(collection.out, out, workers=1)
     assert result.reused >= kill_after_records
     assert tables(out) == tables(prepared.out)
     pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("faces/**/*.png"))
@@ -286,13 +408,13 @@ def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(c
         proc.wait()
     assert not (out / "manifest.parquet").exists()
     half_written = out / STATE_DIR / "records" / ".0123abcd.json.k3x9.tmp"  # as a kill inside a record write leaves
-    half_written.write_text('{"format": 2, "sett')
-    assert prepare(collection.out, out, workers=1, progress=False).ok == 10  # the lock died with its holder
+    half_written.write_text('{"format": 3, "sett')
+    assert prepare(collection.out, out, workers=1).ok == 10  # the lock died with its holder
     assert not half_written.exists()
 
 
 def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):
-    result = prepare(collection.out, tmp_path / "out", workers=2, progress=False)
+    result = prepare(collection.out, tmp_path / "out", workers=2)
     assert tables(result.out) == tables(prepared.out)
 
 
@@ -311,11 +433,10 @@ def test_reference_preset_and_overrides(collection, tmp_path):
 
 
 def test_min_face_and_whole_frame_detector(collection, tmp_path):
-    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), workers=1,
-                  progress=False)
+    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), workers=1)
     assert big.no_face == 10 and big.faces == 0
     whole = prepare(collection.out, tmp_path / "b", settings=PrepareSettings(frames=1, detector="none", margin=0),
-                    workers=1, progress=False)
+                    workers=1)
     manifest, _ = tables(whole.out)
     video = {v.name: v for v in collection.videos}
     for row in manifest:
@@ -330,7 +451,7 @@ def test_faceforensics_layout_records_method_and_groups(collection, metadata, tm
     copy(collection.out / reals[0], src / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4")
     copy(collection.out / reals[1], src / "manipulated_sequences/Face2Face/c23/videos/001_000.mp4")
     copy(collection.out / reals[1], src / "manipulated_sequences/NeuralTextures/c23/videos/002_005.mp4")
-    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1, progress=False)
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
     _, videos = tables(result.out)
     assert result.layout == "ffpp"
     rows = {r["source_path"].split("/")[1] + "/" + r["source_path"].rsplit("/", 1)[1]: r for r in videos}

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakefinder import UsageError
-from fakefinder.splits import load_split, make_split
+from fakefinder import PreparedDataset, UsageError
+from fakefinder.dataset import NoFaceVideos
+from fakefinder.splits import load_split, split_dataset
 
 
-def collection(group_sizes: list[int]):
+def collection(group_sizes: list[int], root: str = "/data/prepared") -> PreparedDataset:
     """Rows of crops: group g has one real video and sizes[g]-1 fakes of it, 3 crops each."""
     vids, groups, labels, crops = [], [], [], []
     for g, size in enumerate(group_sizes):
@@ -18,33 +22,36 @@ def collection(group_sizes: list[int]):
                 vids.append(f"g{g}v{v}")
                 groups.append(f"g{g}v0")
                 labels.append(int(v > 0))
-                crops.append(f"g{g}v{v}/{f}.png")
-    return np.array(vids), np.array(groups), np.array(labels), np.array(crops)
+                crops.append(f"faces/g{g}v{v}/{f}.png")
+    empty = np.asarray([], dtype=object)
+    return PreparedDataset(Path(root), "d", np.array(vids, dtype=object), np.array(groups, dtype=object),
+                           np.array(labels), np.array([""] * len(vids), dtype=object), np.array(crops, dtype=object),
+                           NoFaceVideos(empty, empty, np.asarray([], dtype=np.int64)), "digest", None)
 
 
 @settings(max_examples=60, deadline=None)
 @given(sizes=st.lists(st.integers(1, 5), min_size=6, max_size=40), seed=st.integers(0, 2**16),
        by=st.sampled_from(["source", "video"]))
 def test_no_video_or_source_group_ever_sits_on_two_sides(sizes, seed, by):
-    vids, groups, labels, crops = collection(sizes)
+    data = collection(sizes)
     try:
-        split = make_split(vids, groups, labels, crops, by=by, val=0.2, test=0.2, seed=seed)
+        split = split_dataset(data, by=by, val=0.2, test=0.2, seed=seed)
     except UsageError as exc:
         assert "is empty" in str(exc)
         return
-    key = groups if by == "source" else vids
+    key = data.groups if by == "source" else data.video_ids
     for unit in np.unique(key):
         assert len(set(split.parts[key == unit])) == 1
-    for vid in np.unique(vids):
-        assert len(set(split.parts[vids == vid])) == 1
+    for vid in np.unique(data.video_ids):
+        assert len(set(split.parts[data.video_ids == vid])) == 1
     assert not split.leaky and set(split.parts) <= {"train", "val", "test"}
 
 
 def test_split_is_stratified_fixed_by_seed_and_sized_by_fractions():
-    vids, groups, labels, crops = collection([3] * 20 + [1] * 10)  # 20 groups with fakes, 10 real-only
-    a = make_split(vids, groups, labels, crops, val=0.2, test=0.2, seed=1)
-    b = make_split(vids, groups, labels, crops, val=0.2, test=0.2, seed=1)
-    c = make_split(vids, groups, labels, crops, val=0.2, test=0.2, seed=2)
+    data = collection([3] * 20 + [1] * 10)  # 20 groups with fakes, 10 real-only
+    a = split_dataset(data, val=0.2, test=0.2, seed=1)
+    b = split_dataset(data, val=0.2, test=0.2, seed=1)
+    c = split_dataset(data, val=0.2, test=0.2, seed=2)
     assert (a.parts == b.parts).all() and (a.parts != c.parts).any() and a.digest() == b.digest()
     for part, n in (("test", 6), ("val", 6), ("train", 18)):
         units = {g for g, p in a.assignment.items() if p == part}
@@ -53,25 +60,37 @@ def test_split_is_stratified_fixed_by_seed_and_sized_by_fractions():
 
 
 def test_frame_split_is_leaky_and_puts_one_video_on_several_sides():
-    vids, groups, labels, crops = collection([2] * 30)
-    split = make_split(vids, groups, labels, crops, by="frame", seed=0)
+    data = collection([2] * 30)
+    split = split_dataset(data, by="frame", seed=0)
     assert split.leaky
-    assert any(len(set(split.parts[vids == v])) > 1 for v in np.unique(vids))
+    assert any(len(set(split.parts[data.video_ids == v])) > 1 for v in np.unique(data.video_ids))
 
 
 def test_saved_split_round_trip_and_unknown_units(tmp_path):
-    vids, groups, labels, crops = collection([2] * 10)
-    split = make_split(vids, groups, labels, crops, seed=0)
+    data = collection([2] * 10)
+    split = split_dataset(data, seed=0)
     split.save(tmp_path / "split.json")
-    again = load_split(tmp_path / "split.json", vids, groups, crops)
+    again = load_split(tmp_path / "split.json", data)
     assert (again.parts == split.parts).all() and again.by == "source"
-    more = collection([2] * 11)
     with pytest.raises(UsageError, match="does not assign 1 source units"):
-        load_split(tmp_path / "split.json", more[0], more[1], more[3])
+        load_split(tmp_path / "split.json", collection([2] * 11))
+
+
+def test_a_saved_frame_split_applies_to_the_dataset_wherever_it_moved(tmp_path):
+    """Frame splits name crops by their path relative to the dataset, so a moved dataset still reads them; split
+    files of fakefinder 0.1 (absolute crop paths) are mapped onto the relative paths too."""
+    data = collection([2] * 10, root="/old/place")
+    split = split_dataset(data, by="frame", seed=0)
+    split.save(tmp_path / "split.json")
+    assert all(not k.startswith("/") for k in json.loads((tmp_path / "split.json").read_text())["assignment"])
+    moved = collection([2] * 10, root="/new/place")
+    assert (load_split(tmp_path / "split.json", moved).parts == split.parts).all()
+    old = {"by": "frame", "seed": 0, "assignment": {f"/old/place/{k}": v for k, v in split.assignment.items()}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert (load_split(tmp_path / "old.json", moved).parts == split.parts).all()
 
 
 @pytest.mark.parametrize("val,test,message", [(0.5, 0.5, "sum to less than 1"), (0.2, 0.2, "is empty")])
 def test_unusable_splits(val, test, message):
-    vids, groups, labels, crops = collection([2, 2])
     with pytest.raises(UsageError, match=message):
-        make_split(vids, groups, labels, crops, val=val, test=test)
+        split_dataset(collection([2, 2]), val=val, test=test)

@@ -12,8 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fakefinder import UsageError
+from fakefinder import TuneSettings, UsageError, load_dataset
+from fakefinder.claims import Claims
 from fakefinder.runs import compare_runs, list_runs, show_run, write_csv
+from fakefinder.splits import split_dataset
 from fakefinder.tuning import load_grid, tune
 
 GRID = """
@@ -38,13 +40,24 @@ def completed(storage: str, study: str) -> list:
     return [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def trial_states(storage: str, study: str) -> Counter:
-    return Counter(t.state.name for t in optuna.load_study(study_name=study, storage=storage).trials)
+def claim_states(storage: str, study: str) -> Counter:
+    """How many configurations are running, done or failed, as the workers see them."""
+    claims = Claims(storage, study)
+    try:
+        return Counter(c.state for k, c in claims.all().items() if k.startswith("["))
+    finally:
+        claims.dispose()
+
+
+def tune_cmd(data, grid, study, storage, tracking, *extra) -> list[str]:
+    return [sys.executable, "-m", "fakefinder", "tune", str(data), "--grid", str(grid), "--study", study,
+            "--storage", storage, "--tracking-uri", tracking, *extra]
 
 
 def test_every_configuration_becomes_a_run_with_its_flags(learnable, tracking, grid, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = tune(learnable.out, grid, study="six", storage=storage, tracking_uri=tracking)
+    events = []
+    result = tune(learnable.out, grid, study="six", storage=storage, tracking=tracking, progress=events.append)
     assert len(result.rows) == 6 and [r.value for r in result.rows] == sorted(r.value for r in result.rows)
     runs = list_runs(tracking_uri=tracking, study="six")
     trial_runs = [r for r in runs if r.tags.get("fakefinder.role") != "best-on-test"]
@@ -54,14 +67,18 @@ def test_every_configuration_becomes_a_run_with_its_flags(learnable, tracking, g
     best_test = [r for r in runs if r.tags.get("fakefinder.role") == "best-on-test"]
     assert len(best_test) == 1 and "test_video_auc" in best_test[0].metrics
     assert all("test_video_auc" not in r.metrics for r in trial_runs)  # trials never look at the test part
-    assert "rank" in result.table() and "TEST part" in result.test_line()
-    # Rerunning resumes: nothing is trained again but the final test evaluation.
-    again = tune(learnable.out, grid, study="six", storage=storage, tracking_uri=tracking)
+    assert "rank" in result.table() and "TEST part" in result.test_line() and not result.reused
+    assert sum(e.message.startswith("trial ") for e in events) == 6  # progress, not prints
+    assert len(completed(storage, "six")) == 6  # Optuna records every trial too
+    # Rerunning a finished study reports it and trains nothing: no new run at all.
+    again = tune(learnable.out, grid, study="six", storage=storage, tracking=tracking)
     assert [r.run_id for r in again.rows] == [r.run_id for r in result.rows]
+    assert again.reused and again.test_run_id == result.test_run_id and again.test.to_dict() == result.test.to_dict()
+    assert len(list_runs(tracking_uri=tracking, study="six")) == len(runs)
 
 
 def test_runs_order_filter_latest_csv_show_and_compare(learnable, tracking, grid, tmp_path):
-    tune(learnable.out, grid, study="order", storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking)
+    tune(learnable.out, grid, study="order", storage=f"sqlite:///{tmp_path / 'o.db'}", tracking=tracking)
     best = list_runs(tracking_uri=tracking, study="order", order="val_log_loss")
     losses = [r.metrics["val_video_log_loss"] for r in best]
     assert losses == sorted(losses) and len(best) == 7
@@ -85,18 +102,36 @@ def test_runs_order_filter_latest_csv_show_and_compare(learnable, tracking, grid
 
 def test_two_workers_on_one_sqlite_storage_complete_the_grid_once(learnable, tracking, grid, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    tune(learnable.out, grid, study="pair", storage=storage, tracking_uri=tracking, workers=2)
+    tune(learnable.out, grid, TuneSettings(workers=2), study="pair", storage=storage, tracking=tracking)
     done = completed(storage, "pair")
     assert len(done) == 6 and len({tuple(sorted(t.params.items())) for t in done}) == 6
 
 
+def test_two_tune_commands_on_one_fresh_study_run_each_configuration_once(learnable, tracking, grid, tmp_path):
+    """Started together on a storage that does not exist yet: no IntegrityError, every configuration trained
+    exactly once, the best trained on the test part once, and both commands report the same result."""
+    storage = f"sqlite:///{tmp_path / 'fresh.db'}"
+    cmd = tune_cmd(learnable.out, grid, "shared", storage, tracking, "--quiet")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert all("Traceback" not in err for _, err in outs)
+    runs = list_runs(tracking_uri=tracking, study="shared")
+    roles = Counter(r.tags.get("fakefinder.role") for r in runs)
+    assert roles == {"trial": 6, "best-on-test": 1}, roles
+    keys = Counter((r.params["n_neurons"], r.params["lr"]) for r in runs if r.tags.get("fakefinder.role") == "trial")
+    assert len(keys) == 6 and set(keys.values()) == {1}
+    assert outs[0][0].splitlines()[-1] == outs[1][0].splitlines()[-1].replace(" (from the earlier run of this study)",
+                                                                              "") or \
+        outs[1][0].splitlines()[-1] == outs[0][0].splitlines()[-1].replace(" (from the earlier run of this study)", "")
+
+
 def test_resume_after_sigkill_runs_every_configuration_once(learnable, tracking, grid, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = [sys.executable, "-m", "fakefinder", "tune", str(learnable.out), "--grid", str(grid), "--study", "killed",
-           "--storage", storage, "--tracking-uri", tracking]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    cmd = tune_cmd(learnable.out, grid, "killed", storage, tracking)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = 0
-    for line in proc.stdout:
+    for line in proc.stderr:
         seen += line.startswith("trial ")
         if seen == 2:
             break
@@ -105,7 +140,7 @@ def test_resume_after_sigkill_runs_every_configuration_once(learnable, tracking,
     proc.wait()
     before = completed(storage, "killed")
     assert 2 <= len(before) < 6
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # takes the dead one's over
     assert rerun.returncode == 0, rerun.stderr
     done = completed(storage, "killed")
     counts = Counter(tuple(sorted(t.params.items())) for t in done)
@@ -117,24 +152,23 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
     grid = tmp_path / "twelve.yml"  # more configurations than can finish around the kill, so orphans would show
     grid.write_text(GRID.replace("[1e-3, 3e-2]", "[1e-3, 3e-3, 1e-2, 3e-2]"))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = [sys.executable, "-m", "fakefinder", "tune", str(learnable.out), "--grid", str(grid), "--study", "orphans",
-           "--storage", storage, "--tracking-uri", tracking, "--workers", "2"]
+    cmd = tune_cmd(learnable.out, grid, "orphans", storage, tracking, "--workers", "2")
     log = tmp_path / "tune.log"
     with open(log, "w") as out:  # a file, not a pipe: orphaned workers may write on after the kill
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=out, text=True)
         deadline = time.monotonic() + 120
-        while log.read_text().count("\ntrial ") < 2 and time.monotonic() < deadline and proc.poll() is None:
+        while log.read_text().count("trial ") < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        at_kill = trial_states(storage, "orphans")["COMPLETE"]  # at least what had finished when it died
+        at_kill = claim_states(storage, "orphans")["done"]  # at least what had finished when it died
         deadline = time.monotonic() + 60  # the workers finish the trials they are in, and then?
-        while trial_states(storage, "orphans")["RUNNING"] and time.monotonic() < deadline:
+        while claim_states(storage, "orphans")["running"] and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1)
-    states = trial_states(storage, "orphans")
+        time.sleep(3)
+    states = claim_states(storage, "orphans")
     # Each worker finished at most the trial it was in; without the stop they would run all twelve.
-    assert 2 <= at_kill <= states["COMPLETE"] <= at_kill + 2 < 12 and not states["RUNNING"], (at_kill, states)
+    assert 2 <= at_kill <= states["done"] <= at_kill + 2 < 12, (at_kill, states)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     counts = Counter(tuple(sorted(t.params.items())) for t in completed(storage, "orphans"))
@@ -143,48 +177,63 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
 
 def test_selection_never_sees_the_test_part(learnable, tracking, grid, tmp_path):
     """Flip every test label: the same trial wins with the same validation numbers, only test metrics move."""
-    original = tune(learnable.out, grid, study="truth", storage=f"sqlite:///{tmp_path / 'a.db'}",
-                    tracking_uri=tracking)
+    original = tune(learnable.out, grid, study="truth", storage=f"sqlite:///{tmp_path / 'a.db'}", tracking=tracking)
     flipped_dir = tmp_path / "flipped"
     shutil.copytree(learnable.out, flipped_dir, ignore=shutil.ignore_patterns("models"))
-    from fakefinder.experiment import load_data, split_data
-    from fakefinder.training import TrainConfig
-
-    data = load_data(flipped_dir)
-    parts = split_data(data, TrainConfig(), None).parts
+    data = load_dataset(flipped_dir)
+    parts = split_dataset(data, seed=0).parts
     table = pq.read_table(flipped_dir / "manifest.parquet")
     labels = [1 - y if p == "test" else y for y, p in zip(table["label"].to_pylist(), parts)]
-    test_rows = {i for i, p in enumerate(parts) if p == "test"}
-    assert test_rows and split_data(data, TrainConfig(), None).digest() == split_data(
-        load_data(learnable.out), TrainConfig(), None).digest()
+    assert any(p == "test" for p in parts)
     pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels, pa.int8())),
                    flipped_dir / "manifest.parquet")
-    flipped = tune(flipped_dir, grid, study="flipped", storage=f"sqlite:///{tmp_path / 'b.db'}",
-                   tracking_uri=tracking)
+    flipped = tune(flipped_dir, grid, study="flipped", storage=f"sqlite:///{tmp_path / 'b.db'}", tracking=tracking)
     assert flipped.rows[0].flags == original.rows[0].flags
     assert [r.value for r in flipped.rows] == [r.value for r in original.rows]
-    assert original.test.test.video.auc >= 0.9 and flipped.test.test.video.auc <= 0.1
+    assert original.test.video.auc >= 0.9 and flipped.test.video.auc <= 0.1
 
 
-@pytest.mark.parametrize("text,needle", [("flags: [unclosed", "not valid YAML"),
-                                         ("flags:\n  n_neurnos: [1, 2]\n", "unknown flag 'n_neurnos'"),
-                                         ("flags:\n  lr: []\n", "flag 'lr' needs a non-empty list"),
-                                         ("flags:\n  lr: [fast]\n", "grid key 'lr': bad value 'fast'"),
-                                         ("fixed:\n  epochs: 3\n", "'flags' must map")])
-def test_bad_grid_files_exit_2_naming_the_key(text, needle, learnable, tmp_path):
+def test_a_grid_over_seed_varies_the_seed_and_patience_zero_is_off(learnable, tmp_path):
+    (tmp_path / "g.yml").write_text("flags:\n  seed: [0, 1]\nfixed:\n  epochs: 3\n  patience: 0\n")
+    result = tune(learnable.out, tmp_path / "g.yml", study="seeds", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert sorted(r.flags["seed"] for r in result.rows) == [0, 1]
+    assert len({r.value for r in result.rows}) == 2  # two seeds, two splits and initialisations: two results
+    assert all(r.epochs == 3 for r in result.rows)  # patience 0: early stopping off, as --patience 0
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("flags: [unclosed", ["not valid YAML"]),
+    ("flags:\n  n_neurnos: [1, 2]\n", ["n_neurnos is not a training option"]),
+    ("flags:\n  lr: []\n", ["lr needs a non-empty list"]),
+    ("flags:\n  lr: [fast, 1e-3]\n", ["lr = 'fast': must be a number"]),
+    ("fixed:\n  epochs: 3\n", ["'flags' must map"]),
+    ("flags:\n  lr: [-1, 1e-3, 0]\n  n_layers: [1, 20]\n  pool: [avg, max]\n",
+     ["lr = -1: must be > 0 and <= 10 (in 4 grid points", "lr = 0: must be > 0", "n_layers = 20: must be <= 8",
+      "pool = 'max': must be one of flatten, avg"]),
+    ("flags:\n  val: [0.5, 0.1]\n  test: [0.6, 0.1]\n", ["test and val must sum to less than 1 (val 0.5 + test 0.6)"]),
+])
+def test_bad_grid_files_are_checked_whole_before_anything_runs(text, needles, learnable, tmp_path):
     (tmp_path / "g.yml").write_text(text)
-    with pytest.raises(UsageError, match=needle):
+    with pytest.raises(UsageError) as info:
         load_grid(tmp_path / "g.yml")
+    for needle in needles:
+        assert needle in str(info.value)
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "tune", str(learnable.out), "--grid",
                            str(tmp_path / "g.yml")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == (1 if len(needles) == 1 and "\n" not in str(info.value)
+                                                     else 1 + str(info.value).count("\n"))
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()  # nothing ran
 
 
 @pytest.mark.parametrize("search", ["random", "tpe"])
 def test_random_and_tpe_searches_run_the_asked_number_of_trials(search, learnable, tracking, grid, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = tune(learnable.out, grid, search=search, trials=3, study=search, storage=storage, tracking_uri=tracking)
+    result = tune(learnable.out, grid, TuneSettings(search=search, trials=3), study=search, storage=storage,
+                  tracking=tracking)
     assert len(result.rows) == len(completed(storage, search)) == 3
     assert all(set(r.flags) == {"n_neurons", "lr"} for r in result.rows)
-    with pytest.raises(UsageError, match="needs --trials"):
-        tune(learnable.out, grid, search=search, study="x", storage=storage, tracking_uri=tracking)
+    with pytest.raises(UsageError, match="trials must be given"):
+        TuneSettings(search=search)

@@ -9,39 +9,59 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "prepare": "preparation", "PrepareSettings": "preparation", "PrepareResult": "preparation",
-    "process_video": "preparation",
-    "discover": "collection", "Collection": "collection", "VideoItem": "collection",
+    # settings, declared once
+    "PrepareSettings": "config", "TrainConfig": "config", "TuneSettings": "config",
+    # stages
     "synth": "synthetic", "SynthResult": "synthetic",
-    "create_detector": "faces", "FaceDetector": "faces", "Box": "faces",
+    "discover": "collection", "Collection": "collection", "VideoItem": "collection",
+    "prepare": "preparation", "PrepareResult": "preparation", "process_video": "preparation",
+    "load_dataset": "dataset", "PreparedDataset": "dataset",
+    "fit_detector": "training", "TrainedDetector": "training",
+    "train": "experiment", "TrainResult": "experiment",
+    "tune": "tuning", "TuneResult": "tuning",
+    "evaluate": "inference", "EvaluateResult": "inference", "predict": "inference",
+    "study": "study", "StudyResult": "study", "demo": "quickstart", "DemoResult": "quickstart",
+    # models and verdicts
+    "load_detector": "detector", "Detector": "detector", "VideoResult": "detector", "FrameResult": "detector",
+    "FaceResult": "detector", "TrackResult": "detector",
+    "load_model": "modelfile", "DeepfakeModel": "modelfile", "ModelCard": "modelcard",
+    "create_backbone": "backbones", "backbone_names": "backbones",
+    # plug-in points
+    "Tracker": "tracking", "resolve_tracker": "tracking", "Executor": "executors", "LocalExecutor": "executors",
+    "Progress": "progress", "create_detector": "faces", "FaceDetector": "faces", "Box": "faces",
     "sample_frames": "frames", "Frame": "frames",
-    "demo": "quickstart", "DemoResult": "quickstart",
-    "train": "experiment", "TrainResult": "experiment", "TrainConfig": "training",
-    "load_model": "modelfile", "DeepfakeModel": "modelfile", "create_backbone": "backbones",
-    "tune": "tuning", "TuneResult": "tuning", "list_runs": "runs",
-    "run_report": "report", "study_report": "report",
-    "FakefinderError": "errors", "UsageError": "errors", "InputError": "errors",
+    "list_runs": "runs", "run_report": "report", "study_report": "report",
+    "FakefinderError": "errors", "UsageError": "errors", "InputError": "errors", "OptionError": "errors",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .backbones import create_backbone
+    from .backbones import backbone_names, create_backbone
     from .collection import Collection, VideoItem, discover
+    from .config import PrepareSettings, TrainConfig, TuneSettings
+    from .dataset import PreparedDataset, load_dataset
+    from .detector import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_detector
+    from .errors import FakefinderError, InputError, OptionError, UsageError
+    from .executors import Executor, LocalExecutor
     from .experiment import TrainResult, train
-    from .modelfile import DeepfakeModel, load_model
-    from .report import run_report, study_report
-    from .runs import list_runs
-    from .training import TrainConfig
-    from .tuning import TuneResult, tune
-    from .quickstart import DemoResult, demo
-    from .errors import FakefinderError, InputError, UsageError
     from .faces import Box, FaceDetector, create_detector
     from .frames import Frame, sample_frames
-    from .preparation import PrepareResult, PrepareSettings, prepare, process_video
+    from .inference import EvaluateResult, evaluate, predict
+    from .modelcard import ModelCard
+    from .modelfile import DeepfakeModel, load_model
+    from .preparation import PrepareResult, prepare, process_video
+    from .progress import Progress
+    from .quickstart import DemoResult, demo
+    from .report import run_report, study_report
+    from .runs import list_runs
+    from .study import StudyResult, study
     from .synthetic import SynthResult, synth
+    from .tracking import Tracker, resolve_tracker
+    from .training import TrainedDetector, fit_detector
+    from .tuning import TuneResult, tune
 
 
 def __getattr__(name: str):

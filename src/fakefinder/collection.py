@@ -1,7 +1,10 @@
-"""Find the labelled inputs of a collection: DFDC `metadata.json`, a labels CSV, or real/ and fake/ folders.
+"""Find the labelled inputs of a collection: DFDC `metadata.json`, a labels CSV, real/ and fake/ folders, or
+FaceForensics++'s layout.
 
 Every input becomes a `VideoItem`, including unusable ones (unknown label, missing file, a name that leaves
-SRC): those carry a `problem` and end up as error rows instead of stopping the batch.
+SRC, one listed twice with two labels): those carry a `problem` and end up as error rows instead of stopping
+the batch. Names are read through symbolic links (a folder of links into a larger tree is the usual way to
+build a collection); nothing derived from a name is ever written outside OUT (see `manifest.crops_folder`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class _Entry:
     label: str
     original: str | None = None
     method: str = ""
+    where: str = ""  # the labels file and row, for messages
 
 
 def parse_label(value: object) -> int | None:
@@ -112,8 +116,10 @@ def _dfdc_entries(src: Path) -> list[_Entry]:
             raise UsageError(f"{meta}: unreadable metadata ({' '.join(str(exc).split())})") from None
         for name, info in sorted(data.items()):
             info = info if isinstance(info, dict) else {}
-            entries.append(_Entry(name, meta.parent, str(info.get("label", "")), info.get("original") or None,
-                                  str(info.get("method") or "")))
+            original = info.get("original")
+            entries.append(_Entry(name, meta.parent, str(info.get("label", "")),
+                                  str(original) if original not in (None, "") else None,
+                                  str(info.get("method") or ""), f"{meta} entry {name!r}"))
     return entries
 
 
@@ -125,26 +131,44 @@ def _csv_entries(src: Path, labels: Path) -> list[_Entry]:
             if not {"filename", "label"} <= fields:
                 found = ", ".join(sorted(fields)) or "none"
                 raise UsageError(f"{labels}: needs columns filename,label (found {found})")
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+            rows = [{(k or "").strip().lower(): (v if isinstance(v, str) else "").strip() for k, v in row.items()}
+                    for row in reader]
     except OSError as exc:
         raise UsageError(f"{labels}: cannot read labels ({exc.strerror})") from None
-    return [_Entry(r["filename"], src, r["label"], r.get("original") or None, r.get("method", ""))
-            for r in rows if r.get("filename")]
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{labels}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise UsageError(f"{labels}: not a CSV file ({exc})") from None
+    return [_Entry(r["filename"], src, r["label"], r.get("original") or None, r.get("method", ""),
+                   f"{labels} row {i}") for i, r in enumerate(rows, 2)]
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file below `folder`, following symbolic links to folders (once each: no loops), sorted."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        files += [Path(root) / n for n in names]
+    return sorted(files)
 
 
 def _folder_entries(src: Path) -> list[_Entry]:
     entries = []
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name.lower() in ("real", "fake")):
-        for path in sorted(folder.rglob("*")):
+        for path in _walk(folder):
             if is_media(path):
-                entries.append(_Entry(path.relative_to(src).as_posix(), src, folder.name))
+                entries.append(_Entry(path.relative_to(src).as_posix(), src, folder.name, where=str(path)))
     return entries
 
 
 def _ffpp_entries(src: Path) -> list[_Entry]:
     """FaceForensics++: original_sequences/<source>/<quality>/videos/000.mp4 are REAL;
     manipulated_sequences/<method>/<quality>/videos/000_003.mp4 are FAKE, made from original 000 by <method>."""
-    videos = [p for p in sorted(src.rglob("*")) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    videos = [p for p in _walk(src) if p.suffix.lower() in VIDEO_SUFFIXES]
     originals: dict[str, str] = {}
     entries = []
     for path in videos:
@@ -162,35 +186,52 @@ def _ffpp_entries(src: Path) -> list[_Entry]:
     return entries
 
 
-def _resolve(src: Path, real_src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
-    """(source_path relative to SRC, absolute path or None, problem); `real_src` is SRC resolved."""
+def _resolve(src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
+    """(source_path relative to SRC, the file or None, problem). The name must stay inside SRC as written;
+    symbolic links in it are followed wherever they point, since we only read through them."""
+    if "\0" in name:
+        return name.replace("\0", "\\0"), None, "name contains a NUL byte"
+    if not name.strip():
+        return name, None, "empty file name"
     if PurePosixPath(name).is_absolute() or Path(name).is_absolute():
         return name, None, "absolute path not allowed (names are relative to SRC)"
-    joined = base / name
-    rel = os.path.relpath(joined, src).replace(os.sep, "/")
-    resolved = joined.resolve()
-    if rel.startswith("../") or rel == ".." or not resolved.is_relative_to(real_src):
-        return rel, None, "path resolves outside SRC"
-    if not resolved.is_file():
-        return rel, None, "file not found"
-    return rel, resolved, ""
+    rel = os.path.normpath(os.path.relpath(base / name, src)).replace(os.sep, "/")
+    if rel == "." or rel == ".." or rel.startswith("../"):
+        return rel, None, "not a file inside SRC (names may not leave it with ..)"
+    path = src / rel
+    try:
+        if not path.is_file():
+            return rel, None, "file not found" if not path.is_symlink() else "broken symbolic link"
+    except OSError as exc:
+        return rel, None, f"cannot read ({exc.strerror})"
+    return rel, path, ""
+
+
+def _stem(path: str) -> str:
+    """The path without its extension (a name without one stays as it is)."""
+    pure = PurePosixPath(path)
+    return str(pure.with_suffix("")) if pure.name not in ("", ".", "..") and pure.suffix else path
 
 
 def _video_ids(paths: list[str]) -> dict[str, str]:
     """video_id = path without extension; the full path where two inputs would share one."""
     stems: dict[str, list[str]] = {}
     for p in paths:
-        stems.setdefault(str(PurePosixPath(p).with_suffix("")), []).append(p)
+        stems.setdefault(_stem(p), []).append(p)
     return {p: (stem if len(ps) == 1 else p) for stem, ps in stems.items() for p in ps}
 
 
 def _items(src: Path, entries: list[_Entry], dataset: str) -> list[VideoItem]:
-    resolved, seen, real_src = [], set(), src.resolve()
+    resolved, position = [], {}
     for e in entries:
-        rel, path, problem = _resolve(src, real_src, e.base, e.name)
-        if rel in seen:
-            continue  # listed twice: the first listing wins
-        seen.add(rel)
+        rel, path, problem = _resolve(src, e.base, e.name)
+        if rel in position:  # listed twice: harmless with the same label, unusable with two
+            first, first_rel, first_path, first_problem = resolved[position[rel]]
+            if parse_label(first.label) != parse_label(e.label) and not first_problem:
+                resolved[position[rel]] = (first, first_rel, None, f"listed twice with different labels "
+                                           f"({first.label!r} in {first.where}, {e.label!r} in {e.where})")
+            continue
+        position[rel] = len(resolved)
         resolved.append((e, rel, path, problem))
     ids = _video_ids([rel for _, rel, _, _ in resolved])
     items = []
@@ -199,8 +240,8 @@ def _items(src: Path, entries: list[_Entry], dataset: str) -> list[VideoItem]:
         if label is None and not problem:
             problem = f"unknown label {e.label!r} (use REAL/FAKE, real/fake or 0/1)"
         group = ids[rel]
-        if e.original and label == 1:
-            orig = os.path.relpath(e.base / e.original, src).replace(os.sep, "/")
-            group = ids.get(orig, str(PurePosixPath(orig).with_suffix("")))
+        if e.original and label == 1 and "\0" not in e.original:
+            orig = os.path.normpath(os.path.relpath(e.base / e.original, src)).replace(os.sep, "/")
+            group = ids.get(orig, _stem(orig))
         items.append(VideoItem(dataset, ids[rel], rel, label, group, path, problem, e.method))
     return sorted(items, key=lambda item: item.video_id)

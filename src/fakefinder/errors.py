@@ -15,6 +15,26 @@ class InputError(FakefinderError):
     """One input cannot be used; the batch records it and goes on."""
 
 
+class OptionError(UsageError):
+    """Settings that their declarations reject. Each problem names its setting (`lr must be > 0`); the CLI
+    names the flag instead (`--lr must be > 0`)."""
+
+    def __init__(self, option: str, why: str) -> None:
+        self.problems: list[tuple[str, str]] = [(option, why)]
+        super().__init__(self.render())
+
+    @classmethod
+    def many(cls, problems: list[tuple[str, str]]) -> OptionError:
+        error = cls(*problems[0])
+        error.problems = list(problems)
+        error.args = (error.render(),)
+        return error
+
+    def render(self, name=lambda option: option) -> str:
+        """One line; `name` turns a setting's name into what the user typed (a flag, a grid key)."""
+        return "; ".join(f"{name(option)} {why}" for option, why in self.problems)
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as a single line, for `reason` columns and error output."""
     text = " ".join(str(exc).split()) or type(exc).__name__

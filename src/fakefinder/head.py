@@ -1,23 +1,24 @@
-"""The classifier head on top of a convolutional base: n x Dense(relu) [+ dropout], then one logit.
+"""The classifier head on top of a convolutional base: pooling, n x Dense(relu) [+ dropout], then one logit.
 
-It takes the base's pooled (or flattened) features, so the same module trains on cached features and runs
-behind a live base. Output is a logit; P(fake) = sigmoid(logit).
+It takes the base's feature map, pooled, so the same module trains on cached features and runs behind a live
+base. Output is a logit; P(fake) = sigmoid(logit), before calibration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from .modelcard import HeadSpec
 
-@dataclass(frozen=True)
-class HeadSpec:
-    in_features: int
-    n_layers: int = 1
-    n_neurons: int = 256
-    dropout: float = 0.0
+
+def pooled(maps: torch.Tensor, pool: str) -> torch.Tensor:
+    """Feature maps (N, C, H, W) -> vectors: flattened (as the reference) or globally averaged."""
+    return torch.flatten(maps, 1) if pool == "flatten" else maps.mean(dim=(2, 3))
+
+
+def in_features(channels: int, side: int, pool: str) -> int:
+    return channels * side * side if pool == "flatten" else channels
 
 
 class Head(nn.Module):

@@ -6,6 +6,8 @@ the contract that every later stage reads.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +22,14 @@ STATE_DIR = ".fakefinder"  # in a prepared folder: prepare's records and lock, t
 def features_dir(data_root: str | Path) -> Path:
     """Where a prepared folder keeps its feature cache unless the user names another."""
     return Path(data_root) / STATE_DIR / "features"
+
+
+def crops_folder(video_id: str) -> str:
+    """The folder (relative to OUT) of one input's crops: one level below faces/, never nested in another's,
+    never outside OUT, unique (a digest of the id), readable (the id's safe characters), and short enough that
+    a suffix never pushes it past a file system's 255-byte name limit."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("._")[:80] or "input"
+    return f"faces/{slug}-{hashlib.sha1(video_id.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 
 
 MANIFEST_SCHEMA = pa.schema([

@@ -1,4 +1,6 @@
-"""Frame- and video-level metrics, written once: accuracy, ROC AUC, AP, log loss (the DFDC metric), EER."""
+"""Frame- and video-level metrics, written once: accuracy, ROC AUC, AP, log loss (the DFDC metric), EER and
+expected calibration error; and the one registry of metric names and directions that tune, runs and report use.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,30 @@ from typing import Literal
 import numpy as np
 
 EPS = 1e-15  # DFDC clips predictions to [1e-15, 1 - 1e-15]
+ECE_BINS = 15
 VideoRule = Literal["mean", "confident"]
+
+# Every metric of a part at a level, and whether lower is better.
+DIRECTIONS = {"accuracy": "maximize", "auc": "maximize", "ap": "maximize", "log_loss": "minimize",
+              "eer": "minimize", "ece": "minimize"}
+LEVELS = ("video", "frame")
+# What `tune --metric` selects on: validation metrics, named level_metric (e.g. video_log_loss).
+SELECTION_METRICS = {f"{level}_{name}": direction for level in LEVELS for name, direction in DIRECTIONS.items()}
+# Per-epoch metrics of `fit`, as trackers record them.
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc")
+
+
+def selection_key(metric: str) -> str:
+    """The tracked key of a selection metric: video_auc -> val_video_auc."""
+    return f"val_{metric}"
+
+
+def direction(key: str) -> str:
+    """minimize or maximize for any tracked metric key (val_video_auc, train_loss, wall_seconds, ...)."""
+    for name, way in DIRECTIONS.items():
+        if key.endswith(name):
+            return way
+    return "minimize" if key.endswith(("loss", "seconds", "eer")) else "maximize"
 
 
 def format_metric(x: float | None, digits: int = 3) -> str:
@@ -25,9 +50,16 @@ class Metrics:
     log_loss: float
     eer: float
     n: int
+    ece: float = math.nan  # expected calibration error: how far P(fake) is from the observed share of fakes
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Metrics:
+        return cls(**{k: (math.nan if d.get(k) is None else d[k]) for k in ("accuracy", "auc", "ap", "log_loss",
+                                                                            "eer")}, n=int(d.get("n") or 0),
+                   ece=math.nan if d.get("ece") is None else d["ece"])
 
 
 def binary_metrics(y, p, *, threshold: float = 0.5) -> Metrics:
@@ -37,15 +69,35 @@ def binary_metrics(y, p, *, threshold: float = 0.5) -> Metrics:
     y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
     if len(y) == 0:
         return Metrics(*(math.nan,) * 5, 0)
-    q = np.clip(p, EPS, 1 - EPS)
-    log_loss = float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    log_loss = binary_log_loss(y, p)
     accuracy = float(np.mean((p >= threshold) == (y == 1)))
+    calibration_error = ece(y, p)
     if len(np.unique(y)) < 2:
-        return Metrics(accuracy, math.nan, math.nan, log_loss, math.nan, len(y))
+        return Metrics(accuracy, math.nan, math.nan, log_loss, math.nan, len(y), calibration_error)
     fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: EER needs the exact crossing
     i = int(np.argmin(np.abs(fpr - (1 - tpr))))
     eer = float((fpr[i] + 1 - tpr[i]) / 2)
-    return Metrics(accuracy, float(roc_auc_score(y, p)), float(average_precision_score(y, p)), log_loss, eer, len(y))
+    return Metrics(accuracy, float(roc_auc_score(y, p)), float(average_precision_score(y, p)), log_loss, eer, len(y),
+                   calibration_error)
+
+
+def binary_log_loss(y, p, *, eps: float = EPS) -> float:
+    """The DFDC metric: mean negative log-likelihood of the labels, predictions clipped to [eps, 1 - eps]."""
+    y, q = np.asarray(y, dtype=np.float64), np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def ece(y, p, *, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: |share of fakes - mean P(fake)| per equal-width bin, weighted by bin size."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    if len(y) == 0:
+        return math.nan
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(which):
+        sel = which == b
+        total += sel.sum() * abs(y[sel].mean() - p[sel].mean())
+    return float(total / len(y))
 
 
 def video_scores(video_ids, y, p, *, rule: VideoRule = "mean") -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -87,6 +139,12 @@ class Evaluation:
     def to_dict(self) -> dict:
         return {"frame": self.frame.to_dict(), "video": self.video.to_dict(),
                 "confusion": [list(r) for r in self.confusion], "no_face_videos": self.no_face_videos}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Evaluation:
+        (a, b), (c, e) = d["confusion"]
+        return cls(Metrics.from_dict(d["frame"]), Metrics.from_dict(d["video"]), ((a, b), (c, e)),
+                   int(d.get("no_face_videos", 0)))
 
 
 def evaluate_scores(video_ids, y, p, *, threshold: float = 0.5, rule: VideoRule = "mean",

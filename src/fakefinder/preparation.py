@@ -1,9 +1,11 @@
 """`prepare`: a labelled collection of videos -> square face crops with provenance, resumably.
 
 Each input is handled by `process_video`, a function of (input, settings) alone that writes its crops to a
-scratch folder, renames it into place, then commits a small JSON record atomically. A rerun reuses every
-record made with the same settings from the same file; the tables are rebuilt from the records at the end,
-so killing the process at any moment loses at most the inputs in flight and never corrupts what is written.
+scratch folder, renames it into place, then commits a small JSON record atomically; an executor (this process,
+local workers, or a Ray cluster) runs it over the inputs as a stream. A rerun reuses every record made with the
+same settings from the same file whose crops are all still there, and retries inputs that failed (a full disk
+is not a verdict on the video); the tables are rebuilt from the records at the end, so killing the process at
+any moment loses at most the inputs in flight and never corrupts what is written.
 """
 
 from __future__ import annotations
@@ -16,62 +18,32 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from . import _atomic
 from .collection import Collection, Layout, VideoItem, discover
+from .config import PrepareSettings
 from .crops import square_crop
 from .errors import UsageError, one_line
-from .faces import DEFAULT_DETECTOR, DETECTORS, Box, FaceDetector, create_detector
+from .faces import Box, FaceDetector, create_detector
 from .frames import sample_frames
-from .manifest import MANIFEST, MANIFEST_SCHEMA, PREPARE_INFO, STATE_DIR, VIDEOS, VIDEOS_SCHEMA, write_table
+from .manifest import (MANIFEST, MANIFEST_SCHEMA, PREPARE_INFO, STATE_DIR, VIDEOS, VIDEOS_SCHEMA, crops_folder,
+                       write_table)
+from .progress import ProgressCallback, emit
 
-RECORD_FORMAT = 2  # 2: frames turned upright by the display rotation
+__all__ = ["PrepareSettings", "PrepareResult", "prepare", "process_video", "face_crops", "FaceCrop"]
+
+RECORD_FORMAT = 3  # 2: frames turned upright; 3: crops in faces/<slug>-<digest>/ (no nesting, bounded length)
 
 
-@dataclass(frozen=True)
-class PrepareSettings:
-    """How frames are sampled and faces cropped; part of every record's key, so changing it redoes the work."""
-
-    fps: float | None = 1.0
-    frames: int | None = None  # evenly spaced frames per video; overrides fps
-    max_side: int | None = 1000  # long side of the working frame (the reference resized to 1000)
-    detector: str = DEFAULT_DETECTOR
-    margin: float = 0.3  # of the box's long side, on every side; 0 = the tight square
-    faces: Literal["largest", "all"] = "largest"
-    min_face: int = 0  # smallest box side kept, in source-video pixels
-    size: int = 224  # side of the saved square crops
-
-    @classmethod
-    def reference(cls) -> PrepareSettings:
-        """The reference study: 1 fps, long side 1000, Haar `alt` with its settings, tight crops, all faces."""
-        return cls(fps=1.0, frames=None, max_side=1000, detector="haar", margin=0.0, faces="all")
-
-    def validate(self) -> None:
-        """Raises UsageError naming the first unusable setting."""
-        if self.frames is None and not (self.fps and self.fps > 0):
-            raise UsageError("--fps must be positive (or give --frames N)")
-        if self.frames is not None and self.frames < 1:
-            raise UsageError("--frames must be at least 1")
-        if self.max_side is not None and self.max_side < 32:
-            raise UsageError("--max-side must be at least 32")
-        if self.detector not in DETECTORS:
-            raise UsageError(f"unknown detector {self.detector!r} (choose from {', '.join(DETECTORS)})")
-        if self.margin < 0 or self.size < 8 or self.min_face < 0:
-            raise UsageError("--margin and --min-face must be >= 0 and --size >= 8")
-        if self.faces not in ("largest", "all"):
-            raise UsageError("--faces must be 'largest' or 'all'")
-
-    def digest(self) -> str:
-        text = json.dumps([RECORD_FORMAT, dataclasses.asdict(self)], sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+def settings_digest(settings: PrepareSettings) -> str:
+    """Part of every record's key, so changing a setting redoes the work."""
+    text = json.dumps([RECORD_FORMAT, dataclasses.asdict(settings)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -89,6 +61,7 @@ class PrepareResult:
     reused: int
     seconds: float
     failures: tuple[tuple[str, str, str], ...] = field(default=())  # (source_path, status, reason)
+    executor: str = "local"
 
     @property
     def manifest_path(self) -> Path:
@@ -100,7 +73,7 @@ class PrepareResult:
 
     def summary(self) -> str:
         lines = [f"prepared {self.videos} inputs of dataset '{self.dataset}' ({self.layout} layout) into "
-                 f"{self.out} in {self.seconds:.1f} s",
+                 f"{self.out} in {self.seconds:.1f} s ({self.executor})",
                  f"  ok {self.ok}, no face {self.no_face}, errors {self.errors} "
                  f"({self.reused} reused from an earlier run); {self.faces} face crops",
                  f"  {self.manifest_path}"]
@@ -108,7 +81,7 @@ class PrepareResult:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- one input (runs in worker processes)
+# ---------------------------------------------------------------- one input (runs wherever the executor runs it)
 
 _detectors: dict[str, FaceDetector] = {}
 
@@ -122,7 +95,10 @@ def _detector(name: str) -> FaceDetector:
 def _fingerprint(item: VideoItem) -> list[int] | None:
     if item.path is None:
         return None
-    st = item.path.stat()
+    try:
+        st = item.path.stat()
+    except OSError:
+        return None
     return [st.st_size, st.st_mtime_ns]
 
 
@@ -131,7 +107,7 @@ def _records_dir(out: Path) -> Path:
 
 
 def _record_path(out: Path, video_id: str) -> Path:
-    return _records_dir(out) / f"{hashlib.sha1(video_id.encode()).hexdigest()}.json"
+    return _records_dir(out) / f"{hashlib.sha1(video_id.encode('utf-8', 'surrogateescape')).hexdigest()}.json"
 
 
 def _provenance(item: VideoItem) -> dict:
@@ -173,7 +149,7 @@ def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None) ->
                            square_crop(frame.image, box, margin=settings.margin, size=settings.size))
 
 
-def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path) -> tuple[list[dict], int]:
+def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folder: str) -> tuple[list[dict], int]:
     """Sample, detect and crop; crops go into `scratch`. Returns (manifest rows, frames sampled)."""
     import cv2
 
@@ -190,24 +166,25 @@ def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path) -> tu
         b = face.box
         rows.append({**_provenance(item), "frame_index": face.frame_index, "timestamp": face.timestamp,
                      "face_index": face.face_index, "x": b.x, "y": b.y, "w": b.w, "h": b.h, "score": b.score,
-                     "crop_path": f"faces/{item.video_id}/{name}"})
+                     "crop_path": f"{folder}/{name}"})
     return rows, sampled
 
 
 def process_video(item: VideoItem, settings: PrepareSettings, out: Path) -> dict:
-    """Crop one input's faces into OUT/faces/<video_id>/ and commit its record; never raises for bad input.
+    """Crop one input's faces into OUT/faces/<folder>/ and commit its record; never raises for bad input.
 
     Returns the record: {"video": videos.parquet row, "faces": manifest rows, ...}.
     """
     start = time.perf_counter()
-    final = out / "faces" / item.video_id
+    folder = crops_folder(item.video_id)
+    final = out / folder
     scratch = final.with_name(final.name + ".partial")
     rows, sampled, status, reason = [], 0, "error", item.problem
     if not item.problem:
         try:
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
-            rows, sampled = _crop_faces(item, settings, scratch)
+            rows, sampled = _crop_faces(item, settings, scratch, folder)
             shutil.rmtree(final, ignore_errors=True)
             if rows:
                 os.replace(scratch, final)
@@ -218,7 +195,7 @@ def process_video(item: VideoItem, settings: PrepareSettings, out: Path) -> dict
             rows, reason = [], one_line(exc)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    record = {"format": RECORD_FORMAT, "settings": settings.digest(), "input": _fingerprint(item),
+    record = {"format": RECORD_FORMAT, "settings": settings_digest(settings), "input": _fingerprint(item),
               "video": _video_row(item, status, reason, sampled, len(rows), time.perf_counter() - start),
               "faces": rows}
     _atomic.write_text(_record_path(out, item.video_id), json.dumps(record))
@@ -231,46 +208,35 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # one process per core already
 
 
-def _process_star(args: tuple[VideoItem, PrepareSettings, Path]) -> dict:
-    return process_video(*args)
+@dataclass(frozen=True)
+class _Job:
+    """`process_video` with its settings bound: picklable, for any executor."""
+
+    settings: PrepareSettings
+    out: str
+
+    def __call__(self, item: VideoItem) -> dict:
+        return process_video(item, self.settings, Path(self.out))
 
 
 # ---------------------------------------------------------------- the batch
 
 def _load_record(out: Path, item: VideoItem, settings: PrepareSettings) -> dict | None:
-    """The committed record for `item` if it was made with these settings from this very file."""
+    """The committed record for `item`, if it was made with these settings from this very file, succeeded or
+    found no face, and every crop it lists is still there."""
     try:
         record = json.loads(_record_path(out, item.video_id).read_text())
-    except (OSError, ValueError):
+        video = record["video"]
+        same = (record.get("format") == RECORD_FORMAT and record.get("settings") == settings_digest(settings)
+                and record.get("input") == _fingerprint(item) and video.get("video_id") == item.video_id
+                and video.get("label") == item.label and video.get("group") == item.group)
+        if not same or video.get("status") == "error":
+            return None  # changed, or failed: try again (a full disk is not a verdict on the video)
+        if not all((out / row["crop_path"]).is_file() for row in record["faces"]):
+            return None  # crops deleted since: redo
+        return record
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    video = record.get("video", {})
-    same = (record.get("format") == RECORD_FORMAT and record.get("settings") == settings.digest()
-            and record.get("input") == _fingerprint(item) and video.get("video_id") == item.video_id
-            and video.get("label") == item.label and video.get("group") == item.group)
-    if same and video.get("status") == "ok" and not (out / "faces" / item.video_id).is_dir():
-        return None  # crops deleted by hand: redo
-    return record if same else None
-
-
-def _run(todo: list[VideoItem], settings: PrepareSettings, out: Path, workers: int) -> Iterator[dict]:
-    if workers <= 1 or len(todo) <= 1:
-        _worker_init()
-        for item in todo:
-            yield process_video(item, settings, out)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_worker_init) as pool:
-        pending, queue = set(), iter(todo)
-        while True:
-            for item in queue:  # keep a bounded number in flight: memory stays flat on huge collections
-                pending.add(pool.submit(_process_star, (item, settings, out)))
-                if len(pending) >= 4 * workers:
-                    break
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
 
 
 def _versions() -> dict[str, str]:
@@ -285,18 +251,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _check_writable(out: Path) -> None:
+    try:
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        probe = out / STATE_DIR / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write there ({exc.strerror or type(exc).__name__})") from None
+
+
 def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | None = None,
             layout: Layout = "auto", labels: str | Path | None = None, dataset: str | None = None,
-            workers: int | None = None, progress: bool = True) -> PrepareResult:
+            workers: int | None = None, executor=None, progress: ProgressCallback | None = None) -> PrepareResult:
     """Turn the labelled collection at `src` into face crops and tables under `out`.
 
-    Bad inputs become rows with a reason; the batch always finishes. Reruns resume.
-    Raises UsageError for arguments that cannot work (missing SRC, OUT is a file, no labels, no weights).
+    Bad inputs become rows with a reason; the batch always finishes. Reruns resume. `executor` runs the inputs
+    (default: `workers` local processes, all cores). Raises UsageError for arguments that cannot work (missing
+    SRC, OUT is a file or cannot be written, no labels, no detector weights).
     """
+    from .executors import LocalExecutor
+
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     settings = settings or PrepareSettings()
-    settings.validate()
     src, out = Path(src), Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
@@ -304,13 +282,15 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
         raise UsageError("OUT must differ from SRC")
     collection = discover(src, layout=layout, labels=labels, dataset=dataset)
     _detector(settings.detector)  # fail fast (missing weights) before any work
+    _check_writable(out)
+    executor = executor or LocalExecutor(workers, init=_worker_init)
     with _atomic.exclusive(out / STATE_DIR / "lock", "prepare"):
         _atomic.sweep_temporaries(_records_dir(out))  # records that a kill caught mid-write
-        result = _prepare_locked(collection, out, settings, workers, progress, t0)
+        result = _prepare_locked(collection, out, settings, executor, progress, t0)
         info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
                 "labels": str(Path(labels).resolve()) if labels else None,
-                "settings": dataclasses.asdict(settings), "settings_digest": settings.digest(),
-                "versions": _versions(), "started": started.isoformat(),
+                "settings": dataclasses.asdict(settings), "settings_digest": settings_digest(settings),
+                "versions": _versions(), "executor": executor.name, "started": started.isoformat(),
                 "finished": datetime.now(timezone.utc).isoformat(),
                 "counts": {"videos": result.videos, "ok": result.ok, "no_face": result.no_face,
                            "error": result.errors, "faces": result.faces, "reused": result.reused}}
@@ -318,11 +298,9 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     return result
 
 
-def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings, workers: int | None,
-                    progress: bool, t0: float) -> PrepareResult:
+def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings, executor,
+                    progress: ProgressCallback | None, t0: float) -> PrepareResult:
     """Reuse what earlier runs committed, process the rest, rebuild the tables from all records."""
-    from tqdm import tqdm
-
     items = collection.items
     counts = {"ok": 0, "no_face": 0, "error": 0}
     faces = reused = 0
@@ -336,22 +314,24 @@ def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings
         if video["status"] != "ok":
             failures.append((video["source_path"], video["status"], video["reason"]))
 
-    todo = []
-    for item in items:
-        record = _load_record(out, item, settings)
-        if record is None:
-            todo.append(item)
-        else:
-            reused += 1
-            tally(record)
-    workers = workers or os.cpu_count() or 1
-    with tqdm(total=len(items), initial=reused, unit="video", disable=not progress, file=sys.stderr,
-              desc="prepare") as bar:
-        bar.set_postfix(faces=faces, errors=counts["error"])
-        for record in _run(todo, settings, out, workers):
-            tally(record)
-            bar.update(1)
-            bar.set_postfix(faces=faces, errors=counts["error"])
+    def todo() -> Iterator[VideoItem]:  # a stream: records are read as the executor asks for work
+        nonlocal reused
+        for item in items:
+            record = _load_record(out, item, settings)
+            if record is None:
+                yield item
+            else:
+                reused += 1
+                tally(record)
+
+    done = 0
+    for record in executor.map_unordered(_Job(settings, str(out)), todo()):
+        tally(record)
+        done += 1
+        video = record["video"]
+        emit(progress, "prepare", done + reused, len(items), "video", faces=faces, errors=counts["error"],
+             message=f"{video['source_path']}: {video['reason']}" if video["status"] == "error" else "")
+    emit(progress, "prepare", len(items), len(items), "video", faces=faces, errors=counts["error"])
 
     def records() -> Iterator[dict]:
         for item in items:
@@ -361,4 +341,5 @@ def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings
     write_table(out / MANIFEST, MANIFEST_SCHEMA, (r["faces"] for r in records()))
     return PrepareResult(out=out, layout=collection.layout, dataset=collection.dataset, videos=len(items),
                          ok=counts["ok"], no_face=counts["no_face"], errors=counts["error"], faces=faces,
-                         reused=reused, seconds=time.perf_counter() - t0, failures=tuple(sorted(failures)))
+                         reused=reused, seconds=time.perf_counter() - t0, failures=tuple(sorted(failures)),
+                         executor=executor.name)

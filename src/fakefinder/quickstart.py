@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .preparation import PrepareSettings
+from .config import PrepareSettings
+from .progress import ProgressCallback
 from .synthetic import SynthResult, synth
 
 DEMO_GRID = """flags:
@@ -45,7 +46,7 @@ class DemoResult:
 
 
 def demo(out: str | Path = "demo", *, videos: int = 30, seconds: float = 2.0, seed: int = 0,
-         grid: str | None = DEMO_GRID) -> DemoResult:
+         grid: str | None = DEMO_GRID, progress: ProgressCallback | None = None) -> DemoResult:
     """Synthesise A and B under `out`, run the study on them and predict a few of B's videos."""
     from .inference import predict
     from .study import study
@@ -61,10 +62,10 @@ def demo(out: str | Path = "demo", *, videos: int = 30, seconds: float = 2.0, se
         grid_path = out / "grid.yml"
         grid_path.write_text(grid)
     tracking = f"sqlite:///{(out / 'mlflow.db').resolve()}"
-    result = study(a.out, b.out, grid=grid_path, out=out / "study", tracking_uri=tracking,
-                   storage=f"sqlite:///{(out / 'optuna.db').resolve()}", settings=PrepareSettings(fps=2))
+    result = study(a.out, b.out, grid=grid_path, out=out / "study", tracking=tracking,
+                   storage=f"sqlite:///{(out / 'optuna.db').resolve()}", settings=PrepareSettings(fps=2),
+                   progress=progress)
     picks = [v for v in b.videos if v.label == "REAL"][:2] + [v for v in b.videos if v.label == "FAKE"][:2]
     baseline = next(r for r in result.rows if r.step == "1 baseline")
-    predictions = predict(baseline.run_id, [b.out / f"{v.name}.mp4" for v in picks], tracking_uri=tracking,
-                          progress=False)
+    predictions = predict(baseline.run_id, [b.out / f"{v.name}.mp4" for v in picks], tracking_uri=tracking)
     return DemoResult((a, b), result, predictions, tracking)

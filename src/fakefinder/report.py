@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,7 @@ import numpy as np
 from . import _atomic
 from ._text import cell
 from .errors import UsageError
-from .metrics import video_scores
-from .tuning import METRICS
+from .metrics import direction, selection_key, video_scores
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
@@ -56,37 +54,31 @@ def _confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
 
 
 def run_section(run_id: str, *, tracking_uri: str | None = None, hardest: int = 6) -> str:
-    """A run's flags, summary, learning curves, ROC curves, confusion matrices and hardest videos, as HTML."""
+    """A run's flags, summary, learning curves, ROC curves, confusion matrices and hardest videos, as HTML;
+    videos are scored with the run's own video rule and judged at the run's own threshold throughout."""
     import cv2
     import pyarrow.parquet as pq
 
     from .plots import learning_curves, roc_curves
-    from .runs import get_run, history
-    from .tracking import configure
+    from .runs import get_run, history, run_artifact
 
     run = get_run(run_id, tracking_uri=tracking_uri)
-    client = configure(tracking_uri).MlflowClient()
+    rule = run.params.get("video_rule", "mean")
+    threshold = float(run.metrics.get("threshold", 0.5))
     out = [f"<h2>Run {run.run_id} <small>({html.escape(run.name)})</small></h2>"]
     if run.tags.get("fakefinder.leaky_split") == "True":
         out.append("<p class='leak'>LEAKY frame-level split: faces of one video sit on both sides; numbers are "
                    "inflated.</p>")
     out.append(_table(["flag", "value"], sorted(run.params.items())))
-    with tempfile.TemporaryDirectory() as tmp:
-        def artifact(name):
-            try:
-                return Path(client.download_artifacts(run.run_id, name, tmp))
-            except Exception:  # noqa: BLE001 - runs made elsewhere may lack it
-                return None
-
-        summary, preds = artifact("model_summary.txt"), artifact("predictions.parquet")
-        if summary:
-            out.append(f"<h3>Model</h3><pre>{html.escape(summary.read_text())}</pre>")
-        out.append("<h3>Learning curves</h3>" + _img(_plot(learning_curves, {run.run_id[:8]: history(run.run_id,
-                                                                                               tracking_uri=tracking_uri)}),
-                                                  "learning curves"))
-        if preds is None:
-            return "".join(out)
-        table = pq.read_table(preds).to_pydict()
+    summary = run_artifact(run.run_id, "model_summary.txt", tracking_uri=tracking_uri)
+    preds = run_artifact(run.run_id, "predictions.parquet", tracking_uri=tracking_uri)
+    if summary:
+        out.append(f"<h3>Model</h3><pre>{html.escape(summary.read_text())}</pre>")
+    out.append("<h3>Learning curves</h3>" + _img(_plot(learning_curves, {run.run_id[:8]: history(
+        run.run_id, tracking_uri=tracking_uri)}), "learning curves"))
+    if preds is None:
+        return "".join(out)
+    table = pq.read_table(preds).to_pydict()
     part, vid = np.array(table["part"]), np.array(table["video_id"])
     y, p, crops = np.array(table["label"]), np.array(table["p_fake"]), np.array(table["crop_path"])
     curves, confusions, metric_rows = {}, [], []
@@ -94,25 +86,26 @@ def run_section(run_id: str, *, tracking_uri: str | None = None, hardest: int = 
         m = part == name
         if not m.any():
             continue
-        ids, vy, vp = video_scores(vid[m], y[m], p[m])
+        ids, vy, vp = video_scores(vid[m], y[m], p[m], rule=rule)
         curves[f"{name} frame"], curves[f"{name} video"] = (y[m], p[m]), (vy, vp)
-        confusions.append(f"<h4>{name}: frames</h4>{_confusion(y[m], p[m], 0.5)}"
-                          f"<h4>{name}: videos</h4>{_confusion(vy, vp, 0.5)}")
+        confusions.append(f"<h4>{name}: frames</h4>{_confusion(y[m], p[m], threshold)}"
+                          f"<h4>{name}: videos</h4>{_confusion(vy, vp, threshold)}")
         for level in ("frame", "video"):
             metric_rows.append([name, level] + [run.metrics.get(f"{name}_{level}_{k}", float("nan"))
                                                 for k in ("accuracy", "auc", "ap", "log_loss", "eer", "n")])
     out.append("<h3>Metrics</h3>" + _table(["part", "level", "accuracy", "auc", "ap", "log loss", "eer", "n"],
                                            metric_rows))
     out.append("<h3>ROC curves</h3>" + _img(_plot(roc_curves, curves), "ROC curves"))
-    out.append("<h3>Confusion matrices (threshold 0.5)</h3>" + "".join(confusions))
+    out.append(f"<h3>Confusion matrices (threshold {threshold:.3f}, video rule {html.escape(rule)})</h3>"
+               + "".join(confusions))
     # Hardest videos: the most confident mistakes, with their faces.
     data = Path(run.tags.get("fakefinder.data", ""))
     worst = []
     for name in ("test", "val"):
         m = part == name
         if m.any():
-            ids, vy, vp = video_scores(vid[m], y[m], p[m])
-            worst += [(abs(s - t), name, i, t, s) for i, t, s in zip(ids, vy, vp) if (s >= 0.5) != (t == 1)]
+            ids, vy, vp = video_scores(vid[m], y[m], p[m], rule=rule)
+            worst += [(abs(s - t), name, i, t, s) for i, t, s in zip(ids, vy, vp) if (s >= threshold) != (t == 1)]
     worst.sort(reverse=True)
     gallery = []
     for _, name, video, label, score in worst[:hardest]:
@@ -141,17 +134,18 @@ def study_report(study: str, out: str | Path, *, tracking_uri: str | None = None
     from .plots import metric_by_flag, parallel_coordinates
     from .runs import list_runs
 
-    key, direction = METRICS[metric]
+    key = selection_key(metric)
+    way = direction(key)
     runs = list_runs(tracking_uri=tracking_uri, experiment=experiment, study=study)
     trials = [r for r in runs if r.tags.get("fakefinder.role") != "best-on-test" and key in r.metrics]
     if not trials:
         raise UsageError(f"study {study!r}: no finished trials in this tracking store")
-    trials.sort(key=lambda r: r.metrics[key] * (1 if direction == "minimize" else -1))
+    trials.sort(key=lambda r: r.metrics[key] * (1 if way == "minimize" else -1))
     flags = [k for k in sorted(trials[0].params) if len({r.params.get(k) for r in trials}) > 1
              and k not in ("data", "split_file")]
     rows = [{**{f: r.params.get(f) for f in flags}, key: r.metrics[key]} for r in trials]
     body = [f"<p>{len(trials)} trials, selected on validation {html.escape(metric)} "
-            f"({'lower' if direction == 'minimize' else 'higher'} is better).</p>",
+            f"({'lower' if way == 'minimize' else 'higher'} is better).</p>",
             _table(["rank", "run", *flags, key, "val_video_auc", "epochs"],
                    [[i, r.run_id[:12], *(r.params.get(f) for f in flags), r.metrics[key],
                      r.metrics.get("val_video_auc", float("nan")), int(r.metrics.get("epochs_completed", 0))]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from ._text import cell, format_table
 from .errors import UsageError
+from .metrics import EPOCH_METRICS, direction
+from .tracking import ROLE_TAG, STUDY_TAG, mlflow_client
 
-# Short names a user types -> MLflow metric keys; loss-like ones sort ascending for "best first".
+# Short names a user types -> tracked metric keys (the registry in `metrics` says which way is better).
 ALIASES = {"val_auc": "val_video_auc", "val_log_loss": "val_video_log_loss", "val_acc": "val_video_accuracy",
            "test_auc": "test_video_auc", "test_log_loss": "test_video_log_loss"}
-LOWER_IS_BETTER = ("loss", "eer", "seconds")
 SHOWN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_video_auc", "val_video_log_loss")
 
 
@@ -55,25 +56,22 @@ def _filter(where: str | None) -> str:
 def list_runs(*, tracking_uri: str | None = None, experiment: str = "fakefinder", study: str | None = None,
               order: str | None = None, where: str | None = None, latest: int | None = None) -> list[RunInfo]:
     """Training runs (not study parents), newest first, or best first by `order` (a metric name)."""
-    from .tracking import configure
-
-    mlflow = configure(tracking_uri, experiment)
-    clauses = [c for c in (_filter(where), f"tags.`fakefinder.study` = '{study}'" if study else "") if c]
+    client = mlflow_client(tracking_uri)
+    clauses = [c for c in (_filter(where), f"tags.`{STUDY_TAG}` = '{study}'" if study else "") if c]
     if order:
         key = _metric(order)
-        direction = "ASC" if any(k in key for k in LOWER_IS_BETTER) else "DESC"
-        order_by = [f"metrics.`{key}` {direction}"]
+        order_by = [f"metrics.`{key}` {'ASC' if direction(key) == 'minimize' else 'DESC'}"]
     else:
         order_by = ["attributes.start_time DESC"]
+    found_experiment = client.get_experiment_by_name(experiment)
+    if found_experiment is None:
+        return []
     try:
-        found = mlflow.MlflowClient().search_runs(
-            [mlflow.get_experiment_by_name(experiment).experiment_id], filter_string=" and ".join(clauses),
-            order_by=order_by, max_results=latest or 50000)
+        found = client.search_runs([found_experiment.experiment_id], filter_string=" and ".join(clauses),
+                                   order_by=order_by, max_results=latest or 50000)
     except Exception as exc:  # noqa: BLE001 - MLflow reports a bad filter with its own exception types
         raise UsageError(f"cannot list runs: {' '.join(str(exc).split())[:200]}") from None
-    runs = [RunInfo(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time, r.info.end_time,
-                    dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
-            for r in found if r.data.tags.get("fakefinder.role") != "study"]
+    runs = [_info(r) for r in found if r.data.tags.get(ROLE_TAG) != "study"]
     if order:  # MLflow puts runs without the metric anywhere; put them last
         runs.sort(key=lambda r: _metric(order) not in r.metrics)
     return runs
@@ -110,11 +108,14 @@ def write_csv(runs: list[RunInfo], path: str | Path) -> Path:
     return Path(path)
 
 
-def get_run(run_id: str, *, tracking_uri: str | None = None) -> RunInfo:
-    from .tracking import configure
+def _info(r) -> RunInfo:
+    return RunInfo(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time, r.info.end_time,
+                   dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
 
-    mlflow = configure(tracking_uri)
-    client = mlflow.MlflowClient()
+
+def get_run(run_id: str, *, tracking_uri: str | None = None) -> RunInfo:
+    """A run by id or unique prefix. Raises UsageError when there is none (or several)."""
+    client = mlflow_client(tracking_uri)
     if len(run_id) < 32:  # a prefix, as the tables print them
         ids = [e.experiment_id for e in client.search_experiments()]
         matches = [r.info.run_id for r in client.search_runs(ids, max_results=50000)
@@ -123,20 +124,37 @@ def get_run(run_id: str, *, tracking_uri: str | None = None) -> RunInfo:
             raise UsageError(f"run id prefix {run_id!r} is ambiguous ({len(matches)} runs)")
         run_id = matches[0] if matches else run_id
     try:
-        r = client.get_run(run_id)
+        return _info(client.get_run(run_id))
     except Exception:  # noqa: BLE001
-        raise UsageError(f"no run {run_id!r} in {mlflow.get_tracking_uri()}") from None
-    return RunInfo(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time, r.info.end_time,
-                   dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
+        raise UsageError(f"no run {run_id!r} in {client.tracking_uri}") from None
+
+
+def run_artifact(run_id: str, path: str, *, tracking_uri: str | None = None) -> Path | None:
+    """A run's artifact (file or folder), downloaded once into ~/.cache/fakefinder (finished runs never change);
+    None when the run has no such artifact."""
+    import os
+    import tempfile
+
+    folder = Path.home() / ".cache" / "fakefinder" / "runs" / run_id
+    target = folder / path
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        try:
+            got = Path(mlflow_client(tracking_uri).download_artifacts(run_id, path, tmp))
+        except Exception:  # noqa: BLE001 - MLflow raises its own types for a missing artifact or run
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(got, target)  # whole or not at all: a killed download is never taken for the artifact
+    return target
 
 
 def history(run_id: str, *, tracking_uri: str | None = None) -> list[dict]:
     """Per-epoch metrics of a run, as `fit` logged them."""
-    from .tracking import configure
-
-    client = configure(tracking_uri).MlflowClient()
+    client = mlflow_client(tracking_uri)
     epochs: dict[int, dict] = {}
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc"):
+    for key in EPOCH_METRICS:
         for m in client.get_metric_history(run_id, key):
             epochs.setdefault(m.step, {})[key] = m.value
     return [epochs[s] for s in sorted(epochs)]
@@ -144,29 +162,22 @@ def history(run_id: str, *, tracking_uri: str | None = None) -> list[dict]:
 
 def show_run(run_id: str, *, tracking_uri: str | None = None) -> str:
     """Everything recorded for a run, as text."""
-    from .tracking import configure
-
     run = get_run(run_id, tracking_uri=tracking_uri)
     run_id = run.run_id
-    client = configure(tracking_uri).MlflowClient()
+    client = mlflow_client(tracking_uri)
     lines = [f"run {run.run_id} ({run.name}), {run.status}, {cell(run.duration)} s"]
     lines += ["", "flags:"] + [f"  {k} = {v}" for k, v in sorted(run.params.items())]
     lines += ["", "metrics (final):"] + [f"  {k} = {cell(v)}" for k, v in sorted(run.metrics.items())]
     lines += ["", "tags:"] + [f"  {k} = {v}" for k, v in sorted(run.tags.items()) if not k.startswith("mlflow.")]
-    lines += ["", "per epoch:", format_table(["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                                "val_auc"],
-                                               [[str(i), *(cell(e.get(k)) for k in ("train_loss", "train_accuracy",
-                                                                                    "val_loss", "val_accuracy",
-                                                                                    "val_auc"))]
+    lines += ["", "per epoch:", format_table(["epoch", *EPOCH_METRICS],
+                                               [[str(i), *(cell(e.get(k)) for k in EPOCH_METRICS)]
                                                 for i, e in enumerate(history(run_id, tracking_uri=tracking_uri), 1)])]
     artifacts = [a.path for a in client.list_artifacts(run_id)] + \
         [a.path for a in client.list_artifacts(run_id, "model")]
     lines += ["", "artifacts:"] + [f"  {a}" for a in artifacts]
-    try:
-        summary = client.download_artifacts(run_id, "model_summary.txt")
-        lines += ["", "model summary:", Path(summary).read_text().rstrip()]
-    except Exception:  # noqa: BLE001 - a run made elsewhere may have none
-        pass
+    summary = run_artifact(run_id, "model_summary.txt", tracking_uri=tracking_uri)
+    if summary is not None:
+        lines += ["", "model summary:", summary.read_text().rstrip()]
     return "\n".join(lines)
 
 

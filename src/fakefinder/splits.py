@@ -46,26 +46,14 @@ class Split:
                                             indent=0, sort_keys=True))
 
 
-def _units(by: str, video_ids: np.ndarray, groups: np.ndarray, crop_paths: np.ndarray) -> np.ndarray:
-    if by == "source":
-        return groups
-    if by == "video":
-        return video_ids
-    if by == "frame":
-        return crop_paths
-    raise UsageError(f"unknown split {by!r} (choose from source, video, frame)")
-
-
-def make_split(video_ids, groups, labels, crop_paths, *, by: SplitBy = "source", val: float = 0.2,
-               test: float = 0.2, seed: int = 0) -> Split:
-    """Deal units to parts, stratified by whether a unit holds any fake.
-
-    Raises UsageError for bad fractions or when a part with a positive fraction would be empty.
+def make_split(units, labels, *, by: SplitBy = "source", val: float = 0.2, test: float = 0.2,
+               seed: int = 0) -> Split:
+    """Deal units (one per row: a source group, a video, or a crop) to parts, stratified by whether a unit holds
+    any fake. Raises UsageError for bad fractions or when a part with a positive fraction would be empty.
     """
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise UsageError(f"--val {val} and --test {test} must be >= 0 and sum to less than 1")
-    units = _units(by, np.asarray(video_ids), np.asarray(groups), np.asarray(crop_paths))
-    labels = np.asarray(labels)
+    units, labels = np.asarray(units), np.asarray(labels)
     has_fake: dict[str, int] = {}
     for unit, label in zip(units, labels):
         has_fake[unit] = max(has_fake.get(unit, 0), int(label))
@@ -85,14 +73,34 @@ def make_split(video_ids, groups, labels, crop_paths, *, by: SplitBy = "source",
     return split
 
 
-def load_split(path: str | Path, video_ids, groups, crop_paths) -> Split:
-    """A saved split applied to this manifest; rows whose unit it does not name are an error."""
+def split_dataset(dataset, *, by: SplitBy = "source", val: float = 0.2, test: float = 0.2, seed: int = 0) -> Split:
+    """A split of a PreparedDataset's crops and faceless videos together (each faceless video counts in its part)."""
+    return make_split(dataset.units(by)[2], dataset.all_labels, by=by, val=val, test=test, seed=seed)
+
+
+def _relative(unit: str, known: set[str]) -> str:
+    """A crop named by its absolute path (split files of fakefinder 0.1) as the relative path this dataset uses."""
+    at = unit.find("/faces/")
+    while at >= 0:
+        if unit[at + 1:] in known:
+            return unit[at + 1:]
+        at = unit.find("/faces/", at + 1)
+    return unit
+
+
+def load_split(path: str | Path, dataset) -> Split:
+    """A saved split applied to this dataset, wherever it has moved; units it does not name are an error."""
     try:
         data = json.loads(Path(path).read_text())
         by, assignment = data["by"], dict(data["assignment"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path}: not a split file ({type(exc).__name__})") from None
-    units = _units(by, np.asarray(video_ids), np.asarray(groups), np.asarray(crop_paths))
+    if by not in ("source", "video", "frame"):
+        raise UsageError(f"{path}: unknown split {by!r}")
+    units = dataset.units(by)[2]
+    if by == "frame":
+        known = set(units)
+        assignment = {_relative(str(k), known): v for k, v in assignment.items()}
     unknown = sorted(set(units) - set(assignment))
     if unknown:
         raise UsageError(f"{path}: does not assign {len(unknown)} {by} units of this dataset, e.g. {unknown[0]!r}")

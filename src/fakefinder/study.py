@@ -9,17 +9,17 @@ per-frame split against the source split.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import _atomic
+from .config import PrepareSettings, TrainConfig
 from .manifest import MANIFEST
 from .metrics import Evaluation
 from .metrics import format_metric as fmt
-from .preparation import PrepareSettings, prepare
-from .training import TrainConfig
+from .preparation import prepare
+from .progress import ProgressCallback
 
 
 @dataclass(frozen=True)
@@ -55,19 +55,23 @@ class StudyResult:
         return "\n".join(lines)
 
 
-def ensure_prepared(path: str | Path, out: Path, settings: PrepareSettings | None = None) -> Path:
+def ensure_prepared(path: str | Path, out: Path, settings: PrepareSettings | None = None,
+                    progress: ProgressCallback | None = None) -> Path:
     """A prepared dataset as is; a raw collection prepared into `out` (resumably) first."""
     path = Path(path)
     if (path / MANIFEST).is_file():
         return path
-    return prepare(path, out, settings=settings, progress=False).out
+    return prepare(path, out, settings=settings, progress=progress).out
 
 
 def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | None = None,
-          out: str | Path = "study", config: TrainConfig | None = None, tracking_uri: str | None = None,
-          storage: str | None = None, experiment: str = "fakefinder", settings: PrepareSettings | None = None
-          ) -> StudyResult:
-    """Run the cross-dataset study; writes `out/study.md` and `out/report.html` and returns the table."""
+          out: str | Path = "study", config: TrainConfig | None = None, tracking: str | None = None,
+          storage: str | None = None, experiment: str = "fakefinder", settings: PrepareSettings | None = None,
+          device: str = "auto", progress: ProgressCallback | None = None) -> StudyResult:
+    """Run the cross-dataset study; writes `out/study.md` and `out/report.html` and returns the table.
+
+    `tracking` is an MLflow URI (every step is a run there) or None (nothing recorded).
+    """
     from .experiment import train
     from .inference import evaluate
     from .report import _page, _table, run_section
@@ -75,28 +79,29 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    a = ensure_prepared(train_data, out / "prepared-A", settings)
-    b = ensure_prepared(test_data, out / "prepared-B", settings)
+    a = ensure_prepared(train_data, out / "prepared-A", settings, progress)
+    b = ensure_prepared(test_data, out / "prepared-B", settings, progress)
     name_a, name_b = f"A ({Path(train_data).name})", f"B ({Path(test_data).name})"
     config = config or TrainConfig()
-    common = dict(tracking_uri=tracking_uri, experiment=experiment, progress=False)
+    common = dict(tracking=tracking, experiment=experiment, progress=progress, device=device)
     rows = []
 
-    base = train(a, config=config, run_name="study-1-train-A", **common)
+    base = train(a, config, run_name="study-1-train-A", **common)
     rows.append(StudyRow("1 baseline", name_a, f"{name_a} test part", base.test, base.run_id))
-    rows.append(StudyRow("1 cross-dataset", name_a, f"all of {name_b}", evaluate(base.model_path, b).overall,
-                         base.run_id))
-    on_b = train(b, config=config, run_name="study-2-train-B", **common)
+    rows.append(StudyRow("1 cross-dataset", name_a, f"all of {name_b}",
+                         evaluate(base.model_path, b, device=device).overall, base.run_id))
+    on_b = train(b, config, run_name="study-2-train-B", **common)
     rows.append(StudyRow("2 retrained", name_b, f"{name_b} test part", on_b.test, on_b.run_id))
-    back = [("4 retrained, back", on_b)]
+    back = [("4 retrained, back", on_b.model_path, on_b.run_id)]
     if grid:
         tuned = tune(b, grid, study=f"study-{Path(test_data).name}", storage=storage or
-                     f"sqlite:///{(out / 'optuna.db').resolve()}", tracking_uri=tracking_uri, experiment=experiment)
-        rows.append(StudyRow("3 tuned", name_b, f"{name_b} test part", tuned.test.test, tuned.test.run_id))
-        back.append(("4 tuned, back", tuned.test))
-    for step, result in back:
-        rows.append(StudyRow(step, name_b, f"all of {name_a}", evaluate(result.model_path, a).overall, result.run_id))
-    leaky = train(a, config=dataclasses.replace(config, split="frame"), run_name="study-leak-frame-split", **common)
+                     f"sqlite:///{(out / 'optuna.db').resolve()}", tracking=tracking, experiment=experiment,
+                     device=device, progress=progress)
+        rows.append(StudyRow("3 tuned", name_b, f"{name_b} test part", tuned.test, tuned.test_run_id))
+        back.append(("4 tuned, back", tuned.test_model_path, tuned.test_run_id))
+    for step, model_path, run_id in back:
+        rows.append(StudyRow(step, name_b, f"all of {name_a}", evaluate(model_path, a, device=device).overall, run_id))
+    leaky = train(a, config.replace(split="frame"), run_name="study-leak-frame-split", **common)
     leak = (StudyRow("leak: frame split", name_a, f"{name_a} test part (leaky)", leaky.test, leaky.run_id),
             StudyRow("leak: source split", name_a, f"{name_a} test part", base.test, base.run_id))
     result = StudyResult(tuple(rows), leak, out / "report.html")
@@ -104,6 +109,6 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     table = _table(list(StudyResult.HEAD), result.cells())
     body = (f"<p>Video-level metrics. Every model is selected on validation data only.</p>{table}"
             f"<p>{html.escape(result.markdown().splitlines()[-1])}</p><h2>Step 1: the baseline trained on A</h2>"
-            + run_section(base.run_id, tracking_uri=tracking_uri))
+            + (run_section(base.run_id, tracking_uri=tracking) if tracking and tracking != "none" else ""))
     _atomic.write_text(result.report, _page("fakefinder cross-dataset study", body))
     return result

@@ -31,6 +31,7 @@ class SynthVideo:
     size: tuple[int, int]
     fps: int
     keyint: int
+    people: int = 1  # with 2, a fake manipulates the second person only
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,11 @@ def _ellipse_mask(shape: tuple[int, int], centre, axes, feather: float) -> np.nd
 
 
 class _Scene:
-    """One real video's look and motion; `render(t, portrait)` draws a frame with any portrait."""
+    """One real video's look and motion; `render(t, portrait)` draws a frame with any portrait. `slot` places
+    the person: 0 of 1 in the middle, or 0 and 1 of 2 on the left and the right."""
 
-    def __init__(self, rng: np.random.Generator, face: _Face, background: np.ndarray, size, fps, seconds):
+    def __init__(self, rng: np.random.Generator, face: _Face, background: np.ndarray, size, fps, seconds,
+                 slot: int = 0, people: int = 1):
         import cv2
 
         self.w, self.h = size
@@ -114,26 +117,36 @@ class _Scene:
         self.portrait = np.clip(portrait.astype(np.float32) * gains, 0, 255).astype(np.uint8)
         ph, pw = self.portrait.shape[:2]
         self.mask = _ellipse_mask((ph, pw), (pw / 2, ph / 2), (pw / 2 * 0.95, ph / 2 * 0.98), 6)
-        face_px = rng.uniform(0.22, 0.4) * self.h
+        face_px = rng.uniform(0.22, 0.4) * self.h if people == 1 else rng.uniform(0.16, 0.24) * self.h
         self.scale = face_px / bw
         pad = 0.15
         bg = cv2.resize(background, (int(self.w * (1 + pad)), int(self.h * (1 + pad))), interpolation=cv2.INTER_AREA)
         light = np.linspace(rng.uniform(0.6, 1.0), rng.uniform(1.0, 1.3), self.w, dtype=np.float32)
         self.light = (light if rng.random() < 0.5 else light[::-1])[None, :, None]
         self.bg, self.pad = bg, pad
-        self.centre = np.array([rng.uniform(0.35, 0.65) * self.w, rng.uniform(0.45, 0.6) * self.h])
-        self.amp = np.array([rng.uniform(0.02, 0.08) * self.w, rng.uniform(0.01, 0.04) * self.h])
+        lo, hi = (0.35, 0.65) if people == 1 else ((0.22, 0.3), (0.7, 0.78))[slot]
+        self.centre = np.array([rng.uniform(lo, hi) * self.w, rng.uniform(0.45, 0.6) * self.h])
+        self.amp = np.array([rng.uniform(0.02, 0.08 if people == 1 else 0.04) * self.w,
+                             rng.uniform(0.01, 0.04) * self.h])
         self.period, self.phase = rng.uniform(2.0, 5.0), rng.uniform(0, 2 * math.pi)
         self.angle = rng.uniform(-4, 4)
 
-    def render(self, i: int, portrait: np.ndarray) -> np.ndarray:
-        import cv2
-
+    def render(self, i: int, portrait: np.ndarray, *others: tuple[_Scene, np.ndarray]) -> np.ndarray:
+        """The background at frame i with this scene's person, then each (scene, portrait) of `others`."""
         t = i / self.fps
         wave = math.sin(2 * math.pi * t / self.period + self.phase)
         ox = int((0.5 + 0.5 * wave) * (self.bg.shape[1] - self.w))
         oy = int((0.5 + 0.5 * math.cos(2 * math.pi * t / self.period)) * (self.bg.shape[0] - self.h))
         frame = self.bg[oy:oy + self.h, ox:ox + self.w].astype(np.float32)
+        for scene, face in ((self, portrait), *others):
+            frame = scene._person(frame, i, face)
+        return np.clip(frame * self.light, 0, 255).astype(np.uint8)
+
+    def _person(self, frame: np.ndarray, i: int, portrait: np.ndarray) -> np.ndarray:
+        import cv2
+
+        t = i / self.fps
+        wave = math.sin(2 * math.pi * t / self.period + self.phase)
         bx, by, bw, bh = self.face_box
         centre = self.centre + self.amp * np.array([wave, math.cos(2 * math.pi * t / (self.period * 1.3))])
         scale = self.scale * (1 + 0.06 * math.sin(2 * math.pi * t / (self.period * 0.7)))
@@ -142,8 +155,7 @@ class _Scene:
         m[:, 2] += centre - (bx + bw / 2, by + bh / 2)
         person = cv2.warpAffine(portrait, m, (self.w, self.h), flags=cv2.INTER_LINEAR)
         alpha = cv2.warpAffine(self.mask[..., 0], m, (self.w, self.h), flags=cv2.INTER_LINEAR)[..., None]
-        frame = frame * (1 - alpha) + person.astype(np.float32) * alpha
-        return np.clip(frame * self.light, 0, 255).astype(np.uint8)
+        return frame * (1 - alpha) + person.astype(np.float32) * alpha
 
 
 def _manipulate(portrait: np.ndarray, box, donor: _Face, method: str, strength: float,
@@ -211,17 +223,20 @@ def _encode(path: Path, frames, size, fps: int, keyint: int) -> None:
 
 def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 4.0,
           methods: tuple[str, ...] = METHODS, fake_fraction: float = 0.5,
-          sizes: tuple[tuple[int, int], ...] = SIZES) -> SynthResult:
+          sizes: tuple[tuple[int, int], ...] = SIZES, people: int = 1) -> SynthResult:
     """Write `videos` H.264 videos and a DFDC `metadata.json` into `out`; each fake names its original.
 
-    Reruns keep videos already written (names and content follow from the seed).
-    Raises UsageError for an unknown method or fewer than two videos.
+    With `people=2` every video shows two people side by side and a fake manipulates only one of them, as
+    DFDC's often do. Reruns keep videos already written (names and content follow from the seed).
+    Raises UsageError for an unknown method, fewer than two videos, or a number of people other than 1 or 2.
     """
     unknown = set(methods) - set(METHODS)
     if unknown or not methods:
         raise UsageError(f"unknown manipulation method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
     if videos < 2:
         raise UsageError("need at least 2 videos (one real and one fake)")
+    if people not in (1, 2):
+        raise UsageError(f"people must be 1 or 2, got {people}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -235,12 +250,12 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
         size = sizes[int(vrng.integers(len(sizes)))]
         fps = int(vrng.choice([25, 30]))
         keyint = fps if r % 2 == 0 else 250
-        plans.append(SynthVideo(_name(rng), "REAL", None, None, size, fps, keyint))
+        plans.append(SynthVideo(_name(rng), "REAL", None, None, size, fps, keyint, people))
     fakes = []
     for k in range(n_fake):
         real = plans[k % n_real]
         method = methods[k % len(methods)]
-        fakes.append(SynthVideo(_name(rng), "FAKE", real.name, method, real.size, real.fps, real.keyint))
+        fakes.append(SynthVideo(_name(rng), "FAKE", real.name, method, real.size, real.fps, real.keyint, people))
     seeds = {v.name: int(rng.integers(2**31)) for v in plans + fakes}
 
     for video in plans + fakes:
@@ -249,16 +264,27 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
             continue
         srng = np.random.default_rng(seeds[video.original or video.name])  # a fake shares its original's scene
         identity = int(srng.integers(len(faces)))
-        scene = _Scene(srng, faces[identity], backgrounds[int(srng.integers(len(backgrounds)))],
-                       video.size, video.fps, seconds)
+        background = backgrounds[int(srng.integers(len(backgrounds)))]
+        scene = _Scene(srng, faces[identity], background, video.size, video.fps, seconds, 0, people)
+        second = (_Scene(srng, faces[(identity + 1) % len(faces)], background, video.size, video.fps, seconds, 1,
+                         people) if people == 2 else None)
+        target = second or scene  # the person a fake manipulates
+
+        def frames_of(manipulated, scene=scene, second=second, target=target):
+            for i in range(scene.n):
+                portraits = {id(s): s.portrait for s in (scene, second) if s is not None}
+                portraits[id(target)] = manipulated(i, target)
+                others = ((second, portraits[id(second)]),) if second is not None else ()
+                yield scene.render(i, portraits[id(scene)], *others)
+
         if video.label == "REAL":
-            frames = (scene.render(i, scene.portrait) for i in range(scene.n))
+            frames = frames_of(lambda i, s: s.portrait)
         else:
             frng = np.random.default_rng(seeds[video.name])
             strength = float(frng.uniform(0.3, 1.0))
-            donor = faces[(identity + 1) % len(faces)]
-            frames = (scene.render(i, _manipulate(scene.portrait, scene.face_box, donor, video.method,
-                                                  strength, i, video.fps, frng)) for i in range(scene.n))
+            donor = faces[(identity + 2) % len(faces)] if people == 2 else faces[(identity + 1) % len(faces)]
+            frames = frames_of(lambda i, s: _manipulate(s.portrait, s.face_box, donor, video.method, strength, i,
+                                                        video.fps, frng))
         _encode(path, frames, video.size, video.fps, video.keyint)
 
     metadata = {f"{v.name}.mp4": {"label": v.label, "split": "train",

@@ -1,54 +1,52 @@
-"""`tune`: a grid (or a random/TPE search) of training flags at feature-cache speed, resumable and shareable.
+"""`tune`: a grid (or a random/TPE search) of training flags at feature-cache speed, shared by any number of
+`tune` commands and workers on any machines that reach one database.
 
-The engine is Optuna; its study lives in a storage (a SQLite file by default, any SQLAlchemy URL for workers on
-several machines). Grid configurations are enqueued as waiting trials, which workers pop atomically, so no
-configuration runs twice; trials of a killed worker go stale on their heartbeat and are retried. Selection uses
-the validation part only; the best configuration is then trained once more and evaluated on the test part.
+The grid is checked whole before anything runs. Each configuration is a unit of `claims`: exactly one worker
+runs it, a worker that dies is replaced once its heartbeat stops, and a rerun resumes. Optuna keeps the study
+(its samplers drive random and TPE searches, and every finished trial is recorded there), MLflow every trial's
+run. Selection uses the validation part only; the best configuration is then trained once more and evaluated on
+the test part, once per study: a rerun of a finished study reports that result and trains nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
 import os
 import time
-import warnings
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from . import options
 from ._text import format_table
-from .errors import UsageError, one_line
+from .claims import Claims
+from .config import TrainConfig, TuneSettings
+from .errors import OptionError, UsageError, one_line
 from .manifest import features_dir
+from .metrics import Evaluation, direction, selection_key
 from .metrics import format_metric as fmt
-from .training import TrainConfig
+from .progress import ProgressCallback, emit
 
-Search = Literal["grid", "random", "tpe"]
-GRID_ATTR = "fakefinder.grid_config"  # set on enqueued grid trials; retried copies keep it
-HEARTBEAT_S, GRACE_S = 2, 6  # a trial whose worker stopped beating for GRACE_S seconds is stale
-# Selection metrics: name -> (final MLflow metric, direction).
-METRICS = {f"{level}_{name}": (f"val_{level}_{name}", direction)
-           for level in ("video", "frame")
-           for name, direction in (("log_loss", "minimize"), ("auc", "maximize"), ("ap", "maximize"),
-                                   ("accuracy", "maximize"), ("eer", "minimize"))}
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_NOT_TUNABLE = {"device"}
+FINAL = "best-on-test"
+PARENT = "mlflow-parent"
 
 
 @dataclass(frozen=True)
-class TuneSpec:
-    """A grid file: flags with lists of values, fixed options, and an optional sampled fraction."""
+class Grid:
+    """A grid file: flags with lists of values, fixed settings, and an optional sampled fraction."""
 
     flags: dict[str, list]
     fixed: dict[str, Any]
     sample: float | None = None
 
-    def configurations(self, seed: int) -> list[dict]:
+    def points(self, seed: int) -> list[dict]:
         """Every grid point in file order, or a seeded random `sample` fraction of them (like tfruns)."""
         names = list(self.flags)
         grid = [dict(zip(names, values)) for values in itertools.product(*(self.flags[n] for n in names))]
@@ -58,67 +56,122 @@ class TuneSpec:
                                                   replace=False)
         return [grid[i] for i in sorted(keep)]
 
+    def config(self, point: dict, seed: int) -> TrainConfig:
+        """A point's training settings: the point's values win over `fixed`, which wins over tune's seed."""
+        return TrainConfig(**{"seed": seed, **self.fixed, **point})
 
-def _coerce(key: str, value: Any) -> Any:
-    """A YAML value as the type of the TrainConfig field (YAML reads 1e-5 as a string)."""
-    kind = str(_FIELDS[key].type)
+
+def point_key(point: dict) -> str:
+    return json.dumps(sorted(point.items()))
+
+
+def shown(value: Any) -> str:
+    """A grid value as the file would spell it."""
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+def point_text(point: dict) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
+class GridError(UsageError):
+    """A grid file with bad keys or values: one line per problem, each naming the grid key."""
+
+    def __init__(self, path: str | Path, problems: list[tuple[str, str]]) -> None:
+        self.lines = [f"{name} {why}" for name, why in problems]
+        super().__init__(f"{path}: {len(self.lines)} problem{'s' * (len(self.lines) > 1)}\n  "
+                         + "\n  ".join(self.lines))
+
+
+def load_grid(path: str | Path, *, seed: int = 0) -> Grid:
+    """Read a grid file and check every point it can produce, before anything runs. Raises UsageError
+    (GridError, one line per bad value, for keys and values)."""
     try:
-        if value is None:
-            return None
-        if "float" in kind:
-            return float(value)
-        if "int" in kind and "str" not in kind:
-            return int(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"grid key {key!r}: bad value {value!r}") from None
+        return _load_grid(path, seed)
+    except OptionError as exc:
+        raise GridError(path, exc.problems) from None
 
 
-def load_grid(path: str | Path) -> TuneSpec:
-    """Read and check a grid file. Raises UsageError naming the offending key."""
+def _load_grid(path: str | Path, seed: int) -> Grid:
     import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise UsageError(f"{path}: cannot read grid ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:160]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with 'flags' (and optionally 'fixed', 'sample')")
     unknown_top = set(data) - {"flags", "fixed", "sample"}
     if unknown_top:
-        raise UsageError(f"{path}: unknown key {sorted(unknown_top)[0]!r} (use flags, fixed, sample)")
+        raise UsageError(f"{path}: unknown key {sorted(map(str, unknown_top))[0]!r} (use flags, fixed, sample)")
     flags, fixed = data.get("flags") or {}, data.get("fixed") or {}
     if not isinstance(flags, dict) or not flags:
         raise UsageError(f"{path}: 'flags' must map at least one option to a list of values")
     if not isinstance(fixed, dict):
         raise UsageError(f"{path}: 'fixed' must be a mapping")
+    declared = options.declared(TrainConfig)
+    problems: list[tuple[str, str]] = []
     for key, values in list(flags.items()) + [(k, [v]) for k, v in fixed.items()]:
-        if key not in _FIELDS or key in _NOT_TUNABLE:
-            raise UsageError(f"{path}: unknown flag {key!r}")
-        if not isinstance(values, list) or not values:
-            raise UsageError(f"{path}: flag {key!r} needs a non-empty list of values")
+        if key not in declared or not declared[key].option.tunable:
+            problems.append((str(key), "is not a training option"))
+        elif not isinstance(values, list) or not values:
+            problems.append((str(key), "needs a non-empty list of values"))
     both = set(flags) & set(fixed)
-    if both:
-        raise UsageError(f"{path}: {sorted(both)[0]!r} is both a flag and fixed")
+    problems += [(str(k), "is both a flag and fixed") for k in sorted(both)]
     sample = data.get("sample")
-    if sample is not None and not (isinstance(sample, (int, float)) and 0 < sample <= 1):
-        raise UsageError(f"{path}: 'sample' must be a fraction in (0, 1]")
-    spec = TuneSpec({k: [_coerce(k, v) for v in vs] for k, vs in flags.items()},
-                    {k: _coerce(k, v) for k, v in fixed.items()}, sample)
-    for config in spec.configurations(seed=0)[:1]:
-        TrainConfig(**spec.fixed, **config).validate()
-    return spec
+    if sample is not None and not (isinstance(sample, (int, float)) and not isinstance(sample, bool)
+                                   and 0 < sample <= 1):
+        problems.append(("sample", "must be a fraction in (0, 1]"))
+    if problems:
+        raise OptionError.many(problems)
+    coerced: dict[str, list] = {}
+    for key, values in list(flags.items()) + [(k, [v]) for k, v in fixed.items()]:
+        coerced[key] = []
+        for value in values:
+            try:
+                coerced[key].append(declared[key].coerce(value))
+            except OptionError as exc:  # left out of the points below, reported with their problems
+                problems += [(f"{key} = {shown(value)}:", why) for _, why in exc.problems]
+    grid = Grid({k: coerced[k] for k in flags}, {k: coerced[k][0] for k in fixed if coerced[k]}, sample)
+    problems += _point_problems(grid, seed) if all(coerced.values()) else []
+    if problems:
+        raise OptionError.many(problems)
+    return grid
+
+
+def _point_problems(grid: Grid, seed: int) -> list[tuple[str, str]]:
+    """Build every point's settings: one line per bad value (`lr = -1: must be > 0`), and one per combination
+    that cannot work, with how many points have it."""
+    declared = options.declared(TrainConfig)
+    seen: Counter = Counter()
+    first: dict[tuple[str, str], dict] = {}
+    for point in grid.points(seed):
+        try:
+            grid.config(point, seed)
+        except OptionError as exc:
+            for name, why in exc.problems:
+                value = point.get(name, grid.fixed.get(name))
+                if name in declared and declared[name].problem(value):
+                    problem = (f"{name} = {shown(value)}:", why)
+                else:
+                    problem = (name, why)
+                seen[problem] += 1
+                first.setdefault(problem, point)
+    return [(name, f"{why} (in {n} grid point{'s' * (n > 1)}, e.g. {point_text(first[(name, why)])})")
+            for (name, why), n in seen.items()]
 
 
 def resolve_storage(storage: str | None) -> str:
+    """Where a study lives: the given SQLAlchemy URL, else ./optuna.db."""
     return storage or f"sqlite:///{Path.cwd() / 'optuna.db'}"
 
 
 @dataclass(frozen=True)
 class TrialRow:
     number: int
+    key: str
     run_id: str
     flags: dict
     value: float
@@ -132,7 +185,11 @@ class TuneResult:
     storage: str
     metric: str
     rows: tuple[TrialRow, ...]  # completed trials, best first
-    test: Any  # TrainResult of the best configuration, evaluated on the test part
+    failed: tuple[tuple[str, str], ...]  # (flags, reason) of configurations that failed
+    test: Evaluation  # the best configuration on the test part
+    test_run_id: str
+    test_model_path: str
+    reused: bool  # the study was finished already: nothing was trained
 
     def table(self, top: int = 10) -> str:
         if not self.rows:
@@ -145,217 +202,306 @@ class TuneResult:
         return format_table(head, body)
 
     def test_line(self) -> str:
-        v = self.test.test.video
+        v = self.test.video
+        again = " (from the earlier run of this study)" if self.reused else ""
         return (f"best configuration (trial {self.rows[0].number}) on the TEST part, never used for selection: "
                 f"video AUC {fmt(v.auc, 4)}, log loss {fmt(v.log_loss, 4)}, accuracy {fmt(v.accuracy, 4)} "
-                f"(n={v.n}); run {self.test.run_id}")
+                f"(n={v.n}); run {self.test_run_id}{again}")
+
+
+def _optuna_study(url: str, name: str, metric: str, search: str, seed: int):
+    """Create or load the Optuna study; several commands may do so at once on a fresh database."""
+    import optuna
+    import sqlalchemy
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.TPESampler if search == "tpe" else optuna.samplers.RandomSampler)(seed=seed)
+    for attempt in range(10):
+        try:
+            return optuna.create_study(study_name=name, storage=_storage(url), load_if_exists=True, sampler=sampler,
+                                       direction=direction(selection_key(metric)))
+        except (optuna.exceptions.DuplicatedStudyError, sqlalchemy.exc.IntegrityError,
+                sqlalchemy.exc.OperationalError):
+            time.sleep(0.2 * (attempt + 1))  # another command created it (or the schema) a moment ago
+    return optuna.load_study(study_name=name, storage=_storage(url), sampler=sampler)
 
 
 def _storage(url: str):
     import optuna
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, retries
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                                      engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
-                                      else None)
-
-
-def _sampler(search: Search, seed: int):
-    import optuna
-
-    return {"grid": optuna.samplers.RandomSampler, "random": optuna.samplers.RandomSampler,
-            "tpe": optuna.samplers.TPESampler}[search](seed=seed)
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 @dataclass(frozen=True)
 class _Job:
-    """Everything a worker process needs: picklable, no live objects."""
+    """Everything a worker needs, wherever it runs: picklable, no live objects."""
 
     data: str
-    spec: TuneSpec
+    grid: Grid
+    settings: TuneSettings
     study: str
     storage: str
-    metric: str
-    search: str
-    trials: int
-    seed: int
-    tracking_uri: str
+    tracking: str
     experiment: str
     parent_run_id: str
     cache_dir: str | None
+    device: str
+    round_id: str
+
+    def keys(self) -> list[str]:
+        if self.settings.search == "grid":
+            return [point_key(p) for p in self.grid.points(self.settings.seed)]
+        return [f"trial-{i}" for i in range(self.settings.trials or 0)]
 
 
-def _objective(job: _Job):
+def _run_one(job: _Job, claims: Claims, key: str, number: int, progress: ProgressCallback | None) -> None:
+    """Train one configuration (claimed by us) on train/val and record it in the claims and in Optuna."""
     import optuna
 
     from .experiment import train
 
-    def objective(trial: optuna.Trial) -> float:
-        if job.search == "grid" and GRID_ATTR not in trial.user_attrs:
-            raise optuna.TrialPruned("no grid configuration left")  # lost a race for the last one: run nothing
-        flags = {name: trial.suggest_categorical(name, values) for name, values in job.spec.flags.items()}
-        config = TrainConfig(**{**job.spec.fixed, **flags, "seed": job.spec.fixed.get("seed", job.seed)})
-        flag_text = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in flags.items())
-        start = time.perf_counter()
-        try:
-            result = train(job.data, config=config, tracking_uri=job.tracking_uri, experiment=job.experiment,
-                           run_name=f"{job.study}-{trial.number}", parent_run_id=job.parent_run_id,
-                           evaluate_test=False, progress=False, cache_dir=job.cache_dir,
-                           tags={"fakefinder.study": job.study, "fakefinder.trial": str(trial.number)})
-        except Exception as exc:
-            print(f"trial {trial.number}: {flag_text} -> failed: {one_line(exc)}", flush=True)
-            raise
-        val = {f"{level}_{k}": v for level in ("frame", "video") for k, v in result.val.to_dict()[level].items()}
-        trial.set_user_attr("run_id", result.run_id)
-        trial.set_user_attr("val", val)
-        trial.set_user_attr("epochs", result.history.completed)
-        value = val[job.metric]
-        print(f"trial {trial.number}: {flag_text} -> val {job.metric} {fmt(value, 4)} "
-              f"({result.history.completed} epochs, {time.perf_counter() - start:.1f} s)", flush=True)
-        return float("nan") if value is None else value
+    study = _optuna_study(job.storage, job.study, job.settings.metric, job.settings.search, job.settings.seed)
+    trial = None
+    if job.settings.search == "grid":
+        point = dict(json.loads(key))
+    else:
+        trial = study.ask({k: optuna.distributions.CategoricalDistribution(v) for k, v in job.grid.flags.items()})
+        point = dict(trial.params)
+    start = time.perf_counter()
+    try:
+        with claims.holding(key):
+            result = train(job.data, job.grid.config(point, job.settings.seed), tracking=job.tracking,
+                           experiment=job.experiment, run_name=f"{job.study}-{number}",
+                           parent_run_id=job.parent_run_id, evaluate_test=False, cache_dir=job.cache_dir,
+                           device=job.device, tags={"fakefinder.study": job.study, "fakefinder.trial": str(number),
+                                                    "fakefinder.role": "trial"})
+    except Exception as exc:
+        claims.fail(key, one_line(exc))
+        if trial is not None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        emit(progress, "tune", 0, message=f"trial {number}: {point_text(point)} -> failed: {one_line(exc)}")
+        return
+    except BaseException:  # Ctrl-C, SIGTERM: not a verdict on the configuration; let the next run take it now
+        claims.release(key)
+        if trial is not None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    val = {f"{level}_{k}": v for level in ("frame", "video") for k, v in result.val.to_dict()[level].items()}
+    value = val.get(job.settings.metric)
+    if value is None or not math.isfinite(value):
+        claims.fail(key, f"validation {job.settings.metric} is undefined (one class in the validation part?)")
+        if trial is not None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    attrs = {"run_id": result.run_id, "val": val, "epochs": result.history.completed, "fakefinder.key": key}
+    if trial is not None:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        study.tell(trial, value)
+    else:
+        dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in job.grid.flags.items()}
+        study.add_trial(optuna.trial.create_trial(params=point, distributions=dists, value=value, user_attrs=attrs))
+    claims.finish(key, {"point": point, "value": value, "val": val, "run_id": result.run_id,
+                        "epochs": result.history.completed, "number": number})
+    emit(progress, "tune", 0, message=f"trial {number}: {point_text(point)} -> val {job.settings.metric} "
+                                      f"{fmt(value, 4)} ({result.history.completed} epochs, "
+                                      f"{time.perf_counter() - start:.1f} s)")
 
-    return objective
 
-
-def _work(job: _Job, parent: int | None = None) -> None:
-    """One worker: run trials until the grid (or the trial budget) is used up, waiting out others' trials.
+def work(job: _Job, parent: int | None = None, progress: ProgressCallback | None = None,
+         finished: set[str] | None = None) -> None:
+    """One worker: claim and run configurations until none is left to run, waiting out others' running ones.
 
     A worker that `tune` started (`parent` = its pid) stops between trials once that process is gone, so
     killing `tune` stops the whole search; the next `tune` resumes it.
     """
-    import optuna
-    from optuna.trial import TrialState
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial prints its own line, failures included
-    study = optuna.load_study(study_name=job.study, storage=_storage(job.storage),
-                              sampler=_sampler(job.search, job.seed))
-    objective = _objective(job)
-    while parent is None or os.getppid() == parent:
-        optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then re-enqueued
-        trials = study.get_trials(deepcopy=False)
-        waiting = [t for t in trials if t.state == TrialState.WAITING]
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        if job.search == "grid":
-            if not waiting:
-                if not running:
-                    return
-                time.sleep(1)  # another worker's trial: it finishes, or goes stale and comes back
+    claims = Claims(job.storage, job.study, round_id=job.round_id)
+    keys = job.keys()
+    try:
+        while parent is None or os.getppid() == parent:
+            states = claims.all()
+            ran = False
+            for number, key in enumerate(keys):
+                state = states.get(key)
+                if state is not None and state.state == "done":
+                    continue
+                if claims.claim(key):
+                    _run_one(job, claims, key, number, progress)
+                    if finished is not None:
+                        finished.add(key)
+                    ran = True
+                    break
+            if ran:
                 continue
-        elif sum(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials) >= job.trials:
-            if not running:
+            states = claims.all()
+            if all(key in states and states[key].state in ("done", "failed") for key in keys):
                 return
-            time.sleep(1)
-            continue
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+            time.sleep(1.0)  # others' trials: they finish, or go stale and come back to us
+    finally:
+        claims.dispose()
 
 
-def _config_key(config: dict) -> str:
-    return json.dumps(sorted(config.items()))
+def _once(claims: Claims, key: str, fn, *, poll: float = 1.0) -> dict:
+    """`fn()`'s result, computed by exactly one of the processes that ask (others wait for it)."""
+    while True:
+        state = claims.all().get(key)
+        if state is not None and state.state == "done":
+            return state.result
+        if claims.claim(key):
+            try:
+                with claims.holding(key):
+                    result = fn()
+            except BaseException as exc:
+                claims.fail(key, one_line(exc))
+                raise
+            claims.finish(key, result)
+            return result
+        if state is not None and state.state == "failed" and not claims.alive(key):
+            raise UsageError(f"study step {key!r} failed: {state.reason}")
+        time.sleep(poll)
 
 
-def _enqueue_grid(study, spec: TuneSpec, seed: int) -> int:
-    """Enqueue every planned configuration that is not done, running or waiting already; returns the plan size."""
-    from optuna.trial import TrialState
-
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    have = {t.user_attrs.get(GRID_ATTR) for t in study.get_trials(deepcopy=False, states=live)}
-    planned = spec.configurations(seed)
-    for config in planned:
-        if _config_key(config) not in have:
-            study.enqueue_trial(config, user_attrs={GRID_ATTR: _config_key(config)})
-    return len(planned)
-
-
-def _warm_cache(data: str, spec: TuneSpec, cache_dir: str | None) -> None:
-    """Extract features once, before workers start, for every base/pooling the grid uses."""
+def _warm_cache(data: str, grid: Grid, seed: int, cache_dir: str | None, device: str,
+                progress: ProgressCallback | None) -> None:
+    """Extract features once, before workers start, for every frozen base and pooling the grid uses."""
     from .backbones import create_backbone
-    from .experiment import load_data
+    from .dataset import load_dataset
     from .features import FeatureCache
+    from .hardware import resolve_device, resolve_precision
 
-    keys = {"backbone", "weights", "input_size", "normalization", "pool", "precision", "seed", "trainable_blocks"}
-    seen = set()
-    crops = None
-    for flags in spec.configurations(seed=0):
-        config = TrainConfig(**{**spec.fixed, **flags})
-        key = tuple((k, getattr(config, k)) for k in sorted(keys))
-        if key in seen or config.trainable_blocks:
+    dev = resolve_device(device)
+    seen, files = set(), None
+    for point in grid.points(seed):
+        config = grid.config(point, seed)
+        precision = resolve_precision(config.precision, dev)
+        key = (config.backbone, config.weights, config.input_size, config.normalization, config.pool, precision,
+               config.seed if config.weights == "none" else 0)
+        if key in seen or not config.frozen:
             continue
         seen.add(key)
-        crops = crops if crops is not None else list(load_data(data).crops)
+        files = files if files is not None else list(load_dataset(data).crop_files)
         backbone = create_backbone(config.backbone, weights=config.weights, input_size=config.input_size,
                                    normalization=config.normalization, seed=config.seed)
-        FeatureCache(cache_dir or features_dir(data), backbone, config.pool,
-                     precision=config.precision).features(crops, progress=True)
+        FeatureCache(cache_dir or features_dir(data), backbone, config.pool, precision=precision).features(
+            files, device=dev, progress=progress)
 
 
-def tune(data: str | Path, grid: str | Path, *, search: Search = "grid", trials: int | None = None,
-         study: str | None = None, storage: str | None = None, workers: int = 1, metric: str = "video_log_loss",
-         tracking_uri: str | None = None, experiment: str = "fakefinder", seed: int = 0,
-         cache_dir: str | Path | None = None) -> TuneResult:
+def _report_claims(claims: Claims, keys: list[str], seen: set[str], progress: ProgressCallback | None) -> None:
+    """Progress lines for configurations that other processes finished since the last look."""
+    states = claims.all()
+    for number, key in enumerate(keys):
+        state = states.get(key)
+        if state is None or key in seen or state.state not in ("done", "failed"):
+            continue
+        seen.add(key)
+        if state.state == "done":
+            r = state.result
+            text = f"val {r['value']:.4f} ({r['epochs']} epochs)"
+        else:
+            text = f"failed: {state.reason}"
+        flags = point_text(dict(json.loads(key))) if key.startswith("[") else key
+        emit(progress, "tune", len(seen), len(keys), "trial", message=f"trial {number}: {flags} -> {text}")
+
+
+def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = None, *, study: str | None = None,
+         storage: str | None = None, tracking: str | None = None, experiment: str = "fakefinder",
+         cache_dir: str | Path | None = None, device: str = "auto", progress: ProgressCallback | None = None,
+         launcher=None) -> TuneResult:
     """Search training flags on the validation part; evaluate the best configuration once on the test part.
 
-    Rerunning the same command resumes the study. Raises UsageError for a bad grid, metric or search.
+    Any number of `tune` commands (on any machines) may run on one study at once; rerunning resumes. `launcher`
+    starts extra workers elsewhere (a Ray cluster, see `ray_executor`). Raises UsageError for a bad grid, bad
+    settings or unusable data.
     """
-    import optuna
+    from .dataset import load_dataset
+    from .experiment import train
+    from .tracking import resolve_tracker
 
-    from .experiment import load_data, train
-    from .tracking import configure, resolve_tracking_uri
-
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
-    if search not in ("grid", "random", "tpe"):
-        raise UsageError(f"unknown search {search!r} (grid, random or tpe)")
-    if search != "grid" and not trials:
-        raise UsageError(f"--search {search} needs --trials N")
-    spec = load_grid(grid)
-    load_data(data)  # fail fast on unusable data
+    settings = settings or TuneSettings()
+    spec = load_grid(grid, seed=settings.seed)
+    load_dataset(data)  # fail fast on unusable data
     name = study or f"{Path(data).resolve().name}-{Path(grid).stem}"
     url = resolve_storage(storage)
-    tracking_uri = resolve_tracking_uri(tracking_uri)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    the_study = optuna.create_study(study_name=name, storage=_storage(url), load_if_exists=True,
-                                    direction=METRICS[metric][1], sampler=_sampler(search, seed))
-    mlflow = configure(tracking_uri, experiment)
-    parent = the_study.user_attrs.get("mlflow_parent_run_id")
-    if parent is None:
-        tags = {"fakefinder.study": name, "fakefinder.role": "study"}
-        with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
-            mlflow.log_params({"grid": str(Path(grid).resolve()), "search": search, "metric": metric,
-                               "flags": str(spec.flags), "fixed": str(spec.fixed), "sample": str(spec.sample)})
-            parent = run.info.run_id
-        the_study.set_user_attr("mlflow_parent_run_id", parent)
-    planned = _enqueue_grid(the_study, spec, seed) if search == "grid" else trials
-    print(f"study {name} ({search}, {planned} configurations, selecting on val {metric}) in {url}", flush=True)
-    _warm_cache(str(data), spec, str(cache_dir) if cache_dir else None)
-    job = _Job(str(data), spec, name, url, metric, search, int(trials or 0), seed, tracking_uri, experiment, parent,
-               str(cache_dir) if cache_dir else None)
-    if workers <= 1:
-        _work(job)
-    else:
+    tracking = tracking or "none"
+    _optuna_study(url, name, settings.metric, settings.search, settings.seed)
+    claims = Claims(url, name)
+
+    def parent_run() -> dict:
+        tracker = resolve_tracker(tracking, experiment)
+        with tracker.start_run(name=f"study {name}", tags={"fakefinder.study": name, "fakefinder.role": "study"}
+                               ) as run:
+            run.log_params({"grid": str(Path(grid).resolve()), **{f"tune.{k}": v for k, v in
+                                                                  settings.to_params().items()},
+                            "flags": str(spec.flags), "fixed": str(spec.fixed), "sample": str(spec.sample)})
+            return {"run_id": run.run_id}
+
+    parent = _once(claims, PARENT, parent_run)["run_id"]
+    job = _Job(str(data), spec, settings, name, url, tracking, experiment, parent,
+               str(cache_dir) if cache_dir else None, device, uuid.uuid4().hex)
+    keys = job.keys()
+    emit(progress, "tune", 0, len(keys), "trial",
+         message=f"study {name} ({settings.search}, {len(keys)} configurations, selecting on val {settings.metric}) "
+                 f"in {url}")
+    states = claims.all()
+    if not all(k in states and states[k].state == "done" for k in keys):
+        _warm_cache(str(data), spec, settings.seed, job.cache_dir, device, progress)
+        _run_workers(job, settings.workers, claims, keys, progress, launcher)
+    rows, failed = _rows(claims.all(), keys, settings.metric)
+    if not rows:
+        raise UsageError(f"study {name}: no trial completed" + (f" ({failed[0][1]})" if failed else ""))
+    best = rows[0]
+
+    def final() -> dict:
+        result = train(data, spec.config(best.flags, settings.seed), tracking=tracking, experiment=experiment,
+                       run_name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir, device=device,
+                       tags={"fakefinder.study": name, "fakefinder.role": "best-on-test",
+                             "fakefinder.trial": str(best.number)})
+        return {"run_id": result.run_id, "test": result.test.to_dict(), "model_path": str(result.model_path)}
+
+    existing = claims.all().get(f"{FINAL}:{best.key}")
+    outcome = _once(claims, f"{FINAL}:{best.key}", final)
+    claims.dispose()
+    return TuneResult(name, url, settings.metric, tuple(rows), tuple(failed), Evaluation.from_dict(outcome["test"]),
+                      outcome["run_id"], outcome["model_path"], existing is not None and existing.state == "done")
+
+
+def _run_workers(job: _Job, workers: int, claims: Claims, keys: list[str], progress, launcher) -> None:
+    """This process and `workers - 1` more local processes (and whatever `launcher` starts) until done."""
+    procs = []
+    if workers > 1:
         ctx = get_context("spawn")
-        procs = [ctx.Process(target=_work, args=(job, os.getpid())) for _ in range(workers)]
+        procs = [ctx.Process(target=work, args=(job, os.getpid())) for _ in range(workers)]
         for p in procs:
             p.start()
+    remote = launcher(job) if launcher is not None else None
+    seen = {k for k, c in claims.all().items() if c.state in ("done", "failed")}  # reported by earlier commands
+    try:
+        if not procs:
+            work(job, progress=progress, finished=seen)  # reports its own trials
+        while any(p.is_alive() for p in procs) or (remote is not None and not remote.done()):
+            _report_claims(claims, keys, seen, progress)
+            time.sleep(0.5)
+        _report_claims(claims, keys, seen, progress)
+    finally:
         for p in procs:
             p.join()
-    rows = completed_rows(the_study, metric)
-    if not rows:
-        raise UsageError(f"study {name}: no trial completed (see the errors above)")
-    best = rows[0]
-    config = TrainConfig(**{**spec.fixed, **best.flags, "seed": spec.fixed.get("seed", seed)})
-    test = train(data, config=config, tracking_uri=tracking_uri, experiment=experiment, progress=False,
-                 run_name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir,
-                 tags={"fakefinder.study": name, "fakefinder.role": "best-on-test",
-                       "fakefinder.trial": str(best.number)})
-    return TuneResult(name, url, metric, tuple(rows), test)
+        if remote is not None:
+            remote.close()
 
 
-def completed_rows(study, metric: str) -> list[TrialRow]:
-    from optuna.trial import TrialState
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value == t.value]
-    sign = 1 if METRICS[metric][1] == "minimize" else -1
-    done.sort(key=lambda t: (sign * t.value, t.number))
-    return [TrialRow(t.number, t.user_attrs.get("run_id", ""), dict(t.params), float(t.value),
-                     t.user_attrs.get("val", {}), int(t.user_attrs.get("epochs", 0))) for t in done]
+def _rows(states: dict, keys: list[str], metric: str) -> tuple[list[TrialRow], list[tuple[str, str]]]:
+    sign = 1 if direction(selection_key(metric)) == "minimize" else -1
+    rows, failed = [], []
+    for number, key in enumerate(keys):
+        state = states.get(key)
+        if state is None:
+            continue
+        if state.state == "done":
+            r = state.result
+            rows.append(TrialRow(int(r.get("number", number)), key, r["run_id"], dict(r["point"]), float(r["value"]),
+                                 r["val"], int(r["epochs"])))
+        elif state.state == "failed":
+            failed.append((point_text(dict(json.loads(key))) if key.startswith("[") else key, state.reason))
+    rows.sort(key=lambda r: (sign * r.value, r.number))
+    return rows, failed

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from . import BackboneSpec, WeightSource, register
 
 CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
@@ -45,6 +46,15 @@ class VGG16(nn.Module):
                 blocks.append(nn.Sequential(*current))
                 current = []
         return blocks
+
+    @staticmethod
+    def feature_side(input_size: int) -> int:
+        return input_size // 32  # five 2x2 max-pools, each flooring
+
+
+# torchvision's ImageNet weights; the file name carries the leading digits of its sha256, as torch.hub checks.
+register(BackboneSpec("vgg16", "vgg", VGG16, 224, "imagenet", 512, VGG16.feature_side,
+                      WeightSource(url="https://download.pytorch.org/models/vgg16-397923af.pth", sha256="397923af")))
 
 
 def conv_indices() -> list[int]:

@@ -1,0 +1,112 @@
+"""CLI flags derived from the settings' declarations (`fakefinder.options`), and the options several commands
+share (tracking, device, quiet, model loading), each defined here once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import OptionError
+from ..options import Declared, declared
+
+
+class _Lazy:
+    """Text computed when help is shown (a registry's names), so building the parser stays light."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __str__(self) -> str:
+        return ", ".join(self.fn())
+
+
+def _parse(d: Declared):
+    def parse(text: str):
+        try:
+            return d.coerce(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(exc.problems[0][1]) from None
+    parse.__name__ = d.kind.__name__ if d.kind else "choice"
+    return parse
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One flag per declared setting of `cls`, grouped as declared; absent unless given (presets fill the rest)."""
+    groups: dict[str, argparse._ActionsContainer] = {}
+    for d in declared(cls).values():
+        if d.name in skip:
+            continue
+        target = groups.get(d.option.group)
+        if target is None:
+            target = groups[d.option.group] = (parser.add_argument_group(d.option.group) if d.option.group
+                                               else parser)
+        text = d.help_text().replace("%", "%%")
+        if d.kind is bool and not d.literals:
+            target.add_argument(d.flag, dest=d.name, default=argparse.SUPPRESS, help=text,
+                                action=argparse.BooleanOptionalAction)
+            continue
+        if d.option.choices is not None:
+            text += "; one of %(lazy_choices)s"
+        metavar = d.option.metavar or (f"{{{','.join(d.literals)}}}" if d.kind is None
+                                       else f"{d.name.upper()}|{'|'.join(d.literals)}" if d.literals
+                                       else d.name.upper())
+        action = target.add_argument(d.flag, dest=d.name, default=argparse.SUPPRESS, type=_parse(d),
+                                     metavar=metavar, help=text)
+        action.lazy_choices = _Lazy(d.choices)
+
+
+def settings_from(args: argparse.Namespace, cls: type, preset: str = "default"):
+    """The settings the command line asks for: a preset with the given flags over it."""
+    given = {name: getattr(args, name) for name in declared(cls) if hasattr(args, name)}
+    return cls.preset(preset, **given)
+
+
+def add_presets(parser: argparse.ArgumentParser, cls: type, help: str) -> None:
+    parser.add_argument("--preset", choices=tuple(cls.PRESETS), default="default", help=help)
+
+
+def add_tracking(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow store or server (default MLFLOW_TRACKING_URI, else "
+                        "./mlflow.db; 'none' records nothing)")
+    parser.add_argument("--experiment", default="fakefinder", help="MLflow experiment (default fakefinder)")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:1, ...")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress (messages about failures still show)")
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    """How `evaluate`, `predict` and `serve` find and run a model."""
+    add_device(parser)
+    parser.add_argument("--tracking-uri", help="MLflow store holding the run, when MODEL is a run id")
+    parser.add_argument("--base-weights", type=Path,
+                        help="where the frozen base's weights file is now, if it moved since training")
+
+
+def tracking_uri(args: argparse.Namespace) -> str:
+    from ..tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(args.tracking_uri)
+
+
+def renderer(args: argparse.Namespace):
+    from ._progress import Renderer
+
+    return Renderer(quiet=getattr(args, "quiet", False))
+
+
+def write_json(obj, target: str | None) -> None:
+    import json
+    import sys
+
+    from .. import _atomic
+
+    text = json.dumps(obj, indent=2)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+    elif target:
+        _atomic.write_text(target, text + "\n")

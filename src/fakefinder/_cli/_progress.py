@@ -1,0 +1,77 @@
+"""How the CLI shows progress events: a bar per stage on a terminal, a line every few seconds when output is
+redirected (a log file, CI), and every event's message line in both cases."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ..progress import Progress
+
+LINE_EVERY_S = 10.0
+
+
+def _figure(key: str, value) -> str:
+    if isinstance(value, float):
+        if key.startswith("eta"):
+            return f"{key}={value:.0f}s"
+        return f"{key}={value:.3g}"
+    return f"{key}={value}"
+
+
+class Renderer:
+    """A progress callback; `close()` ends its bars."""
+
+    def __init__(self, *, quiet: bool = False, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bars: dict[str, object] = {}
+        self.last_line: dict[str, float] = {}
+
+    def __call__(self, event: Progress) -> None:
+        if event.message:
+            self._write(event.message)
+        if self.quiet or event.total is None:
+            return
+        shown = {k: v for k, v in event.info.items() if k in ("loss", "images_per_s", "eta_s", "epoch", "faces",
+                                                               "errors", "val_loss", "val_auc")}
+        if self.tty:
+            self._bar(event, shown)
+            return
+        now = time.monotonic()
+        finished = event.done >= event.total
+        if finished or now - self.last_line.get(event.stage, 0.0) >= LINE_EVERY_S:
+            self.last_line[event.stage] = now
+            figures = " ".join(_figure(k, v) for k, v in shown.items())
+            print(f"{event.stage}: {event.done}/{event.total} {event.unit} {figures}".rstrip(), file=self.stream,
+                  flush=True)
+
+    def _bar(self, event: Progress, shown: dict) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(event.stage)
+        if bar is None or bar.total != event.total or event.done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit=event.unit or "it",
+                                                file=self.stream, leave=False, dynamic_ncols=True)
+        bar.update(event.done - bar.n)
+        if shown:
+            bar.set_postfix_str(" ".join(_figure(k, v) for k, v in shown.items()), refresh=False)
+        if event.done >= event.total:
+            bar.close()
+            del self.bars[event.stage]
+
+    def _write(self, text: str) -> None:
+        if self.tty and self.bars:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()

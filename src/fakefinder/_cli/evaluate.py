@@ -1,0 +1,33 @@
+"""`fakefinder evaluate MODEL DATA`: metrics of a model on any prepared dataset, before and after calibration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import _options
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
+    p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
+    p.add_argument("--split", choices=("train", "val", "test"), help="only this part of the model's run split")
+    p.add_argument("--by", help="break results down by a manifest column (e.g. method)")
+    p.add_argument("--json", help="write the metrics as JSON to FILE ('-' for stdout)")
+    _options.add_model(p)
+    _options.add_quiet(p)
+
+
+def run(args) -> int:
+    from ..inference import evaluate
+
+    progress = _options.renderer(args)
+    try:
+        result = evaluate(args.model, args.data, split=args.split, by=args.by,
+                          tracking_uri=_options.tracking_uri(args), device=args.device,
+                          base_weights=args.base_weights, progress=progress)
+    finally:
+        progress.close()
+    _options.write_json(result.to_dict(), args.json)
+    print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0

@@ -1,0 +1,43 @@
+"""`fakefinder predict MODEL INPUT...`: P(fake) and a verdict per video or image, with frames and face tracks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import _options
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
+    p.add_argument("inputs", nargs="+", help="video files, images, or folders of them")
+    p.add_argument("--threshold", type=float, help="verdict FAKE at P(fake) >= T (default: the model's)")
+    p.add_argument("--json", help="write one object per input to FILE ('-' for stdout)")
+    p.add_argument("--csv", type=Path, help="write one row per input to FILE")
+    p.add_argument("--explain", type=Path, metavar="DIR",
+                   help="write Grad-CAM heatmaps of each input's most suspicious faces into DIR")
+    _options.add_model(p)
+    _options.add_quiet(p)
+
+
+def run(args) -> int:
+    from ..detector import load_detector
+    from ..inference import predict, predictions_table, write_predictions_csv
+
+    detector = load_detector(args.model, device=args.device, tracking_uri=_options.tracking_uri(args),
+                             base_weights=args.base_weights, threshold=args.threshold)
+    progress = _options.renderer(args)
+    try:
+        results = predict(detector, args.inputs, progress=progress)
+        if args.explain:
+            from ..explain import explain_results
+
+            for written in explain_results(detector, results, args.explain):
+                print(f"wrote {written}", file=sys.stderr)
+    finally:
+        progress.close()
+    _options.write_json([r.to_dict() for r in results], args.json)
+    if args.csv:
+        write_predictions_csv(results, args.csv)
+    print(predictions_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
+    return 1 if all(r.error for r in results) else 0

@@ -1,0 +1,50 @@
+"""`fakefinder prepare SRC OUT`: a labelled collection -> face crops, manifest.parquet and videos.parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _options
+
+
+def add_arguments(p) -> None:
+    from ..config import PrepareSettings
+
+    p.description = ("Turn a labelled video collection (DFDC metadata.json, a labels CSV, real/ and fake/ folders, "
+                     "or FaceForensics++) into face crops with provenance. Reruns resume.")
+    p.add_argument("src", type=Path, help="the collection's folder")
+    p.add_argument("out", type=Path, help="output folder (faces/, manifest.parquet, videos.parquet)")
+    p.add_argument("--labels", type=Path, help="CSV with columns filename,label[,original][,method]")
+    p.add_argument("--layout", choices=("auto", "dfdc", "csv", "folders", "ffpp"), default="auto")
+    p.add_argument("--dataset", help="name recorded on every row (default: SRC's folder name)")
+    _options.add_presets(p, PrepareSettings, "reference: the study's preparation (1 fps, long side 1000, haar, "
+                                              "margin 0, all faces); flags given with it override it")
+    _options.add_settings(p, PrepareSettings)
+    p.add_argument("--workers", type=int, help="local processes (default: all cores)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the videos as Ray tasks: on a local cluster, or the cluster at ADDRESS "
+                        "(or RAY_ADDRESS); every node must see SRC and OUT at the same paths")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    _options.add_quiet(p)
+
+
+def run(args) -> int:
+    from ..config import PrepareSettings
+    from ..preparation import prepare
+
+    settings = _options.settings_from(args, PrepareSettings, args.preset)
+    executor = None
+    if args.ray:
+        from ..ray_executor import RayExecutor
+
+        executor = RayExecutor(None if args.ray == "local" else args.ray)
+    progress = _options.renderer(args)
+    try:
+        result = prepare(args.src, args.out, settings=settings, layout=args.layout, labels=args.labels,
+                         dataset=args.dataset, workers=args.workers, executor=executor, progress=progress)
+    finally:
+        progress.close()
+        if executor is not None:
+            executor.close()
+    print(result.summary())
+    return 1 if args.strict and result.errors else 0

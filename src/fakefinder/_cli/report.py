@@ -1,0 +1,30 @@
+"""`fakefinder report RUN | --study NAME`: one self-contained HTML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _options
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_id", nargs="?", metavar="RUN", help="run id (or a unique prefix)")
+    p.add_argument("--study", help="report a tuning study instead of one run")
+    p.add_argument("--metric", default="video_log_loss", help="the study's selection metric")
+    p.add_argument("--out", type=Path, default=Path("report.html"))
+    _options.add_tracking(p)
+
+
+def run(args) -> int:
+    from ..errors import UsageError
+    from ..report import run_report, study_report
+
+    if bool(args.run_id) == bool(args.study):
+        raise UsageError("give either a RUN id or --study NAME")
+    uri = _options.tracking_uri(args)
+    if args.study:
+        path = study_report(args.study, args.out, tracking_uri=uri, experiment=args.experiment, metric=args.metric)
+    else:
+        path = run_report(args.run_id, args.out, tracking_uri=uri)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,54 @@
+"""`fakefinder tune DATA --grid FILE`: a grid or a random/TPE search of training flags, shareable and resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _options
+
+
+def add_arguments(p) -> None:
+    from ..config import TuneSettings
+
+    p.description = ("Every trial is a tracked MLflow run nested under the study's run; selection uses validation "
+                     "data only; the best configuration is then evaluated once on the test part. Run the same "
+                     "command again, or on other machines against the same --storage, to resume or to add workers.")
+    p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
+    p.add_argument("--grid", type=Path, required=True,
+                   help="YAML: flags (option: [values]), optional fixed (option: value) and sample (fraction)")
+    _options.add_settings(p, TuneSettings)
+    p.add_argument("--study", help="study name (default: DATA's folder name and the grid file's name)")
+    p.add_argument("--storage", help="the study's database: an SQLAlchemy URL (default sqlite:///./optuna.db; "
+                   "postgresql://user:password@host/db to share it between machines)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="also run --workers workers as Ray tasks on a local cluster or the one at ADDRESS")
+    p.add_argument("--cache", type=Path, help="feature cache folder (default DATA/.fakefinder/features)")
+    _options.add_device(p)
+    _options.add_tracking(p)
+    _options.add_quiet(p)
+
+
+def run(args) -> int:
+    from ..config import TuneSettings
+    from ..tuning import tune
+
+    settings = _options.settings_from(args, TuneSettings)
+    launcher = None
+    if args.ray:
+        from ..ray_executor import ray_tune_launcher
+
+        launcher = ray_tune_launcher(None if args.ray == "local" else args.ray, settings.workers)
+    progress = _options.renderer(args)
+    try:
+        result = tune(args.data, args.grid, settings, study=args.study, storage=args.storage,
+                      tracking=_options.tracking_uri(args), experiment=args.experiment, cache_dir=args.cache,
+                      device=args.device, progress=progress, launcher=launcher)
+    finally:
+        progress.close()
+    print(f"\ntop {min(10, len(result.rows))} of {len(result.rows)} completed trials, best first "
+          f"(study {result.study}):")
+    print(result.table())
+    for flags, reason in result.failed:
+        print(f"failed: {flags}: {reason}")
+    print("\n" + result.test_line())
+    return 0

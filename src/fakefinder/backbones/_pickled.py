@@ -1,0 +1,91 @@
+"""Tensors out of PyTorch files without running code from them.
+
+Plain state dicts load with `torch.load(weights_only=True)`. Some published detectors are whole pickled
+models instead (FaceForensics++ saved `torch.save(model)` of classes from its own repository; the DFDC winner's
+files carry a numpy scalar). Those are read with an unpickler that builds PyTorch's own layer classes, numpy
+scalars and tensors, and replaces every other class by an empty module that only receives its attributes: the
+parameters come out, and no function named in the file is ever called.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+_REAL = {"collections.OrderedDict", "builtins.set", "builtins.frozenset", "torch.Size", "torch.device",
+         "torch.nn.parameter.Parameter", "numpy.dtype", "numpy.core.multiarray.scalar",
+         "numpy._core.multiarray.scalar"}
+
+
+def _stub(name: str):
+    import torch
+
+    return type(name, (torch.nn.Module,), {"__module__": "fakefinder.pickled", "forward": None})
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        import importlib
+
+        full = f"{module}.{name}"
+        real = (full in _REAL or module.startswith("torch.nn.modules.") or module.startswith("numpy.dtypes")
+                or (module == "torch._utils" and name.startswith("_rebuild"))
+                or (module == "torch" and name.endswith("Storage")) or module == "torch.storage")
+        if real:
+            return getattr(importlib.import_module(module), name)
+        return _stub(name)
+
+
+class _RestrictedPickle:
+    """What `torch.load(pickle_module=...)` needs of a pickle module."""
+
+    Unpickler = _Unpickler
+    __name__ = "fakefinder_restricted_pickle"
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _Unpickler(file, **kwargs).load()
+
+
+def load_torch_file(path: str | Path) -> dict:
+    """name -> tensor from a PyTorch file: a state dict (under `state_dict`, `model`, ... or bare, with any
+    DataParallel `module.` prefix removed) or a whole pickled model."""
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+    state = _tensors(obj)
+    if not state:
+        raise ValueError("no tensors found")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _tensors(obj) -> dict:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return _module_tensors(obj, "")
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net", "params"):
+            if key in obj and isinstance(obj[key], (dict, torch.nn.Module)):
+                return _tensors(obj[key])
+        return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return {}
+
+
+def _module_tensors(module, prefix: str) -> dict:
+    """Parameters and buffers of a (possibly stubbed) module tree, read from the attributes pickling kept."""
+    out = {}
+    attrs = vars(module)
+    for store in ("_parameters", "_buffers"):
+        for name, value in (attrs.get(store) or {}).items():
+            if value is not None:
+                out[prefix + name] = value.detach() if hasattr(value, "detach") else value
+    for name, child in (attrs.get("_modules") or {}).items():
+        if child is not None:
+            out.update(_module_tensors(child, f"{prefix}{name}."))
+    return out

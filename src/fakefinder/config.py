@@ -1,0 +1,204 @@
+"""Every setting of `prepare`, `train` and `tune`, each declared once (see `options`), with the named presets.
+
+A settings object validates itself when it is made, so an unusable one never exists; its errors name the
+setting (`lr must be > 0`) and the CLI's name the flag (`--lr must be > 0`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from . import options
+from .errors import UsageError
+from .options import option
+
+T = TypeVar("T")
+
+
+def _detectors():
+    from .faces import DETECTORS
+
+    return DETECTORS
+
+
+def _backbones():
+    from .backbones import backbone_names
+
+    return backbone_names()
+
+
+def _normalizations():
+    from .backbones import NORMALIZATIONS
+
+    return NORMALIZATIONS
+
+
+def _metrics():
+    from .metrics import SELECTION_METRICS
+
+    return SELECTION_METRICS
+
+
+class _Settings:
+    """What every settings class shares: validation on creation, presets, tracked params."""
+
+    PRESETS: dict[str, dict[str, Any]] = {"default": {}}
+
+    def __post_init__(self) -> None:
+        options.check(self)
+
+    @classmethod
+    def preset(cls: type[T], name: str = "default", **overrides: Any) -> T:
+        """A named preset with some settings replaced. Raises UsageError for an unknown preset."""
+        if name not in cls.PRESETS:
+            raise UsageError(f"unknown preset {name!r} (choose from {', '.join(cls.PRESETS)})")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)
+
+    def to_params(self) -> dict[str, str]:
+        return options.params(self)
+
+
+@dataclass(frozen=True)
+class PrepareSettings(_Settings):
+    """How frames are sampled and faces cropped; part of every record's key, so changing it redoes the work."""
+
+    fps: float | None = option(1.0, "frames sampled per second", low=0, low_open=True, high=1000, group="frames")
+    frames: int | None = option(None, "instead of --fps: N evenly spaced frames per video", low=1, high=100_000,
+                                group="frames")
+    max_side: int | None = option(1000, "shrink frames to this long side (the reference resized to 1000)", low=32,
+                                  high=16384, group="frames")
+    detector: str = option("blazeface", "face detector", choices=_detectors, group="faces")
+    margin: float = option(0.3, "added around the box on every side, as a fraction of its long side", low=0, high=4,
+                           group="faces")
+    faces: Literal["largest", "all"] = option("largest", "faces kept per frame", group="faces")
+    min_face: int = option(0, "smallest face side kept, in video pixels", low=0, high=100_000, group="faces")
+    size: int = option(224, "side of the saved square crops", low=8, high=2048, group="faces")
+
+    PRESETS = {"default": {},
+               # The reference study: 1 fps, long side 1000, Haar `alt` with its settings, tight crops, all faces.
+               "reference": dict(fps=1.0, frames=None, max_side=1000, detector="haar", margin=0.0, faces="all")}
+
+    def _cross_check(self) -> list[tuple[str, str]]:
+        return [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Settings):
+    """Every setting of a training run."""
+
+    backbone: str = option("efficientnet_lite0", "ImageNet base", choices=_backbones, group="base")
+    weights: str = option("imagenet", "imagenet, none (random, seeded) or a file: a .pth/.safetensors state dict, "
+                          "Keras' VGG16 .h5, or a published checkpoint (DFDC winner, FaceForensics++ Xception)",
+                          group="base", metavar="imagenet|none|FILE")
+    input_size: int | None = option(None, "side of the base's input; none: the base's own", low=32, high=1024,
+                                    group="base")
+    normalization: str | None = option(None, "pixel normalisation; none: what the weights were trained with",
+                                       choices=_normalizations, group="base")
+    trainable_blocks: int | Literal["all"] = option(
+        0, "fine-tune the last K blocks of the base, or all of it; 0: frozen base, its features cached",
+        low=0, high=1000, group="fine-tuning")
+    pool: Literal["flatten", "avg"] = option("avg", "how the base's feature map becomes a vector", group="head")
+    n_layers: int = option(1, "hidden Dense(relu) layers of the head", low=0, high=8, group="head")
+    n_neurons: int = option(256, "units per hidden layer", low=1, high=8192, group="head")
+    dropout: float = option(0.0, "dropout after each hidden layer", low=0, high=1, high_open=True, group="head")
+    optimizer: Literal["adamw", "adam", "rmsprop"] = option("adamw", "optimiser", group="optimisation")
+    lr: float = option(1e-3, "learning rate of the head", low=0, low_open=True, high=10, group="optimisation")
+    base_lr_scale: float = option(0.1, "learning rate of the base's trainable blocks, as a fraction of --lr", low=0,
+                                  low_open=True, high=1, group="optimisation")
+    weight_decay: float = option(0.01, "decoupled weight decay (AdamW), L2 penalty otherwise", low=0, high=1,
+                                 group="optimisation")
+    schedule: Literal["cosine", "constant"] = option("cosine", "learning-rate schedule after the warmup",
+                                                     group="optimisation")
+    warmup: float = option(0.05, "fraction of the steps with a linearly rising learning rate", low=0, high=0.5,
+                           group="optimisation")
+    grad_clip: float | None = option(1.0, "clip the gradient norm at this value; none: no clipping", low=0,
+                                     low_open=True, high=1e6, group="optimisation")
+    epochs: int = option(30, "most epochs", low=1, high=10_000, group="optimisation")
+    batch_size: int = option(32, "crops per step", low=1, high=65_536, group="optimisation")
+    patience: int = option(5, "stop after this many epochs without a better validation loss, restoring the best; "
+                           "0: off", low=0, high=10_000, group="optimisation")
+    balance: Literal["undersample", "weight", "none"] = option(
+        "undersample", "class balance: cut the majority class (the reference), weight the loss, or neither",
+        group="optimisation")
+    probe: bool = option(True, "when fine-tuning, start from a head trained on the frozen base's cached features "
+                         "(linear probe, then fine-tune)", group="fine-tuning")
+    bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
+                                            "(right for small batches) or updated", group="fine-tuning")
+    augment: str = option("default", "augmentations when fine-tuning: default, none, keras (the reference's), or "
+                          "NAME[=STRENGTH],... of flip, jpeg, downscale, blur, noise, colour, cutout, parts",
+                          group="fine-tuning")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", "compute precision of the base: auto = bf16 where the CPU or GPU runs it natively, else fp32",
+        group="base")
+    split: Literal["source", "video", "frame"] = option(
+        "source", "source: a fake stays with its original; video; frame: the reference's leaky split", group="split")
+    val: float = option(0.2, "fraction of units for validation", low=0, high=1, high_open=True, group="split")
+    test: float = option(0.2, "fraction of units for the test part", low=0, high=1, high_open=True, group="split")
+    seed: int = option(0, "seed of the split, initialisation, shuffling and augmentation", low=0, high=2**31 - 1,
+                       group="split")
+    video_rule: Literal["mean", "confident"] = option(
+        "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")
+    calibration: Literal["temperature", "platt", "none"] = option(
+        "temperature", "map fitted on validation so that P(fake) means what it says", group="verdict")
+    threshold: float | Literal["eer"] = option(
+        "eer", "video verdict threshold on calibrated P(fake); eer: chosen on validation at the equal error rate",
+        low=0, high=1, group="verdict")
+    target_fpr: float | None = option(None, "instead: the threshold that flags at most this fraction of real "
+                                      "validation videos", low=0, low_open=True, high=1, high_open=True,
+                                      group="verdict")
+
+    _REFERENCE = dict(backbone="vgg16", input_size=150, normalization="rescale", pool="flatten", n_layers=1,
+                      n_neurons=256, optimizer="rmsprop", lr=2e-5, base_lr_scale=1.0, weight_decay=0.0,
+                      schedule="constant", warmup=0.0, grad_clip=None, epochs=10, batch_size=10, patience=0,
+                      balance="undersample", trainable_blocks="all", probe=False, bn="train", augment="keras",
+                      precision="fp32", calibration="none", threshold=0.5)
+    PRESETS = {"default": {},
+               # The reference study: VGG16 trained whole at 150 px on 0-1 pixels, Flatten, Dense(256), sigmoid,
+               # RMSprop 2e-5, 10 epochs of batch 10 with Keras' augmentation, verdict at 0.5.
+               "reference": _REFERENCE,
+               # Its tuned variant: 128 neurons, lr 1e-5, up to 100 epochs, early stopping with patience 3.
+               "reference-tuned": {**_REFERENCE, "n_neurons": 128, "lr": 1e-5, "epochs": 100, "patience": 3}}
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> TrainConfig:
+        return cls.preset("reference", **overrides)
+
+    @property
+    def frozen(self) -> bool:
+        """A frozen base: its features are cached and only the head trains."""
+        return self.trainable_blocks == 0
+
+    def _cross_check(self) -> list[tuple[str, str]]:
+        from .augment import parse_augment
+
+        found = []
+        if self.val + self.test >= 1:
+            found.append(("test", f"and val must sum to less than 1 (val {self.val:g} + test {self.test:g})"))
+        try:
+            parse_augment(self.augment)
+        except ValueError as exc:
+            found.append(("augment", str(exc)))
+        return found
+
+
+@dataclass(frozen=True)
+class TuneSettings(_Settings):
+    """How `tune` searches; the grid file says over what."""
+
+    search: Literal["grid", "random", "tpe"] = option("grid", "grid: every configuration of the grid file; "
+                                                      "random or tpe: --trials samples of it")
+    trials: int | None = option(None, "how many trials a random or tpe search runs", low=1, high=1_000_000)
+    metric: str = option("video_log_loss", "validation metric to select on", choices=_metrics)
+    workers: int = option(1, "worker processes on this machine", low=1, high=1024)
+    seed: int = option(0, "seed of the sampler, of `sample`, and of every trial that does not set its own",
+                       low=0, high=2**31 - 1)
+
+    def _cross_check(self) -> list[tuple[str, str]]:
+        if self.search != "grid" and self.trials is None:
+            return [("trials", f"must be given for a {self.search} search")]
+        return []
