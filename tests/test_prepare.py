@@ -327,7 +327,7 @@ def test_unusable_arguments_exit_2_with_one_line(case, tmp_path, collection):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fakefinder prepare: error:") and "Traceback" not in proc.stderr
     expected = {"missing_src": "not a folder", "no_labels": "no labels found", "out_is_file": "is not a folder",
-                "bad_csv": "needs columns filename,label", "bad_fps": "--fps must be > 0",
+                "bad_csv": "needs columns filename,label", "bad_fps": "--fps must be in (0, 1000]",
                 "not_utf8_csv": "not UTF-8 text", "unwritable_out": "cannot write there"}[case]
     assert expected in lines[0]
     with pytest.raises(UsageError):

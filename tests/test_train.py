@@ -231,7 +231,7 @@ def test_unusable_data_exits_2_with_one_line(case, prepared, tracking, tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     expected = {"no_manifest": "no manifest.parquet", "one_class": "one class only", "empty_split": "part is empty",
-                "bad_option": "--lr must be > 0", "bad_backbone": "--backbone must be one of efficientnet_b0",
+                "bad_option": "--lr must be in (0, 10]", "bad_backbone": "--backbone must be one of efficientnet_b0",
                 "truncated_manifest": "manifest.parquet: unreadable", "truncated_crop": "cannot read face crop",
                 "bad_tracking_store": "broken.db"}[case]
     assert expected in lines[0]

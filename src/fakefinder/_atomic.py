@@ -9,9 +9,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-UMASK = os.umask(0)
-os.umask(UMASK)
+_IMPORT_UMASK = os.umask(0)
+os.umask(_IMPORT_UMASK)
 _TMP_SUFFIX = ".tmp"
+
+
+def umask() -> int:
+    """The process's umask now, read without changing it where Linux tells it (/proc), else as at import."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _IMPORT_UMASK
 
 
 @contextmanager
@@ -22,7 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the permissions open() would
+    os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:

@@ -41,13 +41,10 @@ def _metrics():
     return SELECTION_METRICS
 
 
-class _Settings:
+class _Settings(options.Checked):
     """What every settings class shares: validation on creation, presets, tracked params."""
 
     PRESETS: dict[str, dict[str, Any]] = {"default": {}}
-
-    def __post_init__(self) -> None:
-        options.check(self)
 
     @classmethod
     def preset(cls: type[T], name: str = "default", **overrides: Any) -> T:

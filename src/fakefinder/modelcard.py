@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from . import __version__, options
-from .config import PrepareSettings
+from .config import PrepareSettings, _backbones, _normalizations
 from .errors import OptionError, UsageError
 from .options import option
 
@@ -23,18 +23,18 @@ LABEL = "1 = FAKE; outputs are P(fake)"
 
 
 @dataclass(frozen=True)
-class BaseCard:
-    backbone: str = option("", "registered backbone name")
+class BaseCard(options.Checked):
+    backbone: str = option("", "registered backbone name", choices=_backbones)
     weights: str = option("", "imagenet, none or the weights file's name")
     weights_digest: str = option("", "sha256 of the weights the base started from")
     input_size: int = option(224, "input side", low=32, high=1024)
-    normalization: str = option("imagenet", "normalisation name")
+    normalization: str = option("imagenet", "normalisation name", choices=_normalizations)
     included: bool = option(False, "the base's tensors are in the file (fine-tuned or imported)")
     weights_path: str | None = option(None, "where the weights file of a referenced base was at training")
 
 
 @dataclass(frozen=True)
-class HeadSpec:
+class HeadSpec(options.Checked):
     """The classifier head: pooling, then n_layers x Dense(n_neurons, relu) [+ dropout], then one logit."""
 
     in_features: int = option(1, "features after pooling", low=1, high=1 << 20)
@@ -55,7 +55,7 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(options.Checked):
     """P(fake) = sigmoid(scale * logit + shift): temperature scaling (shift 0) or Platt scaling."""
 
     method: Literal["none", "temperature", "platt"] = option("none", "calibration map")
@@ -70,7 +70,7 @@ class Calibration:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(options.Checked):
     """How a video's calibrated P(fake) becomes a verdict, and what that means on validation data."""
 
     threshold: float = option(0.5, "FAKE at P(fake) >= threshold", low=0, high=1)
@@ -122,8 +122,10 @@ class ModelCard:
         if int(version) == 1:
             header = _upgrade_v1(header)
         try:
-            return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True),
-                       head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True),
+            return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
+                                          prefix="base."),
+                       head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True,
+                                          prefix="head."),
                        calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
                        verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
                        precision=_text(header, "precision", ("fp32", "bf16", "fp16")),

@@ -82,7 +82,7 @@ def save_model(path: str | Path, model: DeepfakeModel) -> Path:
                         for k, v in model.backbone.module.state_dict().items()})
     with _atomic.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(model.card.to_json())})
-        os.chmod(tmp, 0o666 & ~_atomic.UMASK)  # safetensors recreates the file with mode 0600
+        os.chmod(tmp, 0o666 & ~_atomic.umask())  # safetensors recreates the file with mode 0600
     return path
 
 

@@ -128,19 +128,18 @@ class Declared:
         if choices is not None and value not in choices:
             return f"must be one of {', '.join(choices)}, got {value!r}"
         o = self.option
-        if o.low is not None and (value < o.low or (o.low_open and value == o.low)):
-            return f"must be {'>' if o.low_open else '>='} {o.low:g}" + self._upper_text()
-        if o.high is not None and (value > o.high or (o.high_open and value == o.high)):
-            return f"must be {'<' if o.high_open else '<='} {o.high:g}" + self._lower_text()
-        return None
+        too_low = o.low is not None and (value < o.low or (o.low_open and value == o.low))
+        too_high = o.high is not None and (value > o.high or (o.high_open and value == o.high))
+        return f"must be {self.range_text()}, got {value!r}" if too_low or too_high else None
 
-    def _upper_text(self) -> str:
+    def range_text(self) -> str:
+        """The allowed values: `in (0, 10]`, `>= 1`, `< 1`."""
         o = self.option
-        return "" if o.high is None else f" and {'<' if o.high_open else '<='} {o.high:g}"
-
-    def _lower_text(self) -> str:
-        o = self.option
-        return "" if o.low is None else f" and {'>' if o.low_open else '>='} {o.low:g}"
+        if o.low is not None and o.high is not None:
+            return f"in {'(' if o.low_open else '['}{o.low:g}, {o.high:g}{')' if o.high_open else ']'}"
+        if o.low is not None:
+            return f"{'>' if o.low_open else '>='} {o.low:g}"
+        return f"{'<' if o.high_open else '<='} {o.high:g}"
 
     def help_text(self) -> str:
         default = self.default
@@ -195,10 +194,27 @@ def check(obj: Any) -> None:
         raise OptionError.many(found)
 
 
+class Checked:
+    """Dataclasses that inherit this validate their declared settings when made: an invalid one never exists."""
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 def build(cls: type[T], values: Mapping[str, Any], *, base: T | None = None, what: str = "option",
-          complete: bool = False) -> T:
+          complete: bool = False, prefix: str = "") -> T:
     """`cls` from loosely typed values (a grid file, a form, a file header), each coerced by its declaration,
-    over `base`; `complete` requires every declared setting (an untrusted header must not lean on defaults)."""
+    over `base`; `complete` requires every declared setting (an untrusted header must not lean on defaults);
+    `prefix` goes before every name in the errors (head.n_neurons)."""
+    try:
+        return _build(cls, values, base, what, complete)
+    except OptionError as exc:
+        if not prefix:
+            raise
+        raise OptionError.many([(prefix + name, why) for name, why in exc.problems]) from None
+
+
+def _build(cls, values, base, what: str, complete: bool):
     table = declared(cls)
     coerced, errors = {}, []
     if not isinstance(values, Mapping):

@@ -1,0 +1,68 @@
+"""How the command line behaves around the work: progress people can follow, signals, pipes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+
+from fakefinder import TrainConfig, train
+
+
+def cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fakefinder", *map(str, args)], capture_output=True, text=True,
+                          **kwargs)
+
+
+def test_fine_tuning_reports_each_epoch_with_speed_and_eta_when_output_is_a_file(prepared, tmp_path):
+    proc = cli("train", prepared.out, "--trainable-blocks", "2", "--epochs", "2", "--batch-size", "4",
+               "--workers", "0", "--tracking-uri", "none", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    fine = [line for line in lines if line.startswith("fine-tune: ")]
+    assert fine and all("images_per_s=" in line and "eta_s=" in line for line in fine), lines
+    epochs = [line for line in lines if line.startswith("fine-tune epochs: ")]
+    assert [line.split()[2] for line in epochs] == ["1/2", "2/2"]
+
+
+def test_sigterm_ends_training_like_ctrl_c_run_killed_and_no_temporaries(prepared, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", str(prepared.out), "--trainable-blocks",
+                             "all", "--epochs", "50", "--batch-size", "4", "--workers", "0", "--tracking-uri", store,
+                             "--out", str(tmp_path / "models"), "--cache", str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        if line.startswith("fine-tune epochs: 1/") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    runs = mlflow.MlflowClient(tracking_uri=store).search_runs(["1"])
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert not [p for p in tmp_path.rglob(".*.tmp")]  # no half-written shard, checkpoint or model
+    assert list((tmp_path / "models" / ".checkpoints").glob("*.pt"))  # what --resume continues from
+
+
+def test_output_piped_into_head_ends_quietly(learnable, tmp_path):
+    import shutil
+
+    model = train(learnable.out, TrainConfig(epochs=1), out=tmp_path).model_path
+    crop = sorted((learnable.out / "faces").rglob("*.png"))[0]
+    (tmp_path / "faces").mkdir()
+    for i in range(300):  # far more JSON than a pipe holds, so writing it meets the closed pipe
+        shutil.copy(crop, tmp_path / "faces" / f"{i}.png")
+    proc = subprocess.run(f"{sys.executable} -m fakefinder predict {model} {tmp_path / 'faces'} --json - --quiet "
+                          "| head -c 20", shell=True, capture_output=True, text=True)
+    assert proc.returncode == 0 and len(proc.stdout) == 20
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_help_lists_every_command_and_loads_no_heavy_library():
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for command in ("demo", "synth", "prepare", "train", "tune", "runs", "report", "evaluate", "predict", "study"):
+        assert command in proc.stdout

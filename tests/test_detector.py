@@ -1,0 +1,76 @@
+"""The detector API that predict, evaluate and serve share: typed results per frame, face, track and video."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fakefinder import (Detector, FaceResult, FrameResult, TrackResult, TrainConfig, VideoResult, load_dataset,
+                        load_detector, synth, train)
+from fakefinder.features import load_crops
+from fakefinder.tracks import link_tracks
+
+
+@pytest.fixture(scope="module")
+def trained(learnable, tracking):
+    return train(learnable.out, TrainConfig(), tracking=tracking)
+
+
+def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, tmp_path):
+    import cv2
+
+    detector = load_detector(trained.model_path, device="auto")
+    assert isinstance(detector, Detector) and detector.threshold == trained.trained.model.card.verdict.threshold
+    assert detector.settings.fps == 2  # the preparation its training data had
+    video = learnable.out.parent / "swap" / f"{load_dataset(learnable.out).video_ids[0]}.mp4"
+    result = detector.predict_video(video)
+    assert isinstance(result, VideoResult) and result.error is None and result.frames_sampled == 4
+    assert all(isinstance(f, FrameResult) and all(isinstance(x, FaceResult) for x in f.faces) for f in result.frames)
+    assert [isinstance(t, TrackResult) for t in result.tracks] == [True]
+    assert result.p_fake == pytest.approx(result.tracks[0].p_fake)
+    assert result.verdict == ("FAKE" if result.p_fake >= detector.threshold else "REAL")
+    crop = load_dataset(learnable.out).crop_files[0]
+    cv2.imwrite(str(tmp_path / "face.png"), cv2.imread(str(crop)))
+    image = detector.predict_image(tmp_path / "face.png")
+    assert image.frames_sampled == 1 and image.faces == 1
+    p = detector.predict_faces(load_crops([crop, crop]))
+    assert p.shape == (2,) and p[0] == pytest.approx(p[1]) and 0 <= p[0] <= 1
+    by_run = load_detector(trained.run_id[:12], tracking_uri=tracking)  # the same model through its run id
+    assert by_run.threshold == detector.threshold and by_run.card == detector.card
+
+
+def test_progress_while_a_video_is_read(trained, learnable):
+    detector = load_detector(trained.model_path)
+    video = learnable.out.parent / "swap" / f"{load_dataset(learnable.out).video_ids[0]}.mp4"
+    seen = []
+    detector.predict_video(video, on_progress=lambda frames, faces: seen.append((frames, faces)))
+    assert [f for f, _ in seen] == [1, 2, 3, 4] and seen[-1][1] >= 3
+
+
+def test_two_people_make_two_tracks_and_the_most_suspicious_one_decides(trained, tmp_path):
+    made = synth(tmp_path / "two", videos=2, seed=3, seconds=2, people=2, sizes=((960, 540),),
+                 methods=("swap",))
+    detector = load_detector(trained.model_path)
+    detector.settings = detector.settings.replace(faces="all")
+    for video in made.videos:
+        result = detector.predict_video(made.out / f"{video.name}.mp4")
+        assert len(result.tracks) == 2, result.to_dict()["tracks"]
+        per_frame = [sorted(f.track for f in frame.faces) for frame in result.frames]
+        assert all(tracks == [0, 1] for tracks in per_frame)
+        assert result.p_fake == max(t.p_fake for t in result.tracks)
+
+
+def test_face_tracks_follow_people_across_frames():
+    left, right = (100, 100, 80, 80), (600, 120, 90, 90)
+    frames = [[left, right], [right, left], [(110, 104, 80, 80)], [(605, 118, 92, 92), (120, 100, 82, 82)],
+              [(900, 500, 300, 300)]]
+    assert link_tracks(frames) == [[0, 1], [1, 0], [0], [1, 0], [2]]
+    assert link_tracks([]) == [] and link_tracks([[], [left]]) == [[], [0]]
+
+
+def test_scores_do_not_depend_on_batching(trained, learnable):
+    crops = load_crops(load_dataset(learnable.out).crop_files[:10])
+    detector = load_detector(trained.model_path)
+    whole = detector.predict_faces(crops)
+    pieces = np.concatenate([detector.predict_faces(crops[:3]), detector.predict_faces(crops[3:])])
+    np.testing.assert_allclose(whole, pieces, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,140 @@
+"""Model files are shared, so they are untrusted input: every header value is typed, bounded and checked against
+the stored tensors before anything is allocated; unknown versions are refused; files get the user's umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from fakefinder import ModelCard, TrainConfig, UsageError, fit_detector
+from fakefinder.modelfile import HEADER_KEY, load_model, read_card, save_model
+
+
+@pytest.fixture(scope="module")
+def model_file(learnable, tmp_path_factory):
+    trained = fit_detector(learnable.out, TrainConfig(epochs=2))
+    return save_model(tmp_path_factory.mktemp("model") / "m.safetensors", trained.model)
+
+
+def header_of(path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()[HEADER_KEY])
+
+
+def rewrite(src, dst, change=None, tensors=None) -> None:
+    """The same model file with its header (and maybe its tensors) changed, as a hostile sender would."""
+    header = header_of(src)
+    if change:
+        change(header)
+    data = tensors if tensors is not None else load_file(str(src))
+    save_file(data, str(dst), metadata={HEADER_KEY: json.dumps(header)})
+
+
+def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
+    card = read_card(model_file)
+    assert ModelCard.from_json(card.to_json()) == card
+    header = header_of(model_file)
+    assert header["format"] == "fakefinder-model/2" and header["label"].startswith("1 = FAKE")
+    assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest"} <= set(header)
+
+
+def _load_in_subprocess(path, limit_bytes: int) -> subprocess.CompletedProcess:
+    """Load a model with the address space capped: a header that made us allocate gigabytes would die here."""
+    code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes}));"
+            f"import fakefinder.modelfile as m; m.load_model({str(path)!r})")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("input_size", 6000, "base.input_size must be in [32, 1024]"),
+    ("n_neurons", 12000, "head.n_neurons must be in [1, 8192]"),
+    ("n_neurons", 512, "tensor head.layers.0.weight is shape (256, 1280), the model card implies (512, 1280)"),
+    ("in_features", 2048, "head.in_features 2048 does not fit efficientnet_lite0"),
+    ("threshold", 7, "threshold must be in [0, 1]"),
+    ("scale", "big", "scale must be a number, got 'big'"),
+    ("backbone", "resnet", "base.backbone must be one of efficientnet_b0"),
+])
+def test_bad_header_values_are_refused_before_anything_is_allocated(model_file, tmp_path, field, value, message):
+    def change(h):
+        part = {"input_size": "base", "backbone": "base", "n_neurons": "head", "in_features": "head",
+                "threshold": "verdict", "scale": "calibration"}[field]
+        h[part][field] = value
+
+    bad = tmp_path / "bad.safetensors"
+    rewrite(model_file, bad, change)
+    with pytest.raises(UsageError) as info:
+        load_model(bad)
+    text = str(info.value)
+    assert "\n" not in text and str(bad) in text
+    assert message.replace("verdict threshold", "threshold") in text or message in text, text
+    proc = _load_in_subprocess(bad, 3 << 30)  # the process dies rather than allocate past 3 GiB
+    assert proc.returncode == 1 and "UsageError" in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("case", ["missing_field", "wrong_type", "future_version", "not_a_model", "truncated",
+                                  "extra_tensor"])
+def test_damaged_or_foreign_files_are_one_line_errors(model_file, tmp_path, case):
+    bad = tmp_path / "bad.safetensors"
+    if case == "missing_field":
+        rewrite(model_file, bad, lambda h: h["head"].pop("n_layers"))
+        expected = "n_layers is missing"
+    elif case == "wrong_type":
+        rewrite(model_file, bad, lambda h: h.update(head=[1, 2]))
+        expected = "head must be an object"
+    elif case == "future_version":
+        rewrite(model_file, bad, lambda h: h.update(format="fakefinder-model/99"))
+        expected = "model format version 99 is newer than this fakefinder"
+    elif case == "not_a_model":
+        save_file({"x": torch.zeros(2)}, str(bad))
+        expected = "neither a fakefinder model file nor a published detector"
+    elif case == "truncated":
+        bad.write_bytes(model_file.read_bytes()[:5000])
+        expected = "not a fakefinder model file"
+    else:
+        tensors = load_file(str(model_file))
+        tensors["head.layers.9.weight"] = torch.zeros(3)
+        rewrite(model_file, bad, tensors=tensors)
+        expected = "unexpected tensor head.layers.9.weight"
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(bad), str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_a_version_1_model_of_fakefinder_0_1_still_loads(model_file, tmp_path):
+    v2 = header_of(model_file)
+    v1 = {"format": "fakefinder-model/1", "fakefinder": "0.1.0", "label": "1 = FAKE; outputs are P(fake)",
+          "base": {k: v2["base"][k] for k in ("backbone", "weights", "weights_digest", "input_size",
+                                               "normalization")},
+          "pool": "avg", "precision": v2["precision"], "head": {k: v for k, v in v2["head"].items() if k != "pool"},
+          "threshold": 0.5, "includes_base": False, "prepare": v2["prepare"], "video_rule": "mean", "seed": 0,
+          "train": {}, "run_id": "abc"}
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(model_file)), str(old), metadata={HEADER_KEY: json.dumps(v1)})
+    model = load_model(old)
+    assert model.card.calibration.method == "none" and model.threshold == 0.5 and model.card.source == "fakefinder 0.1"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_model_files_get_the_users_umask(model_file, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = save_model(tmp_path / f"u{umask:o}.safetensors", load_model(model_file))
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_trained_model_has_base_and_head_on_one_device(model_file):
+    model = load_model(model_file)
+    devices = {p.device for p in model.backbone.module.parameters()} | {p.device for p in model.head.parameters()}
+    assert len(devices) == 1
+
