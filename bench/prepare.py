@@ -115,7 +115,7 @@ def main() -> None:
         out = args.out / f"prepared-{name}"
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        prepare(src, out, settings=PrepareSettings(detector=name), workers=args.workers, progress=False)
+        prepare(src, out, settings=PrepareSettings(detector=name), workers=args.workers)
         stats["wall"] = time.perf_counter() - t
         rows[f"fakefinder prepare --detector {name}"] = stats
 

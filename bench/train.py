@@ -32,7 +32,7 @@ def make(n: int, root: Path) -> Path:
     from fakefinder import PrepareSettings, prepare, synth
 
     made = synth(root / f"synth{n}", videos=n, seed=5, seconds=3, sizes=((640, 360), (854, 480)))
-    return prepare(made.out, root / f"prepared{n}", settings=PrepareSettings(fps=2), progress=False).out
+    return prepare(made.out, root / f"prepared{n}", settings=PrepareSettings(fps=2)).out
 
 
 def bare_loop(backbone, paths, batch: int, device: str, precision: str) -> float:

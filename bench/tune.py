@@ -49,7 +49,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     made = synth(args.out / "videos", videos=args.videos, seconds=args.seconds, seed=21, sizes=((640, 360),))
-    data = prepare(made.out, args.out / "prepared", settings=PrepareSettings(fps=args.fps), progress=False).out
+    data = prepare(made.out, args.out / "prepared", settings=PrepareSettings(fps=args.fps)).out
     print(f"data: {args.videos} videos -> {len(load_data(data).crops)} crops ({time.perf_counter() - t:.0f} s to make)",
           flush=True)
     grid = args.out / "grid.yml"

@@ -208,8 +208,8 @@ def test_a_grid_over_seed_varies_the_seed_and_patience_zero_is_off(learnable, tm
     ("flags:\n  lr: [fast, 1e-3]\n", ["lr = 'fast': must be a number"]),
     ("fixed:\n  epochs: 3\n", ["'flags' must map"]),
     ("flags:\n  lr: [-1, 1e-3, 0]\n  n_layers: [1, 20]\n  pool: [avg, max]\n",
-     ["lr = -1: must be in (0, 10], got -1.0 (in 4 grid points", "lr = 0: must be in (0, 10]", "n_layers = 20: must be in [0, 8]",
-      "pool = 'max': must be one of flatten, avg"]),
+     ["lr = -1: must be in (0, 10], got -1.0 (in 4 grid points", "lr = 0: must be in (0, 10]",
+      "n_layers = 20: must be in [0, 8]", "pool = 'max': must be one of flatten, avg"]),
     ("flags:\n  val: [0.5, 0.1]\n  test: [0.6, 0.1]\n", ["test and val must sum to less than 1 (val 0.5 + test 0.6)"]),
 ])
 def test_bad_grid_files_are_checked_whole_before_anything_runs(text, needles, learnable, tmp_path):
