@@ -17,7 +17,6 @@ import numpy as np
 
 from .config import PrepareSettings
 from .errors import UsageError, one_line
-from .frames import is_image
 from .metrics import video_scores
 from .modelfile import DeepfakeModel
 
@@ -63,6 +62,18 @@ class TrackResult:
 
 
 @dataclass(frozen=True)
+class SuspiciousFace:
+    """One of a video's most suspicious faces, with its crop (for heatmaps; never in the JSON)."""
+
+    frame_index: int
+    t: float
+    track: int
+    p_fake: float
+    box: tuple[float, float, float, float]
+    crop: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class VideoResult:
     """One input's verdict; `p_fake` and `verdict` are None when no face was found or the input is unusable."""
 
@@ -74,6 +85,7 @@ class VideoResult:
     frames: tuple[FrameResult, ...] = ()
     tracks: tuple[TrackResult, ...] = ()
     frames_sampled: int = 0
+    suspicious: tuple[SuspiciousFace, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def faces(self) -> int:
@@ -111,21 +123,26 @@ class Detector:
         """Calibrated P(fake) of BGR uint8 face crops."""
         return self.model.predict_faces(crops)
 
-    def predict(self, path: str | Path, *, on_progress: Callable[[int, int], None] | None = None) -> VideoResult:
-        """A video or an image, by its suffix."""
-        return self.predict_image(path) if is_image(path) else self.predict_video(path, on_progress=on_progress)
+    def predict(self, path: str | Path, **options) -> VideoResult:
+        """A video or an image, by its suffix (options as for `predict_video`)."""
+        return self._predict(Path(path), **options)
 
-    def predict_image(self, path: str | Path) -> VideoResult:
-        return self._predict(Path(path), None)
+    def predict_image(self, path: str | Path, **options) -> VideoResult:
+        return self._predict(Path(path), **options)
 
-    def predict_video(self, path: str | Path, *, on_progress: Callable[[int, int], None] | None = None
-                      ) -> VideoResult:
+    def predict_video(self, path: str | Path, *, on_progress: Callable[[int, int], None] | None = None,
+                      on_frame: Callable | None = None, keep_faces: int = 0) -> VideoResult:
         """Frames sampled and faces cropped as the training data was; memory bounded by one batch of crops.
-        `on_progress(frames sampled, faces found)` is called as the video is read. Never raises for a bad input:
-        the result carries a one-line error."""
-        return self._predict(Path(path), on_progress)
 
-    def _predict(self, path: Path, on_progress) -> VideoResult:
+        `on_progress(frames sampled, faces found)` is called as the video is read, `on_frame(frame)` with each
+        sampled frame (thumbnails); `keep_faces` keeps the crops of that many most suspicious faces (heatmaps).
+        Never raises for a bad input: the result carries a one-line error.
+        """
+        return self._predict(Path(path), on_progress=on_progress, on_frame=on_frame, keep_faces=keep_faces)
+
+    def _predict(self, path: Path, *, on_progress=None, on_frame=None, keep_faces: int = 0) -> VideoResult:
+        import heapq
+
         from .preparation import face_crops
         from .tracks import link_tracks
 
@@ -134,21 +151,27 @@ class Detector:
         frames: dict[int, tuple[float, list]] = {}
         pending: list = []
         counts = [0, 0]
+        kept: list = []  # a min-heap of (p, order, face) holding the `keep_faces` most suspicious
 
         def flush() -> None:
             for face, p in zip(pending, self.predict_faces([f.crop for f in pending])):
                 b = face.box
                 frames[face.frame_index][1].append(((b.x, b.y, b.w, b.h), float(p)))
+                if keep_faces:
+                    entry = (float(p), counts[1] + len(kept), face)
+                    (heapq.heappush if len(kept) < keep_faces else heapq.heappushpop)(kept, entry)
             pending.clear()
 
-        def on_frame(frame) -> None:
+        def seen_frame(frame) -> None:
             frames.setdefault(frame.index, (round(frame.timestamp, 6), []))
             counts[0] += 1
+            if on_frame:
+                on_frame(frame)
             if on_progress:
                 on_progress(counts[0], counts[1])
 
         try:
-            for face in face_crops(path, self.settings, on_frame=on_frame):
+            for face in face_crops(path, self.settings, on_frame=seen_frame):
                 pending.append(face)
                 counts[1] += 1
                 if len(pending) >= self.batch_size:
@@ -165,8 +188,13 @@ class Detector:
         if not tracks:
             return VideoResult(str(path), None, None, None, self.threshold, result, (), counts[0])
         score = max(t.p_fake for t in tracks)  # a fake often swaps one of two people: the most suspicious wins
+        position = {i: k for k, i in enumerate(i for i, _ in ordered)}
+        suspicious = tuple(SuspiciousFace(face.frame_index, face.timestamp,
+                                          result[position[face.frame_index]].faces[face.face_index].track, p,
+                                          result[position[face.frame_index]].faces[face.face_index].box, face.crop)
+                           for p, _, face in sorted(kept, key=lambda e: -e[0]))
         return VideoResult(str(path), score, "FAKE" if score >= self.threshold else "REAL", None, self.threshold,
-                           result, tracks, counts[0])
+                           result, tracks, counts[0], suspicious)
 
     def _tracks(self, frames: tuple[FrameResult, ...]) -> tuple[TrackResult, ...]:
         by_track: dict[int, list[tuple[float, float]]] = {}
@@ -212,5 +240,7 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
                         base_weights=base_weights)
     if threshold is not None and not 0 <= threshold <= 1:
         raise UsageError(f"threshold must be in [0, 1], got {threshold}")
-    return Detector(loaded, loaded.threshold if threshold is None else float(threshold),
-                    loaded.card.prepare or PrepareSettings(), batch_size)
+    # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
+    # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
+    settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")
+    return Detector(loaded, loaded.threshold if threshold is None else float(threshold), settings, batch_size)

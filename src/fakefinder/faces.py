@@ -18,18 +18,27 @@ from ._packages import package_file
 from .errors import UsageError
 
 
+LANDMARKS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")  # BlazeFace's six, in order
+
+
 @dataclass(frozen=True)
 class Box:
-    """A face box in pixels with the detector's confidence (its meaning depends on the detector)."""
+    """A face box in pixels with the detector's confidence (its meaning depends on the detector), and the
+    face's landmarks (x, y) in the order of LANDMARKS where the detector gives them."""
 
     x: float
     y: float
     w: float
     h: float
     score: float
+    landmarks: tuple[tuple[float, float], ...] = ()
 
     def scaled(self, factor: float) -> Box:
-        return Box(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score)
+        return Box(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score,
+                   tuple((x * factor, y * factor) for x, y in self.landmarks))
+
+    def landmark(self, name: str) -> tuple[float, float]:
+        return self.landmarks[LANDMARKS.index(name)]
 
     @property
     def area(self) -> float:
@@ -132,12 +141,14 @@ class BlazeFaceDetector:
         keep = np.flatnonzero(scores > self.min_score)
         if keep.size == 0:
             return []
-        reg = regress[keep, :4] / self.INPUT
-        cx, cy = self._anchors[keep, 0] + reg[:, 0], self._anchors[keep, 1] + reg[:, 1]
+        reg = regress[keep, :16] / self.INPUT
+        anchors = self._anchors[keep]
+        cx, cy = anchors[:, 0] + reg[:, 0], anchors[:, 1] + reg[:, 1]
         boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, reg[:, 2], reg[:, 3]], axis=1) * side
-        boxes[:, 0] -= left
-        boxes[:, 1] -= top
-        return [_clip(b, w, h) for b in _weighted_nms(boxes, scores[keep], self.nms_iou)]
+        points = (reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]) * side  # six landmarks, as offsets
+        boxes[:, :2] -= (left, top)
+        points -= (left, top)
+        return [_clip(b, w, h) for b in _weighted_nms(boxes, scores[keep], self.nms_iou, points)]
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -149,10 +160,11 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / (box[2] * box[3] + others[:, 2] * others[:, 3] - inter + 1e-9)
 
 
-def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[Box]:
-    """MediaPipe's weighted NMS: each kept box is the score-weighted mean of the boxes it suppresses."""
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, points: np.ndarray) -> list[Box]:
+    """MediaPipe's weighted NMS: each kept box (and its landmarks) is the score-weighted mean of the boxes it
+    suppresses."""
     order = np.argsort(-scores)
-    boxes, scores = boxes[order], scores[order]
+    boxes, scores, points = boxes[order], scores[order], points[order]
     out, alive = [], np.ones(len(boxes), dtype=bool)
     for i in range(len(boxes)):
         if not alive[i]:
@@ -161,7 +173,8 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[Box
         group[i] = True
         weights = scores[group]
         merged = (boxes[group] * weights[:, None]).sum(axis=0) / weights.sum()
-        out.append(Box(*map(float, merged), float(scores[i])))
+        marks = (points[group] * weights[:, None, None]).sum(axis=0) / weights.sum()
+        out.append(Box(*map(float, merged), float(scores[i]), tuple((float(x), float(y)) for x, y in marks)))
         alive &= ~group
     return out
 
@@ -169,7 +182,7 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[Box
 def _clip(box: Box, w: int, h: int) -> Box:
     x1, y1 = max(0.0, box.x), max(0.0, box.y)
     x2, y2 = min(float(w), box.x + box.w), min(float(h), box.y + box.h)
-    return Box(x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1), box.score)
+    return Box(x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1), box.score, box.landmarks)
 
 
 DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarDetector, "none": WholeFrame}

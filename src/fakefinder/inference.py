@@ -140,9 +140,10 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold: float | None = None,
             tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
-            progress: ProgressCallback | None = None) -> list[VideoResult]:
-    """P(fake) and a verdict per input, with every frame's faces and the face tracks. Bad inputs get an error
-    and the rest go on. Raises UsageError when there are no inputs or the model cannot be loaded."""
+            progress: ProgressCallback | None = None, keep_faces: int = 0) -> list[VideoResult]:
+    """P(fake) and a verdict per input, with every frame's faces and the face tracks (and the crops of its
+    `keep_faces` most suspicious faces). Bad inputs get an error and the rest go on. Raises UsageError when
+    there are no inputs or the model cannot be loaded."""
     detector = model if isinstance(model, Detector) else load_detector(
         model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, threshold=threshold)
     paths = expand_inputs(inputs)
@@ -150,7 +151,7 @@ def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold
         raise UsageError("no inputs (give video files, images or folders holding them)")
     results = []
     for i, path in enumerate(paths):
-        result = detector.predict(path)
+        result = detector.predict(path, keep_faces=keep_faces)
         results.append(result)
         emit(progress, "predict", i + 1, len(paths), "input", message=f"{path}: {result.error}" if result.error else "")
     return results

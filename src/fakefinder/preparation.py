@@ -16,7 +16,9 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -83,13 +85,14 @@ class PrepareResult:
 
 # ---------------------------------------------------------------- one input (runs wherever the executor runs it)
 
-_detectors: dict[str, FaceDetector] = {}
+_local = threading.local()  # detectors hold OpenCV networks that one thread at a time may run
 
 
 def _detector(name: str) -> FaceDetector:
-    if name not in _detectors:
-        _detectors[name] = create_detector(name)
-    return _detectors[name]
+    cache = _local.__dict__.setdefault("detectors", {})
+    if name not in cache:
+        cache[name] = create_detector(name)
+    return cache[name]
 
 
 def _fingerprint(item: VideoItem) -> list[int] | None:
@@ -178,16 +181,21 @@ def process_video(item: VideoItem, settings: PrepareSettings, out: Path) -> dict
     start = time.perf_counter()
     folder = crops_folder(item.video_id)
     final = out / folder
-    scratch = final.with_name(final.name + ".partial")
+    # Each attempt its own scratch folder: a task retried elsewhere while the first attempt still runs
+    # (a cluster node cut off, not dead) never writes into another attempt's files.
+    scratch = final.with_name(f"{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     rows, sampled, status, reason = [], 0, "error", item.problem
     if not item.problem:
         try:
-            shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
             rows, sampled = _crop_faces(item, settings, scratch, folder)
             shutil.rmtree(final, ignore_errors=True)
             if rows:
-                os.replace(scratch, final)
+                try:
+                    os.replace(scratch, final)
+                except OSError:  # another attempt put the same crops in place a moment ago
+                    shutil.rmtree(final, ignore_errors=True)
+                    os.replace(scratch, final)
             status, reason = ("ok", "") if rows else ("no_face", f"no face found in {sampled} sampled frames")
         except UsageError:
             raise
@@ -286,6 +294,8 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     executor = executor or LocalExecutor(workers, init=_worker_init)
     with _atomic.exclusive(out / STATE_DIR / "lock", "prepare"):
         _atomic.sweep_temporaries(_records_dir(out))  # records that a kill caught mid-write
+        for scratch in (out / "faces").glob("*.partial-*"):  # crops of attempts that a kill stopped
+            shutil.rmtree(scratch, ignore_errors=True)
         result = _prepare_locked(collection, out, settings, executor, progress, t0)
         info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
                 "labels": str(Path(labels).resolve()) if labels else None,

@@ -467,18 +467,21 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
 
 
 def _run_workers(job: _Job, workers: int, claims: Claims, keys: list[str], progress, launcher) -> None:
-    """This process and `workers - 1` more local processes (and whatever `launcher` starts) until done."""
-    procs = []
-    if workers > 1:
+    """Workers until the study is done: this process alone, `workers` local processes, or whatever `launcher`
+    starts elsewhere (Ray tasks); other commands on the same study may be working on it too."""
+    seen = {k for k, c in claims.all().items() if c.state in ("done", "failed")}  # reported by earlier commands
+    if launcher is None and workers <= 1:
+        work(job, progress=progress, finished=seen)  # reports its own trials
+        return
+    procs, remote = [], None
+    if launcher is not None:
+        remote = launcher(job)
+    else:
         ctx = get_context("spawn")
         procs = [ctx.Process(target=work, args=(job, os.getpid())) for _ in range(workers)]
         for p in procs:
             p.start()
-    remote = launcher(job) if launcher is not None else None
-    seen = {k for k, c in claims.all().items() if c.state in ("done", "failed")}  # reported by earlier commands
     try:
-        if not procs:
-            work(job, progress=progress, finished=seen)  # reports its own trials
         while any(p.is_alive() for p in procs) or (remote is not None and not remote.done()):
             _report_claims(claims, keys, seen, progress)
             time.sleep(0.5)

@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": "metrics of a trained model on any prepared dataset (no retraining)",
     "predict": "how likely each video or image is fake, frame by frame, face track by face track",
     "study": "the cross-dataset study: train on A, test on B, retrain and tune on B",
+    "serve": "a local web app: a verdict with a timeline, face tracks and heatmaps, and a JSON API",
 }
 
 

@@ -28,7 +28,7 @@ def run(args) -> int:
                              base_weights=args.base_weights, threshold=args.threshold)
     progress = _options.renderer(args)
     try:
-        results = predict(detector, args.inputs, progress=progress)
+        results = predict(detector, args.inputs, progress=progress, keep_faces=4 if args.explain else 0)
         if args.explain:
             from ..explain import explain_results
 

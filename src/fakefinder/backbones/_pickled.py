@@ -14,7 +14,7 @@ from pathlib import Path
 
 _REAL = {"collections.OrderedDict", "builtins.set", "builtins.frozenset", "torch.Size", "torch.device",
          "torch.nn.parameter.Parameter", "numpy.dtype", "numpy.core.multiarray.scalar",
-         "numpy._core.multiarray.scalar"}
+         "numpy._core.multiarray.scalar", "_codecs.encode"}  # how protocol 2 pickles bytes
 
 
 def _stub(name: str):
@@ -25,8 +25,12 @@ def _stub(name: str):
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        import _compat_pickle
         import importlib
 
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names that protocol 2 writes
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         full = f"{module}.{name}"
         real = (full in _REAL or module.startswith("torch.nn.modules.") or module.startswith("numpy.dtypes")
                 or (module == "torch._utils" and name.startswith("_rebuild"))

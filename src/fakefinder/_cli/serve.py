@@ -1,0 +1,60 @@
+"""`fakefinder serve --model M`: the verdict web app on this machine (127.0.0.1 unless told otherwise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _options
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def add_arguments(p) -> None:
+    p.description = ("A local web app: drop in a video or an image, see P(fake), what the threshold means, a "
+                     "timeline with each sampled frame and its faces, face tracks and Grad-CAM heatmaps; a JSON "
+                     "API for programs (POST /api/predict). Works offline.")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
+                   help="a model file, run id or published checkpoint (repeat to offer several)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="required on every request (Bearer header, or ?token= once in the browser)")
+    p.add_argument("--allow-dir", type=Path, help="accept paths of files on the server, but only under DIR")
+    p.add_argument("--workers", type=int, default=2, help="verdicts computed at once (default 2)")
+    p.add_argument("--queue", type=int, default=16, help="most jobs waiting or running (default 16)")
+    p.add_argument("--upload-limit", type=int, default=500, metavar="MB", help="largest upload (default 500 MB)")
+    p.add_argument("--retention", type=float, default=60.0, metavar="MINUTES",
+                   help="finished jobs (and their thumbnails) are deleted after this long (default 60)")
+    _options.add_model(p)
+
+
+def _named(models: list[str]) -> dict[str, str]:
+    """NAME=MODEL or MODEL (named after its file, or its run id's first 8 characters)."""
+    out = {}
+    for text in models:
+        name, sep, model = text.partition("=")
+        if not sep:
+            model, name = text, Path(text).stem if Path(text).suffix or "/" in text else text[:8]
+        out[name] = model
+    return out
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from ..errors import UsageError
+    from ..jobs import JobQueue
+    from ..serve import create_app
+
+    if args.host not in LOOPBACK and not args.token:
+        raise UsageError(f"binding to {args.host} lets other machines in: give --token TOKEN (or bind 127.0.0.1)")
+    queue = JobQueue(_named(args.model), device=args.device, tracking_uri=_options.tracking_uri(args),
+                     workers=args.workers, max_queued=args.queue, retention_s=args.retention * 60,
+                     upload_limit=args.upload_limit * 2**20, allow_dir=args.allow_dir)
+    try:
+        for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
+            print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)
+        print(f"fakefinder serve: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+        uvicorn.run(create_app(queue, token=args.token), host=args.host, port=args.port, log_level="warning")
+    finally:
+        queue.close()
+    return 0

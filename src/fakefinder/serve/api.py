@@ -1,0 +1,136 @@
+"""The JSON API that programs and the page use. Same schema as `fakefinder predict --json` for a verdict."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from ..jobs import JobError, JobQueue
+
+router = APIRouter(prefix="/api")
+ENVELOPE = 1 << 16  # multipart headers and the other fields, allowed beyond the file itself
+
+
+def _queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+@router.get("/models")
+async def models(request: Request):
+    return await asyncio.to_thread(_queue(request).describe_models)
+
+
+@router.post("/predict")
+async def predict(request: Request, model: str | None = None, wait: float = 0.0):
+    """A multipart `file` (or, under --allow-dir, a `path` on the server) and an optional `model`. Answers the
+    verdict (200) when it is ready within `wait` seconds, else 202 with a Location to poll."""
+    queue = _queue(request)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > queue.upload_limit + ENVELOPE:
+        raise JobError(f"the file is larger than the {queue.upload_limit // 2**20} MB limit", 413)
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
+        raise JobError(f"not a multipart form with a file ({type(exc).__name__})") from None
+    upload, server_path = form.get("file"), form.get("path")
+    model = form.get("model") or model
+    if model is not None and not isinstance(model, str):
+        raise JobError("model must be text")
+    if upload is None and server_path is None:
+        raise JobError("send the video or image as a multipart field named 'file'")
+    if isinstance(upload, str) or (server_path is not None and not isinstance(server_path, str)):
+        raise JobError("'file' must be a file and 'path' text")
+    name = getattr(upload, "filename", None) or (server_path or "upload")
+    job = queue.new_job(name, model)
+    if upload is not None:
+        written = await asyncio.to_thread(_save, upload.file, queue.input_path(job), queue.upload_limit)
+        await upload.close()
+        if written is None:
+            queue.discard(job)
+            raise JobError(f"the file is larger than the {queue.upload_limit // 2**20} MB limit", 413)
+        await asyncio.to_thread(queue.submit_file, job)
+    else:
+        await asyncio.to_thread(queue.submit_path, job, server_path)
+    if wait > 0:
+        await asyncio.to_thread(queue.wait, job, min(wait, 600.0))
+    return _answer(queue, job)
+
+
+def _save(source, target, limit: int) -> int | None:
+    """Copy an upload into its job folder; None (and nothing kept) when it exceeds `limit`."""
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+                break
+            out.write(chunk)
+    return None if written > limit else written
+
+
+def _answer(queue: JobQueue, job):
+    if job.state in ("queued", "running"):
+        return JSONResponse(job.status(), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+    if job.state == "failed":  # the upload passed the checks but cannot be read as a video or image
+        return JSONResponse({"error": job.error or "the verdict failed"}, status_code=422)
+    return JSONResponse(queue.result(job))
+
+
+@router.get("/jobs/{job_id}")
+async def job_result(request: Request, job_id: str):
+    """202 with progress while the verdict runs, then the verdict (the schema of `predict --json`)."""
+    queue = _queue(request)
+    return _answer(queue, queue.get(job_id))
+
+
+@router.get("/jobs/{job_id}/status")
+async def job_status(request: Request, job_id: str):
+    return _queue(request).get(job_id).status()
+
+
+@router.get("/jobs/{job_id}/view")
+async def job_view(request: Request, job_id: str):
+    """What the page draws beside the verdict: thumbnail sizes, heatmaps, what the threshold means."""
+    queue = _queue(request)
+    return queue.view(queue.get(job_id))
+
+
+@router.get("/jobs/{job_id}/frames/{index}.jpg")
+async def frame(request: Request, job_id: str, index: int):
+    return _file(_queue(request).get(job_id).folder / "frames" / f"{index}.jpg", "image/jpeg")
+
+
+@router.get("/jobs/{job_id}/heatmaps/{rank}.png")
+async def heatmap(request: Request, job_id: str, rank: int):
+    return _file(_queue(request).get(job_id).folder / f"heatmap-{rank}.png", "image/png")
+
+
+@router.get("/jobs/{job_id}/result.json")
+async def download_json(request: Request, job_id: str):
+    job = _queue(request).get(job_id)
+    return _file(job.folder / "result.json", "application/json",
+                 download=f"{job.name.rsplit('.', 1)[0]}-verdict.json")
+
+
+@router.get("/jobs/{job_id}/report.html")
+async def download_report(request: Request, job_id: str):
+    from ..verdict_report import verdict_report
+
+    queue = _queue(request)
+    job = queue.get(job_id)
+    result = queue.result(job)
+    if result is None:
+        raise JobError("the verdict is not ready", 409)
+    html = await asyncio.to_thread(verdict_report, result, queue.view(job), job.folder)
+    name = f"{job.name.rsplit('.', 1)[0]}-verdict.html"
+    return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _file(path, media_type: str, download: str | None = None):
+    if not path.is_file():
+        raise JobError("not found", 404)
+    headers = {"Content-Disposition": f'attachment; filename="{download}"'} if download else None
+    return FileResponse(path, media_type=media_type, headers=headers)
+

@@ -1,0 +1,114 @@
+"""Each augmentation does what its name says, with a strength, and is a pure function of (image, rng)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fakefinder.augment import AUGMENTATIONS, Augmenter, face_part_box, parse_augment
+from fakefinder.config import TrainConfig
+from fakefinder.errors import OptionError
+
+from media import astronaut
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    """A 224 px crop of a real face with margin 0.3 around the face box, as prepare cuts it."""
+    from fakefinder.crops import square_crop
+    from fakefinder.faces import create_detector
+
+    image = astronaut()
+    box = max(create_detector("blazeface").detect(image), key=lambda b: b.area)
+    return square_crop(image, box, margin=0.3, size=224)
+
+
+def apply(name: str, image: np.ndarray, strength: float = 1.0, seed: int = 0) -> np.ndarray:
+    fn = AUGMENTATIONS[name][0]
+    return fn(image, np.random.default_rng(seed), strength, 0.3)
+
+
+def sharpness(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def test_flip_mirrors(face):
+    assert np.array_equal(apply("flip", face), face[:, ::-1])
+
+
+def test_jpeg_recompression_leaves_8x8_blocking_that_grows_with_strength(face):
+    def blockiness(im):  # jumps across 8-pixel block edges relative to jumps elsewhere
+        g = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY).astype(float)
+        d = np.abs(np.diff(g, axis=1))
+        return d[:, 7::8].mean() / d.mean()
+
+    weak, strong = apply("jpeg", face, 0.05), apply("jpeg", face, 1.0, seed=3)
+    assert weak.shape == strong.shape == face.shape
+    assert blockiness(strong) > blockiness(weak) >= blockiness(face) * 0.95
+
+
+def test_downscale_and_blur_remove_fine_detail(face):
+    for name in ("downscale", "blur"):
+        out = apply(name, face, 1.0, seed=1)
+        assert out.shape == face.shape and sharpness(out) < 0.7 * sharpness(face), name
+
+
+def test_noise_adds_zero_mean_noise(face):
+    out = apply("noise", face, 1.0, seed=2).astype(float)
+    diff = out - face
+    assert abs(diff.mean()) < 1.5 and 1 < diff.std() < 30
+
+
+def test_colour_shifts_colour_but_keeps_the_shapes(face):
+    out = apply("colour", face, 1.0, seed=4)
+    assert np.abs(out.astype(float).mean((0, 1)) - face.astype(float).mean((0, 1))).max() > 3
+    edges = lambda im: cv2.Canny(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), 50, 150) > 0  # noqa: E731
+    assert (edges(out) & edges(face)).sum() > 0.5 * edges(face).sum()
+
+
+def test_cutout_blacks_out_squares(face):
+    out = apply("cutout", face, 1.0, seed=5)
+    black = (out == 0).all(axis=2) & ~(face == 0).all(axis=2)
+    assert 0.01 < black.mean() < 0.5
+
+
+@pytest.mark.parametrize("part", ["eyes", "nose", "mouth"])
+def test_face_part_boxes_sit_on_the_face_parts(face, part):
+    """The geometry finds the real eyes, nose and mouth: BlazeFace's own keypoints fall in the boxes."""
+    from fakefinder.faces import create_detector
+
+    box = max(create_detector("blazeface").detect(face), key=lambda b: b.area)
+    x0, y0, x1, y1 = face_part_box(part, 224, 0.3)
+    inside = {"eyes": ["right_eye", "left_eye"], "nose": ["nose"], "mouth": ["mouth"]}[part]
+    for name in inside:
+        x, y = box.landmark(name)
+        assert x0 <= x <= x1 and y0 <= y <= y1, (part, name, (x, y), (x0, y0, x1, y1))
+
+
+def test_parts_cutout_blacks_out_a_face_part(face):
+    out = apply("parts", face, 1.0, seed=6)
+    black = (out == 0).all(axis=2)
+    boxes = [face_part_box(p, 224, 0.3) for p in ("eyes", "nose", "mouth")]
+    covered = max(black[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes)
+    assert covered > 0.6 and black.mean() < 0.3
+
+
+def test_keras_augmentation_is_an_affine_warp(face):
+    out = apply("keras", face, 1.0, seed=7)
+    assert out.shape == face.shape and not np.array_equal(out, face)
+
+
+def test_a_spec_is_parsed_named_strengths_apply_and_the_result_depends_only_on_the_rng(face):
+    assert parse_augment("flip,jpeg=0.5") == (("flip", 1.0), ("jpeg", 0.5))
+    assert parse_augment("none") == () and parse_augment("keras") == (("keras", 1.0),)
+    assert {name for name, _ in parse_augment("default")} == set(AUGMENTATIONS) - {"keras"}
+    augmenter = Augmenter.from_spec("default", margin=0.3)
+    a = augmenter(face, np.random.default_rng([0, 1, 2]))
+    b = augmenter(face, np.random.default_rng([0, 1, 2]))
+    c = augmenter(face, np.random.default_rng([0, 1, 3]))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    for bad, message in (("sparkle", "has no augmentation 'sparkle'"), ("jpeg=2", "strength must be in (0, 1]"),
+                         ("blur=x", "strength 'x' is not a number")):
+        with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            TrainConfig(augment=bad)

@@ -1,0 +1,103 @@
+"""Fine-tuning: it learns with the defaults, resumes to exactly the uninterrupted result, and runs under
+DistributedDataParallel (gloo, two processes) to the one-process result at the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fakefinder import TrainConfig, fit_detector
+from fakefinder.modelfile import load_model
+
+SMALL = dict(trainable_blocks=2, input_size=96, epochs=4, batch_size=8, patience=0, seed=3)
+
+
+def without_timing(epochs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in epochs]
+
+
+def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
+    trained = fit_detector(learnable.out, TrainConfig(**SMALL), cache_dir=tmp_path, workers=0)
+    losses = [e["train_loss"] for e in trained.history.epochs]
+    assert losses[-1] < losses[0] and trained.probe_history is not None  # started from the linear probe
+    assert trained.model.card.base.included and trained.val.frame.auc > 0.8
+
+
+def test_the_input_pipeline_gives_the_same_batches_whatever_the_number_of_workers(learnable, tmp_path):
+    config = TrainConfig(**{**SMALL, "epochs": 2, "probe": False})
+    a = fit_detector(learnable.out, config, cache_dir=tmp_path, workers=0)
+    b = fit_detector(learnable.out, config, cache_dir=tmp_path, workers=2)
+    assert without_timing(a.history.epochs) == without_timing(b.history.epochs)
+    np.testing.assert_array_equal(a.logits["test"], b.logits["test"])
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path):
+    """Kill a fine-tuning run after its second epoch's checkpoint (SIGKILL: nothing runs on exit), resume it, and
+    compare with the same run left alone: the same epochs, the same weights, the same test scores."""
+    args = ["--trainable-blocks", "2", "--input-size", "96", "--epochs", "4", "--batch-size", "8", "--patience",
+            "0", "--seed", "3", "--workers", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--quiet"]
+    killed_out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fakefinder", "train", str(learnable.out), *args, "--out", str(killed_out),
+           "--cache", str(tmp_path / "cache")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = killed_out / ".checkpoints"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(checkpoints.glob("*.pt"))
+        if found and torch.load(found[0], weights_only=True)["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([*cmd, "--resume", "--json", str(tmp_path / "resumed.json")], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    once = subprocess.run([sys.executable, "-m", "fakefinder", "train", str(learnable.out), *args, "--out",
+                           str(tmp_path / "once"), "--cache", str(tmp_path / "cache"), "--json",
+                           str(tmp_path / "once.json")], capture_output=True, text=True)
+    assert once.returncode == 0, once.stderr[-2000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("resumed", "once"))
+    assert a["test"] == b["test"] and a["val"] == b["val"] and a["epochs_completed"] == b["epochs_completed"] == 4
+    ma, mb = load_model(a["model_path"]), load_model(b["model_path"])
+    for (k, v), w in zip(ma.backbone.module.state_dict().items(), mb.backbone.module.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert not list(checkpoints.glob("*.pt"))  # finished: nothing left to resume
+    import mlflow
+
+    runs = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["1"])
+    resumed_run = next(r for r in runs if r.info.run_id == a["run_id"])
+    assert resumed_run.info.status == "FINISHED"  # the killed run was continued, not started again
+    assert len(runs) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
+def test_two_processes_under_torchrun_match_one_process_at_the_same_global_batch(learnable, tmp_path):
+    """DDP averages the two halves' gradients: the same as one process on the whole batch, up to float error."""
+    args = ["train", str(learnable.out), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--trainable-blocks", "all", "--pool", "avg", "--epochs", "2", "--batch-size", "8", "--patience", "0",
+            "--no-probe", "--augment", "flip,noise", "--workers", "0", "--tracking-uri", "none", "--quiet",
+            "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "fakefinder", *args, "--out", str(tmp_path / "one"), "--json",
+                          str(tmp_path / "one.json")], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29533", "-m", "fakefinder", *args, "--out", str(tmp_path / "two"),
+                          "--json", str(tmp_path / "two.json")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    ma, mb = load_model(a["model_path"]), load_model(b["model_path"])
+    for (k, v), w in zip(ma.backbone.module.state_dict().items(), mb.backbone.module.state_dict().values()):
+        torch.testing.assert_close(v, w, rtol=1e-4, atol=1e-5, msg=k)
+    for part in ("val", "test"):
+        assert a[part]["frame"]["log_loss"] == pytest.approx(b[part]["frame"]["log_loss"], abs=1e-4)
+    assert len(list((tmp_path / "two").glob("*.safetensors"))) == 1  # one process writes

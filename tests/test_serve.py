@@ -1,0 +1,294 @@
+"""`fakefinder serve` in a real headless Chromium (Debian's, driven by Playwright), and its JSON API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fakefinder import TrainConfig, synth, train
+
+from services import free_port, require
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
+
+
+@contextmanager
+def server(*args):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--port", str(port), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/models", timeout=5)
+            break
+        except urllib.error.HTTPError:
+            break  # it answers (maybe 401): it is up
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.3)
+    try:
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def http(method: str, url: str, *, data: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def multipart(path: Path, model: str | None = None) -> tuple[bytes, dict]:
+    boundary = "----fakefinder-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+             f"Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n"]
+    if model:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'.encode())
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def model_file(learnable, tmp_path_factory):
+    return train(learnable.out, TrainConfig(), out=tmp_path_factory.mktemp("model")).model_path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    one = synth(tmp_path_factory.mktemp("clips") / "one", videos=2, seed=8, seconds=3, sizes=((854, 480),),
+                methods=("swap",))
+    two = synth(tmp_path_factory.mktemp("clips") / "two", videos=2, seed=9, seconds=2, people=2,
+                sizes=((960, 540),), methods=("swap",))
+    return [one.out / f"{v.name}.mp4" for v in one.videos], [two.out / f"{v.name}.mp4" for v in two.videos]
+
+
+@pytest.fixture(scope="module")
+def running(model_file, tmp_path_factory):
+    allowed = tmp_path_factory.mktemp("allowed")
+    with server("--model", f"lite={model_file}", "--upload-limit", "1", "--allow-dir", allowed) as (url, proc):
+        yield url, proc, allowed
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(CHROMIUM is not None, "Chromium is not installed (.ci/run installs Debian's chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "Playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+def predict_json(model_file: Path, clip: Path, *extra) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(model_file), str(clip), "--json", "-",
+                           "--quiet", *extra], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[0]
+
+
+def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heatmaps(
+        running, browser, clips, model_file, tmp_path):
+    url, _, _ = running
+    clip = clips[0][1]  # a fake
+    page = browser.new_page(accept_downloads=True)
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.set_input_files("#file", str(clip))
+    page.wait_for_selector("#verdict:not([hidden])", timeout=120_000)
+    expected = predict_json(model_file, clip)
+    points = page.locator("#timeline .point")
+    assert points.count() == expected["frames_sampled"] == 6  # one point per sampled frame (3 s at the model's 2 fps)
+    assert page.locator("#pfake").inner_text() == f"{round(expected['p_fake'] * 100)}%"
+    points.nth(1).hover()
+    page.wait_for_function("() => { const i = document.getElementById('thumb'); "
+                           "return i.complete && i.naturalWidth > 0 && i.dataset.index === '"
+                           f"{expected['frames'][1]['index']}'" + "; }")
+    assert page.locator("#boxes rect.face-box").count() == len(expected["frames"][1]["faces"])
+    heatmaps = page.locator("#heatmaps img.heatmap")
+    assert heatmaps.count() >= 1
+    page.wait_for_function("() => [...document.querySelectorAll('#heatmaps img')].every("
+                           "i => i.complete && i.naturalWidth > 0)")
+    with page.expect_download() as info:
+        page.click("#download-json")
+    downloaded = json.loads(Path(info.value.path()).read_text())
+    assert {k: v for k, v in downloaded.items() if k != "input"} == {
+        k: v for k, v in expected.items() if k != "input"}
+    assert downloaded["input"] == clip.name
+    with page.expect_download() as info:
+        page.click("#download-report")
+    report = Path(info.value.path()).read_text()
+    assert "fakefinder verdict" in report and "data:image/png;base64," in report
+    assert not re.search(r'(src|href)="(https?:)?//', report)  # self-contained: nothing to fetch
+    page.reload()  # the job survives a reload
+    page.wait_for_selector("#verdict:not([hidden])", timeout=60_000)
+    assert page.locator("#timeline .point").count() == 6
+    page.screenshot(path=str(tmp_path / "verdict.png"), full_page=True)
+    page.close()
+
+
+def test_a_two_person_clip_shows_two_tracks(running, browser, clips, model_file):
+    url, _, _ = running
+    clip = clips[1][1]
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.set_input_files("#file", str(clip))
+    page.wait_for_selector("#verdict:not([hidden])", timeout=120_000)
+    assert page.locator("#tracks tr.track").count() == 2
+    assert page.locator("#tracks tr.track", has_text="decides the verdict").count() == 1
+    page.close()
+
+
+@pytest.mark.parametrize("case,message", [("text", "not a video or an image (text"), ("empty", "the file is empty"),
+                                          ("too_big", "larger than the 1 MB limit")])
+def test_bad_uploads_get_a_clear_message_and_the_server_keeps_serving(running, browser, tmp_path, case, message):
+    url, proc, _ = running
+    bad = tmp_path / "clip.mp4"
+    if case == "text":
+        bad.write_text("this is not a video\n" * 50)
+    elif case == "empty":
+        bad.write_bytes(b"")
+    else:
+        bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2 * 2**20))
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("() => document.getElementById('message').className === 'error'")
+    assert message in page.locator("#message").inner_text()
+    page.close()
+    status, body, _ = http("GET", f"{url}/api/models")
+    assert status == 200 and proc.poll() is None
+
+
+def test_the_json_api_answers_202_then_the_verdict_of_predict_json(running, clips, model_file):
+    url, _, _ = running
+    clip = clips[0][0]
+    body, headers = multipart(clip, "lite")
+    status, raw, answer_headers = http("POST", f"{url}/api/predict", data=body, headers=headers)
+    assert status == 202 and answer_headers["location"].startswith("/api/jobs/")
+    deadline = time.monotonic() + 120
+    while True:
+        status, raw, _ = http("GET", url + answer_headers["location"])
+        if status != 202 or time.monotonic() > deadline:
+            break
+        assert json.loads(raw)["state"] in ("queued", "running")
+        time.sleep(0.2)
+    assert status == 200
+    got, expected = json.loads(raw), predict_json(model_file, clip)
+    assert {k: v for k, v in got.items() if k != "input"} == {k: v for k, v in expected.items() if k != "input"}
+    status, raw, _ = http("POST", f"{url}/api/predict?wait=60", data=body, headers=headers)  # or in one call
+    assert status == 200 and json.loads(raw)["p_fake"] == expected["p_fake"]
+    status, raw, _ = http("GET", f"{url}/api/models")
+    assert status == 200 and json.loads(raw)[0]["name"] == "lite"
+
+
+def test_several_uploads_run_at_once_without_blocking_the_server(running, clips):
+    url, _, _ = running
+    body, headers = multipart(clips[0][0])
+    with ThreadPoolExecutor(4) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(http, "POST", f"{url}/api/predict?wait=120", data=body, headers=headers)
+                   for _ in range(4)]
+        status, _, _ = http("GET", f"{url}/api/models")  # answered while the verdicts run
+        answered = time.monotonic() - started
+        results = [f.result() for f in futures]
+    assert status == 200 and answered < 5
+    assert [s for s, _, _ in results] == [200] * 4 and len({json.loads(b)["p_fake"] for _, b, _ in results}) == 1
+
+
+@pytest.mark.parametrize("path", [
+    "/api/jobs/../../etc/passwd", "/api/jobs/..%2F..%2Fetc%2Fpasswd/status", "/api/jobs/%2e%2e/view",
+    "/api/jobs/0123456789abcdef0123456789abcdef/frames/..%2F..%2Fresult.jpg",
+    "/api/jobs/0123456789abcdef0123456789abcdef/heatmaps/..%2F0.png", "/static/..%2F..%2Fjobs.py",
+    "/static/../app.py", "/api/jobs/0123456789abcdef0123456789abcdef/result.json"])
+def test_requests_with_dot_dot_in_any_parameter_get_a_4xx(running, path):
+    url, _, _ = running
+    status, raw, _ = http("GET", url + path)
+    assert 400 <= status < 500
+    assert b"root:" not in raw and b"import" not in raw
+
+
+def test_server_paths_only_under_allow_dir_and_models_only_by_name(running, clips, tmp_path):
+    url, _, allowed = running
+    shutil.copy(clips[0][0], allowed / "ok.mp4")
+    boundary = "----b"
+
+    def form(**fields) -> tuple[bytes, dict]:
+        body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                       for k, v in fields.items()) + f"--{boundary}--\r\n"
+        return body.encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    status, raw, _ = http("POST", f"{url}/api/predict?wait=60", *(), **dict(zip(("data", "headers"),
+                                                                              form(path="ok.mp4"))))
+    assert status == 200 and json.loads(raw)["faces"] > 0
+    for bad in ("../" * 8 + "etc/passwd", str(clips[0][0]), "ok.mp4/../../x.mp4"):
+        data, headers = form(path=bad)
+        status, raw, _ = http("POST", f"{url}/api/predict", data=data, headers=headers)
+        assert status in (403, 404) and "error" in json.loads(raw)
+    data, headers = multipart(clips[0][0], "../../model")
+    status, raw, _ = http("POST", f"{url}/api/predict", data=data, headers=headers)
+    assert status == 404 and "unknown model" in json.loads(raw)["error"]
+
+
+def test_another_address_needs_a_token_and_the_token_is_checked(model_file):
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "serve", "--model", str(model_file), "--host",
+                           "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--token" in proc.stderr
+    with server("--model", model_file, "--token", "s3cret") as (url, _):
+        assert http("GET", f"{url}/api/models")[0] == 401
+        assert http("GET", f"{url}/api/models", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert http("GET", f"{url}/api/models", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert http("GET", f"{url}/?token=s3cret")[0] == 200
+
+
+def test_finished_jobs_are_deleted_after_the_retention_time(model_file, clips, tmp_path):
+    from fakefinder.jobs import JobQueue
+
+    queue = JobQueue({"m": str(model_file)}, retention_s=0.0, root=tmp_path / "jobs", workers=1)
+    try:
+        job = queue.new_job("clip.mp4", None)
+        shutil.copy(clips[0][0], queue.input_path(job))
+        queue.submit_file(job)
+        queue.wait(job, 120)
+        assert job.state == "done" and job.folder.is_dir() and not queue.input_path(job).exists()
+        assert queue.sweep() == 1 and not job.folder.exists()
+        assert (tmp_path / "jobs").stat().st_mode & 0o777 == 0o700
+    finally:
+        queue.close()
+
+
+def test_predict_writes_face_tracks_and_explain_heatmaps(model_file, clips, tmp_path):
+    expected = predict_json(model_file, clips[1][1], "--explain", str(tmp_path / "heat"))
+    assert len(expected["tracks"]) >= 1
+    written = sorted((tmp_path / "heat").glob("*.png"))
+    assert 1 <= len(written) <= 4
+    import cv2
+
+    for png in written:
+        image = cv2.imread(str(png))
+        assert image is not None and image.shape[0] > 32
