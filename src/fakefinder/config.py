@@ -104,9 +104,11 @@ class TrainConfig(_Settings):
     n_neurons: int = option(256, "units per hidden layer", low=1, high=8192, group="head")
     dropout: float = option(0.0, "dropout after each hidden layer", low=0, high=1, high_open=True, group="head")
     optimizer: Literal["adamw", "adam", "rmsprop"] = option("adamw", "optimiser", group="optimisation")
-    lr: float = option(1e-3, "learning rate of the head", low=0, low_open=True, high=10, group="optimisation")
-    base_lr_scale: float = option(0.1, "learning rate of the base's trainable blocks, as a fraction of --lr", low=0,
-                                  low_open=True, high=1, group="optimisation")
+    lr: float = option(1e-3, "learning rate of the head (when fine-tuning: of the linear probe)", low=0,
+                       low_open=True, high=10, group="optimisation")
+    base_lr_scale: float = option(0.1, "when fine-tuning, the learning rate of the base (and, after a probe, of the "
+                                  "head too) as a fraction of --lr", low=0, low_open=True, high=1,
+                                  group="optimisation")
     weight_decay: float = option(0.01, "decoupled weight decay (AdamW), L2 penalty otherwise", low=0, high=1,
                                  group="optimisation")
     schedule: Literal["cosine", "constant"] = option("cosine", "learning-rate schedule after the warmup",

@@ -56,10 +56,13 @@ def balanced_indices(y: np.ndarray, how: str, rng: np.random.Generator) -> np.nd
     return np.sort(np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
 
 
-def param_groups(head: torch.nn.Module, base: torch.nn.Module | None, config: TrainConfig) -> list[dict]:
-    """The head at `lr`, the base's trainable parameters at `lr * base_lr_scale`; no decay on biases and norms."""
+def param_groups(head: torch.nn.Module, base: torch.nn.Module | None, config: TrainConfig, *,
+                 probed: bool = False) -> list[dict]:
+    """The head at `lr` and the base's trainable parameters at `lr * base_lr_scale`; after a linear probe the head
+    is trained already and moves as gently as the base. No weight decay on biases and norms."""
+    fine = config.lr * config.base_lr_scale
     groups = []
-    for module, lr in ((head, config.lr), (base, config.lr * config.base_lr_scale)):
+    for module, lr in ((head, fine if probed else config.lr), (base, fine)):
         if module is None:
             continue
         params = [p for p in module.parameters() if p.requires_grad]
@@ -89,9 +92,12 @@ def lr_factor(step: int, total: int, config: TrainConfig) -> float:
 
 
 def loss_fn(y: np.ndarray, how: str, device) -> torch.nn.Module:
+    """Summed over the batch: `fit` divides by the global batch, so that processes holding unequal shares of a
+    batch (its last one) still average to the one-process loss."""
     pos = float((y == 1).sum())
     weight = (len(y) - pos) / pos if how == "weight" and pos > 0 else None
-    return torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, device=device) if weight else None)
+    return torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, device=device) if weight else None,
+                                      reduction="sum")
 
 
 def val_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -116,6 +122,8 @@ class Loop:
     checkpoint: Path | None = None
     is_main: bool = True  # the process that writes checkpoints
     stop_agreed: Callable[[bool], bool] = staticmethod(lambda stop: stop)  # all processes stop together
+    world: int = 1  # processes sharing every batch (DistributedDataParallel averages their gradients)
+    global_batch: Callable[[int], int] | None = None  # step -> samples in that step's batch over all processes
 
 
 def fit(loop: Loop, config: TrainConfig, *, resume: bool = False, progress: ProgressCallback | None = None,
@@ -181,7 +189,9 @@ def _one_epoch(loop: Loop, epoch: int, optimizer, scheduler, scaler, criterion, 
     for step, (x, y) in enumerate(loop.batches(epoch), 1):
         optimizer.zero_grad(set_to_none=True)
         logits = loop.model(x)
-        loss = criterion(logits.float(), y)
+        summed = criterion(logits.float(), y)
+        whole = loop.global_batch(step) if loop.global_batch else len(y)
+        loss = summed * loop.world / whole  # DDP's average over processes is then the mean over the whole batch
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
@@ -189,7 +199,7 @@ def _one_epoch(loop: Loop, epoch: int, optimizer, scheduler, scaler, criterion, 
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        total += float(loss.detach()) * len(y)
+        total += float(summed.detach())
         correct += int(((logits.detach() >= 0) == (y >= 0.5)).sum())
         seen += len(y)
         elapsed = time.perf_counter() - t0

@@ -52,6 +52,10 @@ class EpochBatches(Sampler):
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
+    def global_size(self, step: int) -> int:
+        """Samples in batch `step` (from 1) over all processes: the batch size, less for the last one."""
+        return min(self.batch_size, len(self.rows) - (step - 1) * self.batch_size)
+
     def __iter__(self):
         order = epoch_rng(self.seed, self.epoch).permutation(self.rows) if self.shuffle else self.rows
         for s in range(0, len(order), self.batch_size):
@@ -71,9 +75,11 @@ def default_workers() -> int:
 
 
 def make_loader(dataset: CropDataset, sampler: EpochBatches, *, workers: int, device: torch.device) -> DataLoader:
+    # Its own generator: a DataLoader otherwise draws its workers' seeds from the global RNG, which would make
+    # dropout and stochastic depth depend on the number of workers (and touch the caller's RNG).
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
                       worker_init_fn=_worker_init if workers else None, persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers else None,
+                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(sampler.seed),
                       multiprocessing_context="forkserver" if workers else None)
 
 

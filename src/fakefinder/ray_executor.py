@@ -65,6 +65,17 @@ class RayExecutor:
         self.in_flight = in_flight or 4 * self.cpus
         self._pending: list = []
 
+    @classmethod
+    def for_extraction(cls, address: str | None = None) -> RayExecutor:
+        """A pool of feature extractors: one actor per GPU where the cluster has GPUs, else one per 4 CPUs
+        (each computing with 4 threads)."""
+        probe = cls(address)
+        if probe.gpus:
+            probe.actors, probe.cpus_per_task = probe.gpus, 1.0
+        else:
+            probe.actors, probe.cpus_per_task = max(1, probe.cpus // 4), float(min(4, probe.cpus))
+        return probe
+
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         ray = self.ray
         queue = iter(items)

@@ -319,7 +319,7 @@ def _fine_tune(backbone, head, files, y, parts, train_rows, scored, config: Trai
     units = _unfreeze(backbone, config.trainable_blocks)
     model = FineTuneModel(backbone, head, config.pool, precision, config.bn).to(dev)
     base_params = torch.nn.ModuleList(units)
-    groups = param_groups(head, base_params, config)
+    groups = param_groups(head, base_params, config, probed=config.probe)
     net = model
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -346,7 +346,7 @@ def _fine_tune(backbone, head, files, y, parts, train_rows, scored, config: Trai
 
     loop = Loop(net, batches(train_loader, dev), len(sampler), len(train_rows),
                 (lambda: _sigmoid(predict("val"))) if len(parts["val"]) else None, y[parts["val"]], y[train_rows],
-                groups, precision, checkpoint, dist.main, dist.agree)
+                groups, precision, checkpoint, dist.main, dist.agree, dist.world, sampler.global_size)
     history = fit(loop, config, resume=resume, progress=progress, stage="fine-tune")
     logits = {p: predict(p) for p in scored}
     for p in backbone.module.parameters():

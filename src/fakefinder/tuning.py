@@ -214,7 +214,6 @@ def _optuna_study(url: str, name: str, metric: str, search: str, seed: int):
     import optuna
     import sqlalchemy
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler if search == "tpe" else optuna.samplers.RandomSampler)(seed=seed)
     for attempt in range(10):
         try:

@@ -48,14 +48,20 @@ def _flag_names(error) -> str:
     return error.render(lambda option: "--" + option.replace("_", "-"))
 
 
-def _quiet_libraries() -> None:
+TUNING = {"tune", "study", "demo"}
+
+
+def _quiet_libraries(command: str) -> None:
     """The CLI owns this process: keep MLflow, Alembic and Optuna to warnings, and no artifact progress bars."""
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its own level when it is imported
-    for name in ("mlflow", "alembic", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if command in TUNING:  # Optuna sets its own level when it is imported: import it now (these commands do)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _sigterm(signum, frame):
@@ -68,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    _quiet_libraries()
+    _quiet_libraries(args.command)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return _module(args.command).run(args)
+        code = _module(args.command).run(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+        return code
     except OptionError as exc:
         print(f"fakefinder {args.command}: error: {_flag_names(exc)}", file=sys.stderr)
         return 2

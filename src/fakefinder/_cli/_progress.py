@@ -75,3 +75,9 @@ class Renderer:
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()
+
+    def __enter__(self) -> Renderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -19,11 +19,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..quickstart import DEMO_GRID, demo
 
-    progress = _options.renderer(args)
-    try:
+    with _options.renderer(args) as progress:
         result = demo(args.out, videos=args.videos, seconds=args.seconds, seed=args.seed,
                       grid=None if args.no_tune else DEMO_GRID, progress=progress)
-    finally:
-        progress.close()
     print(result.summary())
     return 0

@@ -21,13 +21,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..inference import evaluate
 
-    progress = _options.renderer(args)
-    try:
+    with _options.renderer(args) as progress:
         result = evaluate(args.model, args.data, split=args.split, by=args.by,
                           tracking_uri=_options.tracking_uri(args), device=args.device,
                           base_weights=args.base_weights, progress=progress)
-    finally:
-        progress.close()
     _options.write_json(result.to_dict(), args.json)
     print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0

@@ -26,16 +26,13 @@ def run(args) -> int:
 
     detector = load_detector(args.model, device=args.device, tracking_uri=_options.tracking_uri(args),
                              base_weights=args.base_weights, threshold=args.threshold)
-    progress = _options.renderer(args)
-    try:
+    with _options.renderer(args) as progress:
         results = predict(detector, args.inputs, progress=progress, keep_faces=4 if args.explain else 0)
         if args.explain:
             from ..explain import explain_results
 
             for written in explain_results(detector, results, args.explain):
                 print(f"wrote {written}", file=sys.stderr)
-    finally:
-        progress.close()
     _options.write_json([r.to_dict() for r in results], args.json)
     if args.csv:
         write_predictions_csv(results, args.csv)

@@ -38,13 +38,12 @@ def run(args) -> int:
         from ..ray_executor import RayExecutor
 
         executor = RayExecutor(None if args.ray == "local" else args.ray)
-    progress = _options.renderer(args)
-    try:
-        result = prepare(args.src, args.out, settings=settings, layout=args.layout, labels=args.labels,
-                         dataset=args.dataset, workers=args.workers, executor=executor, progress=progress)
-    finally:
-        progress.close()
-        if executor is not None:
-            executor.close()
+    with _options.renderer(args) as progress:
+        try:
+            result = prepare(args.src, args.out, settings=settings, layout=args.layout, labels=args.labels,
+                             dataset=args.dataset, workers=args.workers, executor=executor, progress=progress)
+        finally:
+            if executor is not None:
+                executor.close()
     print(result.summary())
     return 1 if args.strict and result.errors else 0

@@ -26,13 +26,10 @@ def run(args) -> int:
     from ..config import TrainConfig
     from ..study import study
 
-    progress = _options.renderer(args)
-    try:
+    with _options.renderer(args) as progress:
         result = study(args.train_data, args.test_data, grid=args.grid, out=args.out,
                        config=TrainConfig.preset(args.preset), tracking=_options.tracking_uri(args),
                        experiment=args.experiment, storage=args.storage, device=args.device, progress=progress)
-    finally:
-        progress.close()
     print(result.markdown())
     print(f"\nreport: {result.report}")
     return 0

@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
     g.add_argument("--cache", type=Path, help="feature cache folder (default DATA/.fakefinder/features)")
     g.add_argument("--workers", type=int, help="input-pipeline processes when fine-tuning (default min(4, cores))")
     g.add_argument("--resume", action="store_true", help="continue a killed fine-tuning run from its last epoch")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="extract features on a Ray cluster (a local one, or ADDRESS or RAY_ADDRESS): a pool of "
+                        "actors, one per GPU or per 4 CPUs, writing into the shared feature cache")
     g.add_argument("--run-name")
     g.add_argument("--json", help="write final metrics as JSON to FILE ('-' for stdout)")
     _options.add_device(g)
@@ -38,13 +41,20 @@ def run(args) -> int:
     from ..experiment import train
 
     config = _options.settings_from(args, TrainConfig, args.preset)
-    progress = _options.renderer(args)
-    try:
-        result = train(args.data, config, tracking=_options.tracking_uri(args), experiment=args.experiment,
-                       out=args.out, split_file=args.split_file, run_name=args.run_name, device=args.device,
-                       cache_dir=args.cache, progress=progress, resume=args.resume, workers=args.workers)
-    finally:
-        progress.close()
+    executor = None
+    if args.ray:
+        from ..ray_executor import RayExecutor
+
+        executor = RayExecutor.for_extraction(None if args.ray == "local" else args.ray)
+    with _options.renderer(args) as progress:
+        try:
+            result = train(args.data, config, tracking=_options.tracking_uri(args), experiment=args.experiment,
+                           out=args.out, split_file=args.split_file, run_name=args.run_name, device=args.device,
+                           cache_dir=args.cache, progress=progress, resume=args.resume, workers=args.workers,
+                           executor=executor)
+        finally:
+            if executor is not None:
+                executor.close()
     if result.model_path is None:
         return 0  # another process of a distributed run: the first one reports
     _options.write_json(result.to_json(), args.json)

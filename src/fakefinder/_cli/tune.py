@@ -38,13 +38,10 @@ def run(args) -> int:
         from ..ray_executor import ray_tune_launcher
 
         launcher = ray_tune_launcher(None if args.ray == "local" else args.ray, settings.workers)
-    progress = _options.renderer(args)
-    try:
+    with _options.renderer(args) as progress:
         result = tune(args.data, args.grid, settings, study=args.study, storage=args.storage,
                       tracking=_options.tracking_uri(args), experiment=args.experiment, cache_dir=args.cache,
                       device=args.device, progress=progress, launcher=launcher)
-    finally:
-        progress.close()
     print(f"\ntop {min(10, len(result.rows))} of {len(result.rows)} completed trials, best first "
           f"(study {result.study}):")
     print(result.table())
