@@ -40,3 +40,11 @@ def learnable(tmp_path_factory):
 def tracking(tmp_path_factory) -> str:
     """One MLflow SQLite store for the session (creating one costs seconds)."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def baseline(learnable, tracking):
+    """The default detector trained once on `learnable` and tracked: what many tests score, load or serve."""
+    from fakefinder import TrainConfig, train
+
+    return train(learnable.out, TrainConfig(), tracking=tracking)

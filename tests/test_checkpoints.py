@@ -150,10 +150,10 @@ def test_a_published_checkpoint_starts_training(dfdc_winner_file, learnable, tmp
         fit_detector(learnable.out, TrainConfig(weights=str(path), epochs=1), cache_dir=tmp_path)
 
 
-def test_evaluate_and_predict_take_the_checkpoint_file_as_the_model(ffpp_file, learnable, collection):
+def test_evaluate_and_predict_take_the_checkpoint_file_as_the_model(ffpp_file, prepared, collection):
     path, _, _ = ffpp_file
     video = collection.out / f"{collection.videos[0].name}.mp4"
-    for command in (["evaluate", str(path), str(learnable.out)], ["predict", str(path), str(video)]):
+    for command in (["evaluate", str(path), str(prepared.out)], ["predict", str(path), str(video)]):
         proc = subprocess.run([sys.executable, "-m", "fakefinder", *command, "--quiet"], capture_output=True,
                               text=True)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

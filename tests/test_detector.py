@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakefinder import (Detector, FaceResult, FrameResult, TrackResult, TrainConfig, VideoResult, load_dataset,
-                        load_detector, synth, train)
+from fakefinder import (Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_dataset,
+                        load_detector, synth)
 from fakefinder.features import load_crops
 from fakefinder.tracks import link_tracks
 
 
 @pytest.fixture(scope="module")
-def trained(learnable, tracking):
-    return train(learnable.out, TrainConfig(), tracking=tracking)
+def trained(baseline):
+    return baseline
 
 
 def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, tmp_path):

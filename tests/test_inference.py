@@ -23,8 +23,8 @@ from media import coffee, write_video
 
 
 @pytest.fixture(scope="module")
-def model(learnable, tracking):
-    return train(learnable.out, TrainConfig(), tracking=tracking)
+def model(baseline):
+    return baseline
 
 
 def test_evaluate_matches_scikit_learn_by_hand(model, prepared):

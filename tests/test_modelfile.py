@@ -13,14 +13,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from fakefinder import ModelCard, TrainConfig, UsageError, fit_detector
+from fakefinder import ModelCard, UsageError
 from fakefinder.modelfile import HEADER_KEY, load_model, read_card, save_model
 
 
 @pytest.fixture(scope="module")
-def model_file(learnable, tmp_path_factory):
-    trained = fit_detector(learnable.out, TrainConfig(epochs=2))
-    return save_model(tmp_path_factory.mktemp("model") / "m.safetensors", trained.model)
+def model_file(baseline):
+    return baseline.model_path
 
 
 def header_of(path) -> dict:

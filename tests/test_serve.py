@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fakefinder import TrainConfig, synth, train
+from fakefinder import synth
 
 from services import free_port, require
 
@@ -70,8 +70,8 @@ def multipart(path: Path, model: str | None = None) -> tuple[bytes, dict]:
 
 
 @pytest.fixture(scope="module")
-def model_file(learnable, tmp_path_factory):
-    return train(learnable.out, TrainConfig(), out=tmp_path_factory.mktemp("model")).model_path
+def model_file(baseline):
+    return baseline.model_path
 
 
 @pytest.fixture(scope="module")

@@ -33,11 +33,6 @@ def run_artifacts(tracking: str, run_id: str, tmp_path):
     return client.get_run(run_id), client, local
 
 
-@pytest.fixture(scope="module")
-def baseline(learnable, tracking):
-    return train(learnable.out, TrainConfig(), tracking=tracking)
-
-
 def test_frozen_efficientnet_learns_held_out_fakes(baseline):
     assert baseline.test.video.auc >= 0.9 and baseline.val.video.auc >= 0.9
     assert baseline.test.video.n == 6 and baseline.test.frame.n == 24  # 3 source groups of 2 videos, 4 crops each
