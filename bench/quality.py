@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--blocks", default="all", help="--trainable-blocks of the fine-tuned run")
     ap.add_argument("--workers", type=int, help="input pipeline processes")
+    ap.add_argument("--augment", help="--augment of the fine-tuned run (default: the default)")
+    ap.add_argument("--base-lr-scale", type=float, help="--base-lr-scale of the fine-tuned run")
+    ap.add_argument("--lr", type=float, help="--lr of the fine-tuned run")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
@@ -68,8 +71,11 @@ def main() -> None:
 
     run(f"frozen {args.backbone}", TrainConfig(backbone=args.backbone))
     blocks = args.blocks if args.blocks == "all" else int(args.blocks)
+    extra = {k: v for k, v in (("augment", args.augment), ("base_lr_scale", args.base_lr_scale), ("lr", args.lr))
+             if v is not None}
     run(f"fine-tuned {args.backbone} ({blocks} blocks)",
-        TrainConfig(backbone=args.backbone, trainable_blocks=blocks, epochs=args.epochs, batch_size=args.batch))
+        TrainConfig(backbone=args.backbone, trainable_blocks=blocks, epochs=args.epochs, batch_size=args.batch,
+                    **extra))
 
     head = ["detector", "test AUC", "log loss raw", "log loss cal", "ECE raw", "ECE cal", "epochs", "img/s", "wall s"]
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
@@ -81,7 +87,8 @@ def main() -> None:
     print(f"\nfine-tuned - frozen: test AUC {tuned['test_auc'] - frozen['test_auc']:+.3f}; calibration changed the "
           f"fine-tuned log loss by {tuned['log_loss_cal'] - tuned['log_loss_raw']:+.3f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / "quality.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                       "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

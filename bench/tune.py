@@ -20,11 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from train import naive_epoch  # noqa: E402 - the same naive loop as bench/train.py
 
-from fakefinder import PrepareSettings, prepare, synth  # noqa: E402
+from fakefinder import PrepareSettings, TrainConfig, TuneSettings, load_dataset, prepare, synth  # noqa: E402
 from fakefinder.backbones import create_backbone  # noqa: E402
-from fakefinder.experiment import load_data, split_data  # noqa: E402
 from fakefinder.manifest import features_dir  # noqa: E402
-from fakefinder.training import TrainConfig  # noqa: E402
+from fakefinder.splits import split_dataset  # noqa: E402
 from fakefinder.tuning import load_grid, tune  # noqa: E402
 
 GRID = """flags:
@@ -34,7 +33,10 @@ GRID = """flags:
   epochs: [10, 20, 30]
   batch_size: [10, 32, 64]
 fixed:
-  patience: null
+  patience: 0
+  optimizer: rmsprop
+  schedule: constant
+  warmup: 0
 """
 
 
@@ -50,21 +52,20 @@ def main() -> None:
     t = time.perf_counter()
     made = synth(args.out / "videos", videos=args.videos, seconds=args.seconds, seed=21, sizes=((640, 360),))
     data = prepare(made.out, args.out / "prepared", settings=PrepareSettings(fps=args.fps)).out
-    print(f"data: {args.videos} videos -> {len(load_data(data).crops)} crops ({time.perf_counter() - t:.0f} s to make)",
-          flush=True)
+    d = load_dataset(data)
+    print(f"data: {args.videos} videos -> {len(d)} crops ({time.perf_counter() - t:.0f} s to make)", flush=True)
     grid = args.out / "grid.yml"
     grid.write_text(GRID)
     spec = load_grid(grid)
-    configs = spec.configurations(seed=0)
+    configs = spec.points(seed=0)
 
     # Naive baseline: one epoch of the reference's way on the training part, batch 32.
-    d = load_data(data)
     config = TrainConfig(batch_size=32)
-    parts = split_data(d, config, None).parts
+    parts = split_dataset(d, seed=0).parts[:len(d)]
     train_rows = np.flatnonzero(parts == "train")
-    backbone = create_backbone()
-    naive_epoch(backbone, d, train_rows[:32], config, "cpu")  # warm-up
-    one_epoch = naive_epoch(backbone, d, train_rows, config, "cpu")
+    backbone = create_backbone("efficientnet_lite0")
+    naive_epoch(backbone, d.crop_files, d.labels, train_rows[:32], config, "cpu")  # warm-up
+    one_epoch = naive_epoch(backbone, d.crop_files, d.labels, train_rows, config, "cpu")
     total_epochs = sum(c["epochs"] for c in configs)
     naive_total = one_epoch * total_epochs
     print(f"naive: 1 epoch over {len(train_rows)} train crops = {one_epoch:.1f} s; {len(configs)} configurations, "
@@ -75,8 +76,9 @@ def main() -> None:
         p = args.out / name
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     t = time.perf_counter()
-    result = tune(data, grid, study="bench243", storage=f"sqlite:///{(args.out / 'optuna.db').resolve()}",
-                  tracking_uri=f"sqlite:///{(args.out / 'mlflow.db').resolve()}", workers=args.workers)
+    result = tune(data, grid, TuneSettings(workers=args.workers), study="bench243",
+                  storage=f"sqlite:///{(args.out / 'optuna.db').resolve()}",
+                  tracking=f"sqlite:///{(args.out / 'mlflow.db').resolve()}")
     wall = time.perf_counter() - t
     print(f"\n{result.table(top=10)}\n\n{result.test_line()}")
     print(f"\ntune: {len(result.rows)} configurations in {wall / 60:.1f} min with {args.workers} workers "
