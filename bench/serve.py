@@ -113,8 +113,8 @@ def screenshot(url: str, work: Path, target: Path) -> None:
 def quick_model(work: Path) -> Path:
     from fakefinder import PrepareSettings, TrainConfig, prepare, synth, train
 
-    made = synth(work / "train-clips", videos=12, seed=3, seconds=2, sizes=((640, 360),), methods=("swap",))
-    data = prepare(made.out, work / "train-prepared", settings=PrepareSettings(fps=2)).out
+    made = synth(work / "train-clips", videos=12, seed=3, seconds=4, sizes=((640, 360),), methods=("swap",))
+    data = prepare(made.out, work / "train-prepared", settings=PrepareSettings()).out  # 1 fps, as by default
     return train(data, TrainConfig(epochs=5), out=work / "model").model_path
 
 

@@ -174,3 +174,24 @@ def test_a_pickle_that_would_run_code_is_not_run(tmp_path):
     with pytest.raises(UsageError, match="evil.pth"):
         create_backbone("vgg16", weights=tmp_path / "evil.pth")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_pickle_hiding_code_inside_a_torch_function_is_not_run(tmp_path):
+    """torch.storage._load_from_bytes unpickles its argument without limits: naming it must not reach that."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (__import__("os").system, (f"touch {tmp_path / 'pwned'}",))
+
+    class Smuggled:
+        def __reduce__(self):
+            return (torch.storage._load_from_bytes, (pickle.dumps(Evil()),))
+
+    with open(tmp_path / "smuggled.pth", "wb") as f:
+        pickle.dump({"state_dict": {"w": torch.zeros(2)}, "extra": Smuggled()}, f)
+    from fakefinder import UsageError
+
+    with pytest.raises(UsageError, match="smuggled.pth"):
+        create_backbone("vgg16", weights=tmp_path / "smuggled.pth")
+    assert not (tmp_path / "pwned").exists()

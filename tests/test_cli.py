@@ -10,7 +10,6 @@ import time
 import mlflow
 
 
-
 def cli(*args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fakefinder", *map(str, args)], capture_output=True, text=True,
                           **kwargs)
@@ -60,3 +59,22 @@ def test_help_lists_every_command_and_loads_no_heavy_library():
     assert proc.returncode == 0
     for command in ("demo", "synth", "prepare", "train", "tune", "runs", "report", "evaluate", "predict", "study"):
         assert command in proc.stdout
+
+
+def test_redirected_progress_keeps_to_a_few_lines_for_fast_loops():
+    """30 quick epochs of 3 batches: the first and last epoch lines and one finishing batch line, not 90 lines."""
+    import io
+
+    from fakefinder._cli._progress import Renderer
+    from fakefinder.progress import Progress
+
+    out = io.StringIO()
+    with Renderer(stream=out) as render:
+        for epoch in range(1, 31):
+            for step in range(1, 4):
+                render(Progress("head", step, 3, "batch", {"epoch": epoch}))
+            render(Progress("head epochs", epoch, 30, "epoch"))
+        render(Progress("head epochs", 30, 30, "epoch", message="trained"))
+    lines = out.getvalue().splitlines()
+    assert lines == ["head: 1/3 batch epoch=1", "head: 3/3 batch epoch=1", "head epochs: 1/30 epoch",
+                     "head epochs: 30/30 epoch", "trained"], lines

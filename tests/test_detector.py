@@ -74,3 +74,22 @@ def test_scores_do_not_depend_on_batching(trained, learnable):
     whole = detector.predict_faces(crops)
     pieces = np.concatenate([detector.predict_faces(crops[:3]), detector.predict_faces(crops[3:])])
     np.testing.assert_allclose(whole, pieces, rtol=1e-5, atol=1e-6)
+
+
+def test_a_still_video_keeps_its_most_suspicious_faces_despite_equal_scores(trained, learnable, tmp_path):
+    """Every frame the same (lossless FFV1): equal scores must not make the ranking compare faces."""
+    import av
+
+    source = learnable.out.parent / "swap" / f"{load_dataset(learnable.out).video_ids[0]}.mp4"
+    with av.open(str(source)) as container:
+        still = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    with av.open(str(tmp_path / "still.mkv"), "w") as out:
+        stream = out.add_stream("ffv1", rate=5)
+        stream.width, stream.height, stream.pix_fmt = still.shape[1], still.shape[0], "yuv444p"
+        for _ in range(15):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(still, format="rgb24")))
+        out.mux(stream.encode())
+    result = load_detector(trained.model_path).predict_video(tmp_path / "still.mkv", keep_faces=2)
+    assert result.error is None and result.faces == 6, result.error
+    assert max(f.p_fake for f in result.frames) - min(f.p_fake for f in result.frames) < 1e-5  # ties, or nearly
+    assert len(result.suspicious) == 2

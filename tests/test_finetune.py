@@ -103,3 +103,15 @@ def test_two_processes_under_torchrun_match_one_process_at_the_same_global_batch
     for part in ("val", "test"):
         assert a[part]["frame"]["log_loss"] == pytest.approx(b[part]["frame"]["log_loss"], abs=1e-4)
     assert len(list((tmp_path / "two").glob("*.safetensors"))) == 1  # one process writes
+
+
+@pytest.mark.parametrize("rows, world, shares", [(10, 2, [[2, 2], [2, 2], [1, 1]]), (9, 2, [[2, 2], [2, 2]]),
+                                                 (9, 1, [[4], [4], [1]]), (11, 4, [[1, 1, 1, 1], [1, 1, 1, 1]])])
+def test_every_process_gets_a_share_of_every_batch(rows, world, shares):
+    """A last batch with fewer samples than processes is left out, so no process runs out while others wait."""
+    from fakefinder.loader import EpochBatches
+
+    samplers = [EpochBatches(np.arange(rows), 4, 0, shuffle=True, rank=r, world=world) for r in range(world)]
+    got = [list(map(len, step)) for step in zip(*(list(s) for s in samplers))]
+    assert got == shares and all(len(s) == len(shares) for s in samplers)
+    assert [samplers[0].global_size(i) for i in range(1, len(shares) + 1)] == [sum(step) for step in shares]

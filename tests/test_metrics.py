@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from fakefinder.metrics import binary_metrics, evaluate_scores, video_scores
+from fakefinder.metrics import binary_metrics, direction, evaluate_scores, video_scores
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.6])
@@ -52,3 +52,12 @@ def test_evaluation_confusion_and_no_face_count():
     ev = evaluate_scores(["a", "a", "b", "c"], [1, 1, 0, 0], [0.9, 0.7, 0.6, 0.2], no_face_videos=2)
     assert ev.confusion == ((1, 1), (0, 1)) and ev.video.n == 3 and ev.frame.n == 4
     assert ev.to_dict()["no_face_videos"] == 2
+
+
+@pytest.mark.parametrize("key, way", [("val_video_auc", "maximize"), ("val_video_log_loss", "minimize"),
+                                      ("val_video_log_loss_uncalibrated", "minimize"),
+                                      ("test_frame_ece_uncalibrated", "minimize"), ("val_false_alarm_rate", "minimize"),
+                                      ("val_video_ap", "maximize"), ("wall_seconds", "minimize"),
+                                      ("train_loss", "minimize"), ("val_accuracy", "maximize")])
+def test_every_tracked_metric_knows_which_way_is_better(key, way):
+    assert direction(key) == way

@@ -59,12 +59,13 @@ def _load_in_subprocess(path, limit_bytes: int) -> subprocess.CompletedProcess:
     ("threshold", 7, "threshold must be in [0, 1]"),
     ("scale", "big", "scale must be a number, got 'big'"),
     ("backbone", "resnet", "base.backbone must be one of efficientnet_b0"),
+    ("run_id", "../../../tmp/elsewhere", "run_id must be a run id, got '../../../tmp/elsewhere'"),
 ])
 def test_bad_header_values_are_refused_before_anything_is_allocated(model_file, tmp_path, field, value, message):
     def change(h):
         part = {"input_size": "base", "backbone": "base", "n_neurons": "head", "in_features": "head",
-                "threshold": "verdict", "scale": "calibration"}[field]
-        h[part][field] = value
+                "threshold": "verdict", "scale": "calibration"}.get(field)
+        (h[part] if part else h)[field] = value
 
     bad = tmp_path / "bad.safetensors"
     rewrite(model_file, bad, change)

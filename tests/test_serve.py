@@ -207,6 +207,23 @@ def test_the_json_api_answers_202_then_the_verdict_of_predict_json(running, clip
     assert status == 200 and json.loads(raw)[0]["name"] == "lite"
 
 
+def test_downloads_of_an_upload_with_a_non_latin_name(running, clips, tmp_path):
+    url, _, _ = running
+    clip = tmp_path / "видео клип.mp4"
+    shutil.copy(clips[0][0], clip)
+    body, headers = multipart(clip)
+    status, raw, answer = http("POST", f"{url}/api/predict", data=body, headers=headers)
+    assert status == 202, raw
+    job = {k.lower(): v for k, v in answer.items()}["location"]
+    deadline = time.monotonic() + 120
+    while http("GET", url + job)[0] == 202 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status, _, answer = http("GET", f"{url}{job}/report.html")
+    assert status == 200, answer
+    disposition = {k.lower(): v for k, v in answer.items()}["content-disposition"]
+    assert "filename*=UTF-8''%D0%B2%D0%B8%D0%B4%D0%B5%D0%BE%20%D0%BA%D0%BB%D0%B8%D0%BF-verdict.html" in disposition
+
+
 def test_several_uploads_run_at_once_without_blocking_the_server(running, clips):
     url, _, _ = running
     body, headers = multipart(clips[0][0])
@@ -267,19 +284,26 @@ def test_another_address_needs_a_token_and_the_token_is_checked(model_file):
 
 
 def test_finished_jobs_are_deleted_after_the_retention_time(model_file, clips, tmp_path):
+    from fakefinder import ServeSettings
     from fakefinder.jobs import JobQueue
 
-    queue = JobQueue({"m": str(model_file)}, retention_s=0.0, root=tmp_path / "jobs", workers=1)
+    queue = JobQueue({"m": str(model_file)}, ServeSettings(retention=0.5, workers=1), root=tmp_path / "jobs")
     try:
         job = queue.new_job("clip.mp4", None)
+        job.created -= 3600  # submitted long ago, as a long video's job would be: retention counts from the end
         shutil.copy(clips[0][0], queue.input_path(job))
         queue.submit_file(job)
         queue.wait(job, 120)
         assert job.state == "done" and job.folder.is_dir() and not queue.input_path(job).exists()
+        assert queue.sweep() == 0 and job.folder.is_dir()
+        job.finished -= 31
         assert queue.sweep() == 1 and not job.folder.exists()
         assert (tmp_path / "jobs").stat().st_mode & 0o777 == 0o700
+        kept = queue.new_job("other.mp4", None)
+        (tmp_path / "jobs" / "mine.txt").write_text("the caller's")
     finally:
         queue.close()
+    assert not kept.folder.exists() and (tmp_path / "jobs" / "mine.txt").is_file()  # the caller's folder stays
 
 
 def test_predict_writes_face_tracks_and_explain_heatmaps(model_file, clips, tmp_path):

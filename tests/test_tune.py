@@ -175,6 +175,28 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
     assert len(counts) == 12 and set(counts.values()) == {1}
 
 
+def test_workers_that_die_leave_a_clear_error_not_a_partial_study(learnable, tracking, tmp_path):
+    """Every worker of `tune --workers 2` killed mid-study: tune says so and ranks or tests nothing."""
+    grid = tmp_path / "twelve.yml"
+    grid.write_text(GRID.replace("[1e-3, 3e-2]", "[1e-3, 3e-3, 1e-2, 3e-2]"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    log = tmp_path / "tune.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(tune_cmd(learnable.out, grid, "dying", storage, tracking, "--workers", "2"),
+                                stdout=subprocess.DEVNULL, stderr=out, text=True)
+        deadline = time.monotonic() + 120
+        while log.read_text().count("trial ") < 1 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in children:
+            subprocess.run(["kill", "-9", pid])
+        assert proc.wait(timeout=120) == 2
+    err = log.read_text()
+    assert "configurations unfinished because its workers stopped" in err and "exit" in err, err[-2000:]
+    assert "Traceback" not in err and "best-on-test" not in err
+    assert claim_states(storage, "dying")["done"] < 12
+
+
 def test_selection_never_sees_the_test_part(learnable, tracking, grid, tmp_path):
     """Flip every test label: the same trial wins with the same validation numbers, only test metrics move."""
     original = tune(learnable.out, grid, study="truth", storage=f"sqlite:///{tmp_path / 'a.db'}", tracking=tracking)

@@ -13,7 +13,7 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     # settings, declared once
-    "PrepareSettings": "config", "TrainConfig": "config", "TuneSettings": "config",
+    "PrepareSettings": "config", "TrainConfig": "config", "TuneSettings": "config", "ServeSettings": "config",
     # stages
     "synth": "synthetic", "SynthResult": "synthetic",
     "discover": "collection", "Collection": "collection", "VideoItem": "collection",
@@ -41,7 +41,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from .backbones import backbone_names, create_backbone
     from .collection import Collection, VideoItem, discover
-    from .config import PrepareSettings, TrainConfig, TuneSettings
+    from .config import PrepareSettings, ServeSettings, TrainConfig, TuneSettings
     from .dataset import PreparedDataset, load_dataset
     from .detector import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_detector
     from .errors import FakefinderError, InputError, OptionError, UsageError

@@ -2,9 +2,9 @@
 
 A spec is `default`, `none`, `keras` or `NAME[=STRENGTH],...` with STRENGTH in (0, 1] (1 when left out). The
 strength scales how hard an augmentation hits; each is applied to a crop with probability 1/2 (flip: half the
-strength). Deepfake artefacts live in fine texture, blending seams and colour mismatch around the face, so the
-augmentations degrade exactly those (re-compression, resampling, blur, noise, colour) or hide the parts a
-detector leans on (eyes, nose, mouth), forcing it to look at the whole face.
+strength; keras, a pipeline of its own, always). Deepfake artefacts live in fine texture, blending seams and
+colour mismatch around the face, so the augmentations degrade exactly those (re-compression, resampling, blur,
+noise, colour) or hide the parts a detector leans on (eyes, nose, mouth), forcing it to look at the whole face.
 """
 
 from __future__ import annotations

@@ -53,7 +53,9 @@ def choose_verdict(video_ids, labels, p, *, video_rule: str, threshold: float | 
     elif threshold == "eer" and both:
         fpr, tpr, cuts = roc_curve(vy, vp, drop_intermediate=False)
         i = int(np.argmin(np.abs(fpr - (1 - tpr))))
-        value, rule = float(min(1.0, cuts[i])), "eer"
+        # Halfway to the next lower validation score: the same rates on validation, and a margin on both sides
+        # for new videos (the cut itself is a fake's score: a model that separates well would put 0.999 there).
+        value, rule = float(min(1.0, (cuts[i] + cuts[i + 1]) / 2 if i + 1 < len(cuts) else cuts[i])), "eer"
     else:
         value, rule = (0.5, "fixed") if isinstance(threshold, str) else (float(threshold), "fixed")
     if not len(vy):

@@ -165,13 +165,5 @@ class Claims:
             stop.set()
             thread.join()
 
-    def wait_for(self, key: str, *, poll: float = 1.0) -> Claim:
-        """Block until `key` is done or failed (taking it over if its owner died is the caller's business)."""
-        while True:
-            claim = self.all().get(key)
-            if claim is not None and claim.state in ("done", "failed"):
-                return claim
-            time.sleep(poll)
-
     def dispose(self) -> None:
         self.engine.dispose()

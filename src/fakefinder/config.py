@@ -201,3 +201,14 @@ class TuneSettings(_Settings):
         if self.search != "grid" and self.trials is None:
             return [("trials", f"must be given for a {self.search} search")]
         return []
+
+
+@dataclass(frozen=True)
+class ServeSettings(_Settings):
+    """How `serve` shares this machine among uploads."""
+
+    workers: int = option(2, "verdicts computed at once", low=1, high=256)
+    queue: int = option(16, "most jobs waiting or running; more are refused with 503", low=1, high=100_000)
+    upload_limit: int = option(500, "largest upload, in MB", low=1, high=1_000_000, metavar="MB")
+    retention: float = option(60.0, "finished jobs (and their thumbnails) are deleted after this many minutes",
+                              low=0, high=525_600, metavar="MINUTES")

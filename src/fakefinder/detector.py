@@ -124,7 +124,7 @@ class Detector:
         return self.model.predict_faces(crops)
 
     def predict(self, path: str | Path, **options) -> VideoResult:
-        """A video or an image, by its suffix (options as for `predict_video`)."""
+        """A video or an image (the reader tells them apart by their content); options as for `predict_video`."""
         return self._predict(Path(path), **options)
 
     def predict_image(self, path: str | Path, **options) -> VideoResult:
@@ -142,6 +142,7 @@ class Detector:
 
     def _predict(self, path: Path, *, on_progress=None, on_frame=None, keep_faces: int = 0) -> VideoResult:
         import heapq
+        import itertools
 
         from .preparation import face_crops
         from .tracks import link_tracks
@@ -152,13 +153,14 @@ class Detector:
         pending: list = []
         counts = [0, 0]
         kept: list = []  # a min-heap of (p, order, face) holding the `keep_faces` most suspicious
+        order = itertools.count()  # ties in p never fall through to comparing faces
 
         def flush() -> None:
-            for face, p in zip(pending, self.predict_faces([f.crop for f in pending])):
+            for face, p in zip(pending, self.predict_faces([f.crop for f in pending]), strict=True):
                 b = face.box
                 frames[face.frame_index][1].append(((b.x, b.y, b.w, b.h), float(p)))
                 if keep_faces:
-                    entry = (float(p), counts[1] + len(kept), face)
+                    entry = (float(p), next(order), face)
                     (heapq.heappush if len(kept) < keep_faces else heapq.heappushpop)(kept, entry)
             pending.clear()
 

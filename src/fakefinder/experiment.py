@@ -20,7 +20,7 @@ from .dataset import load_dataset
 from .metrics import Evaluation
 from .metrics import format_metric as fmt
 from .progress import ProgressCallback
-from .tracking import Tracker, git_commit, resolve_tracker
+from .tracking import Tracker, git_commit, resolve_tracker, safe_run_id
 from .training import TrainedDetector, fit_detector
 
 
@@ -112,6 +112,7 @@ def train(data: str | Path, config: TrainConfig | None = None, *, tracking: Trac
                 **(tags or {})}
     with tracker.start_run(name=run_name, tags=run_tags, parent_run_id=parent_run_id,
                            resume_run_id=resume_id) as run:
+        safe_run_id(run.run_id)  # it names the model file
         if checkpoint is not None and main:
             _atomic.write_text(marker, json.dumps({"run_id": run.run_id}))
         run.log_params({**config.to_params(), "data": str(dataset.root), "split_file": str(split_file or ""),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _atomic
+from .config import ServeSettings
 from .errors import FakefinderError, UsageError, one_line
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -70,6 +71,7 @@ class Job:
     model: str
     folder: Path
     created: float = field(default_factory=time.time)
+    finished: float | None = None  # when it became done or failed: retention counts from here
     state: str = "queued"  # queued | running | done | failed
     frames: int = 0
     faces: int = 0
@@ -83,22 +85,24 @@ class Job:
 class JobQueue:
     """A bounded pool running verdicts; `models` maps a name to a model file, run id or checkpoint."""
 
-    def __init__(self, models: dict[str, str], *, device: str = "auto", tracking_uri: str | None = None,
-                 workers: int = 2, max_queued: int = 16, retention_s: float = 3600.0,
-                 upload_limit: int = 500 * 2**20, allow_dir: str | Path | None = None,
+    def __init__(self, models: dict[str, str], settings: ServeSettings | None = None, *, device: str = "auto",
+                 tracking_uri: str | None = None, allow_dir: str | Path | None = None,
                  root: str | Path | None = None) -> None:
         if not models:
             raise UsageError("serve needs at least one --model")
+        settings = settings or ServeSettings()
         self.models, self.device, self.tracking_uri = dict(models), device, tracking_uri
-        self.max_queued, self.retention_s, self.upload_limit = max_queued, retention_s, upload_limit
+        self.max_queued, self.retention_s = settings.queue, settings.retention * 60
+        self.upload_limit = settings.upload_limit * 2**20
         self.allow_dir = Path(allow_dir).resolve() if allow_dir else None
+        self._owns_root = root is None  # a folder the caller gave is theirs: only our job folders go
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="fakefinder-serve-"))
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)  # uploads are private
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # uploads are private (job folders are too)
         self.jobs: dict[str, Job] = {}
         self._detectors: dict[str, object] = {}
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verdict")
+        self._lock = threading.Lock()  # the jobs table; held briefly, also by request handlers
+        self._loading = {name: threading.Lock() for name in self.models}  # one model loads at a time, alone
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="verdict")
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, daemon=True, name="retention")
         self._sweeper.start()
@@ -111,11 +115,11 @@ class JobQueue:
 
         if name not in self.models:
             raise JobError(f"unknown model {name!r} (offered: {', '.join(self.models)})", 404)
-        with self._lock:
+        with self._loading[name]:
             if name not in self._detectors:
                 self._detectors[name] = load_detector(self.models[name], device=self.device,
                                                       tracking_uri=self.tracking_uri)
-            return self._detectors[name]
+        return self._detectors[name]
 
     def describe_models(self) -> list[dict]:
         out = []
@@ -154,10 +158,10 @@ class JobQueue:
             if path.stat().st_size > self.upload_limit:
                 raise JobError(f"the file is larger than the {self.upload_limit // 2**20} MB limit", 413)
             sniff(path)
-        except JobError:
+            self._pool.submit(self._run, job)
+        except BaseException:  # refused, or the pool is shutting down: the job never holds a queue slot
             self.discard(job)
             raise
-        self._pool.submit(self._run, job)
         return job
 
     def submit_path(self, job: Job, server_path: str) -> Job:
@@ -238,10 +242,11 @@ class JobQueue:
                     "calibration": detector.card.calibration.method}
             _atomic.write_text(job.folder / "result.json", json.dumps(data))
             _atomic.write_text(job.folder / "view.json", json.dumps(view))
-            job.error = result.error
+            job.error, job.finished = result.error, time.time()
             job.state = "failed" if result.error else "done"
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported with the job, the server goes on
-            job.error, job.state = one_line(exc), "failed"
+            job.error, job.finished = one_line(exc), time.time()
+            job.state = "failed"
         finally:
             self.input_path(job).unlink(missing_ok=True)  # the verdict is what we keep, not the upload
 
@@ -259,7 +264,7 @@ class JobQueue:
         """Delete finished jobs older than the retention time; returns how many."""
         now, gone = time.time(), 0
         for job in list(self.jobs.values()):
-            if job.state in ("done", "failed") and now - job.created > self.retention_s:
+            if job.state in ("done", "failed") and now - (job.finished or job.created) > self.retention_s:
                 self.discard(job)
                 gone += 1
         return gone
@@ -267,4 +272,8 @@ class JobQueue:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self._owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        else:
+            for job in list(self.jobs.values()):
+                self.discard(job)

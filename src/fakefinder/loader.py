@@ -42,7 +42,10 @@ class CropDataset(Dataset):
 
 
 class EpochBatches(Sampler):
-    """Batches of (row, epoch) keys in the order of `order(epoch)`; this process takes its share of each."""
+    """Batches of (row, epoch) keys in the order of `order(epoch)`; this process takes its share of each.
+
+    Under several processes a last batch too small to give each one a sample is left out of the epoch: a process
+    without one would stop while the others wait for its gradients."""
 
     def __init__(self, rows: np.ndarray, batch_size: int, seed: int, *, shuffle: bool, rank: int = 0,
                  world: int = 1) -> None:
@@ -50,7 +53,8 @@ class EpochBatches(Sampler):
         self.rank, self.world, self.epoch = rank, world, 0
 
     def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        full, rest = divmod(len(self.rows), self.batch_size)
+        return full + int(rest >= self.world)  # world >= 1: an empty rest never counts
 
     def global_size(self, step: int) -> int:
         """Samples in batch `step` (from 1) over all processes: the batch size, less for the last one."""
@@ -58,7 +62,7 @@ class EpochBatches(Sampler):
 
     def __iter__(self):
         order = epoch_rng(self.seed, self.epoch).permutation(self.rows) if self.shuffle else self.rows
-        for s in range(0, len(order), self.batch_size):
+        for s in range(0, len(self) * self.batch_size, self.batch_size):
             batch = order[s:s + self.batch_size]
             mine = np.array_split(batch, self.world)[self.rank]  # equal shares: DDP's mean = the global mean
             yield [(int(r), self.epoch) for r in mine]

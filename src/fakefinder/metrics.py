@@ -30,11 +30,13 @@ def selection_key(metric: str) -> str:
 
 
 def direction(key: str) -> str:
-    """minimize or maximize for any tracked metric key (val_video_auc, train_loss, wall_seconds, ...)."""
+    """minimize or maximize for any tracked metric key (val_video_auc, val_video_ece_uncalibrated, train_loss,
+    wall_seconds, ...)."""
+    key = key.removesuffix("_uncalibrated")
     for name, way in DIRECTIONS.items():
         if key.endswith(name):
             return way
-    return "minimize" if key.endswith(("loss", "seconds", "eer")) else "maximize"
+    return "minimize" if key.endswith(("loss", "seconds", "false_alarm_rate")) else "maximize"
 
 
 def format_metric(x: float | None, digits: int = 3) -> str:

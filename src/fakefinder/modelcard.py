@@ -132,7 +132,7 @@ class ModelCard:
                        prepare=(options.build(PrepareSettings, header["prepare"], what="prepare setting")
                                 if header.get("prepare") is not None else None),
                        data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
-                       run_id=_text(header, "run_id"), seed=int(header.get("seed") or 0),
+                       run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
                        train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
                        source=_text(header, "source") or "fakefinder")
         except OptionError as exc:
@@ -153,6 +153,15 @@ def _text(header: dict, key: str, allowed: tuple[str, ...] | None = None) -> str
     if not isinstance(value, str) or (allowed and value not in allowed):
         raise OptionError(key, f"must be {' or '.join(allowed) if allowed else 'text'}, got {value!r}")
     return value
+
+
+def _run_id(value: str) -> str:
+    from .tracking import safe_run_id
+
+    try:
+        return safe_run_id(value) if value else value
+    except UsageError:
+        raise OptionError("run_id", f"must be a run id, got {value!r}") from None
 
 
 def _upgrade_v1(h: dict) -> dict:

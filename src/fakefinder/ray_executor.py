@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -121,12 +121,24 @@ class _Launched:
 
     def __init__(self, ray, refs: list, started: bool) -> None:
         self.ray, self.refs, self.started = ray, refs, started
+        self._errors: list[str] = []
 
     def done(self) -> bool:
         ready, _ = self.ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
         return len(ready) == len(self.refs)
 
+    def errors(self) -> list[str]:
+        """How the workers that failed ended (fetched before `close()`)."""
+        return self._errors
+
     def close(self) -> None:
+        self._errors = []
+        ready, _ = self.ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
+        for ref in ready:
+            try:
+                self.ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - reported by `tune`, which then refuses a partial study
+                self._errors.append(one_line(exc))
         for ref in self.refs:
             try:
                 self.ray.cancel(ref, force=True)

@@ -129,11 +129,14 @@ def run_report(run_id: str, out: str | Path, *, tracking_uri: str | None = None)
 
 
 def study_report(study: str, out: str | Path, *, tracking_uri: str | None = None, experiment: str = "fakefinder",
-                 metric: str = "video_log_loss", top: int = 10) -> Path:
-    """Write a tuning study's report: top-N table, metric against each flag, parallel coordinates, best run."""
+                 metric: str | None = None, top: int = 10) -> Path:
+    """Write a tuning study's report: top-N table, metric against each flag, parallel coordinates, best run;
+    `metric` is the study's selection metric (tune's default when None)."""
+    from .config import TuneSettings
     from .plots import metric_by_flag, parallel_coordinates
     from .runs import list_runs
 
+    metric = metric or TuneSettings().metric
     key = selection_key(metric)
     way = direction(key)
     runs = list_runs(tracking_uri=tracking_uri, experiment=experiment, study=study)

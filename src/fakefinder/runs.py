@@ -9,7 +9,7 @@ from pathlib import Path
 from ._text import cell, format_table
 from .errors import UsageError
 from .metrics import EPOCH_METRICS, direction
-from .tracking import ROLE_TAG, STUDY_TAG, mlflow_client
+from .tracking import ROLE_TAG, STUDY_TAG, mlflow_client, safe_run_id
 
 # Short names a user types -> tracked metric keys (the registry in `metrics` says which way is better).
 ALIASES = {"val_auc": "val_video_auc", "val_log_loss": "val_video_log_loss", "val_acc": "val_video_accuracy",
@@ -135,7 +135,7 @@ def run_artifact(run_id: str, path: str, *, tracking_uri: str | None = None) -> 
     import os
     import tempfile
 
-    folder = Path.home() / ".cache" / "fakefinder" / "runs" / run_id
+    folder = Path.home() / ".cache" / "fakefinder" / "runs" / safe_run_id(run_id)
     target = folder / path
     if target.exists():
         return target
@@ -146,7 +146,11 @@ def run_artifact(run_id: str, path: str, *, tracking_uri: str | None = None) -> 
         except Exception:  # noqa: BLE001 - MLflow raises its own types for a missing artifact or run
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(got, target)  # whole or not at all: a killed download is never taken for the artifact
+        try:
+            os.replace(got, target)  # whole or not at all: a killed download is never taken for the artifact
+        except OSError:
+            if not target.exists():  # else another process put the same artifact there first
+                raise
     return target
 
 

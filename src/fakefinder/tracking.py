@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -15,6 +16,17 @@ from pathlib import Path
 from typing import Protocol
 
 DEFAULT_EXPERIMENT = "fakefinder"
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # MLflow's are 32 hex digits
+
+
+def safe_run_id(run_id: str) -> str:
+    """`run_id`, checked to be a plain name: it becomes a file name (the model, a cache folder), and a model
+    file's header, which carries it, is untrusted input."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        from .errors import UsageError
+
+        raise UsageError(f"not a run id: {run_id!r} (letters, digits, '-' and '_' only)")
+    return run_id
 STUDY_TAG, ROLE_TAG = "fakefinder.study", "fakefinder.role"
 
 

@@ -331,7 +331,7 @@ def _fine_tune(backbone, head, files, y, parts, train_rows, scored, config: Trai
     train_loader = make_loader(train_set, sampler, workers=workers, device=dev)
     scoring = {part: make_loader(plain_set, EpochBatches(np.array_split(parts[part], dist.world)[dist.rank], 64,
                                                          config.seed, shuffle=False),
-                                 workers=min(workers, 2), device=dev) for part in ("val", *scored)}
+                                 workers=min(workers, 2), device=dev) for part in {"val", *scored}}
 
     def predict(part: str) -> np.ndarray:
         """Logits of a part: each process scores its share, then all gather (in order)."""

@@ -445,7 +445,12 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
     states = claims.all()
     if not all(k in states and states[k].state == "done" for k in keys):
         _warm_cache(str(data), spec, settings.seed, job.cache_dir, device, progress)
-        _run_workers(job, settings.workers, claims, keys, progress, launcher)
+        problems = _run_workers(job, settings.workers, claims, keys, progress, launcher)
+        states = claims.all()
+        left = [k for k in keys if k not in states or states[k].state not in ("done", "failed")]
+        if left:  # the workers stopped without finishing: never rank or test a partial study
+            raise UsageError(f"study {name}: {len(left)} of {len(keys)} configurations unfinished because its "
+                             f"workers stopped ({problems[0] if problems else 'no reason given'}); rerun to resume")
     rows, failed = _rows(claims.all(), keys, settings.metric)
     if not rows:
         raise UsageError(f"study {name}: no trial completed" + (f" ({failed[0][1]})" if failed else ""))
@@ -465,13 +470,14 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
                       outcome["run_id"], outcome["model_path"], existing is not None and existing.state == "done")
 
 
-def _run_workers(job: _Job, workers: int, claims: Claims, keys: list[str], progress, launcher) -> None:
+def _run_workers(job: _Job, workers: int, claims: Claims, keys: list[str], progress, launcher) -> list[str]:
     """Workers until the study is done: this process alone, `workers` local processes, or whatever `launcher`
-    starts elsewhere (Ray tasks); other commands on the same study may be working on it too."""
+    starts elsewhere (Ray tasks); other commands on the same study may be working on it too. Returns how the
+    workers that failed ended."""
     seen = {k for k, c in claims.all().items() if c.state in ("done", "failed")}  # reported by earlier commands
     if launcher is None and workers <= 1:
         work(job, progress=progress, finished=seen)  # reports its own trials
-        return
+        return []
     procs, remote = [], None
     if launcher is not None:
         remote = launcher(job)
@@ -490,6 +496,8 @@ def _run_workers(job: _Job, workers: int, claims: Claims, keys: list[str], progr
             p.join()
         if remote is not None:
             remote.close()
+    return [f"a worker process exited with code {p.exitcode}" for p in procs if p.exitcode] + (
+        remote.errors() if remote is not None else [])
 
 
 def _rows(states: dict, keys: list[str], metric: str) -> tuple[list[TrialRow], list[tuple[str, str]]]:

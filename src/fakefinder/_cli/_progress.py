@@ -1,5 +1,6 @@
 """How the CLI shows progress events: a bar per stage on a terminal, a line every few seconds when output is
-redirected (a log file, CI), and every event's message line in both cases."""
+redirected (a log file, CI), and every event's message line in both cases. An inner loop that finishes many
+times (the batches of each epoch) gets at most one finishing line every few seconds too."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Renderer:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bars: dict[str, object] = {}
         self.last_line: dict[str, float] = {}
+        self.last_finished: dict[str, float] = {}
 
     def __call__(self, event: Progress) -> None:
         if event.message:
@@ -39,10 +41,13 @@ class Renderer:
         if self.tty:
             self._bar(event, shown)
             return
-        now = time.monotonic()
+        now, never = time.monotonic(), float("-inf")
         finished = event.done >= event.total
-        if finished or now - self.last_line.get(event.stage, 0.0) >= LINE_EVERY_S:
+        last = (self.last_finished if finished else self.last_line).get(event.stage, never)
+        if now - last >= LINE_EVERY_S:
             self.last_line[event.stage] = now
+            if finished:
+                self.last_finished[event.stage] = now
             figures = " ".join(_figure(k, v) for k, v in shown.items())
             print(f"{event.stage}: {event.done}/{event.total} {event.unit} {figures}".rstrip(), file=self.stream,
                   flush=True)

@@ -10,12 +10,15 @@ from . import _options
 def add_arguments(p) -> None:
     p.add_argument("run_id", nargs="?", metavar="RUN", help="run id (or a unique prefix)")
     p.add_argument("--study", help="report a tuning study instead of one run")
-    p.add_argument("--metric", default="video_log_loss", help="the study's selection metric")
+    from ..config import TuneSettings
+
+    _options.add_settings(p, TuneSettings, skip=("search", "trials", "workers", "seed"))  # --metric, as tune's
     p.add_argument("--out", type=Path, default=Path("report.html"))
     _options.add_tracking(p)
 
 
 def run(args) -> int:
+    from ..config import TuneSettings
     from ..errors import UsageError
     from ..report import run_report, study_report
 
@@ -23,7 +26,8 @@ def run(args) -> int:
         raise UsageError("give either a RUN id or --study NAME")
     uri = _options.tracking_uri(args)
     if args.study:
-        path = study_report(args.study, args.out, tracking_uri=uri, experiment=args.experiment, metric=args.metric)
+        path = study_report(args.study, args.out, tracking_uri=uri, experiment=args.experiment,
+                            metric=_options.settings_from(args, TuneSettings).metric)
     else:
         path = run_report(args.run_id, args.out, tracking_uri=uri)
     print(f"wrote {path}")

@@ -19,11 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", help="required on every request (Bearer header, or ?token= once in the browser)")
     p.add_argument("--allow-dir", type=Path, help="accept paths of files on the server, but only under DIR")
-    p.add_argument("--workers", type=int, default=2, help="verdicts computed at once (default 2)")
-    p.add_argument("--queue", type=int, default=16, help="most jobs waiting or running (default 16)")
-    p.add_argument("--upload-limit", type=int, default=500, metavar="MB", help="largest upload (default 500 MB)")
-    p.add_argument("--retention", type=float, default=60.0, metavar="MINUTES",
-                   help="finished jobs (and their thumbnails) are deleted after this long (default 60)")
+    from ..config import ServeSettings
+
+    _options.add_settings(p, ServeSettings)
     _options.add_model(p)
 
 
@@ -41,15 +39,15 @@ def _named(models: list[str]) -> dict[str, str]:
 def run(args) -> int:
     import uvicorn
 
+    from ..config import ServeSettings
     from ..errors import UsageError
     from ..jobs import JobQueue
     from ..serve import create_app
 
     if args.host not in LOOPBACK and not args.token:
         raise UsageError(f"binding to {args.host} lets other machines in: give --token TOKEN (or bind 127.0.0.1)")
-    queue = JobQueue(_named(args.model), device=args.device, tracking_uri=_options.tracking_uri(args),
-                     workers=args.workers, max_queued=args.queue, retention_s=args.retention * 60,
-                     upload_limit=args.upload_limit * 2**20, allow_dir=args.allow_dir)
+    queue = JobQueue(_named(args.model), _options.settings_from(args, ServeSettings), device=args.device,
+                     tracking_uri=_options.tracking_uri(args), allow_dir=args.allow_dir)
     try:
         for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
             print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)

@@ -4,7 +4,9 @@ Plain state dicts load with `torch.load(weights_only=True)`. Some published dete
 models instead (FaceForensics++ saved `torch.save(model)` of classes from its own repository; the DFDC winner's
 files carry a numpy scalar). Those are read with an unpickler that builds PyTorch's own layer classes, numpy
 scalars and tensors, and replaces every other class by an empty module that only receives its attributes: the
-parameters come out, and no function named in the file is ever called.
+parameters come out. The only functions a file may name are PyTorch's tensor rebuilders and two codecs helpers;
+any other function, even one inside torch (`torch.storage._load_from_bytes` would unpickle without limits),
+becomes an inert stub.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 _REAL = {"collections.OrderedDict", "builtins.set", "builtins.frozenset", "torch.Size", "torch.device",
          "torch.nn.parameter.Parameter", "numpy.dtype", "numpy.core.multiarray.scalar",
          "numpy._core.multiarray.scalar", "_codecs.encode"}  # how protocol 2 pickles bytes
+_REBUILDERS = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+               "_rebuild_parameter_with_state"}
+_CLASS_MODULES = ("torch.nn.modules.", "numpy.dtypes", "torch.storage")  # only classes from these
 
 
 def _stub(name: str):
@@ -31,12 +36,12 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names that protocol 2 writes
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        full = f"{module}.{name}"
-        real = (full in _REAL or module.startswith("torch.nn.modules.") or module.startswith("numpy.dtypes")
-                or (module == "torch._utils" and name.startswith("_rebuild"))
-                or (module == "torch" and name.endswith("Storage")) or module == "torch.storage")
-        if real:
+        if f"{module}.{name}" in _REAL or (module == "torch._utils" and name in _REBUILDERS):
             return getattr(importlib.import_module(module), name)
+        if module.startswith(_CLASS_MODULES) or (module == "torch" and name.endswith("Storage")):
+            found = getattr(importlib.import_module(module), name, None)
+            if isinstance(found, type):
+                return found
         return _stub(name)
 
 

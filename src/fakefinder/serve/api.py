@@ -44,15 +44,18 @@ async def predict(request: Request, model: str | None = None, wait: float = 0.0)
         raise JobError("'file' must be a file and 'path' text")
     name = getattr(upload, "filename", None) or (server_path or "upload")
     job = queue.new_job(name, model)
-    if upload is not None:
-        written = await asyncio.to_thread(_save, upload.file, queue.input_path(job), queue.upload_limit)
-        await upload.close()
-        if written is None:
-            queue.discard(job)
-            raise JobError(f"the file is larger than the {queue.upload_limit // 2**20} MB limit", 413)
-        await asyncio.to_thread(queue.submit_file, job)
-    else:
-        await asyncio.to_thread(queue.submit_path, job, server_path)
+    try:
+        if upload is not None:
+            written = await asyncio.to_thread(_save, upload.file, queue.input_path(job), queue.upload_limit)
+            await upload.close()
+            if written is None:
+                raise JobError(f"the file is larger than the {queue.upload_limit // 2**20} MB limit", 413)
+            await asyncio.to_thread(queue.submit_file, job)
+        else:
+            await asyncio.to_thread(queue.submit_path, job, server_path)
+    except BaseException:  # refused, or the disk is full: the job must not hold a queue slot for ever
+        queue.discard(job)
+        raise
     if wait > 0:
         await asyncio.to_thread(queue.wait, job, min(wait, 600.0))
     return _answer(queue, job)
@@ -124,13 +127,19 @@ async def download_report(request: Request, job_id: str):
     if result is None:
         raise JobError("the verdict is not ready", 409)
     html = await asyncio.to_thread(verdict_report, result, queue.view(job), job.folder)
-    name = f"{job.name.rsplit('.', 1)[0]}-verdict.html"
-    return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return HTMLResponse(html, headers=_attachment(f"{job.name.rsplit('.', 1)[0]}-verdict.html"))
+
+
+def _attachment(name: str) -> dict:
+    """Content-Disposition for any upload's name: an ASCII fallback and the UTF-8 name (RFC 6266/5987)."""
+    from urllib.parse import quote
+
+    fallback = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    return {"Content-Disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"}
 
 
 def _file(path, media_type: str, download: str | None = None):
     if not path.is_file():
         raise JobError("not found", 404)
-    headers = {"Content-Disposition": f'attachment; filename="{download}"'} if download else None
-    return FileResponse(path, media_type=media_type, headers=headers)
+    return FileResponse(path, media_type=media_type, headers=_attachment(download) if download else None)
 
