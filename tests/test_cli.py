@@ -78,3 +78,8 @@ def test_redirected_progress_keeps_to_a_few_lines_for_fast_loops():
     lines = out.getvalue().splitlines()
     assert lines == ["head: 1/3 batch epoch=1", "head: 3/3 batch epoch=1", "head epochs: 1/30 epoch",
                      "head epochs: 30/30 epoch", "trained"], lines
+
+
+def test_predict_threshold_is_checked_against_the_model_cards_declaration():
+    proc = cli("predict", "model.safetensors", "clip.mp4", "--threshold", "2")
+    assert proc.returncode == 2 and "--threshold: must be in [0, 1], got 2.0" in proc.stderr, proc.stderr

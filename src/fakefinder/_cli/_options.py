@@ -30,6 +30,21 @@ def _parse(d: Declared):
     return parse
 
 
+def typed(cls: type, name: str):
+    """The argparse type of one declared setting, bounds checked, for a flag outside `cls`'s own commands."""
+    d = declared(cls)[name]
+    parse = _parse(d)
+
+    def checked(text: str):
+        value = parse(text)
+        problem = d.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    checked.__name__ = parse.__name__
+    return checked
+
+
 def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
     """One flag per declared setting of `cls`, grouped as declared; absent unless given (presets fill the rest)."""
     groups: dict[str, argparse._ActionsContainer] = {}

@@ -11,7 +11,10 @@ from . import _options
 def add_arguments(p) -> None:
     p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
     p.add_argument("inputs", nargs="+", help="video files, images, or folders of them")
-    p.add_argument("--threshold", type=float, help="verdict FAKE at P(fake) >= T (default: the model's)")
+    from ..modelcard import Verdict
+
+    p.add_argument("--threshold", type=_options.typed(Verdict, "threshold"), metavar="T",
+                   help="verdict FAKE at P(fake) >= T (default: the model's)")
     p.add_argument("--json", help="write one object per input to FILE ('-' for stdout)")
     p.add_argument("--csv", type=Path, help="write one row per input to FILE")
     p.add_argument("--explain", type=Path, metavar="DIR",
