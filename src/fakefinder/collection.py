@@ -14,12 +14,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
+from .config import Layout
 from .errors import UsageError
 from .frames import VIDEO_SUFFIXES, is_media
 
-Layout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]
 LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}  # 1 = FAKE everywhere in fakefinder
 
 

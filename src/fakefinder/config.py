@@ -15,6 +15,7 @@ from .errors import UsageError
 from .options import option
 
 T = TypeVar("T")
+Layout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]  # how `prepare` reads a collection (see `collection`)
 
 
 def _detectors():

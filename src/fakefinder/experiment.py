@@ -20,7 +20,7 @@ from .dataset import load_dataset
 from .metrics import Evaluation
 from .metrics import format_metric as fmt
 from .progress import ProgressCallback
-from .tracking import Tracker, git_commit, resolve_tracker, safe_run_id
+from .tracking import DEFAULT_EXPERIMENT, Tracker, git_commit, resolve_tracker, safe_run_id
 from .training import TrainedDetector, fit_detector
 
 
@@ -83,7 +83,7 @@ def _checkpoint_key(config: TrainConfig, data_digest: str, split_file) -> str:
 
 
 def train(data: str | Path, config: TrainConfig | None = None, *, tracking: Tracker | str | None = None,
-          experiment: str = "fakefinder", out: str | Path | None = None, split_file: str | Path | None = None,
+          experiment: str = DEFAULT_EXPERIMENT, out: str | Path | None = None, split_file: str | Path | None = None,
           run_name: str | None = None, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
           device: str = "auto", cache_dir: str | Path | None = None, evaluate_test: bool = True,
           progress: ProgressCallback | None = None, resume: bool = False, workers: int | None = None,

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _atomic
-from .collection import Collection, Layout, VideoItem, discover
-from .config import PrepareSettings
+from .collection import Collection, VideoItem, discover
+from .config import Layout, PrepareSettings
 from .crops import square_crop
 from .errors import UsageError, one_line
 from .faces import Box, FaceDetector, create_detector

@@ -13,6 +13,7 @@ from . import _atomic
 from ._text import cell
 from .errors import UsageError
 from .metrics import direction, selection_key, video_scores
+from .tracking import DEFAULT_EXPERIMENT
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
@@ -128,7 +129,7 @@ def run_report(run_id: str, out: str | Path, *, tracking_uri: str | None = None)
     return Path(out)
 
 
-def study_report(study: str, out: str | Path, *, tracking_uri: str | None = None, experiment: str = "fakefinder",
+def study_report(study: str, out: str | Path, *, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
                  metric: str | None = None, top: int = 10) -> Path:
     """Write a tuning study's report: top-N table, metric against each flag, parallel coordinates, best run;
     `metric` is the study's selection metric (tune's default when None)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from ._text import cell, format_table
 from .errors import UsageError
 from .metrics import EPOCH_METRICS, direction
-from .tracking import ROLE_TAG, STUDY_TAG, mlflow_client, safe_run_id
+from .tracking import DEFAULT_EXPERIMENT, ROLE_TAG, STUDY_TAG, mlflow_client, safe_run_id
 
 # Short names a user types -> tracked metric keys (the registry in `metrics` says which way is better).
 ALIASES = {"val_auc": "val_video_auc", "val_log_loss": "val_video_log_loss", "val_acc": "val_video_accuracy",
@@ -53,7 +53,7 @@ def _filter(where: str | None) -> str:
     return " and ".join(out)
 
 
-def list_runs(*, tracking_uri: str | None = None, experiment: str = "fakefinder", study: str | None = None,
+def list_runs(*, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, study: str | None = None,
               order: str | None = None, where: str | None = None, latest: int | None = None) -> list[RunInfo]:
     """Training runs (not study parents), newest first, or best first by `order` (a metric name)."""
     client = mlflow_client(tracking_uri)

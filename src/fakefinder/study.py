@@ -20,6 +20,7 @@ from .metrics import Evaluation
 from .metrics import format_metric as fmt
 from .preparation import prepare
 from .progress import ProgressCallback
+from .tracking import DEFAULT_EXPERIMENT
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def ensure_prepared(path: str | Path, out: Path, settings: PrepareSettings | Non
 
 def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | None = None,
           out: str | Path = "study", config: TrainConfig | None = None, tracking: str | None = None,
-          storage: str | None = None, experiment: str = "fakefinder", settings: PrepareSettings | None = None,
+          storage: str | None = None, experiment: str = DEFAULT_EXPERIMENT, settings: PrepareSettings | None = None,
           device: str = "auto", progress: ProgressCallback | None = None) -> StudyResult:
     """Run the cross-dataset study; writes `out/study.md` and `out/report.html` and returns the table.
 

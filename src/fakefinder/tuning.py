@@ -33,6 +33,7 @@ from .manifest import features_dir
 from .metrics import Evaluation, direction, selection_key
 from .metrics import format_metric as fmt
 from .progress import ProgressCallback, emit
+from .tracking import DEFAULT_EXPERIMENT
 
 FINAL = "best-on-test"
 PARENT = "mlflow-parent"
@@ -404,7 +405,7 @@ def _report_claims(claims: Claims, keys: list[str], seen: set[str], progress: Pr
 
 
 def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = None, *, study: str | None = None,
-         storage: str | None = None, tracking: str | None = None, experiment: str = "fakefinder",
+         storage: str | None = None, tracking: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
          cache_dir: str | Path | None = None, device: str = "auto", progress: ProgressCallback | None = None,
          launcher=None) -> TuneResult:
     """Search training flags on the validation part; evaluate the best configuration once on the test part.

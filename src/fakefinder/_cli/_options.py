@@ -83,7 +83,9 @@ def add_presets(parser: argparse.ArgumentParser, cls: type, help: str) -> None:
 def add_tracking(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow store or server (default MLFLOW_TRACKING_URI, else "
                         "./mlflow.db; 'none' records nothing)")
-    parser.add_argument("--experiment", default="fakefinder", help="MLflow experiment (default fakefinder)")
+    from ..tracking import DEFAULT_EXPERIMENT
+
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default %(default)s)")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

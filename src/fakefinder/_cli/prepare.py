@@ -15,7 +15,11 @@ def add_arguments(p) -> None:
     p.add_argument("src", type=Path, help="the collection's folder")
     p.add_argument("out", type=Path, help="output folder (faces/, manifest.parquet, videos.parquet)")
     p.add_argument("--labels", type=Path, help="CSV with columns filename,label[,original][,method]")
-    p.add_argument("--layout", choices=("auto", "dfdc", "csv", "folders", "ffpp"), default="auto")
+    from typing import get_args
+
+    from ..config import Layout
+
+    p.add_argument("--layout", choices=get_args(Layout), default="auto")
     p.add_argument("--dataset", help="name recorded on every row (default: SRC's folder name)")
     _options.add_presets(p, PrepareSettings, "reference: the study's preparation (1 fps, long side 1000, haar, "
                                               "margin 0, all faces); flags given with it override it")
