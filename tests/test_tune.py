@@ -259,3 +259,10 @@ def test_random_and_tpe_searches_run_the_asked_number_of_trials(search, learnabl
     assert all(set(r.flags) == {"n_neurons", "lr"} for r in result.rows)
     with pytest.raises(UsageError, match="trials must be given"):
         TuneSettings(search=search)
+
+
+def test_a_study_without_a_test_part_says_so_in_one_line(learnable, tracking, tmp_path):
+    grid = tmp_path / "no-test.yml"
+    grid.write_text("flags:\n  n_neurons: [16, 32]\nfixed:\n  epochs: 2\n  test: 0\n")
+    with pytest.raises(UsageError, match="no test part to be scored on"):
+        tune(learnable.out, grid, study="no-test", storage=f"sqlite:///{tmp_path / 'o.db'}", tracking=tracking)

@@ -462,6 +462,9 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
                        run_name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir, device=device,
                        tags={"fakefinder.study": name, "fakefinder.role": "best-on-test",
                              "fakefinder.trial": str(best.number)})
+        if result.test is None:
+            raise UsageError(f"study {name}: the best configuration has no test part to be scored on (a grid "
+                             f"with test: 0, or test videos without a face); its run is {result.run_id}")
         return {"run_id": result.run_id, "test": result.test.to_dict(), "model_path": str(result.model_path)}
 
     existing = claims.all().get(f"{FINAL}:{best.key}")
