@@ -9,6 +9,7 @@ settings its training data had, its calibration, threshold and video rule), load
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import PrepareSettings
-from .errors import OptionError, UsageError, one_line
+from .errors import UsageError, one_line
 from .metrics import video_scores
 from .modelfile import DeepfakeModel
 
@@ -240,13 +241,8 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
 
     loaded = load_model(resolve_model_file(model, tracking_uri=tracking_uri), device=resolve_device(device),
                         base_weights=base_weights)
-    if threshold is not None:  # the bounds of the model card's own threshold
-        from .modelcard import Verdict
-        from .options import declared
-
-        problem = declared(Verdict)["threshold"].problem(threshold)
-        if problem:
-            raise OptionError("threshold", problem)
+    if threshold is not None:  # a verdict checks its own threshold's bounds
+        threshold = dataclasses.replace(loaded.card.verdict, threshold=threshold).threshold
     # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
     # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
     settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")

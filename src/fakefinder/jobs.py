@@ -148,6 +148,9 @@ class JobQueue:
             self.jobs[job_id] = job
         return job
 
+    def too_large(self) -> JobError:
+        return JobError(f"the file is larger than the {self.upload_limit // 2**20} MB limit", 413)
+
     def input_path(self, job: Job) -> Path:
         return job.folder / "input"
 
@@ -156,7 +159,7 @@ class JobQueue:
         path = self.input_path(job)
         try:
             if path.stat().st_size > self.upload_limit:
-                raise JobError(f"the file is larger than the {self.upload_limit // 2**20} MB limit", 413)
+                raise self.too_large()
             sniff(path)
             self._pool.submit(self._run, job)
         except BaseException:  # refused, or the pool is shutting down: the job never holds a queue slot

@@ -29,7 +29,7 @@ async def predict(request: Request, model: str | None = None, wait: float = 0.0)
     queue = _queue(request)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > queue.upload_limit + ENVELOPE:
-        raise JobError(f"the file is larger than the {queue.upload_limit // 2**20} MB limit", 413)
+        raise queue.too_large()
     try:
         form = await request.form(max_files=1, max_fields=8)
     except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
@@ -49,7 +49,7 @@ async def predict(request: Request, model: str | None = None, wait: float = 0.0)
             written = await asyncio.to_thread(_save, upload.file, queue.input_path(job), queue.upload_limit)
             await upload.close()
             if written is None:
-                raise JobError(f"the file is larger than the {queue.upload_limit // 2**20} MB limit", 413)
+                raise queue.too_large()
             await asyncio.to_thread(queue.submit_file, job)
         else:
             await asyncio.to_thread(queue.submit_path, job, server_path)
