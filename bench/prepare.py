@@ -20,8 +20,8 @@ from pathlib import Path
 
 import cv2
 
-from fakefinder import PrepareSettings, create_detector, prepare, sample_frames, synth
-from fakefinder.crops import square_crop
+from fakefinder import PrepareSettings, create_face_detector, prepare, sample_frames, synth
+from fakefinder.data.crops import square_crop
 
 
 def naive(videos: list[Path], out: Path) -> dict:
@@ -59,7 +59,7 @@ def naive(videos: list[Path], out: Path) -> dict:
 
 def staged(videos: list[Path], out: Path, detector_name: str) -> dict:
     """fakefinder's own stages in one process, timed separately (the library calls `prepare` makes)."""
-    detector = create_detector(detector_name)
+    detector = create_face_detector(detector_name)
     stats = dict(decode=0.0, detect=0.0, write=0.0, frames=0, hits=0, extra=0)
     for path in videos:
         frames = sample_frames(path, fps=1.0, max_side=1000)
@@ -115,7 +115,7 @@ def main() -> None:
         out = args.out / f"prepared-{name}"
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        prepare(src, out, settings=PrepareSettings(detector=name), workers=args.workers)
+        prepare(src, out, settings=PrepareSettings(detector=name), processes=args.workers)
         stats["wall"] = time.perf_counter() - t
         rows[f"fakefinder prepare --detector {name}"] = stats
 

@@ -16,8 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from fakefinder import PrepareSettings, TrainConfig, fit_detector, prepare
-from fakefinder.metrics import format_metric as fmt
+from fakefinder import PrepareSettings, TrainSettings, fit_detector, prepare
+from fakefinder._text import shown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def main() -> None:
     cache = args.out / "quality-cache"
     rows = []
 
-    def run(name: str, config: TrainConfig) -> None:
+    def run(name: str, config: TrainSettings) -> None:
         t = time.perf_counter()
 
         def show(event):
@@ -62,27 +62,29 @@ def main() -> None:
                 print(f"  {name} epoch {event.done}/{event.total}: " + " ".join(
                     f"{k}={v:.4g}" for k, v in event.info.items() if isinstance(v, float)), flush=True)
 
-        trained = fit_detector(prepared.out, config, cache_dir=cache, device=args.device, workers=args.workers,
+        trained = fit_detector(prepared.out, config, cache_dir=cache, device=args.device, loader_processes=args.workers,
                                progress=show)
         rows.append(row(name, trained, time.perf_counter() - t))
         r = rows[-1]
-        print(f"{name}: test AUC {fmt(r['test_auc'])}, log loss {fmt(r['log_loss_raw'])} -> {fmt(r['log_loss_cal'])}"
-              f", ECE {fmt(r['ece_raw'])} -> {fmt(r['ece_cal'])}, {r['wall_s']:.0f} s", flush=True)
+        print(f"{name}: test AUC {shown(r['test_auc'], 3)}, log loss {shown(r['log_loss_raw'], 3)} -> "
+              f"{shown(r['log_loss_cal'], 3)}"
+              f", ECE {shown(r['ece_raw'], 3)} -> {shown(r['ece_cal'], 3)}, {r['wall_s']:.0f} s", flush=True)
 
-    run(f"frozen {args.backbone}", TrainConfig(backbone=args.backbone))
+    run(f"frozen {args.backbone}", TrainSettings(backbone=args.backbone))
     blocks = args.blocks if args.blocks == "all" else int(args.blocks)
     extra = {k: v for k, v in (("augment", args.augment), ("base_lr_scale", args.base_lr_scale), ("lr", args.lr))
              if v is not None}
     run(f"fine-tuned {args.backbone} ({blocks} blocks)",
-        TrainConfig(backbone=args.backbone, trainable_blocks=blocks, epochs=args.epochs, batch_size=args.batch,
-                    **extra))
+        TrainSettings(backbone=args.backbone, trainable_blocks=blocks, epochs=args.epochs, batch_size=args.batch,
+                      **extra))
 
     head = ["detector", "test AUC", "log loss raw", "log loss cal", "ECE raw", "ECE cal", "epochs", "img/s", "wall s"]
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
-        print(f"| {r['detector']} | {fmt(r['test_auc'])} | {fmt(r['log_loss_raw'])} | {fmt(r['log_loss_cal'])} | "
-              f"{fmt(r['ece_raw'])} | {fmt(r['ece_cal'])} | {r['epochs']} (best {r['best_epoch']}) | "
-              f"{fmt(r['train_images_per_s'], 1)} | {r['wall_s']:.0f} |")
+        print(f"| {r['detector']} | {shown(r['test_auc'], 3)} | {shown(r['log_loss_raw'], 3)} | "
+              f"{shown(r['log_loss_cal'], 3)} | "
+              f"{shown(r['ece_raw'], 3)} | {shown(r['ece_cal'], 3)} | {r['epochs']} (best {r['best_epoch']}) | "
+              f"{shown(r['train_images_per_s'], 1)} | {r['wall_s']:.0f} |")
     frozen, tuned = rows
     print(f"\nfine-tuned - frozen: test AUC {tuned['test_auc'] - frozen['test_auc']:+.3f}; calibration changed the "
           f"fine-tuned log loss by {tuned['log_loss_cal'] - tuned['log_loss_raw']:+.3f}")

@@ -44,7 +44,7 @@ def driver_memory(inputs: int, work: Path) -> tuple[float, float]:
     meta = {f"v{i:07d}.mp4": {"label": "REAL" if i % 2 else "FAKE"} for i in range(inputs)}
     (src / "metadata.json").write_text(json.dumps(meta))
     code = ("import resource, sys, time; from fakefinder import prepare; t = time.perf_counter(); "
-            "r = prepare(sys.argv[1], sys.argv[2], workers=2); "
+            "r = prepare(sys.argv[1], sys.argv[2], processes=2); "
             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, r.errors)")
     out = subprocess.run([sys.executable, "-c", code, str(src), str(work / f"many-out-{inputs}")],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -61,19 +61,19 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "scale")
     args = ap.parse_args()
     from fakefinder import synth
-    from fakefinder.executors import LocalExecutor
+    from fakefinder.scale.executors import LocalExecutor
 
     args.work.mkdir(parents=True, exist_ok=True)
     clips = synth(args.work / "clips", videos=args.clips, seed=7, seconds=args.seconds,
                   sizes=((1280, 720), (1920, 1080))).out
     print(f"{args.clips} clips of {args.seconds:g} s (720p/1080p) in {clips}; {os.cpu_count()} cores here")
 
-    from fakefinder.preparation import _worker_init
+    from fakefinder.hardware import single_threaded_opencv
 
-    local = timed_prepare(clips, args.work / "local", LocalExecutor(args.workers, init=_worker_init))
+    local = timed_prepare(clips, args.work / "local", LocalExecutor(args.workers, init=single_threaded_opencv))
     import ray
 
-    from fakefinder.ray_executor import RayExecutor
+    from fakefinder.scale.ray_executor import RayExecutor
 
     t = time.perf_counter()
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)

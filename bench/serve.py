@@ -41,11 +41,11 @@ def post(url: str, clip: Path) -> tuple[float, dict]:
 def stages(model: Path, clip: Path) -> dict[str, float]:
     """Seconds per stage for one verdict, the model loaded beforehand."""
     from fakefinder import load_detector
-    from fakefinder.crops import square_crop
-    from fakefinder.explain import gradcam
-    from fakefinder.frames import sample_frames
-    from fakefinder.preparation import _detector
-    from fakefinder.tracks import link_tracks
+    from fakefinder.data.crops import square_crop
+    from fakefinder.data.frames import sample_frames
+    from fakefinder.data.preparation import _detector
+    from fakefinder.inference.explain import gradcam
+    from fakefinder.inference.tracks import link_tracks
 
     det = load_detector(model, device="cpu")
     s = det.settings
@@ -65,7 +65,7 @@ def stages(model: Path, clip: Path) -> dict[str, float]:
         out["crop"] += time.perf_counter() - t
     import torch
 
-    from fakefinder.head import pooled
+    from fakefinder.models.head import pooled
 
     model_ = det.model
     with torch.inference_mode():
@@ -111,11 +111,11 @@ def screenshot(url: str, work: Path, target: Path) -> None:
 
 
 def quick_model(work: Path) -> Path:
-    from fakefinder import PrepareSettings, TrainConfig, prepare, synth, train
+    from fakefinder import PrepareSettings, TrainSettings, prepare, synth, train
 
     made = synth(work / "train-clips", videos=12, seed=3, seconds=4, sizes=((640, 360),), methods=("swap",))
     data = prepare(made.out, work / "train-prepared", settings=PrepareSettings()).out  # 1 fps, as by default
-    return train(data, TrainConfig(epochs=5), out=work / "model").model_path
+    return train(data, TrainSettings(epochs=5), out=work / "model").model_path
 
 
 def main() -> None:
@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--screenshot", type=Path, help="also save the verdict page of a two-person fake here (PNG)")
     args = ap.parse_args()
     from fakefinder import synth
-    from fakefinder.frames import sample_frames
+    from fakefinder.data.frames import sample_frames
 
     args.work.mkdir(parents=True, exist_ok=True)
     model = args.model or quick_model(args.work)

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakefinder import TrainConfig, fit_detector, load_dataset
-from fakefinder.backbones import create_backbone
-from fakefinder.features import FeatureCache, load_crops
+from fakefinder import TrainSettings, fit_detector, load_dataset
+from fakefinder.data.splits import split_dataset
 from fakefinder.hardware import autocast
-from fakefinder.head import Head, pooled
-from fakefinder.modelcard import HeadSpec
-from fakefinder.splits import split_dataset
+from fakefinder.models.backbones import create_backbone
+from fakefinder.models.features import FeatureCache, load_crops
+from fakefinder.models.head import Head, pooled
+from fakefinder.models.modelcard import HeadSpec
 
 
 def make(n: int, root: Path) -> Path:
@@ -58,7 +58,7 @@ def bare_extraction(backbone, files, batch: int, device: str, precision: str) ->
     return time.perf_counter() - t
 
 
-def naive_epoch(backbone, files, labels, rows, config: TrainConfig, device: str) -> float:
+def naive_epoch(backbone, files, labels, rows, config: TrainSettings, device: str) -> float:
     """One epoch the reference's way: every batch goes through the frozen base again, then the head."""
     c, h, _ = backbone.feature_shape()
     head = Head(HeadSpec(c * h * h if config.pool == "flatten" else c, config.n_layers, config.n_neurons,
@@ -154,8 +154,8 @@ def main() -> None:
         print(f"bf16 changes the features by at most {diff:.1e} of the largest one")
 
     # 2. the head on cached features against the naive pipeline
-    config = TrainConfig(backbone=args.backbone, weights=args.weights, epochs=args.epochs, patience=0,
-                         precision="fp32")
+    config = TrainSettings(backbone=args.backbone, weights=args.weights, epochs=args.epochs, patience=0,
+                           precision="fp32")
     with tempfile.TemporaryDirectory() as cache:
         fit_detector(data, config, cache_dir=cache, device=args.device)  # fills the cache (timed above)
         t = time.perf_counter()
@@ -172,10 +172,10 @@ def main() -> None:
     for precision in precisions:
         bare = bare_finetune(args.backbone, args.weights, files, labels, args.finetune_batch, args.device,
                              precision, steps=8)
-        ft = TrainConfig(backbone=args.backbone, weights=args.weights, trainable_blocks="all", epochs=1,
-                         batch_size=args.finetune_batch, probe=False, calibration="none", precision=precision,
-                         patience=0)
-        trained = fit_detector(data, ft, device=args.device, workers=args.workers, evaluate_test=False)
+        ft = TrainSettings(backbone=args.backbone, weights=args.weights, trainable_blocks="all", epochs=1,
+                           batch_size=args.finetune_batch, probe=False, calibration="none", precision=precision,
+                           patience=0)
+        trained = fit_detector(data, ft, device=args.device, loader_processes=args.workers, evaluate_test=False)
         ours = trained.history.epochs[0]["images_per_s"]
         print(f"[{precision}] fine-tuning (all blocks, batch {args.finetune_batch}): bare loop on tensors in memory "
               f"{bare:.1f} img/s; fakefinder's loop with decoding and augmentation {ours:.1f} img/s "

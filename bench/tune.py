@@ -20,11 +20,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from train import naive_epoch  # noqa: E402 - the same naive loop as bench/train.py
 
-from fakefinder import PrepareSettings, TrainConfig, TuneSettings, load_dataset, prepare, synth  # noqa: E402
-from fakefinder.backbones import create_backbone  # noqa: E402
-from fakefinder.manifest import features_dir  # noqa: E402
-from fakefinder.splits import split_dataset  # noqa: E402
-from fakefinder.tuning import load_grid, tune  # noqa: E402
+from fakefinder import PrepareSettings, TrainSettings, TuneSettings, load_dataset, prepare, synth  # noqa: E402
+from fakefinder.data.manifest import features_dir  # noqa: E402
+from fakefinder.data.splits import split_dataset  # noqa: E402
+from fakefinder.models.backbones import create_backbone  # noqa: E402
+from fakefinder.tuning.search import load_grid, tune  # noqa: E402
 
 GRID = """flags:
   n_neurons: [64, 128, 256]
@@ -60,7 +60,7 @@ def main() -> None:
     configs = spec.points(seed=0)
 
     # Naive baseline: one epoch of the reference's way on the training part, batch 32.
-    config = TrainConfig(batch_size=32)
+    config = TrainSettings(batch_size=32)
     parts = split_dataset(d, seed=0).parts[:len(d)]
     train_rows = np.flatnonzero(parts == "train")
     backbone = create_backbone("efficientnet_lite0")
@@ -76,7 +76,7 @@ def main() -> None:
         p = args.out / name
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     t = time.perf_counter()
-    result = tune(data, grid, TuneSettings(workers=args.workers), study="bench243",
+    result = tune(data, grid, TuneSettings(concurrent_trials=args.workers), study="bench243",
                   storage=f"sqlite:///{(args.out / 'optuna.db').resolve()}",
                   tracking=f"sqlite:///{(args.out / 'mlflow.db').resolve()}")
     wall = time.perf_counter() - t

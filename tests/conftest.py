@@ -17,7 +17,7 @@ def collection(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared(collection, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
-    return prepare(collection.out, out, settings=PrepareSettings(), workers=1)
+    return prepare(collection.out, out, settings=PrepareSettings(), processes=1)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def learnable(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("learnable")
     made = synth(root / "swap", videos=30, seed=5, seconds=2, sizes=((640, 360),), methods=("swap", "resample"))
-    return prepare(made.out, root / "prepared", settings=PrepareSettings(fps=2), workers=2)
+    return prepare(made.out, root / "prepared", settings=PrepareSettings(fps=2), processes=2)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +45,6 @@ def tracking(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def baseline(learnable, tracking):
     """The default detector trained once on `learnable` and tracked: what many tests score, load or serve."""
-    from fakefinder import TrainConfig, train
+    from fakefinder import TrainSettings, train
 
-    return train(learnable.out, TrainConfig(), tracking=tracking)
+    return train(learnable.out, TrainSettings(), tracking=tracking)

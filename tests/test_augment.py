@@ -5,22 +5,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from fakefinder.augment import AUGMENTATIONS, Augmenter, face_part_box, parse_augment
-from fakefinder.config import TrainConfig
-from fakefinder.errors import OptionError
-
 from media import astronaut
+
+from fakefinder.config import TrainSettings
+from fakefinder.errors import OptionError
+from fakefinder.training.augment import AUGMENTATIONS, Augmenter, face_part_box, parse_augment
 
 
 @pytest.fixture(scope="module")
 def face() -> np.ndarray:
     """A 224 px crop of a real face with margin 0.3 around the face box, as prepare cuts it."""
-    from fakefinder.crops import square_crop
-    from fakefinder.faces import create_detector
+    from fakefinder.data.crops import square_crop
+    from fakefinder.data.faces import create_face_detector
 
     image = astronaut()
-    box = max(create_detector("blazeface").detect(image), key=lambda b: b.area)
+    box = max(create_face_detector("blazeface").detect(image), key=lambda b: b.area)
     return square_crop(image, box, margin=0.3, size=224)
 
 
@@ -76,13 +75,13 @@ def test_cutout_blacks_out_squares(face):
 @pytest.mark.parametrize("part", ["eyes", "nose", "mouth"])
 def test_face_part_boxes_sit_on_the_face_parts(face, part):
     """The geometry finds the real eyes, nose and mouth: BlazeFace's own keypoints fall in the boxes."""
-    from fakefinder.faces import create_detector
+    from fakefinder.data.faces import LANDMARKS, create_face_detector
 
-    box = max(create_detector("blazeface").detect(face), key=lambda b: b.area)
+    box = max(create_face_detector("blazeface").detect(face), key=lambda b: b.area)
     x0, y0, x1, y1 = face_part_box(part, 224, 0.3)
     inside = {"eyes": ["right_eye", "left_eye"], "nose": ["nose"], "mouth": ["mouth"]}[part]
     for name in inside:
-        x, y = box.landmark(name)
+        x, y = box.landmarks[LANDMARKS.index(name)]
         assert x0 <= x <= x1 and y0 <= y <= y1, (part, name, (x, y), (x0, y0, x1, y1))
 
 
@@ -111,4 +110,4 @@ def test_a_spec_is_parsed_named_strengths_apply_and_the_result_depends_only_on_t
     for bad, message in (("sparkle", "has no augmentation 'sparkle'"), ("jpeg=2", "strength must be in (0, 1]"),
                          ("blur=x", "strength 'x' is not a number")):
         with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            TrainConfig(augment=bad)
+            TrainSettings(augment=bad)

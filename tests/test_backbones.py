@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from fakefinder import UsageError
-from fakefinder.backbones import backbone_names, create_backbone, get_spec
+from fakefinder.models.backbones import backbone_names, create_backbone, get_spec
 
 VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision's indices in vgg16().features
 
@@ -150,7 +150,7 @@ def test_imagenet_weights_without_network_fail_fast_saying_how(tmp_path, monkeyp
     import dataclasses
     import socket
 
-    from fakefinder import backbones
+    from fakefinder.models import backbones
 
     spec = get_spec(name)
     unreachable = dataclasses.replace(spec.imagenet, url="http://127.0.0.1:9/" + spec.imagenet.url.rsplit("/", 1)[1])
@@ -162,7 +162,7 @@ def test_imagenet_weights_without_network_fail_fast_saying_how(tmp_path, monkeyp
         create_backbone(name)
     assert time.monotonic() - start < 15 and socket.getdefaulttimeout() == before
     message = str(info.value)
-    assert "\n" not in message and "--weights FILE" in message and str(tmp_path) in message
+    assert "\n" not in message and "or give the weights setting a file" in message and str(tmp_path) in message
     assert unreachable.url in message
 
 

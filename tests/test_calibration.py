@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from fakefinder.calibration import fit_calibration
+from fakefinder.models.calibration import fit_calibration
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt"])

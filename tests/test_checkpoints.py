@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from fakefinder import TrainConfig, fit_detector, load_dataset, load_detector
-from fakefinder.backbones import create_backbone
-from fakefinder.features import load_crops
+from fakefinder import TrainSettings, fit_detector, load_dataset, load_detector
+from fakefinder.models.backbones import create_backbone
+from fakefinder.models.features import load_crops
 
 # lukemelas (our) names -> timm's, per block kind: written out here from timm's EfficientNet, independently of
 # the mapping in fakefinder.checkpoints.
@@ -60,7 +60,7 @@ def dfdc_winner_file(tmp_path_factory):
 FFPP_SAVE = textwrap.dedent("""
     import sys, types, torch
     from torch import nn
-    from fakefinder.backbones import xception as ours
+    from fakefinder.models.backbones import xception as ours
     # The FaceForensics++ repository's classes, under the module paths its pickles name.
     cadene = types.ModuleType("pretrainedmodels.models.xception")
     for cls in (ours.Xception, ours.Block, ours.SeparableConv2d):
@@ -140,14 +140,14 @@ def test_the_faceforensics_xception_pickle_is_read_without_running_it(ffpp_file)
 
 def test_a_published_checkpoint_starts_training(dfdc_winner_file, learnable, tmp_path):
     path, base, state = dfdc_winner_file
-    config = TrainConfig(backbone="efficientnet_b0", weights=str(path), n_layers=0, epochs=1, input_size=64,
-                         calibration="none")
+    config = TrainSettings(backbone="efficientnet_b0", weights=str(path), n_layers=0, epochs=1, input_size=64,
+                           calibration="none")
     trained = fit_detector(learnable.out, config, cache_dir=tmp_path)
     ours = trained.model.backbone.module.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in base.state_dict().items() if not k.startswith("_fc."))
     assert trained.model.card.base.weights == path.name
     with pytest.raises(Exception, match="DFDC winner checkpoint of efficientnet_b0, not efficientnet_lite0"):
-        fit_detector(learnable.out, TrainConfig(weights=str(path), epochs=1), cache_dir=tmp_path)
+        fit_detector(learnable.out, TrainSettings(weights=str(path), epochs=1), cache_dir=tmp_path)
 
 
 def test_evaluate_and_predict_take_the_checkpoint_file_as_the_model(ffpp_file, prepared, collection):

@@ -17,7 +17,7 @@ def cli(*args, **kwargs) -> subprocess.CompletedProcess:
 
 def test_fine_tuning_reports_each_epoch_with_speed_and_eta_when_output_is_a_file(prepared, tmp_path):
     proc = cli("train", prepared.out, "--trainable-blocks", "2", "--epochs", "2", "--batch-size", "4",
-               "--input-size", "64", "--workers", "0", "--tracking-uri", "none", "--out", tmp_path)
+               "--input-size", "64", "--loader-processes", "0", "--tracking-uri", "none", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stderr.splitlines()
     fine = [line for line in lines if line.startswith("fine-tune: ")]
@@ -29,7 +29,8 @@ def test_fine_tuning_reports_each_epoch_with_speed_and_eta_when_output_is_a_file
 def test_sigterm_ends_training_like_ctrl_c_run_killed_and_no_temporaries(prepared, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", str(prepared.out), "--trainable-blocks",
-                             "all", "--epochs", "50", "--batch-size", "4", "--workers", "0", "--input-size", "64",
+                             "all", "--epochs", "50", "--batch-size", "4", "--loader-processes", "0",
+                             "--input-size", "64",
                              "--tracking-uri", store,
                              "--out", str(tmp_path / "models"), "--cache", str(tmp_path / "cache")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakefinder import (Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_dataset,
-                        load_detector, synth)
-from fakefinder.features import load_crops
-from fakefinder.tracks import link_tracks
+from fakefinder import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_dataset, load_detector, synth
+from fakefinder.inference.tracks import link_tracks
+from fakefinder.models.features import load_crops
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, t
     assert result.verdict == ("FAKE" if result.p_fake >= detector.threshold else "REAL")
     crop = load_dataset(learnable.out).crop_files[0]
     cv2.imwrite(str(tmp_path / "face.png"), cv2.imread(str(crop)))
-    image = detector.predict_image(tmp_path / "face.png")
+    image = detector.predict(tmp_path / "face.png")
     assert image.frames_sampled == 1 and image.faces == 1
     p = detector.predict_faces(load_crops([crop, crop]))
     assert p.shape == (2,) and p[0] == pytest.approx(p[1]) and 0 <= p[0] <= 1

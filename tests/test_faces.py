@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fakefinder import Box, UsageError, create_detector, sample_frames
-from fakefinder.crops import square_crop
-
 from media import astronaut, coffee
+
+from fakefinder import Box, UsageError, create_face_detector, sample_frames
+from fakefinder.data.crops import square_crop
 
 ASTRONAUT_FACE = (175, 65, 100, 100)  # x, y, w, h of Eileen Collins' face in skimage's photo
 
@@ -20,15 +19,15 @@ def _iou(a: Box, b: tuple) -> float:
 
 @pytest.mark.parametrize("name", ["blazeface", "haar"])
 def test_finds_the_face_in_a_real_photo_and_none_in_coffee(name):
-    detector = create_detector(name)
+    detector = create_face_detector(name)
     boxes = detector.detect(astronaut())
     assert boxes and _iou(boxes[0], ASTRONAUT_FACE) > 0.6
-    assert create_detector("blazeface").detect(coffee()) == []
+    assert create_face_detector("blazeface").detect(coffee()) == []
 
 
 @pytest.mark.parametrize("name", ["blazeface", "haar"])
 def test_detection_rate_on_synthetic_videos_is_at_least_90_percent(collection, name):
-    detector = create_detector(name)
+    detector = create_face_detector(name)
     hits = total = 0
     for video in collection.videos:
         for frame in sample_frames(collection.out / f"{video.name}.mp4", fps=2.0):
@@ -39,17 +38,17 @@ def test_detection_rate_on_synthetic_videos_is_at_least_90_percent(collection, n
 
 def test_haar_works_on_a_shrunk_copy_and_maps_boxes_back():
     big = np.kron(astronaut(), np.ones((3, 3, 1), np.uint8))  # 1536 px: detected at 640, reported at 1536
-    box = create_detector("haar").detect(big)[0]
+    box = create_face_detector("haar").detect(big)[0]
     assert _iou(box, tuple(3 * v for v in ASTRONAUT_FACE)) > 0.6
 
 
 def test_none_detector_is_the_whole_frame():
-    assert create_detector("none").detect(coffee()) == [Box(0.0, 0.0, 600.0, 400.0, 1.0)]
+    assert create_face_detector("none").detect(coffee()) == [Box(0.0, 0.0, 600.0, 400.0, 1.0)]
 
 
 def test_unknown_detector_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown detector 'mtcnn'"):
-        create_detector("mtcnn")
+        create_face_detector("mtcnn")
 
 
 def test_square_crop_margin_and_padding():

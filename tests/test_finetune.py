@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from fakefinder import TrainConfig, fit_detector
-from fakefinder.modelfile import load_model
+from fakefinder import TrainSettings, fit_detector
+from fakefinder.models.modelfile import load_model
 
 SMALL = dict(trainable_blocks=2, input_size=96, epochs=4, batch_size=8, patience=0, seed=3)
 TINY = dict(trainable_blocks=2, input_size=64, epochs=2, batch_size=8, patience=0, seed=3, probe=False)
@@ -26,16 +26,16 @@ def without_timing(epochs: list[dict]) -> list[dict]:
 
 
 def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
-    trained = fit_detector(learnable.out, TrainConfig(**SMALL), cache_dir=tmp_path, workers=0)
+    trained = fit_detector(learnable.out, TrainSettings(**SMALL), cache_dir=tmp_path, loader_processes=0)
     losses = [e["train_loss"] for e in trained.history.epochs]
     assert losses[-1] < losses[0] and trained.probe_history is not None  # started from the linear probe
     assert trained.model.card.base.included and trained.val.frame.auc > 0.8
 
 
 def test_the_input_pipeline_gives_the_same_batches_whatever_the_number_of_workers(prepared, tmp_path):
-    config = TrainConfig(**TINY)
-    a = fit_detector(prepared.out, config, cache_dir=tmp_path, workers=0)
-    b = fit_detector(prepared.out, config, cache_dir=tmp_path, workers=2)
+    config = TrainSettings(**TINY)
+    a = fit_detector(prepared.out, config, cache_dir=tmp_path, loader_processes=0)
+    b = fit_detector(prepared.out, config, cache_dir=tmp_path, loader_processes=2)
     assert without_timing(a.history.epochs) == without_timing(b.history.epochs)
     np.testing.assert_array_equal(a.logits["test"], b.logits["test"])
 
@@ -44,7 +44,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path)
     """Kill a fine-tuning run after its second epoch's checkpoint (SIGKILL: nothing runs on exit), resume it, and
     compare with the same run left alone: the same epochs, the same weights, the same test scores."""
     args = ["--trainable-blocks", "2", "--input-size", "64", "--epochs", "3", "--batch-size", "8", "--patience",
-            "0", "--seed", "3", "--workers", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--quiet"]
+            "0", "--seed", "3", "--loader-processes", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--quiet"]
     killed_out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fakefinder", "train", str(learnable.out), *args, "--out", str(killed_out),
            "--cache", str(tmp_path / "cache")]
@@ -86,8 +87,8 @@ def test_two_processes_under_torchrun_match_one_process_at_the_same_global_batch
     (the last batch is split unequally: the loss is weighted so that it still is)."""
     args = ["train", str(prepared.out), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
             "--trainable-blocks", "all", "--pool", "avg", "--epochs", "2", "--batch-size", "8", "--patience", "0",
-            "--no-probe", "--augment", "flip,noise", "--workers", "0", "--tracking-uri", "none", "--quiet",
-            "--device", "cpu"]
+            "--no-probe", "--augment", "flip,noise", "--loader-processes", "0", "--tracking-uri", "none", "--quiet",
+            "--device", "cpu", "--precision", "fp32"]  # DDP's arithmetic, not bf16's rounding, is under test
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "fakefinder", *args, "--out", str(tmp_path / "one"), "--json",
                           str(tmp_path / "one.json")], capture_output=True, text=True, env=env)
@@ -98,8 +99,12 @@ def test_two_processes_under_torchrun_match_one_process_at_the_same_global_batch
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     ma, mb = load_model(a["model_path"]), load_model(b["model_path"])
+    # Float error only: summation order differs between one process and two, and on some CPUs' kernels Adam's
+    # normalised steps carry it to 8e-4 of a tensor's largest value (measured on an AMX Xeon). The base learns at
+    # 1e-4 a step for 8 steps: a wrong split of the batch or of its seeds shows as differences of that order, above
+    # this tolerance (2e-3 of each tensor's largest value: 3e-5 to 4e-4 here).
     for (k, v), w in zip(ma.backbone.module.state_dict().items(), mb.backbone.module.state_dict().values()):
-        torch.testing.assert_close(v, w, rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(v, w, rtol=0, atol=2e-3 * float(v.abs().max()), msg=k)
     for part in ("val", "test"):
         assert a[part]["frame"]["log_loss"] == pytest.approx(b[part]["frame"]["log_loss"], abs=1e-4)
     assert len(list((tmp_path / "two").glob("*.safetensors"))) == 1  # one process writes
@@ -109,7 +114,7 @@ def test_two_processes_under_torchrun_match_one_process_at_the_same_global_batch
                                                  (9, 1, [[4], [4], [1]]), (11, 4, [[1, 1, 1, 1], [1, 1, 1, 1]])])
 def test_every_process_gets_a_share_of_every_batch(rows, world, shares):
     """A last batch with fewer samples than processes is left out, so no process runs out while others wait."""
-    from fakefinder.loader import EpochBatches
+    from fakefinder.training.loader import EpochBatches
 
     samplers = [EpochBatches(np.arange(rows), 4, 0, shuffle=True, rank=r, world=world) for r in range(world)]
     got = [list(map(len, step)) for step in zip(*(list(s) for s in samplers))]

@@ -4,11 +4,10 @@ import av
 import cv2
 import numpy as np
 import pytest
+from media import astronaut, write_video
 
 from fakefinder import InputError, sample_frames
-from fakefinder.frames import make_plan, target_indices, working_size
-
-from media import astronaut, write_video
+from fakefinder.data.frames import make_plan, target_indices, working_size
 
 
 def _all_frames(path):

@@ -8,18 +8,17 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from media import coffee, write_video
 from safetensors.torch import save_file
 from sklearn import metrics as sk
 
-from fakefinder import TrainConfig, UsageError, load_dataset, load_detector, train
-from fakefinder.backbones import create_backbone
-from fakefinder.features import load_crops
-from fakefinder.inference import dataset_logits, evaluate, predict
-from fakefinder.modelfile import load_model
-from fakefinder.splits import split_dataset
-from fakefinder.study import study
-
-from media import coffee, write_video
+from fakefinder import TrainSettings, UsageError, load_dataset, load_detector, train
+from fakefinder.data.splits import split_dataset
+from fakefinder.inference.evaluation import dataset_logits, evaluate, predict
+from fakefinder.models.backbones import create_backbone
+from fakefinder.models.features import load_crops
+from fakefinder.models.modelfile import load_model
+from fakefinder.workflows.study import study
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +133,7 @@ def test_evaluate_and_predict_take_device_auto(model, learnable, collection):
 
 def test_study_on_two_prepared_collections(learnable, prepared, tracking, tmp_path):
     result = study(learnable.out, prepared.out, out=tmp_path / "study", tracking=tracking,
-                   config=TrainConfig(epochs=5))
+                   config=TrainSettings(epochs=5))
     steps = [r.step for r in result.rows]
     assert steps == ["1 baseline", "1 cross-dataset", "2 retrained", "4 retrained, back"]
     assert [r.step for r in result.leak] == ["leak: frame split", "leak: source split"]
@@ -152,7 +151,7 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
         return path
 
     weights = vgg16_file(tmp_path / "vgg16.safetensors", seed=5)
-    config = TrainConfig.reference(weights=str(weights), input_size=64, pool="avg", epochs=1, trainable_blocks=0)
+    config = TrainSettings.reference(weights=str(weights), input_size=64, pool="avg", epochs=1, trainable_blocks=0)
     result = train(prepared.out, config, out=tmp_path / "models", tracking=tracking)
     video = collection.out / f"{collection.videos[0].name}.mp4"
     before = predict(result.model_path, [video])[0]

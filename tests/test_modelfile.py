@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fakefinder import ModelCard, UsageError
-from fakefinder.modelfile import HEADER_KEY, load_model, read_card, save_model
+from fakefinder.models.modelfile import HEADER_KEY, load_model, read_card, save_model
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
 def _load_in_subprocess(path, limit_bytes: int) -> subprocess.CompletedProcess:
     """Load a model with the address space capped: a header that made us allocate gigabytes would die here."""
     code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes}));"
-            f"import fakefinder.modelfile as m; m.load_model({str(path)!r})")
+            f"import fakefinder.models.modelfile as m; m.load_model({str(path)!r})")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fakefinder import OptionError, PrepareSettings, TrainConfig, TuneSettings
+from fakefinder import OptionError, PrepareSettings, TrainSettings, TuneSettings
 from fakefinder._cli import build_parser
 from fakefinder.options import declared
 
@@ -18,7 +18,7 @@ def command_parser(command: str) -> argparse.ArgumentParser:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
 
 
-@pytest.mark.parametrize("command,cls", [("prepare", PrepareSettings), ("train", TrainConfig),
+@pytest.mark.parametrize("command,cls", [("prepare", PrepareSettings), ("train", TrainSettings),
                                          ("tune", TuneSettings)])
 def test_every_declared_setting_is_exactly_one_flag_with_its_default_in_the_help(command, cls):
     parser = command_parser(command)
@@ -34,22 +34,22 @@ def test_every_declared_setting_is_exactly_one_flag_with_its_default_in_the_help
 
 
 def test_choices_come_from_the_registries():
-    from fakefinder.backbones import backbone_names
-    from fakefinder.faces import DETECTORS
+    from fakefinder.data.faces import FACE_DETECTORS
+    from fakefinder.models.backbones import backbone_names
 
     train_help = command_parser("train").format_help().replace("\n", " ").replace("  ", " ")
     for name in backbone_names():
         assert name in train_help
     prepare_help = command_parser("prepare").format_help()
-    for name in DETECTORS:
+    for name in FACE_DETECTORS:
         assert name in prepare_help
     with pytest.raises(OptionError, match="backbone must be one of efficientnet_b0, .*xception, got 'resnet'"):
-        TrainConfig(backbone="resnet")
+        TrainSettings(backbone="resnet")
 
 
 def test_library_errors_name_the_setting_and_the_cli_names_the_flag(prepared):
     with pytest.raises(OptionError) as info:
-        TrainConfig(lr=-1, n_layers=9)
+        TrainSettings(lr=-1, n_layers=9)
     assert str(info.value) == "n_layers must be in [0, 8], got 9; lr must be in (0, 10], got -1"
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "train", str(prepared.out), "--lr", "-1",
                            "--n-layers", "9"], capture_output=True, text=True)
@@ -66,25 +66,25 @@ def test_presets_are_declared_settings_and_flags_override_them():
     args = parser.parse_args(["train", "data", "--preset", "reference", "--lr", "1e-4"])
     from fakefinder._cli._options import settings_from
 
-    config = settings_from(args, TrainConfig, args.preset)
-    assert config == TrainConfig.preset("reference", lr=1e-4)
+    config = settings_from(args, TrainSettings, args.preset)
+    assert config == TrainSettings.preset("reference", lr=1e-4)
     assert (config.backbone, config.trainable_blocks, config.lr) == ("vgg16", "all", 1e-4)
     with pytest.raises(OptionError):
-        TrainConfig.preset("reference", epochs=0)
+        TrainSettings.preset("reference", epochs=0)
 
 
 def test_tracked_params_are_every_declared_setting():
-    config = TrainConfig(trainable_blocks="all", grad_clip=None)
+    config = TrainSettings(trainable_blocks="all", grad_clip=None)
     params = config.to_params()
-    assert set(params) == set(declared(TrainConfig))
+    assert set(params) == set(declared(TrainSettings))
     assert params["trainable_blocks"] == "all" and params["grad_clip"] == "none" and params["lr"] == "0.001"
     from fakefinder.options import build
 
-    assert build(TrainConfig, params) == config  # what a run records is enough to rebuild its settings
+    assert build(TrainSettings, params) == config  # what a run records is enough to rebuild its settings
 
 
 def test_coercion_follows_the_declared_types():
-    d = declared(TrainConfig)
+    d = declared(TrainSettings)
     assert d["lr"].coerce("1e-5") == 1e-5 and d["epochs"].coerce("3") == 3 and d["epochs"].coerce(3.0) == 3
     assert d["trainable_blocks"].coerce("all") == "all" and d["trainable_blocks"].coerce("2") == 2
     assert d["probe"].coerce("no") is False and d["input_size"].coerce("none") is None

@@ -12,11 +12,10 @@ from pathlib import Path
 import cv2
 import pyarrow.parquet as pq
 import pytest
+from media import astronaut, coffee, copy, truncate, write_video, zero_payload
 
 from fakefinder import PrepareSettings, UsageError, prepare
-from fakefinder.manifest import STATE_DIR, crops_folder
-
-from media import astronaut, coffee, copy, truncate, write_video, zero_payload
+from fakefinder.data.manifest import STATE_DIR, crops_folder
 
 MANIFEST_COLUMNS = ["dataset", "video_id", "source_path", "label", "group", "frame_index", "timestamp",
                     "face_index", "x", "y", "w", "h", "score", "crop_path"]
@@ -63,8 +62,8 @@ def test_dfdc_layout_manifest_contract(prepared, metadata, collection):
 
 def test_boxes_are_in_source_pixels(collection, tmp_path):
     """Frames shrunk to a 320 px working size still report boxes in the video's own pixels."""
-    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320), workers=1)
-    ref = prepare(collection.out, tmp_path / "full", workers=1)
+    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320), processes=1)
+    ref = prepare(collection.out, tmp_path / "full", processes=1)
     by_key = {(r["video_id"], r["frame_index"]): r for r in pq.read_table(ref.manifest_path).to_pylist()}
     for row in pq.read_table(small.manifest_path).to_pylist():
         other = by_key[(row["video_id"], row["frame_index"])]
@@ -81,7 +80,7 @@ def test_dfdc_parts_are_found_recursively(collection, metadata, tmp_path):
         for name in (fake, original):
             copy(collection.out / name, folder / name)
         (folder / "metadata.json").write_text(json.dumps({k: metadata[k] for k in (fake, original)}))
-    result = prepare(src, tmp_path / "out", workers=1)
+    result = prepare(src, tmp_path / "out", processes=1)
     _, videos = tables(result.out)
     assert result.layout == "dfdc" and result.ok == 4
     for row in videos:
@@ -100,7 +99,7 @@ def test_csv_labels_accept_every_spelling(collection, metadata, tmp_path):
         lines.append(f"{name},{spellings[m['label']][i % 3]},{m['original'] or ''}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     result = prepare(collection.out, tmp_path / "out", labels=tmp_path / "labels.csv", dataset="mine",
-                     workers=1)
+                     processes=1)
     _, videos = tables(result.out)
     assert result.layout == "csv" and [r["source_path"] for r in videos] == names
     for row in videos:
@@ -117,7 +116,7 @@ def test_class_folders_with_videos_and_images(collection, metadata, tmp_path):
     copy(collection.out / fake, src / "fake" / fake)
     (src / "real" / "portrait.jpg").write_bytes(cv2.imencode(".jpg", astronaut())[1].tobytes())
     (src / "real" / "notes.txt").write_text("not an input")
-    result = prepare(src, tmp_path / "out", workers=1)
+    result = prepare(src, tmp_path / "out", processes=1)
     manifest, videos = tables(result.out)
     assert result.layout == "folders" and result.ok == 3
     assert {(r["source_path"], r["label"]) for r in videos} == {
@@ -169,7 +168,7 @@ EXPECTED = {
 
 def test_every_bad_input_becomes_a_row_and_the_batch_goes_on(messy, tmp_path):
     out = tmp_path / "out"
-    proc = cli("prepare", messy, out, "--labels", messy / "labels.csv", "--workers", "2", "--quiet")
+    proc = cli("prepare", messy, out, "--labels", messy / "labels.csv", "--processes", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr
     _, videos = tables(out)
     by_path = {r["source_path"]: r for r in videos}
@@ -200,7 +199,7 @@ def test_a_collection_of_symbolic_links_is_read_through_them(collection, metadat
     for name in fakes:
         os.symlink(collection.out / name, tmp_path / "tree" / "fakes" / name)
     os.symlink(tmp_path / "tree" / "fakes", src / "fake" / "batch1")  # a linked folder
-    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
     assert (result.ok, result.errors) == (4, 0), result.summary()
     assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
 
@@ -216,13 +215,13 @@ def test_output_folders_never_nest_never_collide_and_stay_inside_out(collection,
     long_name = "a" * 248 + ".mp4"  # 252 bytes: legal on every common file system
     copy(collection.out / fake, src / "fake" / long_name)
     out = tmp_path / "out"
-    result = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    result = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
     assert (result.ok, result.errors) == (3, 0), result.summary()
     manifest, videos = tables(out)
     assert {v["video_id"] for v in videos} == {"real/clip", "real/clip/x", "fake/" + "a" * 248}
     for row in manifest:
         assert (out / row["crop_path"]).is_file() and row["crop_path"].count("/") == 2  # faces/<folder>/<crop>
-    again = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    again = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
     assert again.reused == 3 and tables(out) == (manifest, videos)
     inside = out.resolve()
     assert all(p.resolve().is_relative_to(inside) for p in out.rglob("*"))
@@ -266,12 +265,12 @@ def test_a_rerun_retries_failed_inputs_and_redoes_deleted_crops(collection, meta
         copy(collection.out / name, src / name)
     (src / "metadata.json").write_text(json.dumps({n: metadata[n] for n in names}))
     out = tmp_path / "out"
-    first = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    first = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
     assert (first.ok, first.errors) == (2, 1)
     copy(collection.out / names[2], src / names[2])  # the missing input arrives (a transient failure)
     manifest, _ = tables(out)
     (out / manifest[0]["crop_path"]).unlink()  # a crop deleted by hand
-    again = prepare(src, out, settings=PrepareSettings(frames=2), workers=1)
+    again = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
     assert (again.ok, again.errors, again.reused) == (3, 0, 1)
     manifest, _ = tables(out)
     assert all((out / r["crop_path"]).is_file() for r in manifest)
@@ -280,7 +279,7 @@ def test_a_rerun_retries_failed_inputs_and_redoes_deleted_crops(collection, meta
 def test_sigterm_stops_prepare_and_its_workers_and_a_rerun_completes(collection, prepared, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
-                             "--workers", "2", "--fps", "10", "--quiet"], stdout=subprocess.PIPE,
+                             "--processes", "2", "--fps", "10", "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     children: set[int] = set()
@@ -298,7 +297,7 @@ def test_sigterm_stops_prepare_and_its_workers_and_a_rerun_completes(collection,
              Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[:1]]
     assert not alive, "worker processes outlived prepare"
     assert not (out / "manifest.parquet").exists()
-    assert prepare(collection.out, out, workers=1).ok == 10
+    assert prepare(collection.out, out, processes=1).ok == 10
 
 
 @pytest.mark.parametrize("case", ["missing_src", "no_labels", "out_is_file", "bad_csv", "bad_fps",
@@ -338,14 +337,14 @@ def test_unusable_arguments_exit_2_with_one_line(case, tmp_path, collection):
 # ------------------------------------------------------------------------------------------------ resume
 
 def test_rerun_reuses_everything_and_gives_the_same_tables(collection, prepared):
-    again = prepare(collection.out, prepared.out, workers=1)
+    again = prepare(collection.out, prepared.out, processes=1)
     assert again.reused == 10 and tables(again.out) == tables(prepared.out)
 
 
 def test_changed_settings_redo_the_work(collection, tmp_path):
     out = tmp_path / "out"
-    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), workers=1)
-    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0), workers=1)
+    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), processes=1)
+    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0), processes=1)
     assert first.reused == 0 and second.reused == 0
     manifest, _ = tables(out)
     assert len(manifest) == 10
@@ -355,10 +354,10 @@ def test_changed_settings_redo_the_work(collection, tmp_path):
 def test_a_changed_input_file_is_redone(collection, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(collection.out, src)
-    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
+    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
     victim = sorted(src.glob("*.mp4"))[0]
     victim.write_bytes(b"replaced by garbage")
-    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
+    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
     assert again.reused == 9 and again.errors == 1
 
 
@@ -368,7 +367,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     out = tmp_path / "out"
     records = out / STATE_DIR / "records"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
-                             "--workers", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--processes", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if kill_after_records == 0 or (records.is_dir() and len(list(records.glob("*.json"))) >= kill_after_records):
@@ -380,7 +379,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.parquet").exists()
-    result = prepare(collection.out, out, workers=1)
+    result = prepare(collection.out, out, processes=1)
     assert result.reused >= kill_after_records
     assert tables(out) == tables(prepared.out)
     pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("faces/**/*.png"))
@@ -392,13 +391,13 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
 def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(collection, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
-                             "--workers", "1", "--fps", "30", "--quiet"],  # every frame: slow enough to overlap
+                             "--processes", "1", "--fps", "30", "--quiet"],  # every frame: slow enough to overlap
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not list((out / STATE_DIR / "records").glob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.005)
-        second = cli("prepare", str(collection.out), str(out), "--workers", "1", "--quiet")
+        second = cli("prepare", str(collection.out), str(out), "--processes", "1", "--quiet")
         assert second.returncode == 2, second.stderr
         assert proc.poll() is None, "the first run finished before the second started"
         assert "another prepare is writing this folder" in second.stderr and str(out) in second.stderr
@@ -409,12 +408,12 @@ def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(c
     assert not (out / "manifest.parquet").exists()
     half_written = out / STATE_DIR / "records" / ".0123abcd.json.k3x9.tmp"  # as a kill inside a record write leaves
     half_written.write_text('{"format": 3, "sett')
-    assert prepare(collection.out, out, workers=1).ok == 10  # the lock died with its holder
+    assert prepare(collection.out, out, processes=1).ok == 10  # the lock died with its holder
     assert not half_written.exists()
 
 
 def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):
-    result = prepare(collection.out, tmp_path / "out", workers=2)
+    result = prepare(collection.out, tmp_path / "out", processes=2)
     assert tables(result.out) == tables(prepared.out)
 
 
@@ -422,7 +421,7 @@ def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_pat
 
 def test_reference_preset_and_overrides(collection, tmp_path):
     out = tmp_path / "ref"
-    proc = cli("prepare", collection.out, out, "--preset", "reference", "--frames", "1", "--workers", "1", "--quiet")
+    proc = cli("prepare", collection.out, out, "--preset", "reference", "--frames", "1", "--processes", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
     settings = json.loads((out / "prepare.json").read_text())["settings"]
     assert settings == {"fps": 1.0, "frames": 1, "max_side": 1000, "detector": "haar", "margin": 0.0,
@@ -433,10 +432,10 @@ def test_reference_preset_and_overrides(collection, tmp_path):
 
 
 def test_min_face_and_whole_frame_detector(collection, tmp_path):
-    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), workers=1)
+    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), processes=1)
     assert big.no_face == 10 and big.faces == 0
     whole = prepare(collection.out, tmp_path / "b", settings=PrepareSettings(frames=1, detector="none", margin=0),
-                    workers=1)
+                    processes=1)
     manifest, _ = tables(whole.out)
     video = {v.name: v for v in collection.videos}
     for row in manifest:
@@ -451,7 +450,7 @@ def test_faceforensics_layout_records_method_and_groups(collection, metadata, tm
     copy(collection.out / reals[0], src / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4")
     copy(collection.out / reals[1], src / "manipulated_sequences/Face2Face/c23/videos/001_000.mp4")
     copy(collection.out / reals[1], src / "manipulated_sequences/NeuralTextures/c23/videos/002_005.mp4")
-    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), workers=1)
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
     _, videos = tables(result.out)
     assert result.layout == "ffpp"
     rows = {r["source_path"].split("/")[1] + "/" + r["source_path"].rsplit("/", 1)[1]: r for r in videos}

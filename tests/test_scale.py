@@ -12,11 +12,10 @@ from collections import Counter
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from services import mlflow_server, postgres_database, ray_cluster
 
 from fakefinder import PrepareSettings, TuneSettings, load_dataset, prepare
-from fakefinder.manifest import STATE_DIR
-
-from services import mlflow_server, postgres_database, ray_cluster
+from fakefinder.data.manifest import STATE_DIR
 
 GRID = "flags:\n  n_neurons: [16, 64, 128]\n  lr: [1e-3, 3e-2]\nfixed:\n  epochs: 4\n  patience: 2\n"
 
@@ -34,7 +33,7 @@ def cluster():
 
 
 def test_prepare_on_ray_equals_a_local_run(cluster, collection, prepared, tmp_path):
-    from fakefinder.ray_executor import RayExecutor
+    from fakefinder.scale.ray_executor import RayExecutor
 
     result = prepare(collection.out, tmp_path / "ray", executor=RayExecutor())
     assert result.executor == "ray" and result.ok == 10
@@ -42,7 +41,7 @@ def test_prepare_on_ray_equals_a_local_run(cluster, collection, prepared, tmp_pa
 
 
 def test_prepare_survives_a_worker_node_lost_mid_run(cluster, collection, tmp_path):
-    from fakefinder.ray_executor import RayExecutor
+    from fakefinder.scale.ray_executor import RayExecutor
 
     c, nodes = cluster
     out = tmp_path / "out"
@@ -67,7 +66,7 @@ def test_prepare_survives_a_worker_node_lost_mid_run(cluster, collection, tmp_pa
     if "error" in outcome:
         outcome["result"] = prepare(collection.out, out, settings=settings, executor=RayExecutor())
     assert outcome["result"].ok == 10
-    again = prepare(collection.out, out, settings=settings, workers=1)  # a local rerun finds everything done
+    again = prepare(collection.out, out, settings=settings, processes=1)  # a local rerun finds everything done
     assert again.reused == 10 and tables(out) == tables(outcome["result"].out)
     manifest, videos = tables(out)
     assert len(videos) == 10 and len({(r["video_id"], r["frame_index"], r["face_index"]) for r in manifest}) == len(
@@ -77,19 +76,19 @@ def test_prepare_survives_a_worker_node_lost_mid_run(cluster, collection, tmp_pa
 
 
 def test_feature_extraction_on_ray_actors_fills_the_shared_cache(cluster, prepared, tmp_path):
-    from fakefinder.backbones import create_backbone
-    from fakefinder.features import FeatureCache, Recipe
-    from fakefinder.ray_executor import RayExecutor
+    from fakefinder.models.backbones import create_backbone
+    from fakefinder.models.features import FeatureCache
+    from fakefinder.scale.ray_executor import RayExecutor
 
     files = list(load_dataset(prepared.out).crop_files)
     backbone = create_backbone("efficientnet_lite0")
     cache = FeatureCache(tmp_path / "cache", backbone, "avg")
-    import fakefinder.features as features
+    import fakefinder.models.features as features
 
     small = features.CHUNK
     features.CHUNK = 15  # two chunks, one for each actor
     try:
-        table = cache.features(files, executor=RayExecutor(actors=2), recipe=Recipe.of(backbone, "imagenet", 0))
+        table = cache.features(files, executor=RayExecutor(actors=2))
     finally:
         features.CHUNK = small
     assert backbone.images_seen == 0 and len(list(cache.dir.glob("shard-*.json"))) == 2
@@ -98,9 +97,9 @@ def test_feature_extraction_on_ray_actors_fills_the_shared_cache(cluster, prepar
 
 
 def test_tune_workers_as_ray_tasks_run_each_configuration_once_despite_a_lost_node(cluster, learnable, tmp_path):
-    from fakefinder.claims import Claims
-    from fakefinder.ray_executor import ray_tune_launcher
-    from fakefinder.tuning import tune
+    from fakefinder.scale.claims import Claims
+    from fakefinder.scale.ray_executor import ray_launcher
+    from fakefinder.tuning.search import tune
 
     c, nodes = cluster
     (tmp_path / "grid.yml").write_text(GRID.replace("epochs: 4", "epochs: 2"))
@@ -108,8 +107,8 @@ def test_tune_workers_as_ray_tasks_run_each_configuration_once_despite_a_lost_no
     outcome = {}
 
     def run():
-        outcome["result"] = tune(learnable.out, tmp_path / "grid.yml", TuneSettings(workers=2), study="ray",
-                                 storage=storage, launcher=ray_tune_launcher(None, 2))
+        outcome["result"] = tune(learnable.out, tmp_path / "grid.yml", TuneSettings(concurrent_trials=2), study="ray",
+                                 storage=storage, launcher=ray_launcher())
 
     thread = threading.Thread(target=run)
     thread.start()

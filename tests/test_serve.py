@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from services import free_port, require
 
 from fakefinder import synth
-
-from services import free_port, require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -285,9 +284,10 @@ def test_another_address_needs_a_token_and_the_token_is_checked(model_file):
 
 def test_finished_jobs_are_deleted_after_the_retention_time(model_file, clips, tmp_path):
     from fakefinder import ServeSettings
-    from fakefinder.jobs import JobQueue
+    from fakefinder.serve.jobs import JobQueue
 
-    queue = JobQueue({"m": str(model_file)}, ServeSettings(retention=0.5, workers=1), root=tmp_path / "jobs")
+    queue = JobQueue({"m": str(model_file)}, ServeSettings(retention=0.5, concurrent_verdicts=1),
+                     root=tmp_path / "jobs")
     try:
         job = queue.new_job("clip.mp4", None)
         job.created -= 3600  # submitted long ago, as a long video's job would be: retention counts from the end

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakefinder import PreparedDataset, UsageError
-from fakefinder.dataset import NoFaceVideos
-from fakefinder.splits import load_split, split_dataset
+from fakefinder.data.dataset import NoFaceVideos
+from fakefinder.data.splits import load_split, split_dataset
 
 
 def collection(group_sizes: list[int], root: str = "/data/prepared") -> PreparedDataset:

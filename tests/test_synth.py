@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakefinder import UsageError, create_detector, sample_frames, synth
-from fakefinder.frames import scan
-from fakefinder.synthetic import METHODS, SIZES
+from fakefinder import UsageError, create_face_detector, sample_frames, synth
+from fakefinder.data.frames import scan
+from fakefinder.data.synthetic import METHODS, SIZES
 
 
 def test_dfdc_layout_labels_and_originals(collection, metadata):
@@ -32,7 +32,7 @@ def test_sizes_frame_rates_and_both_keyframe_intervals(collection):
 
 
 def test_fake_differs_from_its_original_only_around_the_face(collection):
-    detector = create_detector("blazeface")
+    detector = create_face_detector("blazeface")
     by_name = {v.name: v for v in collection.videos}
     for fake in (v for v in collection.videos if v.label == "FAKE"):
         real_frame = next(sample_frames(collection.out / f"{fake.original}.mp4", frames=1))

@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fakefinder import TrainConfig, fit_detector, load_dataset, train
-from fakefinder.features import FeatureCache, load_crops
-from fakefinder.manifest import features_dir
-from fakefinder.modelfile import load_model, read_card, save_model
-from fakefinder.splits import load_split, split_dataset
+from fakefinder import TrainSettings, fit_detector, load_dataset, train
+from fakefinder.data.manifest import features_dir
+from fakefinder.data.splits import load_split, split_dataset
+from fakefinder.hardware import resolve_precision
+from fakefinder.models.features import FeatureCache, load_crops
+from fakefinder.models.modelfile import load_model, read_card, save_model
 
 METRIC_KEYS = {"accuracy", "auc", "ap", "log_loss", "eer", "n", "ece"}
 
@@ -41,7 +42,7 @@ def test_frozen_efficientnet_learns_held_out_fakes(baseline):
 
 
 def test_same_command_gives_the_same_numbers(learnable, tracking, baseline):
-    again = train(learnable.out, TrainConfig(), tracking=tracking)
+    again = train(learnable.out, TrainSettings(), tracking=tracking)
     assert again.history.epochs[0].keys() == baseline.history.epochs[0].keys()
     strip = [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in again.history.epochs]
     assert strip == [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")}
@@ -49,25 +50,32 @@ def test_same_command_gives_the_same_numbers(learnable, tracking, baseline):
     assert again.test.to_dict() == baseline.test.to_dict() and again.run_id != baseline.run_id
 
 
-def test_the_core_trains_without_any_tracking_and_leaves_no_global_state_behind(learnable, tmp_path):
+def test_the_core_trains_without_any_tracking_and_leaves_no_global_state_behind(learnable, tmp_path, monkeypatch):
     """fit_detector needs no MLflow and no Optuna, reports progress to a callback, prints nothing, and restores
     every process-global setting it touches (seeds, thread counts, socket timeout, environment)."""
     import logging
     import os
     import socket
 
+    # Libraries set environment variables when first imported (OpenCV, TorchInductor): a first run imports them.
+    fit_detector(learnable.out, TrainSettings(epochs=1), cache_dir=tmp_path / "warm-up")
     torch.manual_seed(1234)
     expected_next = torch.rand(3)
     torch.manual_seed(1234)
     before = (torch.get_num_threads(), socket.getdefaulttimeout(), dict(os.environ),
               logging.getLogger("mlflow").level, np.random.get_state()[1][:4].tolist())
-    events = []
-    trained = fit_detector(learnable.out, TrainConfig(epochs=3), cache_dir=tmp_path, progress=events.append)
+    events, loaded = [], set(sys.modules)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # where a default tracking store would appear
+    trained = fit_detector(learnable.out, TrainSettings(epochs=3), cache_dir=tmp_path / "cache",
+                           progress=events.append)
     assert torch.equal(torch.rand(3), expected_next)  # the global torch RNG did not move
     after = (torch.get_num_threads(), socket.getdefaulttimeout(), dict(os.environ),
              logging.getLogger("mlflow").level, np.random.get_state()[1][:4].tolist())
     assert after == before
-    assert "mlflow" not in sys.modules or not Path("mlflow.db").exists() or True  # nothing tracked
+    assert list(cwd.iterdir()) == []  # nothing tracked, nothing written beside the caller
+    assert not {m.split(".")[0] for m in set(sys.modules) - loaded} & {"mlflow", "optuna"}
     assert trained.history.completed == 3 and trained.test is not None and trained.model.card.run_id == ""
     stages = {e.stage for e in events}
     assert {"features", "head", "head epochs"} <= stages
@@ -76,16 +84,16 @@ def test_the_core_trains_without_any_tracking_and_leaves_no_global_state_behind(
 
 
 def test_core_result_is_what_train_records(learnable, tracking, baseline):
-    core = fit_detector(learnable.out, TrainConfig())
+    core = fit_detector(learnable.out, TrainSettings())
     assert core.test.to_dict() == baseline.test.to_dict()
     assert core.model.card.verdict == baseline.trained.model.card.verdict
 
 
 def test_feature_cache_means_zero_backbone_passes_on_reuse(learnable, tmp_path):
     n = pq.read_metadata(learnable.manifest_path).num_rows
-    first = train(learnable.out, TrainConfig(epochs=2), cache_dir=tmp_path)
-    second = train(learnable.out, TrainConfig(epochs=2, n_neurons=64, lr=1e-4), cache_dir=tmp_path)
-    flat = train(learnable.out, TrainConfig(epochs=1, pool="flatten"), cache_dir=tmp_path)
+    first = train(learnable.out, TrainSettings(epochs=2), cache_dir=tmp_path)
+    second = train(learnable.out, TrainSettings(epochs=2, n_neurons=64, lr=1e-4), cache_dir=tmp_path)
+    flat = train(learnable.out, TrainSettings(epochs=1, pool="flatten"), cache_dir=tmp_path)
     assert (first.backbone_images, second.backbone_images, flat.backbone_images) == (n, 0, n)
     assert len(list(tmp_path.iterdir())) == 2  # one cache per (backbone key, pooling)
 
@@ -100,6 +108,7 @@ def test_run_records_flags_curves_metrics_and_artifacts(baseline, tracking, tmp_
     assert metrics["threshold"] == pytest.approx(baseline.trained.model.card.verdict.threshold)
     assert "val_frame_log_loss_uncalibrated" in metrics and "test_video_ece" in metrics
     assert {"fakefinder.manifest_digest", "fakefinder.git_commit"} <= set(tags)
+    assert tags["fakefinder.leaky_split"] == "False" and params["device"] == "cpu"  # the device that ran, not auto
     files = {p.name for p in Path(local).rglob("*") if p.is_file()}
     assert {"history.csv", "learning_curves.png", "model_summary.txt", "split.json", "metrics.json",
             "predictions.parquet", f"{baseline.run_id}.safetensors"} <= files
@@ -109,8 +118,8 @@ def test_run_records_flags_curves_metrics_and_artifacts(baseline, tracking, tmp_
 
 
 def test_early_stopping_restores_the_best_epoch(learnable):
-    config = TrainConfig(optimizer="adam", lr=3e-2, n_neurons=512, epochs=60, patience=3, balance="none",
-                         schedule="constant", warmup=0.0)
+    config = TrainSettings(optimizer="adam", lr=3e-2, n_neurons=512, epochs=60, patience=3, balance="none",
+                           schedule="constant", warmup=0.0)
     trained = fit_detector(learnable.out, config)
     history = trained.history
     assert history.completed < 60 and history.best_epoch == history.completed - 3
@@ -129,7 +138,7 @@ def test_early_stopping_restores_the_best_epoch(learnable):
 
 
 def test_patience_zero_means_no_early_stopping(learnable):
-    trained = fit_detector(learnable.out, TrainConfig(epochs=6, patience=0, lr=3e-2, optimizer="adam"))
+    trained = fit_detector(learnable.out, TrainSettings(epochs=6, patience=0, lr=3e-2, optimizer="adam"))
     assert trained.history.completed == 6 and trained.history.best_epoch == 6
 
 
@@ -146,7 +155,7 @@ def test_test_part_never_influences_training(learnable, tracking, baseline, tmp_
             row["label"] = 1 - row["label"]
     pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(data / "manifest.parquet")),
                    data / "manifest.parquet")
-    flipped = fit_detector(data, TrainConfig(), split_file=tmp_path / "artifacts" / "split.json")
+    flipped = fit_detector(data, TrainSettings(), split_file=tmp_path / "artifacts" / "split.json")
     drop = ("seconds", "images_per_s")
     assert [{k: v for k, v in e.items() if k not in drop} for e in flipped.history.epochs] == [
         {k: v for k, v in e.items() if k not in drop} for e in baseline.history.epochs]
@@ -157,7 +166,7 @@ def test_test_part_never_influences_training(learnable, tracking, baseline, tmp_
 
 
 def test_frame_split_is_flagged_leaky(learnable):
-    result = train(learnable.out, TrainConfig(split="frame", epochs=2))
+    result = train(learnable.out, TrainSettings(split="frame", epochs=2))
     assert result.to_json()["leaky_split"] is True and "LEAKY" in result.summary()
 
 
@@ -180,7 +189,7 @@ def test_reference_preset_runs_vgg16_trained_whole_end_to_end(prepared, tracking
     """The study's recipe: VGG16 at 150 px on 0-1 pixels, Flatten, Dense(256), RMSprop 2e-5, its base not
     frozen, Keras' augmentation, verdict at 0.5 (shortened to one epoch here)."""
     proc = cli("train", prepared.out, "--preset", "reference", "--weights", "none", "--epochs", "1",
-               "--tracking-uri", tracking, "--out", tmp_path, "--json", "-", "--quiet", "--workers", "0")
+               "--tracking-uri", tracking, "--out", tmp_path, "--json", "-", "--quiet", "--loader-processes", "0")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert {"run_id", "model_path", "val", "test"} <= set(out)
@@ -232,17 +241,38 @@ def test_unusable_data_exits_2_with_one_line(case, prepared, tracking, tmp_path)
     assert expected in lines[0]
 
 
+def test_the_bf16_path_is_taken_when_asked_whatever_the_cpu(learnable, tmp_path):
+    """Forced, so that CPUs without native bf16 (where `auto` means fp32) test it too: its features are cached
+    apart from fp32's, differ from them by bf16's rounding only, and a model trained with them says so."""
+    from fakefinder.models.backbones import create_backbone
+
+    backbone = create_backbone("efficientnet_lite0")
+    files = list(load_dataset(learnable.out).crop_files[:16])
+    half = FeatureCache(tmp_path, backbone, "avg", precision="bf16")
+    full = FeatureCache(tmp_path, backbone, "avg", precision="fp32")
+    assert half.dir != full.dir
+    a, b = (c.features(files).take(np.arange(16)).astype(np.float32) for c in (half, full))
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05 * np.abs(b).max()
+    trained = fit_detector(learnable.out, TrainSettings(epochs=2, precision="bf16"), cache_dir=tmp_path)
+    assert trained.model.card.precision == "bf16" and np.isfinite(trained.val.frame.log_loss)
+
+
 def test_features_beyond_the_memory_budget_stream_from_the_memory_map(learnable):
-    from fakefinder.backbones import create_backbone
-    from fakefinder.training import FeatureRows, head_logits
+    from fakefinder.models.backbones import create_backbone
+    from fakefinder.models.features import FeatureRows, head_logits
 
     data = load_dataset(learnable.out)
     split = split_dataset(data, seed=0)
     val = np.flatnonzero(split.parts[:len(data)] == "val")
-    cache = FeatureCache(features_dir(learnable.out), create_backbone("efficientnet_lite0"), "avg")
+    # The cache that training at the default precision uses (bf16 on CPUs that run it natively, else fp32),
+    # filled here if no earlier test did; then read by a base that extracts nothing.
+    precision = resolve_precision(TrainSettings().precision, "cpu")
+    FeatureCache(features_dir(learnable.out), create_backbone("efficientnet_lite0"), "avg",
+                 precision=precision).features(list(data.crop_files))
+    cache = FeatureCache(features_dir(learnable.out), create_backbone("efficientnet_lite0"), "avg", precision=precision)
     table = cache.features(list(data.crop_files))
     assert isinstance(table.shards[0], np.memmap) and cache.backbone.images_seen == 0
-    head = load_model(train(learnable.out, TrainConfig(epochs=2)).model_path).head
+    head = load_model(train(learnable.out, TrainSettings(epochs=2)).model_path).head
     resident, streamed = FeatureRows(table, val, "cpu"), FeatureRows(table, val, "cpu", budget=0)
     assert resident.resident and not streamed.resident
     assert np.array_equal(head_logits(head, resident), head_logits(head, streamed))
@@ -250,8 +280,8 @@ def test_features_beyond_the_memory_budget_stream_from_the_memory_map(learnable)
 
 def test_cached_features_equal_the_base_on_each_crop(prepared, tmp_path):
     """Many small batches (read ahead by threads) land in the right rows, in order, none skipped."""
-    from fakefinder.backbones import create_backbone
-    from fakefinder.head import pooled
+    from fakefinder.models.backbones import create_backbone
+    from fakefinder.models.head import pooled
 
     data = load_dataset(prepared.out)
     backbone = create_backbone("efficientnet_lite0")

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from fakefinder import TuneSettings, UsageError, load_dataset
-from fakefinder.claims import Claims
-from fakefinder.runs import compare_runs, list_runs, show_run, write_csv
-from fakefinder.splits import split_dataset
-from fakefinder.tuning import load_grid, tune
+from fakefinder.data.splits import split_dataset
+from fakefinder.scale.claims import Claims
+from fakefinder.tracking.runs import compare_runs, list_runs, show_run, write_csv
+from fakefinder.tuning.search import load_grid, tune
 
 GRID = """
 flags:
@@ -96,13 +96,13 @@ def test_runs_order_filter_latest_csv_show_and_compare(learnable, tracking, grid
     diff = compare_runs(best[0].run_id, best[-1].run_id, tracking_uri=tracking, png=tmp_path / "c.png")
     assert any(line.startswith("*") and ("n_neurons" in line or " lr " in line) for line in diff.splitlines())
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(UsageError, match="--where"):
+    with pytest.raises(UsageError, match="^where cannot read"):  # the CLI says --where
         list_runs(tracking_uri=tracking, where="val_auc is big")
 
 
 def test_two_workers_on_one_sqlite_storage_complete_the_grid_once(learnable, tracking, grid, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    tune(learnable.out, grid, TuneSettings(workers=2), study="pair", storage=storage, tracking=tracking)
+    tune(learnable.out, grid, TuneSettings(concurrent_trials=2), study="pair", storage=storage, tracking=tracking)
     done = completed(storage, "pair")
     assert len(done) == 6 and len({tuple(sorted(t.params.items())) for t in done}) == 6
 
@@ -152,7 +152,7 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
     grid = tmp_path / "twelve.yml"  # more configurations than can finish around the kill, so orphans would show
     grid.write_text(GRID.replace("[1e-3, 3e-2]", "[1e-3, 3e-3, 1e-2, 3e-2]"))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = tune_cmd(learnable.out, grid, "orphans", storage, tracking, "--workers", "2")
+    cmd = tune_cmd(learnable.out, grid, "orphans", storage, tracking, "--concurrent-trials", "2")
     log = tmp_path / "tune.log"
     with open(log, "w") as out:  # a file, not a pipe: orphaned workers may write on after the kill
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=out, text=True)
@@ -176,13 +176,13 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
 
 
 def test_workers_that_die_leave_a_clear_error_not_a_partial_study(learnable, tracking, tmp_path):
-    """Every worker of `tune --workers 2` killed mid-study: tune says so and ranks or tests nothing."""
+    """Every worker of `tune --concurrent-trials 2` killed mid-study: tune says so and ranks or tests nothing."""
     grid = tmp_path / "twelve.yml"
     grid.write_text(GRID.replace("[1e-3, 3e-2]", "[1e-3, 3e-3, 1e-2, 3e-2]"))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     log = tmp_path / "tune.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(tune_cmd(learnable.out, grid, "dying", storage, tracking, "--workers", "2"),
+        proc = subprocess.Popen(tune_cmd(learnable.out, grid, "dying", storage, tracking, "--concurrent-trials", "2"),
                                 stdout=subprocess.DEVNULL, stderr=out, text=True)
         deadline = time.monotonic() + 120
         while log.read_text().count("trial ") < 1 and time.monotonic() < deadline and proc.poll() is None:

@@ -9,59 +9,64 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+from ._version import __version__
 
-_EXPORTS = {
+# Where each public name lives: modules load on first use, so `import fakefinder` stays light.
+_LOCATIONS = {
     # settings, declared once
-    "PrepareSettings": "config", "TrainConfig": "config", "TuneSettings": "config", "ServeSettings": "config",
-    # stages
-    "synth": "synthetic", "SynthResult": "synthetic",
-    "discover": "collection", "Collection": "collection", "VideoItem": "collection",
-    "prepare": "preparation", "PrepareResult": "preparation", "process_video": "preparation",
-    "load_dataset": "dataset", "PreparedDataset": "dataset",
-    "fit_detector": "training", "TrainedDetector": "training",
-    "train": "experiment", "TrainResult": "experiment",
-    "tune": "tuning", "TuneResult": "tuning",
-    "evaluate": "inference", "EvaluateResult": "inference", "predict": "inference",
-    "study": "study", "StudyResult": "study", "demo": "quickstart", "DemoResult": "quickstart",
-    # models and verdicts
-    "load_detector": "detector", "Detector": "detector", "VideoResult": "detector", "FrameResult": "detector",
-    "FaceResult": "detector", "TrackResult": "detector",
-    "load_model": "modelfile", "DeepfakeModel": "modelfile", "ModelCard": "modelcard",
-    "create_backbone": "backbones", "backbone_names": "backbones",
-    # plug-in points
-    "Tracker": "tracking", "resolve_tracker": "tracking", "Executor": "executors", "LocalExecutor": "executors",
-    "Progress": "progress", "create_detector": "faces", "FaceDetector": "faces", "Box": "faces",
-    "sample_frames": "frames", "Frame": "frames",
-    "list_runs": "runs", "run_report": "report", "study_report": "report",
-    "FakefinderError": "errors", "UsageError": "errors", "InputError": "errors", "OptionError": "errors",
+    "config": ("PrepareSettings", "TrainSettings", "TrainConfig", "TuneSettings", "ServeSettings"),
+    "errors": ("FakefinderError", "UsageError", "InputError", "OptionError"),
+    "progress": ("Progress",),
+    # the stages, in the order data flows
+    "data.synthetic": ("synth", "SynthResult"),
+    "data.collection": ("discover", "Collection", "VideoItem"),
+    "data.frames": ("sample_frames", "Frame"),
+    "data.faces": ("create_face_detector", "FaceDetector", "Box"),
+    "data.preparation": ("prepare", "PrepareResult", "process_video"),
+    "data.dataset": ("load_dataset", "PreparedDataset"),
+    "models.backbones": ("create_backbone", "backbone_names"),
+    "models.modelcard": ("ModelCard",),
+    "models.modelfile": ("load_model", "DeepfakeModel"),
+    "training.core": ("fit_detector", "TrainedDetector"),
+    "training.experiment": ("train", "TrainResult"),
+    "inference.detector": ("load_detector", "Detector", "VideoResult", "FrameResult", "FaceResult", "TrackResult"),
+    "inference.evaluation": ("evaluate", "EvaluateResult", "predict"),
+    "tuning.search": ("tune", "TuneResult"),
+    "workflows.study": ("study", "StudyResult"),
+    "workflows.demo": ("demo", "DemoResult"),
+    # plug-in points and what is read back
+    "scale.executors": ("Executor", "LocalExecutor"),
+    "tracking.trackers": ("Tracker", "resolve_tracker"),
+    "tracking.runs": ("list_runs",),
+    "tracking.report": ("run_report", "study_report"),
 }
+_EXPORTS = {name: module for module, names in _LOCATIONS.items() for name in names}
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .backbones import backbone_names, create_backbone
-    from .collection import Collection, VideoItem, discover
-    from .config import PrepareSettings, ServeSettings, TrainConfig, TuneSettings
-    from .dataset import PreparedDataset, load_dataset
-    from .detector import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_detector
+    from .config import PrepareSettings, ServeSettings, TrainConfig, TrainSettings, TuneSettings
+    from .data.collection import Collection, VideoItem, discover
+    from .data.dataset import PreparedDataset, load_dataset
+    from .data.faces import Box, FaceDetector, create_face_detector
+    from .data.frames import Frame, sample_frames
+    from .data.preparation import PrepareResult, prepare, process_video
+    from .data.synthetic import SynthResult, synth
     from .errors import FakefinderError, InputError, OptionError, UsageError
-    from .executors import Executor, LocalExecutor
-    from .experiment import TrainResult, train
-    from .faces import Box, FaceDetector, create_detector
-    from .frames import Frame, sample_frames
-    from .inference import EvaluateResult, evaluate, predict
-    from .modelcard import ModelCard
-    from .modelfile import DeepfakeModel, load_model
-    from .preparation import PrepareResult, prepare, process_video
+    from .inference.detector import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_detector
+    from .inference.evaluation import EvaluateResult, evaluate, predict
+    from .models.backbones import backbone_names, create_backbone
+    from .models.modelcard import ModelCard
+    from .models.modelfile import DeepfakeModel, load_model
     from .progress import Progress
-    from .quickstart import DemoResult, demo
-    from .report import run_report, study_report
-    from .runs import list_runs
-    from .study import StudyResult, study
-    from .synthetic import SynthResult, synth
-    from .tracking import Tracker, resolve_tracker
-    from .training import TrainedDetector, fit_detector
-    from .tuning import TuneResult, tune
+    from .scale.executors import Executor, LocalExecutor
+    from .tracking.report import run_report, study_report
+    from .tracking.runs import list_runs
+    from .tracking.trackers import Tracker, resolve_tracker
+    from .training.core import TrainedDetector, fit_detector
+    from .training.experiment import TrainResult, train
+    from .tuning.search import TuneResult, tune
+    from .workflows.demo import DemoResult, demo
+    from .workflows.study import StudyResult, study
 
 
 def __getattr__(name: str):

@@ -1,15 +1,19 @@
-"""Plain-text tables: one look for every table a command prints, and one way to write a value in a cell."""
+"""Values and tables for people: one way to write a value (a metric, a table cell, a grid value, a progress
+figure), and one look for every table a command prints."""
 
 from __future__ import annotations
 
 import math
 
 
-def cell(v) -> str:
-    """'-' where there is no value (None or NaN), 4 significant digits for floats, else the value as text."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+def shown(value, decimals: int | None = None, *, significant: int = 4, quote_text: bool = False) -> str:
+    """'-' where there is no value (None or NaN); a float with `decimals` fixed decimals when given, else with
+    `significant` significant digits; text in quotes with `quote_text` (as a grid file spells it); else as text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if isinstance(value, float):
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:.{significant}g}"
+    return repr(value) if quote_text and isinstance(value, str) else str(value)
 
 
 def format_table(head: list[str], rows: list[list[str]]) -> str:

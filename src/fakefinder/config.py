@@ -7,6 +7,7 @@ setting (`lr must be > 0`) and the CLI's name the flag (`--lr must be > 0`).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -15,23 +16,28 @@ from .errors import UsageError
 from .options import option
 
 T = TypeVar("T")
-Layout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]  # how `prepare` reads a collection (see `collection`)
+CollectionLayout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]  # how `prepare` reads one (see `data.collection`)
+SplitBy = Literal["source", "video", "frame"]  # what a split keeps on one side (see `data.splits`)
+VideoRule = Literal["mean", "confident"]  # how a video's score comes from its faces' (see `metrics.video_scores`)
+Precision = Literal["fp32", "bf16", "fp16"]  # what a base computes in (see `hardware`)
+Part = Literal["train", "val", "test"]
+PARTS: tuple[Part, ...] = typing.get_args(Part)
 
 
 def _detectors():
-    from .faces import DETECTORS
+    from .data.faces import FACE_DETECTORS
 
-    return DETECTORS
+    return FACE_DETECTORS
 
 
 def _backbones():
-    from .backbones import backbone_names
+    from .models.backbones import backbone_names
 
     return backbone_names()
 
 
 def _normalizations():
-    from .backbones import NORMALIZATIONS
+    from .models.backbones import NORMALIZATIONS
 
     return NORMALIZATIONS
 
@@ -85,8 +91,17 @@ class PrepareSettings(_Settings):
         return [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
 
 
+def fraction_problems(val: float, test: float) -> list[tuple[str, str]]:
+    """What is wrong with a split's validation and test fractions, as (setting, problem) pairs."""
+    found = [(name, f"must be in [0, 1), got {value:g}") for name, value in (("val", val), ("test", test))
+             if not 0 <= value < 1]
+    if not found and val + test >= 1:
+        found.append(("test", f"and val must sum to less than 1 (val {val:g} + test {test:g})"))
+    return found
+
+
 @dataclass(frozen=True)
-class TrainConfig(_Settings):
+class TrainSettings(_Settings):
     """Every setting of a training run."""
 
     backbone: str = option("efficientnet_lite0", "ImageNet base", choices=_backbones, group="base")
@@ -132,16 +147,16 @@ class TrainConfig(_Settings):
     augment: str = option("default", "augmentations when fine-tuning: default, none, keras (the reference's), or "
                           "NAME[=STRENGTH],... of flip, jpeg, downscale, blur, noise, colour, cutout, parts",
                           group="fine-tuning")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+    precision: Literal["auto", Precision] = option(
         "auto", "compute precision of the base: auto = bf16 where the CPU or GPU runs it natively, else fp32",
         group="base")
-    split: Literal["source", "video", "frame"] = option(
+    split: SplitBy = option(
         "source", "source: a fake stays with its original; video; frame: the reference's leaky split", group="split")
     val: float = option(0.2, "fraction of units for validation", low=0, high=1, high_open=True, group="split")
     test: float = option(0.2, "fraction of units for the test part", low=0, high=1, high_open=True, group="split")
     seed: int = option(0, "seed of the split, initialisation, shuffling and augmentation", low=0, high=2**31 - 1,
                        group="split")
-    video_rule: Literal["mean", "confident"] = option(
+    video_rule: VideoRule = option(
         "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")
     calibration: Literal["temperature", "platt", "none"] = option(
         "temperature", "map fitted on validation so that P(fake) means what it says", group="verdict")
@@ -165,7 +180,7 @@ class TrainConfig(_Settings):
                "reference-tuned": {**_REFERENCE, "n_neurons": 128, "lr": 1e-5, "epochs": 100, "patience": 3}}
 
     @classmethod
-    def reference(cls, **overrides: Any) -> TrainConfig:
+    def reference(cls, **overrides: Any) -> TrainSettings:
         return cls.preset("reference", **overrides)
 
     @property
@@ -174,16 +189,17 @@ class TrainConfig(_Settings):
         return self.trainable_blocks == 0
 
     def _cross_check(self) -> list[tuple[str, str]]:
-        from .augment import parse_augment
+        from .training.augment import parse_augment
 
-        found = []
-        if self.val + self.test >= 1:
-            found.append(("test", f"and val must sum to less than 1 (val {self.val:g} + test {self.test:g})"))
+        found = fraction_problems(self.val, self.test)
         try:
             parse_augment(self.augment)
         except ValueError as exc:
             found.append(("augment", str(exc)))
         return found
+
+
+TrainConfig = TrainSettings  # its name before fakefinder 0.3, kept so that existing code runs
 
 
 @dataclass(frozen=True)
@@ -194,7 +210,8 @@ class TuneSettings(_Settings):
                                                       "random or tpe: --trials samples of it")
     trials: int | None = option(None, "how many trials a random or tpe search runs", low=1, high=1_000_000)
     metric: str = option("video_log_loss", "validation metric to select on", choices=_metrics)
-    workers: int = option(1, "worker processes on this machine", low=1, high=1024)
+    concurrent_trials: int = option(1, "trials run at once: worker processes on this machine, or Ray tasks", low=1,
+                                    high=1024)
     seed: int = option(0, "seed of the sampler, of `sample`, and of every trial that does not set its own",
                        low=0, high=2**31 - 1)
 
@@ -208,7 +225,7 @@ class TuneSettings(_Settings):
 class ServeSettings(_Settings):
     """How `serve` shares this machine among uploads."""
 
-    workers: int = option(2, "verdicts computed at once", low=1, high=256)
+    concurrent_verdicts: int = option(2, "verdicts computed at once", low=1, high=256)
     queue: int = option(16, "most jobs waiting or running; more are refused with 503", low=1, high=100_000)
     upload_limit: int = option(500, "largest upload, in MB", low=1, high=1_000_000, metavar="MB")
     retention: float = option(60.0, "finished jobs (and their thumbnails) are deleted after this many minutes",

@@ -10,6 +10,14 @@ import contextlib
 from .errors import OptionError
 
 
+def single_threaded_opencv(*_worker_id) -> None:
+    """In a worker process: OpenCV on one thread, since there is one process per core already (a DataLoader
+    worker passes its id, which does not matter)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def resolve_device(device: str = "auto", *, local_rank: int = 0) -> str:
     """cpu, cuda or cuda:N. Raises OptionError when CUDA is asked for and missing, or the name is unknown."""
     import torch

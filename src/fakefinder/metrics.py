@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 
+from .config import VideoRule
+
 EPS = 1e-15  # DFDC clips predictions to [1e-15, 1 - 1e-15]
 ECE_BINS = 15
-VideoRule = Literal["mean", "confident"]
 
 # Every metric of a part at a level, and whether lower is better.
 DIRECTIONS = {"accuracy": "maximize", "auc": "maximize", "ap": "maximize", "log_loss": "minimize",
@@ -22,6 +22,11 @@ LEVELS = ("video", "frame")
 SELECTION_METRICS = {f"{level}_{name}": direction for level in LEVELS for name, direction in DIRECTIONS.items()}
 # Per-epoch metrics of `fit`, as trackers record them.
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc")
+
+
+def sigmoid(z) -> np.ndarray:
+    """P from a logit, in float64; logits beyond +-60 are clipped (the result is 0 or 1 to float precision)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -60, 60)))
 
 
 def selection_key(metric: str) -> str:
@@ -37,11 +42,6 @@ def direction(key: str) -> str:
         if key.endswith(name):
             return way
     return "minimize" if key.endswith(("loss", "seconds", "false_alarm_rate")) else "maximize"
-
-
-def format_metric(x: float | None, digits: int = 3) -> str:
-    """A metric for people: fixed decimals, '-' where it is undefined (None or NaN)."""
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,18 @@ class Metrics:
                    ece=math.nan if d.get("ece") is None else d["ece"])
 
 
+def eer_crossing(y, p) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the ROC curve crosses the equal error rate: (index, fpr, tpr, thresholds), every threshold kept
+    (the crossing must be exact). Needs both classes in y."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, cuts = roc_curve(y, p, drop_intermediate=False)
+    return int(np.argmin(np.abs(fpr - (1 - tpr)))), fpr, tpr, cuts
+
+
 def binary_metrics(y, p, *, threshold: float = 0.5) -> Metrics:
     """y in {0, 1} (1 = FAKE), p = P(fake)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
     if len(y) == 0:
@@ -76,8 +85,7 @@ def binary_metrics(y, p, *, threshold: float = 0.5) -> Metrics:
     calibration_error = ece(y, p)
     if len(np.unique(y)) < 2:
         return Metrics(accuracy, math.nan, math.nan, log_loss, math.nan, len(y), calibration_error)
-    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: EER needs the exact crossing
-    i = int(np.argmin(np.abs(fpr - (1 - tpr))))
+    i, fpr, tpr, _ = eer_crossing(y, p)
     eer = float((fpr[i] + 1 - tpr[i]) / 2)
     return Metrics(accuracy, float(roc_auc_score(y, p)), float(average_precision_score(y, p)), log_loss, eer, len(y),
                    calibration_error)

@@ -32,7 +32,6 @@ class Option:
     low_open: bool = False  # low < value rather than low <= value
     high_open: bool = False
     choices: Callable[[], Iterable[str]] | None = None  # a registry's names, read when needed
-    tunable: bool = True  # may stand in a grid file
     group: str = ""  # the CLI's help section
     metavar: str | None = None
 
@@ -40,6 +39,14 @@ class Option:
 def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with its declaration."""
     return dataclasses.field(default=default, metadata={KEY: Option(help, **kwargs)})
+
+
+def like(settings: type, name: str, **changes: Any) -> Any:
+    """A field declared as `settings`' field `name` (bounds, choices, help, default), with `changes` to any of
+    them: for a record that stores a setting, such as the model card, so that the two cannot disagree."""
+    field = next(f for f in dataclasses.fields(settings) if f.name == name)
+    default = changes.pop("default", field.default)
+    return dataclasses.field(default=default, metadata={KEY: dataclasses.replace(field.metadata[KEY], **changes)})
 
 
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
@@ -142,9 +149,9 @@ class Declared:
         return f"{'<' if o.high_open else '<='} {o.high:g}"
 
     def help_text(self) -> str:
-        default = self.default
-        shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
-        return f"{self.option.help} (default {shown})"
+        from ._text import shown
+
+        return f"{self.option.help} (default {'none' if self.default is None else shown(self.default, significant=6)})"
 
 
 def _split_type(hint: Any) -> tuple[type | None, tuple[str, ...], bool]:

@@ -31,7 +31,7 @@ def _module(command: str):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `command`, only that command's arguments are built (and its module imported)."""
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="fakefinder", description="Tell real videos from deepfakes.")
     parser.add_argument("--version", action="version", version=f"fakefinder {__version__}")

@@ -80,10 +80,39 @@ def add_presets(parser: argparse.ArgumentParser, cls: type, help: str) -> None:
     parser.add_argument("--preset", choices=tuple(cls.PRESETS), default="default", help=help)
 
 
+def add_ray(parser, what: str) -> None:
+    """--ray [ADDRESS]: `what` runs on a Ray cluster; read it with `ray_address`."""
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help=f"{what} on a Ray cluster: a local one, or the cluster at ADDRESS (or RAY_ADDRESS)")
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """The cluster --ray names (None: RAY_ADDRESS, else a local one)."""
+    return None if args.ray == "local" else args.ray
+
+
+def add_cache(parser) -> None:
+    parser.add_argument("--cache", type=Path, help="feature cache folder (default DATA/.fakefinder/features)")
+
+
+def add_storage(parser, default: str) -> None:
+    parser.add_argument("--storage", help=f"the tuning study's database: an SQLAlchemy URL (default {default}; "
+                        "postgresql://user:password@host/db to share it between machines)")
+
+
+def add_json(parser, what: str) -> None:
+    """--json FILE, written by `write_json`."""
+    parser.add_argument("--json", metavar="FILE", help=f"write {what} as JSON to FILE ('-' for stdout)")
+
+
+def _add_tracking_uri(parser, help: str) -> None:
+    parser.add_argument("--tracking-uri", help=help)
+
+
 def add_tracking(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow store or server (default MLFLOW_TRACKING_URI, else "
-                        "./mlflow.db; 'none' records nothing)")
-    from ..tracking import DEFAULT_EXPERIMENT
+    _add_tracking_uri(parser, "MLflow store or server (default MLFLOW_TRACKING_URI, else ./mlflow.db; 'none' "
+                      "records nothing)")
+    from ..tracking.trackers import DEFAULT_EXPERIMENT
 
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default %(default)s)")
 
@@ -99,13 +128,13 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 def add_model(parser: argparse.ArgumentParser) -> None:
     """How `evaluate`, `predict` and `serve` find and run a model."""
     add_device(parser)
-    parser.add_argument("--tracking-uri", help="MLflow store holding the run, when MODEL is a run id")
+    _add_tracking_uri(parser, "MLflow store holding the run, when MODEL is a run id")
     parser.add_argument("--base-weights", type=Path,
                         help="where the frozen base's weights file is now, if it moved since training")
 
 
 def tracking_uri(args: argparse.Namespace) -> str:
-    from ..tracking import resolve_tracking_uri
+    from ..tracking.trackers import resolve_tracking_uri
 
     return resolve_tracking_uri(args.tracking_uri)
 
@@ -120,10 +149,10 @@ def write_json(obj, target: str | None) -> None:
     import json
     import sys
 
-    from .. import _atomic
+    from .. import _files
 
     text = json.dumps(obj, indent=2)
     if target == "-":
         sys.stdout.write(text + "\n")
     elif target:
-        _atomic.write_text(target, text + "\n")
+        _files.write_text(target, text + "\n")

@@ -7,17 +7,16 @@ from __future__ import annotations
 import sys
 import time
 
+from .._text import shown
 from ..progress import Progress
 
 LINE_EVERY_S = 10.0
 
 
 def _figure(key: str, value) -> str:
-    if isinstance(value, float):
-        if key.startswith("eta"):
-            return f"{key}={value:.0f}s"
-        return f"{key}={value:.3g}"
-    return f"{key}={value}"
+    if key.startswith("eta") and isinstance(value, float):
+        return f"{key}={shown(value, 0)}s"
+    return f"{key}={shown(value, significant=3)}"
 
 
 class Renderer:

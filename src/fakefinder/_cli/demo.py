@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..quickstart import DEMO_GRID, demo
+    from ..workflows.demo import DEMO_GRID, demo
 
     with _options.renderer(args) as progress:
         result = demo(args.out, videos=args.videos, seconds=args.seconds, seed=args.seed,

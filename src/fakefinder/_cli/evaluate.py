@@ -5,21 +5,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..config import PARTS
 from . import _options
 
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
     p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
-    p.add_argument("--split", choices=("train", "val", "test"), help="only this part of the model's run split")
+    p.add_argument("--split", choices=PARTS, help="only this part of the model's run split")
     p.add_argument("--by", help="break results down by a manifest column (e.g. method)")
-    p.add_argument("--json", help="write the metrics as JSON to FILE ('-' for stdout)")
+    _options.add_json(p, "the metrics")
     _options.add_model(p)
     _options.add_quiet(p)
 
 
 def run(args) -> int:
-    from ..inference import evaluate
+    from ..inference.evaluation import evaluate
 
     with _options.renderer(args) as progress:
         result = evaluate(args.model, args.data, split=args.split, by=args.by,

@@ -11,11 +11,11 @@ from . import _options
 def add_arguments(p) -> None:
     p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
     p.add_argument("inputs", nargs="+", help="video files, images, or folders of them")
-    from ..modelcard import Verdict
+    from ..models.modelcard import Verdict
 
     p.add_argument("--threshold", type=_options.typed(Verdict, "threshold"), metavar="T",
                    help="verdict FAKE at P(fake) >= T (default: the model's)")
-    p.add_argument("--json", help="write one object per input to FILE ('-' for stdout)")
+    _options.add_json(p, "one object per input")
     p.add_argument("--csv", type=Path, help="write one row per input to FILE")
     p.add_argument("--explain", type=Path, metavar="DIR",
                    help="write Grad-CAM heatmaps of each input's most suspicious faces into DIR")
@@ -24,15 +24,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..detector import load_detector
-    from ..inference import predict, predictions_table, write_predictions_csv
+    from ..inference.detector import load_detector
+    from ..inference.evaluation import predict, predictions_table, write_predictions_csv
 
     detector = load_detector(args.model, device=args.device, tracking_uri=_options.tracking_uri(args),
                              base_weights=args.base_weights, threshold=args.threshold)
     with _options.renderer(args) as progress:
         results = predict(detector, args.inputs, progress=progress, keep_faces=4 if args.explain else 0)
         if args.explain:
-            from ..explain import explain_results
+            from ..inference.explain import explain_results
 
             for written in explain_results(detector, results, args.explain):
                 print(f"wrote {written}", file=sys.stderr)

@@ -17,35 +17,33 @@ def add_arguments(p) -> None:
     p.add_argument("--labels", type=Path, help="CSV with columns filename,label[,original][,method]")
     from typing import get_args
 
-    from ..config import Layout
+    from ..config import CollectionLayout
 
-    p.add_argument("--layout", choices=get_args(Layout), default="auto")
+    p.add_argument("--layout", choices=get_args(CollectionLayout), default="auto")
     p.add_argument("--dataset", help="name recorded on every row (default: SRC's folder name)")
     _options.add_presets(p, PrepareSettings, "reference: the study's preparation (1 fps, long side 1000, haar, "
                                               "margin 0, all faces); flags given with it override it")
     _options.add_settings(p, PrepareSettings)
-    p.add_argument("--workers", type=int, help="local processes (default: all cores)")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run the videos as Ray tasks: on a local cluster, or the cluster at ADDRESS "
-                        "(or RAY_ADDRESS); every node must see SRC and OUT at the same paths")
+    p.add_argument("--processes", type=int, help="local processes preparing videos (default: all cores)")
+    _options.add_ray(p, "prepare the videos as Ray tasks (every node must see SRC and OUT at the same paths)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
     _options.add_quiet(p)
 
 
 def run(args) -> int:
     from ..config import PrepareSettings
-    from ..preparation import prepare
+    from ..data.preparation import prepare
 
     settings = _options.settings_from(args, PrepareSettings, args.preset)
     executor = None
     if args.ray:
-        from ..ray_executor import RayExecutor
+        from ..scale.ray_executor import RayExecutor
 
-        executor = RayExecutor(None if args.ray == "local" else args.ray)
+        executor = RayExecutor(_options.ray_address(args))
     with _options.renderer(args) as progress:
         try:
             result = prepare(args.src, args.out, settings=settings, layout=args.layout, labels=args.labels,
-                             dataset=args.dataset, workers=args.workers, executor=executor, progress=progress)
+                             dataset=args.dataset, processes=args.processes, executor=executor, progress=progress)
         finally:
             if executor is not None:
                 executor.close()

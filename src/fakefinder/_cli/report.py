@@ -12,7 +12,8 @@ def add_arguments(p) -> None:
     p.add_argument("--study", help="report a tuning study instead of one run")
     from ..config import TuneSettings
 
-    _options.add_settings(p, TuneSettings, skip=("search", "trials", "workers", "seed"))  # --metric, as tune's
+    # --metric, as tune's
+    _options.add_settings(p, TuneSettings, skip=("search", "trials", "concurrent_trials", "seed"))
     p.add_argument("--out", type=Path, default=Path("report.html"))
     _options.add_tracking(p)
 
@@ -20,7 +21,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..config import TuneSettings
     from ..errors import UsageError
-    from ..report import run_report, study_report
+    from ..tracking.report import run_report, study_report
 
     if bool(args.run_id) == bool(args.study):
         raise UsageError("give either a RUN id or --study NAME")

@@ -21,8 +21,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .. import runs
     from ..errors import UsageError
+    from ..tracking import runs
 
     uri = _options.tracking_uri(args)
     action = args.action

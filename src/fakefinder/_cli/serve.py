@@ -41,8 +41,8 @@ def run(args) -> int:
 
     from ..config import ServeSettings
     from ..errors import UsageError
-    from ..jobs import JobQueue
     from ..serve import create_app
+    from ..serve.jobs import JobQueue
 
     if args.host not in LOOPBACK and not args.token:
         raise UsageError(f"binding to {args.host} lets other machines in: give --token TOKEN (or bind 127.0.0.1)")

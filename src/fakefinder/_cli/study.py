@@ -8,27 +8,27 @@ from . import _options
 
 
 def add_arguments(p) -> None:
-    from ..config import TrainConfig
+    from ..config import TrainSettings
 
     p.add_argument("--train", dest="train_data", type=Path, required=True, help="collection A (raw or prepared)")
     p.add_argument("--test", dest="test_data", type=Path, required=True, help="collection B (raw or prepared)")
     p.add_argument("--grid", type=Path, help="tuning grid for step 3 (omit to skip tuning)")
-    _options.add_presets(p, TrainConfig, "the training settings of every step (reference: the study's VGG16, "
+    _options.add_presets(p, TrainSettings, "the training settings of every step (reference: the study's VGG16, "
                                          "which needs its ImageNet weights)")
     p.add_argument("--out", type=Path, default=Path("study"), help="folder for prepared data and the report")
-    p.add_argument("--storage", help="the tuning study's database for step 3 (default OUT/optuna.db)")
+    _options.add_storage(p, "OUT/optuna.db")
     _options.add_device(p)
     _options.add_tracking(p)
     _options.add_quiet(p)
 
 
 def run(args) -> int:
-    from ..config import TrainConfig
-    from ..study import study
+    from ..config import TrainSettings
+    from ..workflows.study import study
 
     with _options.renderer(args) as progress:
         result = study(args.train_data, args.test_data, grid=args.grid, out=args.out,
-                       config=TrainConfig.preset(args.preset), tracking=_options.tracking_uri(args),
+                       config=TrainSettings.preset(args.preset), tracking=_options.tracking_uri(args),
                        experiment=args.experiment, storage=args.storage, device=args.device, progress=progress)
     print(result.markdown())
     print(f"\nreport: {result.report}")

@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..synthetic import METHODS, synth
+    from ..data.synthetic import METHODS, synth
 
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
     result = synth(args.out, videos=args.videos, seed=args.seed, seconds=args.seconds, methods=methods,

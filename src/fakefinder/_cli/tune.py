@@ -18,11 +18,9 @@ def add_arguments(p) -> None:
                    help="YAML: flags (option: [values]), optional fixed (option: value) and sample (fraction)")
     _options.add_settings(p, TuneSettings)
     p.add_argument("--study", help="study name (default: DATA's folder name and the grid file's name)")
-    p.add_argument("--storage", help="the study's database: an SQLAlchemy URL (default sqlite:///./optuna.db; "
-                   "postgresql://user:password@host/db to share it between machines)")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="also run --workers workers as Ray tasks on a local cluster or the one at ADDRESS")
-    p.add_argument("--cache", type=Path, help="feature cache folder (default DATA/.fakefinder/features)")
+    _options.add_storage(p, "./optuna.db")
+    _options.add_ray(p, "run the --concurrent-trials worker loops as Ray tasks")
+    _options.add_cache(p)
     _options.add_device(p)
     _options.add_tracking(p)
     _options.add_quiet(p)
@@ -30,14 +28,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..config import TuneSettings
-    from ..tuning import tune
+    from ..tuning.search import tune
 
     settings = _options.settings_from(args, TuneSettings)
     launcher = None
     if args.ray:
-        from ..ray_executor import ray_tune_launcher
+        from ..scale.ray_executor import ray_launcher
 
-        launcher = ray_tune_launcher(None if args.ray == "local" else args.ray, settings.workers)
+        launcher = ray_launcher(_options.ray_address(args))
     with _options.renderer(args) as progress:
         result = tune(args.data, args.grid, settings, study=args.study, storage=args.storage,
                       tracking=_options.tracking_uri(args), experiment=args.experiment, cache_dir=args.cache,

@@ -1,7 +1,8 @@
 """`fakefinder serve`: a local web app over the detector API — drop in a clip, see how likely it is fake and why.
 
 The app is assembled from routers (`api` for programs and the page, `pages` for the page itself); the verdict work
-is `fakefinder.jobs`, the report `fakefinder.verdict_report`. Nothing is fetched from the internet.
+is `jobs` (a bounded pool over the detector API), its HTML report `verdict_report`. Nothing is fetched
+from the internet.
 """
 
 from __future__ import annotations

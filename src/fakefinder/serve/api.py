@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from ..jobs import JobError, JobQueue
+from .jobs import JobError, JobQueue
 
 router = APIRouter(prefix="/api")
 ENVELOPE = 1 << 16  # multipart headers and the other fields, allowed beyond the file itself
@@ -119,7 +119,7 @@ async def download_json(request: Request, job_id: str):
 
 @router.get("/jobs/{job_id}/report.html")
 async def download_report(request: Request, job_id: str):
-    from ..verdict_report import verdict_report
+    from .verdict_report import verdict_report
 
     queue = _queue(request)
     job = queue.get(job_id)

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..jobs import JobError, JobQueue
 from . import api, pages
+from .jobs import JobError, JobQueue
 
 TOKEN_COOKIE = "fakefinder_token"
 

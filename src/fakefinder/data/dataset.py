@@ -1,0 +1,120 @@
+"""The prepared dataset as one public, frozen type: what every stage after `prepare` reads.
+
+Every row carries its video, source group, label, method and dataset as data, so splits and video-level metrics
+never parse paths. Videos in which no face was found have no crop but are still part of the dataset: splits
+place them and metrics count them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import PrepareSettings
+from ..errors import UsageError
+from .manifest import MANIFEST, PREPARE_INFO, VIDEOS
+
+
+@dataclass(frozen=True)
+class NoFaceVideos:
+    video_ids: np.ndarray
+    groups: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A folder made by `prepare`: one row per face crop (arrays of equal length), and the faceless videos."""
+
+    root: Path
+    name: str
+    video_ids: np.ndarray
+    groups: np.ndarray
+    labels: np.ndarray  # int64, 1 = FAKE
+    methods: np.ndarray
+    crop_paths: np.ndarray  # relative to `root`, POSIX: what split files and prediction tables record
+    no_face: NoFaceVideos
+    manifest_digest: str  # sha256 prefix of manifest.parquet: which data a model was trained on
+    settings: PrepareSettings | None  # how the crops were made (None for folders made by hand)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def margin(self) -> float:
+        """Around the face box in every crop: as prepared, else prepare's default (crops made by hand)."""
+        return (self.settings or PrepareSettings()).margin
+
+    @property
+    def crop_files(self) -> np.ndarray:
+        return np.asarray([str(self.root / p) for p in self.crop_paths], dtype=object)
+
+    def units(self, by: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per crop row, then per faceless video: (video ids, groups, split units) for a split `by`."""
+        ids = np.concatenate([self.video_ids, self.no_face.video_ids])
+        groups = np.concatenate([self.groups, self.no_face.groups])
+        units = {"source": groups, "video": ids,
+                 "frame": np.concatenate([self.crop_paths, self.no_face.video_ids])}
+        if by not in units:
+            raise UsageError(f"unknown split {by!r} (choose from {', '.join(units)})")
+        return ids, groups, units[by]
+
+    @property
+    def all_labels(self) -> np.ndarray:
+        return np.concatenate([self.labels, self.no_face.labels.astype(np.int64)])
+
+
+def _read(path: Path, columns: list[str]) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise UsageError(f"{path}: unreadable ({reason}); rerun `fakefinder prepare` to rebuild it") from None
+    return table.to_pydict()
+
+
+def load_dataset(data: str | Path, *, need_both_classes: bool = True) -> PreparedDataset:
+    """Raises UsageError when the folder has no (readable) manifest, no crops, or (for training) one class."""
+    root = Path(data)
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise UsageError(f"{root}: no manifest.parquet (run `fakefinder prepare SRC {root}` first)")
+    t = _read(manifest, ["dataset", "video_id", "group", "label", "crop_path", "method"])
+    if not t["video_id"]:
+        raise UsageError(f"{manifest}: no face crops")
+    labels = np.asarray(t["label"], dtype=np.int64)
+    if need_both_classes and len(np.unique(labels)) < 2:
+        raise UsageError(f"{manifest}: one class only (all {'FAKE' if labels[0] else 'REAL'}); need both")
+    no_face = NoFaceVideos(*(np.asarray([], dtype=object),) * 2, np.asarray([], dtype=np.int64))
+    if (root / VIDEOS).is_file():
+        v = _read(root / VIDEOS, ["video_id", "group", "label", "status"])
+        rows = [(i, g, y) for i, g, y, s in zip(v["video_id"], v["group"], v["label"], v["status"]) if s == "no_face"]
+        if rows:
+            ids, groups, ys = zip(*rows)
+            no_face = NoFaceVideos(np.asarray(ids, dtype=object), np.asarray(groups, dtype=object),
+                                   np.asarray(ys, dtype=np.int64))
+    return PreparedDataset(root, t["dataset"][0], np.asarray(t["video_id"], dtype=object),
+                           np.asarray(t["group"], dtype=object), labels,
+                           np.asarray([m or "" for m in t["method"]], dtype=object),
+                           np.asarray(t["crop_path"], dtype=object), no_face,
+                           hashlib.sha256(manifest.read_bytes()).hexdigest()[:16], _settings(root))
+
+
+def _settings(root: Path) -> PrepareSettings | None:
+    from .. import options
+
+    try:
+        info = json.loads((root / PREPARE_INFO).read_text())
+        return options.build(PrepareSettings, info["settings"])
+    except (OSError, ValueError, KeyError, TypeError, UsageError):
+        return None

@@ -1,0 +1,223 @@
+"""Sample frames from a video (or a still image) without holding the video in memory.
+
+Seeking costs a decode from the previous keyframe; decoding on costs every frame in between. We read the
+packet index first (demuxing is cheap next to decoding) and, for each frame we want, take whichever is
+cheaper, so that videos with 1 s keyframes are sought and videos with 250-frame GOPs are decoded through.
+Only kept frames are converted to arrays, directly at the working size.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+# A seek flushes the decoder and reads from the keyframe; counted as this many decoded frames.
+SEEK_OVERHEAD_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame at working resolution; `scale` maps its pixels back to the source's."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray  # H x W x 3, BGR uint8, upright (a video's display rotation applied)
+    scale: float  # working pixels per source pixel (<= 1)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Which frames of a video to decode and how; exposed for benchmarks and tests."""
+
+    pts: tuple[int, ...]  # presentation timestamps, sorted; position = frame index
+    keyframes: tuple[int, ...]  # frame indices of keyframes, sorted
+    steps: tuple[tuple[int, int | None], ...]  # (frame to keep, keyframe to seek to first or None)
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        return tuple(t for t, _ in self.steps)
+
+    @property
+    def seeks(self) -> int:
+        return sum(k is not None for _, k in self.steps)
+
+    @property
+    def decoded(self) -> int:
+        """Frames the plan decodes: from the seek's keyframe, or on from the previous target."""
+        total, pos = 0, -1
+        for t, key in self.steps:
+            total += t - (pos + 1 if key is None else key) + 1
+            pos = t
+        return total
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_media(path: str | Path) -> bool:
+    """A video or image by its suffix, and not a hidden file (macOS' `._clip.mp4` and the like)."""
+    path = Path(path)
+    return path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def working_size(width: int, height: int, max_side: int | None) -> tuple[int, int, float]:
+    """Size after shrinking the long side to `max_side` (never enlarging), and the scale used."""
+    long_side = max(width, height)
+    if not max_side or long_side <= max_side:
+        return width, height, 1.0
+    scale = max_side / long_side
+    return max(1, round(width * scale)), max(1, round(height * scale)), scale
+
+
+def target_indices(times: np.ndarray, *, fps: float | None, frames: int | None) -> list[int]:
+    """Frame indices to keep: the first frame at or after each 1/fps tick, or `frames` evenly spaced."""
+    n = len(times)
+    if n == 0:
+        return []
+    if frames is not None:
+        return sorted(set(np.linspace(0, n - 1, num=min(frames, n)).round().astype(int).tolist()))
+    if not fps or fps <= 0:
+        raise ValueError("fps must be positive")
+    ticks = np.arange(0.0, times[-1] + 1e-9, 1.0 / fps)
+    # Half a frame of tolerance so that a tick that falls on a frame's timestamp picks that frame.
+    half_frame = 0.5 * float(np.median(np.diff(times))) if n > 1 else 0.0
+    idx = np.searchsorted(times, ticks - half_frame, side="left")
+    return sorted(set(int(i) for i in idx if i < n))
+
+
+def plan(keyframes: list[int], targets: list[int]) -> list[tuple[int, int | None]]:
+    """For each target, (target, keyframe to seek to) when decoding from that keyframe beats decoding on from
+    the previous target, else (target, None)."""
+    steps, pos = [], -1  # pos: index of the last decoded frame
+    for t in targets:
+        k = keyframes[max(0, bisect.bisect_right(keyframes, t) - 1)] if keyframes else 0
+        steps.append((t, k if t - k + SEEK_OVERHEAD_FRAMES < t - pos else None))
+        pos = t
+    return steps
+
+
+def scan(path: str | Path) -> tuple[list[int], list[int], float]:
+    """Demux (no decode) to get every frame's pts, the keyframe indices and the stream time base."""
+    import av
+
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        entries = []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    entries.append((packet.pts, bool(packet.is_keyframe)))
+        except av.error.FFmpegError:
+            pass  # a damaged tail: keep what could be read, decode will tell whether it is usable
+        time_base = float(stream.time_base)
+    entries.sort()
+    pts = [p for p, _ in entries]
+    keyframes = [i for i, (_, key) in enumerate(entries) if key]
+    return pts, keyframes, time_base
+
+
+def make_plan(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None) -> FramePlan:
+    pts, keys, time_base = scan(path)
+    times = (np.asarray(pts, dtype=np.float64) - (pts[0] if pts else 0)) * time_base
+    targets = target_indices(times, fps=fps, frames=frames)
+    return FramePlan(tuple(pts), tuple(keys), tuple(plan(keys, targets)))
+
+
+def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
+                  max_side: int | None = 1000) -> Iterator[Frame]:
+    """Yield the sampled frames of a video or image, in order.
+
+    Raises InputError when the file cannot be opened or yields no frame at all.
+    """
+    if is_image(path):
+        yield _read_image(path, max_side)
+        return
+    import av
+
+    fplan = make_plan(path, fps=fps, frames=frames)
+    if not fplan.steps:
+        raise InputError("no decodable frames")
+    pts = fplan.pts
+    index_of = {p: i for i, p in enumerate(pts)}
+    yielded = 0
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        time_base = float(stream.time_base)
+        decoder, pos = None, -1
+        try:
+            for target, key in fplan.steps:
+                if target <= pos:
+                    continue  # a damaged stream made us overshoot; that frame is gone
+                if key is not None or decoder is None:
+                    if key is not None:
+                        container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+                    decoder = container.decode(stream)
+                frame = _decode_until(decoder, pts[target])
+                if frame is None:
+                    break
+                pos = index_of.get(frame.pts, target)
+                w, h, scale = working_size(frame.width, frame.height, max_side)
+                image = _upright(frame.to_ndarray(format="bgr24", width=w, height=h), frame.rotation)
+                yield Frame(index=pos, timestamp=(frame.pts - pts[0]) * time_base, image=image, scale=scale)
+                yielded += 1
+        except av.error.FFmpegError as exc:
+            if not yielded:
+                raise InputError(f"cannot decode: {_av_reason(exc)}") from None
+    if not yielded:
+        raise InputError("no decodable frames")
+
+
+def _upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """The frame as players show it: phones store the sensor's pixels and a display rotation (counter-clockwise
+    degrees, PyAV's `VideoFrame.rotation`); a sideways face is a face most detectors miss."""
+    quarters = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, quarters)) if quarters else image
+
+
+def _decode_until(decoder, target_pts: int):
+    for frame in decoder:
+        if frame.pts is not None and frame.pts >= target_pts:
+            return frame
+    return None
+
+
+def _open(path: str | Path):
+    import av
+
+    try:
+        return av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        raise InputError(f"cannot open as video: {_av_reason(exc)}") from None
+
+
+def _video_stream(container, path):
+    if not container.streams.video:
+        raise InputError("no video stream")
+    return container.streams.video[0]
+
+
+def _av_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0]
+
+
+def _read_image(path: str | Path, max_side: int | None) -> Frame:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError("cannot read as image")
+    h, w = image.shape[:2]
+    tw, th, scale = working_size(w, h, max_side)
+    if scale != 1.0:
+        image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+    return Frame(index=0, timestamp=0.0, image=image, scale=scale)

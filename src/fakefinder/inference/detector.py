@@ -1,0 +1,246 @@
+"""The detector API: `load_detector(model)` gives an object that owns a model and how to use it (the preparation
+settings its training data had, its calibration, threshold and video rule), loads once and is reused.
+`predict`, `evaluate` and `serve` all go through it.
+
+    detector = fakefinder.load_detector("model.safetensors")      # or an MLflow run id, or a published checkpoint
+    result = detector.predict_video("clip.mp4")                   # VideoResult: per frame, per face, per video
+    result.p_fake, result.verdict, result.frames[0].faces[0].box
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import PrepareSettings
+from ..errors import UsageError, one_line
+from ..metrics import video_scores
+from ..models.modelfile import DeepfakeModel
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    box: tuple[float, float, float, float]  # x, y, w, h in the upright video's pixels
+    p_fake: float  # calibrated
+    track: int = 0  # the face track (person) this face belongs to
+
+    def to_dict(self) -> dict:
+        return {"box": [round(v, 2) for v in self.box], "p_fake": self.p_fake, "track": self.track}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    index: int
+    t: float  # seconds from the start
+    faces: tuple[FaceResult, ...]
+
+    @property
+    def p_fake(self) -> float | None:
+        """The frame's most suspicious face, or None without faces."""
+        return max((f.p_fake for f in self.faces), default=None)
+
+    def to_dict(self) -> dict:
+        return {"t": self.t, "index": self.index, "p_fake": self.p_fake, "faces": [f.to_dict() for f in self.faces]}
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """One person: faces linked across frames; scored with the video rule over its own faces."""
+
+    track: int
+    p_fake: float
+    faces: int
+    first_t: float
+    last_t: float
+
+    def to_dict(self) -> dict:
+        return {"track": self.track, "p_fake": self.p_fake, "faces": self.faces, "first_t": self.first_t,
+                "last_t": self.last_t}
+
+
+@dataclass(frozen=True)
+class SuspiciousFace:
+    """One of a video's most suspicious faces, with its crop (for heatmaps; never in the JSON)."""
+
+    frame_index: int
+    t: float
+    track: int
+    p_fake: float
+    box: tuple[float, float, float, float]
+    crop: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """One input's verdict; `p_fake` and `verdict` are None when no face was found or the input is unusable."""
+
+    input: str
+    p_fake: float | None
+    verdict: str | None
+    error: str | None
+    threshold: float
+    frames: tuple[FrameResult, ...] = ()
+    tracks: tuple[TrackResult, ...] = ()
+    frames_sampled: int = 0
+    suspicious: tuple[SuspiciousFace, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def faces(self) -> int:
+        return sum(len(f.faces) for f in self.frames)
+
+    @property
+    def note(self) -> str:
+        return self.error or ("no face found" if self.p_fake is None else "")
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "p_fake": self.p_fake, "verdict": self.verdict, "error": self.error,
+                "threshold": self.threshold, "frames_sampled": self.frames_sampled, "frames_used": len(self.frames),
+                "faces": self.faces, "tracks": [t.to_dict() for t in self.tracks],
+                "frames": [f.to_dict() for f in self.frames]}
+
+
+@dataclass
+class Detector:
+    """A loaded model with everything needed to give a verdict on a new video or image."""
+
+    model: DeepfakeModel
+    threshold: float
+    settings: PrepareSettings = field(default_factory=PrepareSettings)
+    batch_size: int = 32
+
+    @property
+    def card(self):
+        return self.model.card
+
+    @property
+    def video_rule(self) -> str:
+        return self.card.verdict.video_rule
+
+    def predict_faces(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Calibrated P(fake) of BGR uint8 face crops."""
+        return self.model.predict_faces(crops)
+
+    def predict(self, path: str | Path, **options) -> VideoResult:
+        """A video or an image (the reader tells them apart by their content); options as for `predict_video`."""
+        return self._predict(Path(path), **options)
+
+    def predict_video(self, path: str | Path, *, on_progress: Callable[[int, int], None] | None = None,
+                      on_frame: Callable | None = None, keep_faces: int = 0) -> VideoResult:
+        """Frames sampled and faces cropped as the training data was; memory bounded by one batch of crops.
+
+        `on_progress(frames sampled, faces found)` is called as the video is read, `on_frame(frame)` with each
+        sampled frame (thumbnails); `keep_faces` keeps the crops of that many most suspicious faces (heatmaps).
+        Never raises for a bad input: the result carries a one-line error.
+        """
+        return self._predict(Path(path), on_progress=on_progress, on_frame=on_frame, keep_faces=keep_faces)
+
+    def _predict(self, path: Path, *, on_progress=None, on_frame=None, keep_faces: int = 0) -> VideoResult:
+        import heapq
+        import itertools
+
+        from ..data.preparation import face_crops
+        from .tracks import link_tracks
+
+        if not path.is_file():
+            return VideoResult(str(path), None, None, "file not found", self.threshold)
+        frames: dict[int, tuple[float, list]] = {}
+        pending: list = []
+        counts = [0, 0]
+        kept: list = []  # a min-heap of (p, order, face) holding the `keep_faces` most suspicious
+        order = itertools.count()  # ties in p never fall through to comparing faces
+
+        def flush() -> None:
+            for face, p in zip(pending, self.predict_faces([f.crop for f in pending]), strict=True):
+                b = face.box
+                frames[face.frame_index][1].append(((b.x, b.y, b.w, b.h), float(p)))
+                if keep_faces:
+                    entry = (float(p), next(order), face)
+                    (heapq.heappush if len(kept) < keep_faces else heapq.heappushpop)(kept, entry)
+            pending.clear()
+
+        def seen_frame(frame) -> None:
+            frames.setdefault(frame.index, (round(frame.timestamp, 6), []))
+            counts[0] += 1
+            if on_frame:
+                on_frame(frame)
+            if on_progress:
+                on_progress(counts[0], counts[1])
+
+        try:
+            for face in face_crops(path, self.settings, on_frame=seen_frame):
+                pending.append(face)
+                counts[1] += 1
+                if len(pending) >= self.batch_size:
+                    flush()
+            if pending:
+                flush()
+        except Exception as exc:  # noqa: BLE001 - one unusable input never stops the batch
+            return VideoResult(str(path), None, None, one_line(exc), self.threshold, frames_sampled=counts[0])
+        ordered = sorted(frames.items())
+        track_of = link_tracks([[box for box, _ in faces] for _, (_, faces) in ordered])
+        result = tuple(FrameResult(i, t, tuple(FaceResult(box, p, track_of[k][j]) for j, (box, p) in enumerate(faces)))
+                       for k, (i, (t, faces)) in enumerate(ordered))
+        tracks = self._tracks(result)
+        if not tracks:
+            return VideoResult(str(path), None, None, None, self.threshold, result, (), counts[0])
+        score = max(t.p_fake for t in tracks)  # a fake often swaps one of two people: the most suspicious wins
+        position = {i: k for k, i in enumerate(i for i, _ in ordered)}
+        suspicious = tuple(SuspiciousFace(face.frame_index, face.timestamp,
+                                          result[position[face.frame_index]].faces[face.face_index].track, p,
+                                          result[position[face.frame_index]].faces[face.face_index].box, face.crop)
+                           for p, _, face in sorted(kept, key=lambda e: -e[0]))
+        return VideoResult(str(path), score, "FAKE" if score >= self.threshold else "REAL", None, self.threshold,
+                           result, tracks, counts[0], suspicious)
+
+    def _tracks(self, frames: tuple[FrameResult, ...]) -> tuple[TrackResult, ...]:
+        by_track: dict[int, list[tuple[float, float]]] = {}
+        for frame in frames:
+            for face in frame.faces:
+                by_track.setdefault(face.track, []).append((frame.t, face.p_fake))
+        out = []
+        for track, items in sorted(by_track.items()):
+            p = [q for _, q in items]
+            _, _, score = video_scores(["v"] * len(p), [0] * len(p), p, rule=self.video_rule)
+            out.append(TrackResult(track, float(score[0]), len(p), items[0][0], items[-1][0]))
+        return tuple(out)
+
+
+def resolve_model_file(model: str | Path, *, tracking_uri: str | None = None) -> Path:
+    """A model file path as given, or the model file logged by MLflow run `model` (id or unique prefix)."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    if path.suffix or "/" in str(model) or "\\" in str(model):
+        raise UsageError(f"{model}: model file not found")
+    from ..tracking.runs import get_run, run_artifact
+
+    run = get_run(str(model), tracking_uri=tracking_uri)
+    folder = run_artifact(run.run_id, "model", tracking_uri=tracking_uri)
+    files = sorted(folder.glob("*.safetensors")) if folder else []
+    if not files:
+        raise UsageError(f"run {run.run_id} has no model file")
+    return files[0]
+
+
+def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str | None = None,
+                  base_weights: str | Path | None = None, threshold: float | None = None,
+                  batch_size: int = 32) -> Detector:
+    """A detector from a model file, an MLflow run id (or unique prefix), or a published checkpoint file.
+
+    `threshold` overrides the model's own. Raises UsageError for a model that cannot be found or loaded.
+    """
+    from ..hardware import resolve_device
+    from ..models.modelfile import load_model
+
+    loaded = load_model(resolve_model_file(model, tracking_uri=tracking_uri), device=resolve_device(device),
+                        base_weights=base_weights)
+    if threshold is not None:  # a verdict checks its own threshold's bounds
+        threshold = dataclasses.replace(loaded.card.verdict, threshold=threshold).threshold
+    # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
+    # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
+    settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")
+    return Detector(loaded, loaded.threshold if threshold is None else float(threshold), settings, batch_size)

@@ -1,0 +1,182 @@
+"""`evaluate` a model on any prepared dataset, and `predict` P(fake) for new videos and images, both through
+the detector API (`detector`).
+
+A model is a model file, the MLflow run that logged one, or a published checkpoint. `evaluate` reports the
+calibrated probabilities at the model's threshold and video rule, and log loss and calibration error before
+and after calibration, at frame and video level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._text import format_table, shown
+from ..config import PARTS
+from ..data.frames import is_media
+from ..errors import OptionError, UsageError
+from ..metrics import Evaluation, evaluate_scores, sigmoid
+from ..progress import ProgressCallback, emit
+from .detector import Detector, VideoResult, load_detector
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    overall: Evaluation  # calibrated P(fake), the model's threshold
+    uncalibrated: Evaluation  # sigmoid of the raw logits, same threshold
+    by: dict[str, Evaluation] = field(default_factory=dict)
+    model_path: Path | None = None
+    verdict: str = ""  # what the threshold means
+
+    def to_dict(self) -> dict:
+        out = self.overall.to_dict()
+        out["uncalibrated"] = self.uncalibrated.to_dict()
+        out["threshold"] = self.verdict
+        if self.by:
+            out["by"] = {k: v.to_dict() for k, v in self.by.items()}
+        return out
+
+    def summary(self) -> str:
+        def line(name: str, ev: Evaluation) -> str:
+            f, v = ev.frame, ev.video
+            return (f"{name:16} video: acc {shown(v.accuracy, 3)} AUC {shown(v.auc, 3)} AP {shown(v.ap, 3)} "
+                    f"log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} (n={v.n}) | "
+                    f"frame: AUC {shown(f.auc, 3)} log loss {shown(f.log_loss, 3)} (n={f.n})")
+
+        lines = [line("all", self.overall)]
+        lines += [line(str(k), ev) for k, ev in self.by.items()]
+        u, c = self.uncalibrated, self.overall
+        lines.append(f"calibration: log loss {shown(u.frame.log_loss, 3)} -> {shown(c.frame.log_loss, 3)} (frame), "
+                     f"{shown(u.video.log_loss, 3)} -> {shown(c.video.log_loss, 3)} (video); "
+                     f"ECE {shown(u.frame.ece, 3)} -> {shown(c.frame.ece, 3)} (frame), "
+                     f"{shown(u.video.ece, 3)} -> {shown(c.video.ece, 3)} (video)")
+        (tn, fp), (fn, tp) = self.overall.confusion
+        lines.append(f"verdict: {self.verdict}")
+        lines.append(f"video confusion at that threshold: real->real {tn}, real->fake {fp}, fake->real {fn}, "
+                     f"fake->fake {tp}; videos without a face: {self.overall.no_face_videos}")
+        return "\n".join(lines)
+
+
+def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | None = None) -> np.ndarray:
+    """Logits of every crop of a prepared dataset: through the feature cache for a referenced frozen base
+    (extracted once, reused by every later evaluation), else through the stored base."""
+    from ..data.manifest import features_dir
+    from ..models.features import FeatureCache, FeatureRows, head_logits
+
+    model = detector.model
+    if not model.card.base.included:
+        device = str(model.device)
+        table = FeatureCache(features_dir(dataset.root), model.backbone, model.card.head.pool,
+                             precision=model.card.precision).features(list(dataset.crop_files), device=device,
+                                                                       progress=progress)
+        return head_logits(model.head, FeatureRows(table, np.arange(len(table)), device, budget=0))  # streamed
+    return model.file_logits(dataset.crop_files)
+
+
+def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | None = None, by: str | None = None,
+             tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
+             progress: ProgressCallback | None = None) -> EvaluateResult:
+    """Metrics of `model` on prepared `data` (seen or unseen), optionally on one part of its run's split and
+    broken down by a manifest column. Raises UsageError for an unknown column, part or model."""
+    import pyarrow.parquet as pq
+
+    from ..data.dataset import load_dataset
+    from ..data.manifest import MANIFEST
+    from ..data.splits import load_split
+
+    detector = model if isinstance(model, Detector) else load_detector(
+        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights)
+    d = load_dataset(data, need_both_classes=False)
+    keep = np.ones(len(d), dtype=bool)
+    nf_keep = np.ones(len(d.no_face), dtype=bool)
+    if split:
+        if split not in PARTS:
+            raise OptionError("split", f"must be one of {', '.join(PARTS)}, not {split!r}")
+        from ..tracking.runs import run_artifact
+
+        run_id = detector.card.run_id
+        if not run_id:
+            raise OptionError("split", "needs a model trained by fakefinder train (its run keeps the split)")
+        split_file = run_artifact(run_id, "split.json", tracking_uri=tracking_uri)
+        if split_file is None:
+            raise UsageError(f"run {run_id} has no split.json in this tracking store")
+        s = load_split(split_file, d)
+        keep, nf_keep = s.parts[:len(d)] == split, s.parts[len(d):] == split
+    logits = dataset_logits(detector, d, progress=progress)
+    calibrated = detector.card.calibration.apply(logits)
+    raw = sigmoid(logits)
+
+    def ev(mask: np.ndarray, nf: int, p: np.ndarray = calibrated) -> Evaluation:
+        return evaluate_scores(d.video_ids[mask], d.labels[mask], p[mask], threshold=detector.threshold,
+                               rule=detector.video_rule, no_face_videos=nf)
+
+    overall = ev(keep, int(nf_keep.sum()))
+    groups: dict[str, Evaluation] = {}
+    if by:
+        columns = pq.read_schema(d.root / MANIFEST).names
+        if by not in columns:
+            raise OptionError("by", f"must be a manifest column ({', '.join(columns)}), not {by!r}")
+        values = np.asarray([str(v) for v in pq.read_table(d.root / MANIFEST, columns=[by])[by].to_pylist()],
+                            dtype=object)
+        for value in sorted(set(values[keep])):
+            groups[value or "(none)"] = ev(keep & (values == value), 0)
+    return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.card.verdict.meaning()
+                          if detector.threshold == detector.card.verdict.threshold
+                          else f"FAKE at P(fake) >= {detector.threshold:.3f} (given)")
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; folders replaced by the videos and images inside them (recursively, sorted)."""
+    out = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out += sorted(p for p in item.rglob("*") if p.is_file() and is_media(p))
+        else:
+            out.append(item)
+    return out
+
+
+def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold: float | None = None,
+            tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
+            progress: ProgressCallback | None = None, keep_faces: int = 0) -> list[VideoResult]:
+    """P(fake) and a verdict per input, with every frame's faces and the face tracks (and the crops of its
+    `keep_faces` most suspicious faces). Bad inputs get an error and the rest go on. Raises UsageError when
+    there are no inputs or the model cannot be loaded."""
+    detector = model if isinstance(model, Detector) else load_detector(
+        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, threshold=threshold)
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise UsageError("no inputs (give video files, images or folders holding them)")
+    results = []
+    for i, path in enumerate(paths):
+        result = detector.predict(path, keep_faces=keep_faces)
+        results.append(result)
+        emit(progress, "predict", i + 1, len(paths), "input", message=f"{path}: {result.error}" if result.error else "")
+    return results
+
+
+def write_predictions_csv(predictions: list[VideoResult], path: str | Path) -> Path:
+    """One row per input (and its tracks' scores); the per-frame detail is in the JSON."""
+    import csv
+
+    from .. import _files
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["input", "p_fake", "verdict", "threshold", "frames_used", "faces", "tracks", "error"])
+            for r in predictions:
+                tracks = " ".join(f"{t.track}:{t.p_fake:.4f}" for t in r.tracks)
+                w.writerow([r.input, "" if r.p_fake is None else r.p_fake, r.verdict or "", r.threshold,
+                            len(r.frames), r.faces, tracks, r.error or ""])
+
+    _files.write_with(path, write)
+    return Path(path)
+
+
+def predictions_table(predictions: list[VideoResult]) -> str:
+    rows = [[p.input, shown(p.p_fake, 3), p.verdict or "-", str(len(p.frames)), str(p.faces),
+             " ".join(f"#{t.track} {t.p_fake:.2f}" for t in p.tracks) or "-", p.note] for p in predictions]
+    return format_table(["input", "P(fake)", "verdict", "frames", "faces", "tracks (P(fake))", "note"], rows)

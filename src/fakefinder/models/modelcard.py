@@ -1,0 +1,180 @@
+"""The model card: the typed, versioned header of a model file, saying how to use its tensors.
+
+It names the base and its weights' digest, the input size and normalisation, the head, the calibration map,
+the decision threshold and what it means, the video rule, the preparation settings (so `predict` crops new
+videos as the training data was cropped) and the digest of the training data. A shared model file is untrusted
+input: every value is type-checked and bounded by its declaration when read, and a card of an unknown version
+is refused with one line.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .. import options
+from .._files import safe_run_id
+from .._version import __version__
+from ..config import Precision, PrepareSettings, TrainSettings, VideoRule
+from ..errors import OptionError, UsageError
+from ..options import option
+
+FORMAT = "fakefinder-model"
+VERSION = 2  # 1: fakefinder 0.1 (no calibration, untyped); read and upgraded
+LABEL = "1 = FAKE; outputs are P(fake)"
+
+
+@dataclass(frozen=True)
+class BaseCard(options.Checked):
+    backbone: str = options.like(TrainSettings, "backbone", default="")
+    weights: str = option("", "imagenet, none or the weights file's name")
+    weights_digest: str = option("", "sha256 of the weights the base started from")
+    input_size: int = options.like(TrainSettings, "input_size", default=224)
+    normalization: str = options.like(TrainSettings, "normalization", default="imagenet")
+    included: bool = option(False, "the base's tensors are in the file (fine-tuned or imported)")
+    weights_path: str | None = option(None, "where the weights file of a referenced base was at training")
+
+
+@dataclass(frozen=True)
+class HeadSpec(options.Checked):
+    """The classifier head: pooling, then n_layers x Dense(n_neurons, relu) [+ dropout], then one logit."""
+
+    in_features: int = option(1, "features after pooling", low=1, high=1 << 20)
+    n_layers: int = options.like(TrainSettings, "n_layers")
+    n_neurons: int = options.like(TrainSettings, "n_neurons")
+    dropout: float = options.like(TrainSettings, "dropout")
+    pool: Literal["flatten", "avg"] = options.like(TrainSettings, "pool")
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The head's tensor names and shapes, as `Head` names them."""
+        out, width, index = {}, self.in_features, 0
+        for _ in range(self.n_layers):
+            out[f"layers.{index}.weight"], out[f"layers.{index}.bias"] = (self.n_neurons, width), (self.n_neurons,)
+            index += 3 if self.dropout > 0 else 2
+            width = self.n_neurons
+        out[f"layers.{index}.weight"], out[f"layers.{index}.bias"] = (1, width), (1,)
+        return out
+
+
+@dataclass(frozen=True)
+class Calibration(options.Checked):
+    """P(fake) = sigmoid(scale * logit + shift): temperature scaling (shift 0) or Platt scaling."""
+
+    method: Literal["none", "temperature", "platt"] = option("none", "calibration map")
+    scale: float = option(1.0, "multiplies the logit", low=1e-4, high=1e4)
+    shift: float = option(0.0, "added to the scaled logit", low=-100, high=100)
+
+    def apply(self, logits):
+        import numpy as np
+
+        from ..metrics import sigmoid
+
+        return sigmoid(self.scale * np.asarray(logits, dtype=np.float64) + self.shift)
+
+
+@dataclass(frozen=True)
+class Verdict(options.Checked):
+    """How a video's calibrated P(fake) becomes a verdict, and what that means on validation data."""
+
+    threshold: float = option(0.5, "FAKE at P(fake) >= threshold", low=0, high=1)
+    rule: str = option("fixed", "how it was chosen: fixed, eer or fpr=X")
+    video_rule: VideoRule = options.like(TrainSettings, "video_rule")
+    false_alarm_rate: float | None = option(None, "share of real validation videos it flags", low=0, high=1)
+    detection_rate: float | None = option(None, "share of fake validation videos it flags", low=0, high=1)
+
+    def meaning(self) -> str:
+        if self.false_alarm_rate is None:
+            return f"FAKE at P(fake) >= {self.threshold:.3f} ({self.rule})"
+        return (f"FAKE at P(fake) >= {self.threshold:.3f} ({self.rule}): flags {100 * self.false_alarm_rate:.1f}% "
+                f"of real validation videos and catches {100 * (self.detection_rate or 0):.1f}% of fake ones")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    base: BaseCard
+    head: HeadSpec
+    calibration: Calibration
+    verdict: Verdict
+    precision: Precision
+    prepare: PrepareSettings | None  # None: the crops were not made by `prepare` (unknown)
+    data_digest: str = ""  # manifest digest of the training data
+    dataset: str = ""
+    run_id: str = ""
+    seed: int = 0
+    train: dict[str, str] = field(default_factory=dict)  # the training settings, as text
+    source: str = "fakefinder"  # or the published detector it was imported from
+    version: int = VERSION
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["prepare"] = asdict(self.prepare) if self.prepare else None
+        return {"format": f"{FORMAT}/{VERSION}", "fakefinder": __version__, "label": LABEL, **out}
+
+    @classmethod
+    def from_json(cls, header: Any) -> ModelCard:
+        """Raises UsageError (one line, naming the field) for a card that is not usable as it stands."""
+        if not isinstance(header, dict):
+            raise UsageError("header is not a JSON object")
+        fmt = str(header.get("format", ""))
+        name, _, version = fmt.partition("/")
+        if name != FORMAT or not version.isdigit():
+            raise UsageError(f"not a fakefinder model (format {fmt!r})")
+        if int(version) > VERSION:
+            raise UsageError(f"model format version {version} is newer than this fakefinder ({__version__} reads "
+                             f"up to {VERSION}); upgrade fakefinder")
+        if int(version) == 1:
+            header = _upgrade_v1(header)
+        try:
+            return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
+                                          prefix="base."),
+                       head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True,
+                                          prefix="head."),
+                       calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
+                       verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
+                       precision=_text(header, "precision", typing.get_args(Precision)),
+                       prepare=(options.build(PrepareSettings, header["prepare"], what="prepare setting")
+                                if header.get("prepare") is not None else None),
+                       data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
+                       run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
+                       train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
+                       source=_text(header, "source") or "fakefinder")
+        except OptionError as exc:
+            raise UsageError(f"bad model header: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"bad model header: {type(exc).__name__} {exc}") from None
+
+
+def _part(header: dict, key: str) -> dict:
+    value = header.get(key)
+    if not isinstance(value, dict):
+        raise OptionError(key, "is missing" if value is None else "must be an object")
+    return value
+
+
+def _text(header: dict, key: str, allowed: tuple[str, ...] | None = None) -> str:
+    value = header.get(key, "")
+    if not isinstance(value, str) or (allowed and value not in allowed):
+        raise OptionError(key, f"must be {' or '.join(allowed) if allowed else 'text'}, got {value!r}")
+    return value
+
+
+def _run_id(value: str) -> str:
+    try:
+        return safe_run_id(value) if value else value
+    except UsageError:
+        raise OptionError("run_id", f"must be a run id, got {value!r}") from None
+
+
+def _upgrade_v1(h: dict) -> dict:
+    """fakefinder 0.1's header (untyped, no calibration) in this version's shape."""
+    base, head = dict(h.get("base") or {}), dict(h.get("head") or {})
+    base.pop("mean", None), base.pop("std", None)
+    base.update(included=bool(h.get("includes_base")), weights_path=h.get("weights_path"))
+    head["pool"] = h.get("pool", "avg")
+    threshold = h.get("threshold", 0.5)
+    return {**h, "base": base, "head": head, "calibration": {"method": "none", "scale": 1.0, "shift": 0.0},
+            "verdict": {"threshold": threshold, "rule": "fixed", "video_rule": h.get("video_rule", "mean"),
+                        "false_alarm_rate": None, "detection_rate": None},
+            "data_digest": "", "dataset": "", "source": "fakefinder 0.1"}
+

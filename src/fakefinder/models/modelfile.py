@@ -1,0 +1,216 @@
+"""One file per trained model: safetensors tensors plus the model card (see `modelcard`) as its header.
+
+A frozen base is referenced by its weights' digest rather than stored; a fine-tuned one is stored. Loading
+never unpickles, checks every header value against the stored tensors' shapes before allocating anything, and
+also accepts the published detectors that `checkpoints` knows, as they were downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import _files
+from ..errors import OptionError, UsageError
+from .backbones import Backbone
+from .modelcard import BaseCard, Calibration, HeadSpec, ModelCard, Verdict
+
+HEADER_KEY = "fakefinder"
+
+
+@dataclass
+class DeepfakeModel:
+    """A base, a head and the card that says how to use them: face crops in, calibrated P(fake) out."""
+
+    backbone: Backbone
+    head: object  # head.Head
+    card: ModelCard
+
+    @property
+    def threshold(self) -> float:
+        return self.card.verdict.threshold
+
+    @property
+    def device(self):
+        return next(self.head.parameters()).device
+
+    def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+        """Uncalibrated logits for BGR uint8 face crops of any size."""
+        import torch
+
+        from .head import pooled
+
+        self.backbone.module.eval()
+        self.head.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = self.backbone.preprocess(images[start:start + batch_size]).to(self.device)
+                maps = self.backbone.features(x, precision=self.card.precision)
+                out.append(self.head(pooled(maps, self.card.head.pool)).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def predict_faces(self, images: list[np.ndarray]) -> np.ndarray:
+        """Calibrated P(fake) for BGR uint8 face crops."""
+        return self.card.calibration.apply(self.face_logits(images))
+
+    def file_logits(self, paths, *, chunk: int = 256) -> np.ndarray:
+        """Logits for face-crop image files, read `chunk` at a time so that memory stays bounded."""
+        from .features import load_crops
+
+        return np.concatenate([self.face_logits(load_crops(paths[s:s + chunk]))
+                               for s in range(0, len(paths), chunk)] or [np.zeros(0)])
+
+    def to(self, device: str) -> DeepfakeModel:
+        self.backbone.module.to(device)
+        self.head.to(device)
+        return self
+
+
+def save_model(path: str | Path, model: DeepfakeModel) -> Path:
+    """Write the model file atomically, readable as any file the user creates (umask applies)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    if model.card.base.included:
+        tensors.update({f"base.{k}": v.detach().cpu().contiguous()
+                        for k, v in model.backbone.module.state_dict().items()})
+    with _files.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(model.card.to_json())})
+        os.chmod(tmp, 0o666 & ~_files.umask())  # safetensors recreates the file with mode 0600
+    return path
+
+
+def _tensor_shapes(path: Path) -> tuple[dict | None, dict[str, tuple[int, ...]]]:
+    """(header dict or None, name -> shape) without reading any tensor data."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return (json.loads(meta[HEADER_KEY]) if HEADER_KEY in meta else None), shapes
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The card of a fakefinder model file. Raises UsageError (one line, naming the file)."""
+    path = Path(path)
+    try:
+        header, _ = _tensor_shapes(path)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so in one line
+        raise UsageError(f"{path}: not a fakefinder model file ({type(exc).__name__})") from None
+    if header is None:
+        raise UsageError(f"{path}: not a fakefinder model file (no model card)")
+    try:
+        return ModelCard.from_json(header)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def _check_shapes(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor the card implies, with the shape it implies, before anything is allocated."""
+    import torch
+
+    from .backbones import get_spec
+    from .head import in_features
+
+    spec = get_spec(card.base.backbone)
+    want = in_features(spec.channels, spec.feature_side(card.base.input_size), card.head.pool)
+    if card.head.in_features != want:
+        raise UsageError(f"{path}: head.in_features {card.head.in_features} does not fit {spec.name} at "
+                         f"{card.base.input_size} px with {card.head.pool} pooling ({want})")
+    expected = {f"head.{k}": v for k, v in card.head.shapes().items()}
+    if card.base.included:
+        with torch.device("meta"):
+            module = spec.build()
+        expected.update({f"base.{k}": tuple(v.shape) for k, v in module.state_dict().items()})
+    for name, shape in expected.items():
+        if shapes.get(name) != shape:
+            found = "missing" if name not in shapes else f"shape {shapes[name]}"
+            raise UsageError(f"{path}: tensor {name} is {found}, the model card implies {shape}")
+    extra = sorted(set(shapes) - set(expected))
+    if extra:
+        raise UsageError(f"{path}: unexpected tensor {extra[0]} (the file does not match its model card)")
+
+
+def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Path | None = None) -> DeepfakeModel:
+    """A fakefinder model file, or a published detector checkpoint (`checkpoints`), ready on `device`.
+
+    A model on a frozen base refers to the base's weights instead of storing them; `base_weights` says where
+    that file is now when it has moved since training (its digest must match). Raises UsageError.
+    """
+    from safetensors.torch import load_file
+
+    from .backbones import create_backbone
+    from .head import Head
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: model file not found")
+    if path.suffix != ".safetensors" or _is_foreign(path):
+        return _from_checkpoint(path).to(device)
+    card = read_card(path)
+    _check_shapes(path, card, _tensor_shapes(path)[1])
+    tensors = load_file(str(path))
+    base = card.base
+    common = dict(input_size=base.input_size, normalization=base.normalization)
+    if base.included:
+        backbone = create_backbone(base.backbone, weights="none", **common)
+        backbone.module.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("base.")})
+        backbone.weights, backbone.weights_digest = base.weights, base.weights_digest
+    else:
+        source = str(base_weights or base.weights_path or base.weights)
+        if source not in ("imagenet", "none") and not Path(source).is_file():
+            raise OptionError("base_weights", f"must name the file with sha256 {base.weights_digest[:12]}...: "
+                                              f"{path}'s {base.backbone} base weights {source} are not there")
+        backbone = create_backbone(base.backbone, weights=source, seed=card.seed, **common)
+        if backbone.weights_digest != base.weights_digest:
+            raise UsageError(f"{path}: trained on {base.backbone} weights {base.weights_digest[:12]}, but {source} "
+                             f"has {backbone.weights_digest[:12]}")
+    head = Head(card.head)
+    head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+    return DeepfakeModel(backbone, head.eval(), card).to(device)
+
+
+def _is_foreign(path: Path) -> bool:
+    """A .safetensors file without a model card (e.g. a published checkpoint converted to safetensors)."""
+    try:
+        return _tensor_shapes(path)[0] is None
+    except Exception:  # noqa: BLE001 - read_card reports what is wrong with it
+        return False
+
+
+def _from_checkpoint(path: Path) -> DeepfakeModel:
+    """A published detector as a model: its base and its classifier as a one-logit head, run as its authors
+    ran it (input size, normalisation, video rule), verdict at 0.5, uncalibrated."""
+    import torch
+
+    from ..config import PrepareSettings
+    from .backbones import create_backbone, file_digest, get_spec
+    from .backbones._weights import read_tensors
+    from .checkpoints import identify
+    from .head import Head
+
+    tensors = read_tensors(path)
+    layout = identify(tensors)
+    if layout is None:
+        raise UsageError(f"{path}: neither a fakefinder model file nor a published detector that fakefinder "
+                         "knows (DFDC winner, FaceForensics++ Xception)")
+    name = layout.backbone(tensors)
+    spec = get_spec(name)
+    backbone = create_backbone(name, weights=path, input_size=layout.input_size, normalization=layout.normalization)
+    weight, bias = layout.head(tensors)
+    head_spec = HeadSpec(in_features=spec.channels, n_layers=0, pool="avg")
+    head = Head(head_spec)
+    with torch.no_grad():
+        head.layers[0].weight.copy_(weight.float())
+        head.layers[0].bias.copy_(bias.float())
+    card = ModelCard(
+        base=BaseCard(name, path.name, file_digest(path), layout.input_size, layout.normalization, True, None),
+        head=head_spec, calibration=Calibration(), verdict=Verdict(0.5, "fixed", layout.video_rule),
+        precision="fp32", prepare=PrepareSettings(**layout.prepare), source=layout.name)
+    return DeepfakeModel(backbone, head.eval(), card)

@@ -1,0 +1,178 @@
+"""Augmentations for fine-tuning, as the field's winning recipes use them, each on by name with a strength.
+
+A spec is `default`, `none`, `keras` or `NAME[=STRENGTH],...` with STRENGTH in (0, 1] (1 when left out). The
+strength scales how hard an augmentation hits; each is applied to a crop with probability 1/2 (flip: half the
+strength; keras, a pipeline of its own, always). Deepfake artefacts live in fine texture, blending seams and
+colour mismatch around the face, so the augmentations degrade exactly those (re-compression, resampling, blur,
+noise, colour) or hide the parts a detector leans on (eyes, nose, mouth), forcing it to look at the whole face.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Augmentation = Callable[[np.ndarray, np.random.Generator, float, float], np.ndarray]  # image, rng, strength, margin
+
+
+def _flip(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def _jpeg(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    import cv2
+
+    quality = int(rng.integers(round(95 - 65 * s), 96))  # 30-95 at full strength
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
+
+
+def _downscale(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    factor = rng.uniform(1 - 0.75 * s, 1.0)  # down to a quarter of the side at full strength
+    small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _blur(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    import cv2
+
+    sigma = rng.uniform(0.1, 0.1 + 2.5 * s) * image.shape[0] / 224  # sigma in 224 px units
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)
+
+
+def _noise(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    std = rng.uniform(0, 25 * s)
+    return np.clip(image + rng.normal(0, std, image.shape), 0, 255).astype(np.uint8)
+
+
+def _colour(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    import cv2
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-5, 5) * s) % 180  # OpenCV hue is 0-180: +-10 degrees
+    hsv[..., 1] *= 1 + rng.uniform(-0.4, 0.4) * s
+    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    contrast, brightness = 1 + rng.uniform(-0.3, 0.3) * s, rng.uniform(-0.3, 0.3) * s * 255
+    mean = out.mean()
+    return np.clip((out - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
+
+
+def _cutout(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    out = image.copy()
+    h, w = image.shape[:2]
+    for _ in range(int(rng.integers(1, 4))):
+        side = max(1, round(rng.uniform(0.1, 0.1 + 0.3 * s) * min(h, w)))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        out[y:y + side, x:x + side] = 0
+    return out
+
+
+# Face parts as (x0, y0, x1, y1) fractions of the face box: where a frontal face's eyes, nose and mouth sit.
+FACE_PARTS = {"eyes": (0.12, 0.22, 0.88, 0.48), "nose": (0.33, 0.38, 0.67, 0.72), "mouth": (0.22, 0.64, 0.78, 0.92)}
+
+
+def face_part_box(part: str, side: int, margin: float) -> tuple[int, int, int, int]:
+    """A part's pixel box in a square crop of `side` cut with `margin` around the face box (prepare's geometry:
+    the face box is the middle 1 / (1 + 2 margin) of the crop)."""
+    face = side / (1 + 2 * margin)
+    offset = (side - face) / 2
+    x0, y0, x1, y1 = FACE_PARTS[part]
+    return (round(offset + x0 * face), round(offset + y0 * face), round(offset + x1 * face),
+            round(offset + y1 * face))
+
+
+def _parts(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+    out = image.copy()
+    names = list(FACE_PARTS)
+    chosen = rng.choice(len(names), size=1 + int(rng.random() < s / 2), replace=False)
+    for i in chosen:
+        x0, y0, x1, y1 = face_part_box(names[i], image.shape[0], margin)
+        jitter = round(0.05 * image.shape[0])
+        dx, dy = (int(v) for v in rng.integers(-jitter, jitter + 1, 2))
+        out[max(0, y0 + dy):max(0, y1 + dy), max(0, x0 + dx):max(0, x1 + dx)] = 0
+    return out
+
+
+def keras(image: np.ndarray, rng: np.random.Generator, s: float = 1.0, margin: float = 0.0) -> np.ndarray:
+    """The reference's Keras ImageDataGenerator: rotation 40 degrees, width and height shift 0.2, shear 0.2
+    (degrees, as Keras reads it), zoom 0.8-1.2, horizontal flip, edges repeated."""
+    import cv2
+
+    rotation, shift, shear, zoom = 40.0 * s, 0.2 * s, 0.2 * s, 0.2 * s
+    h, w = image.shape[:2]
+    angle = math.radians(rng.uniform(-rotation, rotation))
+    sh = math.radians(rng.uniform(-shear, shear))
+    zx, zy = rng.uniform(1 - zoom, 1 + zoom, 2)
+    tx, ty = rng.uniform(-shift, shift) * w, rng.uniform(-shift, shift) * h
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    shr = np.array([[1, -math.sin(sh)], [0, math.cos(sh)]])
+    m = rot @ shr @ np.diag([zx, zy])
+    centre = np.array([w / 2, h / 2])
+    affine = np.hstack([m, (centre - m @ centre + [tx, ty])[:, None]])
+    out = cv2.warpAffine(image, affine, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+AUGMENTATIONS: dict[str, tuple[Augmentation, str]] = {
+    "flip": (_flip, "mirror left-right (with probability strength / 2)"),
+    "jpeg": (_jpeg, "re-compress as JPEG at a random quality (30-95 at full strength)"),
+    "downscale": (_downscale, "shrink and enlarge back (down to 1/4 of the side)"),
+    "blur": (_blur, "Gaussian blur (sigma up to 2.6 px at 224 px)"),
+    "noise": (_noise, "Gaussian noise (std up to 25 grey levels)"),
+    "colour": (_colour, "hue, saturation, brightness and contrast jitter"),
+    "cutout": (_cutout, "black out 1-3 random squares (up to 40% of the side)"),
+    "parts": (_parts, "black out the eyes, nose or mouth, located from the crop's geometry"),
+    "keras": (keras, "the reference's Keras augmentation (rotation, shifts, shear, zoom, flip)"),
+}
+NAMED = {"default": "flip,jpeg=0.6,downscale=0.5,blur=0.3,noise=0.3,colour=0.5,parts=0.5,cutout=0.3",
+         "none": "", "keras": "keras"}
+
+
+def parse_augment(spec: str) -> tuple[tuple[str, float], ...]:
+    """`default`, `none`, `keras` or `NAME[=STRENGTH],...` -> ((name, strength), ...) in the order they apply.
+
+    Raises ValueError saying what is wrong (the text follows the option's name in the error).
+    """
+    items = []
+    for part in filter(None, (p.strip() for p in NAMED.get(spec, spec).split(","))):
+        name, _, value = part.partition("=")
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"has no augmentation {name!r} (choose from {', '.join(AUGMENTATIONS)}, or "
+                             f"{', '.join(NAMED)})")
+        try:
+            strength = float(value) if value else 1.0
+        except ValueError:
+            raise ValueError(f"{name}: strength {value!r} is not a number") from None
+        if not 0 < strength <= 1:
+            raise ValueError(f"{name}: strength must be in (0, 1], got {value}")
+        items.append((name, strength))
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """A parsed spec bound to the crops' margin; a pure function of (image, rng)."""
+
+    steps: tuple[tuple[str, float], ...]
+    margin: float  # of the crops (see PreparedDataset.margin): where the face parts are
+
+    @classmethod
+    def from_spec(cls, spec: str, *, margin: float) -> Augmenter:
+        return cls(parse_augment(spec), margin)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for name, strength in self.steps:
+            fn = AUGMENTATIONS[name][0]
+            if name == "keras":
+                image = fn(image, rng, strength, self.margin)
+            elif rng.random() < (strength / 2 if name == "flip" else 0.5):
+                image = fn(image, rng, strength, self.margin)
+        return image

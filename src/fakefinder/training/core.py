@@ -1,0 +1,317 @@
+"""The training core: a prepared dataset and a config in, a calibrated detector with honest metrics out.
+
+No tracking and no tuning here (`experiment.train` adds a tracker, `tuning` calls this per trial). Steps: a
+leak-free split; the base; with a frozen base, its cached features and a head trained on them; when fine-tuning,
+first that head (a linear probe, cheap since the cache exists), then base and head on augmented images through a
+DataLoader, in mixed precision, under DistributedDataParallel when `torchrun` started us; a calibration map and
+a threshold fitted on the validation part; the test part predicted once, at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainSettings
+from ..data.dataset import PreparedDataset, load_dataset
+from ..data.manifest import features_dir
+from ..data.splits import PARTS, Split, load_split, split_dataset
+from ..hardware import resolve_device, resolve_precision
+from ..metrics import Evaluation, evaluate_scores, sigmoid
+from ..models.backbones import Recipe
+from ..models.calibration import choose_verdict, fit_calibration
+from ..models.features import FeatureCache, FeatureRows, head_logits
+from ..models.head import in_features, pooled
+from ..models.modelcard import BaseCard, HeadSpec, ModelCard
+from ..models.modelfile import DeepfakeModel
+from ..progress import ProgressCallback
+from .augment import Augmenter
+from .finetune import History, Loop, Processes, balanced_indices, epoch_rng, fit, param_groups
+from .loader import CropDataset, EpochBatches, batches, default_workers, iterate, make_loader
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """What the core produced: the model (card included), how it learned, and its metrics per part."""
+
+    model: DeepfakeModel
+    dataset: PreparedDataset
+    split: Split
+    history: History
+    probe_history: History | None  # the linear probe that started a fine-tuning run
+    logits: dict[str, np.ndarray]  # uncalibrated face logits of the scored parts ("val", "test")
+    evaluations: dict[str, Evaluation]  # calibrated
+    uncalibrated: dict[str, Evaluation]
+    backbone_images: int  # crops pushed through the base (0 when the cache had them all and nothing was tuned)
+    seconds: float
+    device: str
+    is_main: bool = True  # False in the other processes of a distributed run (they write nothing)
+
+    @property
+    def val(self) -> Evaluation | None:
+        return self.evaluations.get("val")
+
+    @property
+    def test(self) -> Evaluation | None:
+        return self.evaluations.get("test")
+
+    def part_rows(self, part: str) -> np.ndarray:
+        return np.flatnonzero(self.split.parts[:len(self.dataset)] == part)
+
+
+class FineTuneModel(torch.nn.Module):
+    """Base + head as one module. With `bn="frozen"` the base's BatchNorm layers keep their running statistics
+    (small batches give noisy ones) while their scale and shift still learn."""
+
+    def __init__(self, backbone, head, pool: str, precision: str, bn: str) -> None:
+        super().__init__()
+        self.backbone, self.base, self.head = backbone, backbone.module, head
+        self.pool, self.precision, self.bn = pool, precision, bn
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.bn == "frozen":
+            for m in self.base.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x):
+        return self.head(pooled(self.backbone.features(x, precision=self.precision), self.pool))
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Run with `n` intra-op threads, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _distributed(device: str) -> Processes:
+    """The process group `torchrun` asks for (WORLD_SIZE > 1): gloo on CPUs, NCCL on GPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes()
+    import torch.distributed as dist
+
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
+
+
+def _new_head(in_features: int, config: TrainSettings, device: str):
+    from ..models.head import Head
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head = Head(HeadSpec(in_features, config.n_layers, config.n_neurons, config.dropout, config.pool))
+    return head.to(device)
+
+
+def _start_head_from_checkpoint(head, weights: str) -> None:
+    """A published detector's classifier starts the head when the head has its shape (n_layers 0, avg)."""
+    from ..models.backbones._weights import read_tensors
+    from ..models.checkpoints import identify
+
+    if weights in ("imagenet", "none") or not Path(weights).is_file():
+        return
+    tensors = read_tensors(weights)
+    layout = identify(tensors)
+    if layout is None or head.spec.n_layers != 0 or head.spec.pool != "avg":
+        return
+    weight, bias = layout.head(tensors)
+    if tuple(weight.shape) == tuple(head.layers[0].weight.shape):
+        with torch.no_grad():
+            head.layers[0].weight.copy_(weight.float())
+            head.layers[0].bias.copy_(bias.float())
+
+
+def _unfreeze(backbone, blocks) -> list:
+    units = backbone.blocks() if blocks == "all" else backbone.blocks()[-int(blocks):]
+    for unit in units:
+        for p in unit.parameters():
+            p.requires_grad_(True)
+    return units
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The dataset as the loops see it: crop files, labels, and the rows of each part."""
+
+    files: np.ndarray
+    y: np.ndarray  # float32 labels of every crop
+    rows: dict[str, np.ndarray]  # part -> manifest rows
+    train_rows: np.ndarray  # the training rows after class balancing
+    scored: list[str]  # the parts predicted at the end ("val", and "test" unless left out)
+    margin: float  # of the crops, for the augmentations that find face parts
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Where and how this run computes."""
+
+    device: str
+    precision: str
+    processes: Processes
+    progress: ProgressCallback | None
+    loader_processes: int = 0
+    checkpoint: Path | None = None
+    resume: bool = False
+
+
+def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | None = None, *,
+                 split_file: str | Path | None = None, device: str = "auto", cache_dir: str | Path | None = None,
+                 evaluate_test: bool = True, progress: ProgressCallback | None = None,
+                 checkpoint: str | Path | None = None, resume: bool = False, loader_processes: int | None = None,
+                 executor=None, run_id: str = "") -> TrainedDetector:
+    """Train a detector on prepared data. Raises UsageError for unusable data or settings.
+
+    `checkpoint` is written after every fine-tuning epoch; `resume` continues from it. `loader_processes` are the
+    input pipeline's processes; `executor` spreads feature extraction (see `executors`).
+    """
+    t0 = time.perf_counter()
+    config = config or TrainSettings()
+    dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
+    split = (load_split(split_file, dataset) if split_file else
+             split_dataset(dataset, by=config.split, val=config.val, test=config.test, seed=config.seed))
+    rows = {p: np.flatnonzero(split.parts[:len(dataset)] == p) for p in PARTS}
+    train_rows = rows["train"][balanced_indices(dataset.labels[rows["train"]], config.balance,
+                                                np.random.default_rng(config.seed))]
+    parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
+                   [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin)
+    device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
+    run = _Run(device, resolve_precision(config.precision, device), _distributed(device), progress,
+               default_workers() if loader_processes is None else loader_processes,
+               Path(checkpoint) if checkpoint else None, resume)
+    backbone = Recipe.of(config).build()
+    channels, side, _ = backbone.feature_shape()
+    head = _new_head(in_features(channels, side, config.pool), config, device)
+    _start_head_from_checkpoint(head, config.weights)
+
+    logits: dict[str, np.ndarray] = {}
+    history = probe_history = None
+    if config.frozen or config.probe:
+        cache = FeatureCache(cache_dir or features_dir(dataset.root), backbone, config.pool, precision=run.precision)
+        history, logits = _fit_head(cache, head, parts, config, run, executor, score=config.frozen)
+    if not config.frozen:
+        probe_history = history
+        history, logits = _fine_tune(backbone, head, parts, config, run)
+
+    model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, run, run_id)
+    if run.processes.owned:
+        torch.distributed.destroy_process_group()
+    return TrainedDetector(model, dataset, split, history, probe_history, logits, evaluations, uncalibrated,
+                           backbone.images_seen, time.perf_counter() - t0, device, run.processes.main)
+
+
+def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, run: _Run, executor, *,
+              score: bool) -> tuple[History, dict[str, np.ndarray]]:
+    """The head on the frozen base's cached features (extracted first where missing); returns (history, logits per
+    scored part, when `score`: a probe that fine-tuning continues scores nothing)."""
+    processes, device = run.processes, run.device
+    if not processes.main:
+        processes.barrier()  # the first process extracts; the others then read the cache
+    table = cache.features(list(parts.files), device=device, progress=run.progress, executor=executor)
+    if processes.main:
+        processes.barrier()
+    rows = {p: FeatureRows(table, r, device) for p, r in {**parts.rows, "fit": parts.train_rows}.items()}
+    y_fit = torch.from_numpy(parts.y[parts.train_rows]).to(device)
+
+    def cached_batches(epoch: int):
+        order = epoch_rng(config.seed, epoch).permutation(len(parts.train_rows))
+        for s in range(0, len(order), config.batch_size):
+            b = order[s:s + config.batch_size]
+            yield rows["fit"][b], y_fit[torch.as_tensor(b, device=device)]
+
+    has_val = len(parts.rows["val"]) > 0
+    loop = Loop(model=head, batches=cached_batches, steps_per_epoch=-(-len(parts.train_rows) // config.batch_size),
+                images_per_epoch=len(parts.train_rows),
+                predict_val=(lambda: sigmoid(head_logits(head, rows["val"]))) if has_val else None,
+                val_y=parts.y[parts.rows["val"]], train_y=parts.y[parts.train_rows],
+                groups=param_groups(head, None, config))
+    # A head on cached features is many tiny steps: one CPU thread runs them several times faster than two.
+    with cpu_threads(1 if device == "cpu" else torch.get_num_threads()):
+        history = fit(loop, config, progress=run.progress, stage="head")
+    return history, {p: head_logits(head, rows[p]) for p in parts.scored} if score else {}
+
+
+def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: dict[str, np.ndarray],
+                config: TrainSettings, run: _Run, run_id: str):
+    """The calibration map and threshold fitted on validation, the model with its card, and the evaluations of
+    the scored parts, calibrated and not."""
+    val_rows = np.flatnonzero(split.parts[:len(dataset)] == "val")
+    calibration = fit_calibration(logits.get("val", []), dataset.labels[val_rows], config.calibration)
+    probs = {p: calibration.apply(z) for p, z in logits.items()}
+    verdict = choose_verdict(dataset.video_ids[val_rows], dataset.labels[val_rows], probs.get("val", np.zeros(0)),
+                             video_rule=config.video_rule, threshold=config.threshold, target_fpr=config.target_fpr)
+
+    def evaluation(part: str, p: np.ndarray) -> Evaluation:
+        rows = np.flatnonzero(split.parts[:len(dataset)] == part)
+        return evaluate_scores(dataset.video_ids[rows], dataset.labels[rows], p, threshold=verdict.threshold,
+                               rule=config.video_rule,
+                               no_face_videos=int(np.sum(split.parts[len(dataset):] == part)))
+
+    evaluations = {p: evaluation(p, probs[p]) for p in logits}
+    uncalibrated = {p: evaluation(p, sigmoid(logits[p])) for p in logits}
+    base = BaseCard(backbone.spec.name, backbone.weights, backbone.weights_digest, backbone.input_size,
+                    backbone.normalization, not config.frozen,
+                    str(Path(config.weights).resolve()) if config.frozen and Path(config.weights).is_file() else None)
+    card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
+                     prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
+                     run_id=run_id, seed=config.seed, train=config.to_params())
+    model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
+    return model, evaluations, uncalibrated
+
+
+def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
+               run: _Run) -> tuple[History, dict[str, np.ndarray]]:
+    """Base (its last K blocks, or all) + head on augmented images; returns (history, logits per scored part)."""
+    dev, processes = torch.device(run.device), run.processes
+    units = _unfreeze(backbone, config.trainable_blocks)
+    model = FineTuneModel(backbone, head, config.pool, run.precision, config.bn).to(dev)
+    groups = param_groups(head, torch.nn.ModuleList(units), config, probed=config.probe)
+    net = model
+    if processes.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    augmenter = Augmenter.from_spec(config.augment, margin=parts.margin)
+    train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed)
+    plain_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, None, config.seed)
+    sampler = EpochBatches(parts.train_rows, config.batch_size, config.seed, shuffle=True, rank=processes.rank,
+                           world=processes.world)
+    train_loader = make_loader(train_set, sampler, workers=run.loader_processes, device=dev)
+    mine = {part: np.array_split(parts.rows[part], processes.world)[processes.rank] for part in {"val", *parts.scored}}
+    scoring = {part: make_loader(plain_set, EpochBatches(rows, 64, config.seed, shuffle=False),
+                                 workers=min(run.loader_processes, 2), device=dev) for part, rows in mine.items()}
+
+    def predict(part: str) -> np.ndarray:
+        """Logits of a part: each process scores its share, then all gather (in order)."""
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            for x, _ in iterate(scoring[part]):
+                out.append(model(x.to(dev).contiguous(memory_format=torch.channels_last)).double().cpu().numpy())
+        return np.concatenate(processes.gather(np.concatenate(out) if out else np.zeros(0)))
+
+    has_val = len(parts.rows["val"]) > 0
+    loop = Loop(model=net, batches=batches(train_loader, dev), steps_per_epoch=len(sampler),
+                images_per_epoch=len(parts.train_rows),
+                predict_val=(lambda: sigmoid(predict("val"))) if has_val else None,
+                val_y=parts.y[parts.rows["val"]], train_y=parts.y[parts.train_rows], groups=groups,
+                precision=run.precision, checkpoint=run.checkpoint, processes=processes,
+                global_batch=sampler.global_size)
+    history = fit(loop, config, resume=run.resume, progress=run.progress, stage="fine-tune")
+    logits = {p: predict(p) for p in parts.scored}
+    for p in backbone.module.parameters():
+        p.requires_grad_(False)
+    return history, logits

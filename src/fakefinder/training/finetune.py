@@ -1,0 +1,259 @@
+"""The one training loop, for a head on cached features and for a base fine-tuned with its head.
+
+Optimiser groups (the base at a fraction of the head's learning rate, no weight decay on biases and norms),
+warmup then cosine decay, gradient clipping, mixed precision (fp16 with loss scaling), early stopping on the
+validation loss with the best weights restored, and a checkpoint after every epoch from which `resume` continues
+to exactly the result of an uninterrupted run: every epoch reseeds its shuffling, augmentation and dropout from
+(seed, epoch), so nothing else has to be saved. Global RNG state is restored when the loop ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainSettings
+from ..metrics import binary_metrics
+from ..progress import ProgressCallback, emit
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class History:
+    """Per-epoch metrics (train_loss, train_accuracy, val_loss, val_accuracy, val_auc, lr, images_per_s) and
+    the best epoch (1-based; the last one when early stopping is off)."""
+
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+
+    @property
+    def completed(self) -> int:
+        return len(self.epochs)
+
+
+def epoch_rng(seed: int, epoch: int, *more: int) -> np.random.Generator:
+    """The random stream of one epoch (and of one sample in it): the same whatever ran before."""
+    return np.random.default_rng([seed, epoch, *more])
+
+
+def balanced_indices(y: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
+    """Rows to train on: all, or the majority class randomly cut to the minority's size (the reference)."""
+    idx = np.arange(len(y))
+    if how != "undersample":
+        return idx
+    pos, neg = idx[y == 1], idx[y == 0]
+    if min(len(pos), len(neg)) == 0:
+        return idx
+    n = min(len(pos), len(neg))
+    return np.sort(np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
+
+
+def param_groups(head: torch.nn.Module, base: torch.nn.Module | None, config: TrainSettings, *,
+                 probed: bool = False) -> list[dict]:
+    """The head at `lr` and the base's trainable parameters at `lr * base_lr_scale`; after a linear probe the head
+    is trained already and moves as gently as the base. No weight decay on biases and norms."""
+    fine = config.lr * config.base_lr_scale
+    groups = []
+    for module, lr in ((head, fine if probed else config.lr), (base, fine)):
+        if module is None:
+            continue
+        params = [p for p in module.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        plain = [p for p in params if p.ndim <= 1]
+        groups += [{"params": decay, "lr": lr, "weight_decay": config.weight_decay},
+                   {"params": plain, "lr": lr, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(groups: list[dict], config: TrainSettings) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups)
+    return torch.optim.RMSprop(groups, alpha=0.9, eps=1e-7)  # Keras' RMSprop defaults
+
+
+def lr_factor(step: int, total: int, config: TrainSettings) -> float:
+    """Linear warmup over the first `warmup` of the steps, then constant or cosine decay to zero."""
+    warm = round(config.warmup * total)
+    if step < warm:
+        return (step + 1) / warm
+    if config.schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def loss_fn(y: np.ndarray, how: str, device) -> torch.nn.Module:
+    """Summed over the batch: `fit` divides by the global batch, so that processes holding unequal shares of a
+    batch (its last one) still average to the one-process loss."""
+    pos = float((y == 1).sum())
+    weight = (len(y) - pos) / pos if how == "weight" and pos > 0 else None
+    return torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, device=device) if weight else None,
+                                      reduction="sum")
+
+
+def val_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """The loss early stopping watches, clipped as Keras clips (1e-7), not as the DFDC log loss (1e-15)."""
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The processes of a run: one, or those `torchrun` started (each holds its share of every batch)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # we initialised the process group (and tear it down)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, arrays: np.ndarray) -> list[np.ndarray]:
+        if self.world == 1:
+            return [arrays]
+        out: list = [None] * self.world
+        torch.distributed.all_gather_object(out, arrays)
+        return out
+
+    def agree(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        box = [flag]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return bool(box[0])
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+@dataclass
+class Loop:
+    """What one call of `fit` trains and how it reaches the data."""
+
+    model: torch.nn.Module  # called on x, returns logits; may be DistributedDataParallel
+    batches: Callable[[int], Iterable]  # epoch -> (x, y) batches of this process
+    steps_per_epoch: int
+    images_per_epoch: int
+    predict_val: Callable[[], np.ndarray] | None  # P(fake) of the validation rows, or None
+    val_y: np.ndarray | None
+    train_y: np.ndarray  # labels of the training rows, for the loss weighting
+    groups: list[dict]
+    precision: str = "fp32"
+    checkpoint: Path | None = None  # written by the main process after every epoch
+    processes: Processes = field(default_factory=Processes)  # DistributedDataParallel averages their gradients
+    global_batch: Callable[[int], int] | None = None  # step -> samples in that step's batch over all processes
+
+
+def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: ProgressCallback | None = None,
+        stage: str = "train", on_epoch: Callable[[int, dict], None] | None = None) -> History:
+    """Train until `epochs` or early stopping, restore the best epoch's weights, and return the history."""
+    device = next(p for g in loop.groups for p in g["params"]).device
+    optimizer = make_optimizer(loop.groups, config)
+    total_steps = config.epochs * loop.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, config))
+    scaler = torch.amp.GradScaler(device.type, enabled=loop.precision == "fp16")
+    criterion = loss_fn(loop.train_y, config.balance, device)
+    params = [p for g in loop.groups for p in g["params"]]
+    history, best_loss, best_state, waited, start = History(), math.inf, None, 0, 1
+    if resume and loop.checkpoint is not None and loop.checkpoint.is_file():
+        saved = torch.load(loop.checkpoint, map_location=device, weights_only=True)
+        _unwrap(loop.model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        history = History(list(saved["history"]), int(saved["best_epoch"]))
+        best_loss, best_state, waited = float(saved["best_loss"]), saved["best_state"], int(saved["waited"])
+        start = int(saved["epoch"]) + 1
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for epoch in range(start, config.epochs + 1):
+            if waited >= config.patience > 0:
+                break  # a resumed run that had already stopped early
+            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, stochastic depth
+            row = _one_epoch(loop, epoch, optimizer, scheduler, scaler, criterion, params, config, progress, stage)
+            if loop.predict_val is not None and loop.val_y is not None and len(loop.val_y):
+                p = loop.predict_val()
+                m = binary_metrics(loop.val_y, p)
+                row.update(val_loss=val_loss(loop.val_y, p), val_accuracy=m.accuracy, val_auc=m.auc)
+            history.epochs.append(row)
+            if on_epoch:
+                on_epoch(epoch, row)
+            monitored = row.get("val_loss", row["train_loss"])
+            if monitored < best_loss - 1e-6:
+                best_loss, waited, history.best_epoch = monitored, 0, epoch
+                if config.patience > 0:
+                    best_state = copy.deepcopy({k: v.detach().clone() for k, v in
+                                                _unwrap(loop.model).state_dict().items()})
+            else:
+                waited += 1
+            stop = loop.processes.agree(config.patience > 0 and "val_loss" in row and waited >= config.patience)
+            if loop.checkpoint is not None and loop.processes.main:
+                _save_checkpoint(loop.checkpoint, epoch, loop.model, optimizer, scheduler, scaler, history,
+                                 best_loss, best_state, waited)
+            emit(progress, stage + " epochs", epoch, config.epochs, "epoch", **{k: v for k, v in row.items()})
+            if stop:
+                break
+    if config.patience > 0 and best_state is not None:
+        _unwrap(loop.model).load_state_dict(best_state)  # Keras' restore_best_weights
+    else:
+        history.best_epoch = history.completed
+    loop.model.eval()
+    return history
+
+
+def _one_epoch(loop: Loop, epoch: int, optimizer, scheduler, scaler, criterion, params, config: TrainSettings,
+               progress: ProgressCallback | None, stage: str) -> dict:
+    loop.model.train()
+    total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    for step, (x, y) in enumerate(loop.batches(epoch), 1):
+        optimizer.zero_grad(set_to_none=True)
+        logits = loop.model(x)
+        summed = criterion(logits.float(), y)
+        whole = loop.global_batch(step) if loop.global_batch else len(y)
+        # DDP's average over processes is then the mean over the whole batch
+        loss = summed * loop.processes.world / whole
+        scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += float(summed.detach())
+        correct += int(((logits.detach() >= 0) == (y >= 0.5)).sum())
+        seen += len(y)
+        elapsed = time.perf_counter() - t0
+        rate = seen / elapsed if elapsed > 0 else 0.0
+        emit(progress, stage, step, loop.steps_per_epoch, "batch", epoch=epoch, loss=total / seen,
+             images_per_s=rate, eta_s=(loop.steps_per_epoch - step) * elapsed / step)
+    seconds = time.perf_counter() - t0
+    return {"train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
+            "lr": optimizer.param_groups[0]["lr"], "images_per_s": seen / seconds if seconds > 0 else 0.0,
+            "seconds": seconds}
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _save_checkpoint(path: Path, epoch: int, model, optimizer, scheduler, scaler, history: History, best_loss: float,
+                     best_state, waited: int) -> None:
+    from .. import _files
+
+    state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": _unwrap(model).state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+             "history": history.epochs, "best_epoch": history.best_epoch, "best_loss": best_loss,
+             "best_state": best_state, "waited": waited}
+    with _files.atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -1,0 +1,102 @@
+"""The input pipeline for fine-tuning: worker processes read, augment and preprocess crops while the model runs.
+
+Built on `torch.utils.data.DataLoader` (worker processes, pinned memory, prefetching). Workers start from a
+fork server, not by forking this process: OpenCV's and OpenMP's thread pools do not survive a fork (a worker
+would hang in its first call). They receive file names and a small preprocessing recipe, never the model. Each
+sample's augmentation draws from its own stream (seed, epoch, row), so batches are identical whatever the
+number of workers, and each process of a distributed run takes its slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..hardware import single_threaded_opencv
+from ..models.backbones import Preprocess
+from .augment import Augmenter
+from .finetune import epoch_rng
+
+
+class CropDataset(Dataset):
+    """Crop files -> (normalised CHW float32 tensor, label); augmented when an Augmenter is given."""
+
+    def __init__(self, files: np.ndarray, labels: np.ndarray, preprocess: Preprocess, augmenter: Augmenter | None,
+                 seed: int) -> None:
+        self.files, self.labels = files, labels.astype(np.float32)
+        self.preprocess, self.augmenter, self.seed = preprocess, augmenter, seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: tuple[int, int]):
+        from ..models.features import read_crop
+
+        row, epoch = key
+        image = read_crop(self.files[row])
+        if self.augmenter is not None:
+            image = self.augmenter(image, epoch_rng(self.seed, epoch, row))
+        return torch.from_numpy(self.preprocess(image)), torch.tensor(self.labels[row])
+
+
+class EpochBatches(Sampler):
+    """Batches of (row, epoch) keys in the order of `order(epoch)`; this process takes its share of each.
+
+    Under several processes a last batch too small to give each one a sample is left out of the epoch: a process
+    without one would stop while the others wait for its gradients."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, *, shuffle: bool, rank: int = 0,
+                 world: int = 1) -> None:
+        self.rows, self.batch_size, self.seed, self.shuffle = rows, batch_size, seed, shuffle
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.rows), self.batch_size)
+        return full + int(rest >= self.world)  # world >= 1: an empty rest never counts
+
+    def global_size(self, step: int) -> int:
+        """Samples in batch `step` (from 1) over all processes: the batch size, less for the last one."""
+        return min(self.batch_size, len(self.rows) - (step - 1) * self.batch_size)
+
+    def __iter__(self):
+        order = epoch_rng(self.seed, self.epoch).permutation(self.rows) if self.shuffle else self.rows
+        for s in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = order[s:s + self.batch_size]
+            mine = np.array_split(batch, self.world)[self.rank]  # equal shares: DDP's mean = the global mean
+            yield [(int(r), self.epoch) for r in mine]
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def make_loader(dataset: CropDataset, sampler: EpochBatches, *, workers: int, device: torch.device) -> DataLoader:
+    # Its own generator: a DataLoader otherwise draws its workers' seeds from the global RNG, which would make
+    # dropout and stochastic depth depend on the number of workers (and touch the caller's RNG).
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                      worker_init_fn=single_threaded_opencv if workers else None, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(sampler.seed),
+                      multiprocessing_context="forkserver" if workers else None)
+
+
+def iterate(loader: DataLoader):
+    """The loader's batches; a worker's UsageError comes back as the one line it was, not as a traceback."""
+    from ..errors import UsageError
+
+    try:
+        yield from loader
+    except UsageError as exc:
+        raise UsageError(str(exc).rstrip().splitlines()[-1].split("UsageError: ", 1)[-1]) from None
+
+
+def batches(loader: DataLoader, device: torch.device):
+    """epoch -> (x, y) on `device`, channels-last, copied asynchronously from pinned memory."""
+    def run(epoch: int):
+        loader.batch_sampler.epoch = epoch
+        for x, y in iterate(loader):
+            yield (x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                   y.to(device, non_blocking=True))
+    return run

@@ -1,0 +1,1 @@
+"""Searches over training settings, shared by any number of workers through SQL claims."""

@@ -1,0 +1,1 @@
+"""Whole studies built from the stages: the cross-dataset study and the built-in demo."""
