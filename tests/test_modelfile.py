@@ -138,3 +138,37 @@ def test_a_trained_model_has_base_and_head_on_one_device(model_file):
     devices = {p.device for p in model.backbone.module.parameters()} | {p.device for p in model.head.parameters()}
     assert len(devices) == 1
 
+
+
+def _with_head(model_file, path, change) -> str:
+    """The model with its last head bias (or weight) changed; returns that tensor's name."""
+    tensors = load_file(str(model_file))
+    name = sorted(k for k in tensors if k.startswith("head.layers."))[-1]
+    tensors[name] = change(tensors[name].clone())
+    rewrite(model_file, path, tensors=tensors)
+    return name
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_model_with_non_finite_weights_is_refused_by_every_command(model_file, collection, prepared, tmp_path,
+                                                                     value):
+    bad = tmp_path / "nan.safetensors"
+    name = _with_head(model_file, bad, lambda t: t.fill_(value))
+    video = collection.out / f"{collection.videos[0].name}.mp4"
+    for command in (["predict", bad, video, "--json", "-"], ["evaluate", bad, prepared.out],
+                    ["serve", "--model", bad, "--port", "0"]):
+        proc = subprocess.run([sys.executable, "-m", "fakefinder", *map(str, command)], capture_output=True,
+                              text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and proc.stdout == "" and len(lines) == 1, (command, proc.stdout, proc.stderr)
+        assert f"tensor {name} holds non-finite values" in lines[0] and str(bad) in lines[0]
+
+
+def test_a_score_that_is_not_a_number_is_an_error_never_a_verdict(model_file, collection, tmp_path):
+    """Finite weights that overflow (a head weight of 1e38 makes every logit infinite)."""
+    from fakefinder import predict
+
+    huge = tmp_path / "huge.safetensors"
+    _with_head(model_file, huge, lambda t: t.fill_(1e38))
+    result = predict(huge, [collection.out / f"{collection.videos[0].name}.mp4"])[0]
+    assert result.p_fake is None and result.verdict is None and "non-finite score" in result.error

@@ -186,6 +186,28 @@ def test_every_bad_input_becomes_a_row_and_the_batch_goes_on(messy, tmp_path):
     assert strict.returncode == 1 and "4 reused" in strict.stdout  # inputs that failed are tried again
 
 
+def test_a_file_name_that_is_not_utf8_is_an_error_row_and_the_batch_is_kept(collection, metadata, tmp_path):
+    """Linux names are bytes: b"bad\\xff.mp4" cannot be written to a table as text; it was the whole run's end."""
+    src = tmp_path / "bytes"
+    (src / "real").mkdir(parents=True)
+    (src / "fake").mkdir()
+    real = next(n for n, m in metadata.items() if m["label"] == "REAL")
+    fake = next(n for n, m in metadata.items() if m["label"] == "FAKE")
+    copy(collection.out / real, src / "real" / real)
+    copy(collection.out / fake, src / "fake" / fake)
+    shutil.copyfile(collection.out / real, os.fsencode(src / "real") + b"/bad\xff.mp4")
+    for attempt in range(2):  # and the same again on a rerun, the good videos reused
+        proc = cli("prepare", src, tmp_path / "out", "--processes", "1", "--quiet")
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        _, videos = tables(tmp_path / "out")
+        by_path = {r["source_path"]: r for r in videos}
+        assert by_path["real/bad\\xff.mp4"]["status"] == "error"
+        assert by_path["real/bad\\xff.mp4"]["reason"] == "file name is not valid UTF-8 (rename the file)"
+        assert [by_path[f"real/{real}"]["status"], by_path[f"fake/{fake}"]["status"]] == ["ok", "ok"]
+        assert "real/bad\\xff.mp4: file name is not valid UTF-8" in proc.stdout
+    assert "2 reused" in proc.stdout
+
+
 def test_a_collection_of_symbolic_links_is_read_through_them(collection, metadata, tmp_path):
     """real/ and fake/ holding links into a larger tree (files and a folder): every input is read."""
     src = tmp_path / "linked"

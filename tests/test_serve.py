@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from services import free_port, require
@@ -26,11 +29,11 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
 
 
 @contextmanager
-def server(*args):
+def server(*args, host: str = "127.0.0.1"):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--port", str(port), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--host", host, "--port", str(port),
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -316,3 +319,66 @@ def test_predict_writes_face_tracks_and_explain_heatmaps(model_file, clips, tmp_
     for png in written:
         image = cv2.imread(str(png))
         assert image is not None and image.shape[0] > 32
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_off_at_the_limit(running):
+    """--upload-limit 1 (MB): a chunked 200 MB body declares no length; the server stops reading near the limit
+    and answers 413, instead of reading (and spooling to disk) all of it first."""
+    url, _, _ = running
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'
+    block = b"\0" * (1 << 20)
+    sent, answer = 0, b""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: %s:%d\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: multipart/form-data; boundary=b\r\n\r\n%x\r\n%s\r\n"
+                  % (host.encode(), port, len(head), head))
+        try:
+            while sent < 200 << 20 and not select.select([s], [], [], 0)[0]:
+                s.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+                sent += len(block)
+            answer = s.recv(1 << 16)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # it stopped reading, and closed (its 413 may be lost to the reset)
+    assert sent < 40 << 20, f"the server read {sent >> 20} MB of a 1 MB limit"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert http("GET", f"{url}/api/models")[0] == 200  # and it goes on serving
+
+
+def test_waiting_clients_do_not_starve_other_requests(model_file, clips):
+    """40 uploads waiting for their verdicts (more than any default thread pool) while one verdict runs at a
+    time: the model list and a bad upload are still answered at once."""
+    body, headers = multipart(clips[0][0])
+    with server("--model", model_file, "--concurrent-verdicts", "1", "--queue", "64") as (url, _):
+        with ThreadPoolExecutor(40) as pool:
+            waiting = [pool.submit(http, "POST", f"{url}/api/predict?wait=600", data=body, headers=headers)
+                       for _ in range(40)]
+            time.sleep(3)  # every upload in and waiting
+            assert sum(not f.done() for f in waiting) > 30
+            for method, path, data in (("GET", "/api/models", None), ("POST", "/api/predict", b"twelve bytes")):
+                started = time.monotonic()
+                status, _, _ = http(method, url + path, data=data,
+                                    headers={"Content-Type": "multipart/form-data; boundary=x"} if data else None)
+                assert time.monotonic() - started < 1.0 and status in (200, 400), (path, status)
+            for future in waiting:
+                future.cancel()
+
+
+def test_only_the_bound_host_names_and_the_servers_own_pages_are_answered(running, model_file):
+    """DNS rebinding (a name that now points here) and pages of other origins are refused; loopback names and the
+    page's own origin are not. Another loopback address needs no token."""
+    url, _, _ = running
+    netloc = urlsplit(url).netloc
+    port = urlsplit(url).port
+    for host in ("rebind.evil.example", f"rebind.evil.example:{port}", "10.0.0.1"):
+        status, raw, _ = http("GET", f"{url}/api/models", headers={"Host": host})
+        assert status == 421 and "does not answer to the host name" in json.loads(raw)["error"]
+    status, raw, _ = http("GET", f"{url}/api/models", headers={"Origin": "https://evil.example"})
+    assert status == 403 and "refused" in json.loads(raw)["error"]
+    data, headers = multipart(Path(__file__))
+    status, _, _ = http("POST", f"{url}/api/predict", data=data, headers={**headers, "Origin": "http://evil.example"})
+    assert status == 403
+    for host in (netloc, f"localhost:{port}"):
+        assert http("GET", f"{url}/api/models", headers={"Host": host, "Origin": f"http://{host}"})[0] == 200
+    with server("--model", model_file, host="127.0.0.2") as (other, _):
+        assert http("GET", f"{other}/api/models")[0] == 200

@@ -29,6 +29,18 @@ def sigmoid(z) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -60, 60)))
 
 
+def finite_scores(z) -> np.ndarray:
+    """`z` (logits or probabilities) as float64, refusing NaN or infinity: a model's score is never a verdict
+    unless it is a number. Raises InputError."""
+    z = np.asarray(z, dtype=np.float64)
+    if not np.isfinite(z).all():
+        from .errors import InputError
+
+        raise InputError(f"the model gave a non-finite score ({int((~np.isfinite(z)).sum())} of {z.size} not a "
+                         "number or infinite): its weights or this input overflow it")
+    return z
+
+
 def selection_key(metric: str) -> str:
     """The tracked key of a selection metric: video_auc -> val_video_auc."""
     return f"val_{metric}"

@@ -6,8 +6,6 @@ from pathlib import Path
 
 from . import _options
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
 
 def add_arguments(p) -> None:
     p.description = ("A local web app: drop in a video or an image, see P(fake), what the threshold means, a "
@@ -42,9 +40,10 @@ def run(args) -> int:
     from ..config import ServeSettings
     from ..errors import UsageError
     from ..serve import create_app
+    from ..serve.app import is_loopback
     from ..serve.jobs import JobQueue
 
-    if args.host not in LOOPBACK and not args.token:
+    if not is_loopback(args.host) and not args.token:
         raise UsageError(f"binding to {args.host} lets other machines in: give --token TOKEN (or bind 127.0.0.1)")
     queue = JobQueue(_named(args.model), _options.settings_from(args, ServeSettings), device=args.device,
                      tracking_uri=_options.tracking_uri(args), allow_dir=args.allow_dir)
@@ -52,7 +51,8 @@ def run(args) -> int:
         for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
             print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)
         print(f"fakefinder serve: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
-        uvicorn.run(create_app(queue, token=args.token), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(queue, token=args.token, host=args.host), host=args.host, port=args.port,
+                    log_level="warning")
     finally:
         queue.close()
     return 0

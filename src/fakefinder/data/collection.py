@@ -100,7 +100,7 @@ def discover(src: str | Path, *, layout: CollectionLayout = "auto", labels: str 
         raise UsageError(f"unknown layout {layout!r}")
     if not entries:
         raise UsageError(f"no labelled inputs found in {src} ({layout} layout)")
-    dataset = dataset or src.resolve().name
+    dataset = dataset or _utf8(src.resolve().name)[0]
     return Collection(src, layout, dataset, tuple(_items(src, entries, dataset)))
 
 
@@ -195,6 +195,9 @@ def _resolve(src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
     if PurePosixPath(name).is_absolute() or Path(name).is_absolute():
         return name, None, "absolute path not allowed (names are relative to SRC)"
     rel = os.path.normpath(os.path.relpath(base / name, src)).replace(os.sep, "/")
+    rel, valid = _utf8(rel)
+    if not valid:  # every table and record holds text: this name would break them all
+        return rel, None, "file name is not valid UTF-8 (rename the file)"
     if rel == "." or rel == ".." or rel.startswith("../"):
         return rel, None, "not a file inside SRC (names may not leave it with ..)"
     path = src / rel
@@ -204,6 +207,16 @@ def _resolve(src: Path, base: Path, name: str) -> tuple[str, Path | None, str]:
     except OSError as exc:
         return rel, None, f"cannot read ({exc.strerror})"
     return rel, path, ""
+
+
+def _utf8(name: str) -> tuple[str, bool]:
+    """(`name` as text that encodes, whether it was already): bytes a file system name holds that are not
+    UTF-8 (Python keeps them as surrogates) are written as escapes, e.g. bad\\xff.mp4."""
+    try:
+        name.encode("utf-8")
+        return name, True
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace"), False
 
 
 def _stem(path: str) -> str:

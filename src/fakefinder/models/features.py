@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import _files
 from ..errors import UsageError
+from ..metrics import finite_scores
 from ..progress import ProgressCallback, emit
 from .backbones import Backbone, Recipe
 
@@ -278,4 +279,4 @@ def head_logits(head, rows: FeatureRows) -> np.ndarray:
 
     head.eval()
     with torch.no_grad():
-        return np.concatenate([head(x).double().cpu().numpy() for x in rows.chunks()] or [np.zeros(0)])
+        return finite_scores(np.concatenate([head(x).double().cpu().numpy() for x in rows.chunks()] or [np.zeros(0)]))

@@ -16,7 +16,9 @@ import numpy as np
 
 from .. import _files
 from ..errors import OptionError, UsageError
+from ..metrics import finite_scores
 from .backbones import Backbone
+from .backbones._weights import finite_tensors
 from .modelcard import BaseCard, Calibration, HeadSpec, ModelCard, Verdict
 
 HEADER_KEY = "fakefinder"
@@ -52,7 +54,7 @@ class DeepfakeModel:
                 x = self.backbone.preprocess(images[start:start + batch_size]).to(self.device)
                 maps = self.backbone.features(x, precision=self.card.precision)
                 out.append(self.head(pooled(maps, self.card.head.pool)).double().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        return finite_scores(np.concatenate(out) if out else np.zeros(0))
 
     def predict_faces(self, images: list[np.ndarray]) -> np.ndarray:
         """Calibrated P(fake) for BGR uint8 face crops."""
@@ -155,7 +157,7 @@ def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Pat
         return _from_checkpoint(path).to(device)
     card = read_card(path)
     _check_shapes(path, card, _tensor_shapes(path)[1])
-    tensors = load_file(str(path))
+    tensors = finite_tensors(load_file(str(path)), path)
     base = card.base
     common = dict(input_size=base.input_size, normalization=base.normalization)
     if base.included:

@@ -22,6 +22,34 @@ async def models(request: Request):
     return await asyncio.to_thread(_queue(request).describe_models)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def _capped(request: Request, limit: int) -> Request:
+    """`request` whose body stops being read once `limit` bytes have come, whatever the transfer encoding (a
+    chunked upload declares no length): the form parser then fails with _TooLarge instead of spooling it all."""
+    receive, seen = request.receive, 0
+
+    async def capped_receive():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+        return message
+
+    return Request(request.scope, capped_receive)
+
+
+async def _wait(job, timeout: float) -> None:
+    """Until `job` ends or `timeout` passes, holding no thread: waiting clients never starve other requests."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while job.state in ("queued", "running") and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 @router.post("/predict")
 async def predict(request: Request, model: str | None = None, wait: float = 0.0):
     """A multipart `file` (or, under --allow-dir, a `path` on the server) and an optional `model`. Answers the
@@ -31,7 +59,9 @@ async def predict(request: Request, model: str | None = None, wait: float = 0.0)
     if length and length.isdigit() and int(length) > queue.upload_limit + ENVELOPE:
         raise queue.too_large()
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await _capped(request, queue.upload_limit + ENVELOPE).form(max_files=1, max_fields=8)
+    except _TooLarge:
+        raise queue.too_large() from None
     except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
         raise JobError(f"not a multipart form with a file ({type(exc).__name__})") from None
     upload, server_path = form.get("file"), form.get("path")
@@ -57,7 +87,7 @@ async def predict(request: Request, model: str | None = None, wait: float = 0.0)
         queue.discard(job)
         raise
     if wait > 0:
-        await asyncio.to_thread(queue.wait, job, min(wait, 600.0))
+        await _wait(job, min(wait, 600.0))
     return _answer(queue, job)
 
 

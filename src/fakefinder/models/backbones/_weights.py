@@ -87,12 +87,28 @@ def file_digest(path: str | Path) -> str:
     return _digests[key]
 
 
+def finite_tensors(tensors: dict, path: str | Path) -> dict:
+    """`tensors`, refused with one line naming the first tensor with NaN or infinity in it: such weights give
+    scores that are not numbers, never a verdict."""
+    import torch
+
+    for name, tensor in tensors.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"{path}: tensor {name} holds non-finite values (NaN or infinity): not a usable model")
+    return tensors
+
+
 def read_tensors(path: str | Path) -> dict:
     """Every tensor of a weights file by name: .safetensors, Keras .h5 (VGG16), or a PyTorch file (a state dict
-    under any of the usual keys, or a whole pickled model, read with an allow-list, never run)."""
+    under any of the usual keys, or a whole pickled model, read with an allow-list, never run); refused when one
+    holds NaN or infinity."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: weights file not found")
+    return finite_tensors(_read(path), path)
+
+
+def _read(path: Path) -> dict:
     try:
         if path.suffix in (".h5", ".hdf5"):
             from .vgg import keras_state_dict
