@@ -60,3 +60,18 @@ def zero_payload(src: Path, dst: Path) -> Path:
     data[start:end] = bytes(end - start)
     dst.write_bytes(bytes(data))
     return dst
+
+
+def huge_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG file whose header claims `width` x `height` pixels (its data is cut short): what a decompression
+    bomb looks like to a reader that trusts the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + 3 * width) * 64)  # 64 rows of the claimed height
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path

@@ -4,7 +4,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from media import astronaut, write_video
+from media import astronaut, coffee, huge_png, write_video
 
 from fakefinder import InputError, sample_frames
 from fakefinder.data.frames import make_plan, target_indices, working_size
@@ -99,3 +99,23 @@ def test_phone_videos_come_out_upright(tmp_path, rotation):
     assert len(frames) == len(upright) == 1 and frames[0].shape == upright[0].shape == (240, 320, 3)
     assert np.abs(frames[0].astype(int) - upright[0]).mean() < 4  # x264's loss, not a turned picture
     assert np.abs(np.rot90(frames[0], 2).astype(int) - upright[0]).mean() > 20
+
+
+def test_inputs_over_the_limits_are_refused_before_anything_is_decoded(tmp_path):
+    """A 2 KB PNG that claims 30000x30000 pixels (2.7 GB decoded) and an hour of 32 px video (3,600 frames)."""
+    import resource
+
+    from fakefinder.config import InputLimits
+
+    bomb = huge_png(tmp_path / "bomb.png", 30000, 30000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError, match=r"^900 megapixels, over the limit of 100$"):
+        list(sample_frames(bomb))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was decoded
+    hour = write_video(tmp_path / "hour.mp4", coffee(), seconds=3600, fps=1, size=(32, 32))
+    with pytest.raises(InputError, match=r"^the video lasts 60.0 minutes, over the limit of 30$"):
+        list(sample_frames(hour, limits=InputLimits(max_minutes=30)))
+    assert len(list(sample_frames(hour, fps=1 / 600))) == 6  # the CLI's own limit (4 hours) lets it through
+    clip = write_video(tmp_path / "clip.mp4", coffee(), seconds=1, size=(320, 240))
+    with pytest.raises(InputError, match=r"^320x240: 0.0768 megapixels, over the limit of 0.05$"):
+        list(sample_frames(clip, limits=InputLimits(max_megapixels=0.05)))

@@ -79,7 +79,7 @@ def test_bad_header_values_are_refused_before_anything_is_allocated(model_file, 
 
 
 @pytest.mark.parametrize("case", ["missing_field", "wrong_type", "future_version", "not_a_model", "truncated",
-                                  "extra_tensor"])
+                                  "extra_tensor", "weights_elsewhere"])
 def test_damaged_or_foreign_files_are_one_line_errors(model_file, tmp_path, case):
     bad = tmp_path / "bad.safetensors"
     if case == "missing_field":
@@ -97,11 +97,14 @@ def test_damaged_or_foreign_files_are_one_line_errors(model_file, tmp_path, case
     elif case == "truncated":
         bad.write_bytes(model_file.read_bytes()[:5000])
         expected = "not a fakefinder model file"
-    else:
+    elif case == "extra_tensor":
         tensors = load_file(str(model_file))
         tensors["head.layers.9.weight"] = torch.zeros(3)
         rewrite(model_file, bad, tensors=tensors)
         expected = "unexpected tensor head.layers.9.weight"
+    else:  # a header naming a file that is not the base it was trained on is refused before that file is parsed
+        rewrite(model_file, bad, lambda h: h["base"].update(weights="passwd", weights_path="/etc/passwd"))
+        expected = "but /etc/passwd has"
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(bad), str(bad)], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

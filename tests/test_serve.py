@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from media import coffee, huge_png, write_video
 from services import free_port, require
 
 from fakefinder import synth
@@ -382,3 +383,65 @@ def test_only_the_bound_host_names_and_the_servers_own_pages_are_answered(runnin
         assert http("GET", f"{url}/api/models", headers={"Host": host, "Origin": f"http://{host}"})[0] == 200
     with server("--model", model_file, host="127.0.0.2") as (other, _):
         assert http("GET", f"{other}/api/models")[0] == 200
+
+
+def without(tmp_path, *modules) -> dict:
+    """An environment in which `modules` fail to import, as where their extra is not installed."""
+    stubs = tmp_path / "stubs"
+    for module in modules:
+        (stubs / module).mkdir(parents=True)
+        (stubs / module / "__init__.py").write_text(f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, "
+                                                    f"name={module!r})\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(stubs), os.environ.get("PYTHONPATH")]))}
+
+
+def fakefinder_cli(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fakefinder", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["python_multipart", "captum"])
+def test_serve_without_its_extra_says_how_to_install_it_before_starting(model_file, tmp_path, module):
+    hidden = (module, "multipart") if module == "python_multipart" else (module,)  # python-multipart ships both
+    proc = fakefinder_cli("serve", "--model", model_file, "--port", free_port(), env=without(tmp_path, *hidden))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and proc.stdout == "" and len(lines) == 1, proc.stderr
+    assert module in lines[0] and "pip install 'fakefinder[serve]'" in lines[0]
+
+
+def test_predict_explain_checks_captum_and_its_folder_before_the_work(model_file, clips, tmp_path):
+    clip = clips[0][0]
+    proc = fakefinder_cli("predict", model_file, clip, "--explain", tmp_path / "heat", env=without(tmp_path, "captum"))
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.strip().splitlines() == [
+        "fakefinder predict: error: --explain needs captum, which is not installed: pip install 'fakefinder[serve]'"]
+    (tmp_path / "afile").write_text("x")
+    proc = fakefinder_cli("predict", model_file, clip, "--explain", tmp_path / "afile")
+    assert proc.returncode == 2 and proc.stdout == "" and "not a folder" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_serve_checks_its_port_and_says_when_it_is_taken(model_file):
+    proc = fakefinder_cli("serve", "--model", model_file, "--port", "99999")
+    assert proc.returncode == 2 and "must be a port number" in proc.stderr and "Traceback" not in proc.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = fakefinder_cli("serve", "--model", model_file, "--port", port)
+    assert proc.returncode == 2 and "http://" not in proc.stdout, proc.stdout  # no URL of another program
+    assert proc.stderr.strip().splitlines() == [f"fakefinder serve: error: cannot listen on 127.0.0.1:{port}: "
+                                                "Address already in use"]
+
+
+def test_the_server_refuses_inputs_over_its_stricter_limits_at_once(running, tmp_path):
+    """A 2 KB PNG claiming 16000x16000 pixels and an hour of 32 px video: each refused in a second with one line
+    (serve's limits: 40 megapixels, 10 minutes; the CLI's are 100 and 240)."""
+    url, _, _ = running
+    bomb = huge_png(tmp_path / "bomb.png", 16000, 16000)
+    hour = write_video(tmp_path / "hour.mp4", coffee(), seconds=3600, fps=1, size=(32, 32))
+    for path, message in ((bomb, "16000x16000: 256 megapixels, over the limit of 40"),
+                          (hour, "the video lasts 60.0 minutes, over the limit of 10")):
+        data, headers = multipart(path)
+        started = time.monotonic()
+        status, raw, _ = http("POST", f"{url}/api/predict?wait=60", data=data, headers=headers)
+        assert (status, json.loads(raw)["error"]) == (422, message) and time.monotonic() - started < 5

@@ -101,6 +101,20 @@ def fraction_problems(val: float, test: float) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
+class InputLimits(_Settings):
+    """What one input may cost before it is refused: a hostile or mistaken file (a 30000 px PNG of 2 MB, an hour
+    of 32 px video) must not take the machine's memory or a worker's hour. Not part of any record's key."""
+
+    max_megapixels: float = option(100.0, "largest frame or image accepted, in megapixels (checked before "
+                                   "decoding)", low=0.01, high=10_000, group="limits")
+    max_minutes: float = option(240.0, "longest video accepted, in minutes", low=0.01, high=100_000,
+                                group="limits")
+
+    # A server takes files from anyone who reaches it: stricter than a command run on one's own files.
+    PRESETS = {"default": {}, "serve": dict(max_megapixels=40.0, max_minutes=10.0)}
+
+
+@dataclass(frozen=True)
 class TrainSettings(_Settings):
     """Every setting of a training run."""
 

@@ -148,10 +148,12 @@ class Declared:
             return f"{'>' if o.low_open else '>='} {o.low:g}"
         return f"{'<' if o.high_open else '<='} {o.high:g}"
 
-    def help_text(self) -> str:
+    def help_text(self, default: Any = None) -> str:
+        """The help, with `default` (the declared one when None) as the user will get it."""
         from ._text import shown
 
-        return f"{self.option.help} (default {'none' if self.default is None else shown(self.default, significant=6)})"
+        default = self.default if default is None else default
+        return f"{self.option.help} (default {'none' if default is None else shown(default, significant=6)})"
 
 
 def _split_type(hint: Any) -> tuple[type | None, tuple[str, ...], bool]:

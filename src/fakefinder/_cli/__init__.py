@@ -49,6 +49,7 @@ def _flag_names(error) -> str:
 
 
 TUNING = {"tune", "study", "demo"}
+RESUMABLE = {"prepare", "train", "tune", "study", "demo"}  # a rerun continues where they stopped
 
 
 def _quiet_libraries(command: str) -> None:
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fakefinder {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        print("interrupted" + ("; rerun the same command to resume" if args.command in RESUMABLE else ""),
+              file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`fakefinder runs | head`): stop quietly, as other Unix tools do.

@@ -45,8 +45,10 @@ def typed(cls: type, name: str):
     return checked
 
 
-def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """One flag per declared setting of `cls`, grouped as declared; absent unless given (presets fill the rest)."""
+def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
+                 preset: str = "default") -> None:
+    """One flag per declared setting of `cls`, grouped as declared; absent unless given (`preset` fills the rest,
+    and its values are the defaults the help shows)."""
     groups: dict[str, argparse._ActionsContainer] = {}
     for d in declared(cls).values():
         if d.name in skip:
@@ -55,7 +57,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str,
         if target is None:
             target = groups[d.option.group] = (parser.add_argument_group(d.option.group) if d.option.group
                                                else parser)
-        text = d.help_text().replace("%", "%%")
+        text = d.help_text(cls.PRESETS[preset].get(d.name, d.default)).replace("%", "%%")
         if d.kind is bool and not d.literals:
             target.add_argument(d.flag, dest=d.name, default=argparse.SUPPRESS, help=text,
                                 action=argparse.BooleanOptionalAction)

@@ -20,15 +20,27 @@ def add_arguments(p) -> None:
     p.add_argument("--explain", type=Path, metavar="DIR",
                    help="write Grad-CAM heatmaps of each input's most suspicious faces into DIR")
     _options.add_model(p)
+    from ..config import InputLimits
+
+    _options.add_settings(p, InputLimits)
     _options.add_quiet(p)
 
 
 def run(args) -> int:
+    from .._packages import require
+    from ..config import InputLimits
+    from ..errors import UsageError
     from ..inference.detector import load_detector
     from ..inference.evaluation import predict, predictions_table, write_predictions_csv
 
+    if args.explain:  # checked before the work, not after it
+        require("serve", ("captum",), what="--explain")
+        if args.explain.exists() and not args.explain.is_dir():
+            raise UsageError(f"--explain {args.explain}: not a folder")
+
     detector = load_detector(args.model, device=args.device, tracking_uri=_options.tracking_uri(args),
-                             base_weights=args.base_weights, threshold=args.threshold)
+                             base_weights=args.base_weights, threshold=args.threshold,
+                             limits=_options.settings_from(args, InputLimits))
     with _options.renderer(args) as progress:
         results = predict(detector, args.inputs, progress=progress, keep_faces=4 if args.explain else 0)
         if args.explain:

@@ -8,7 +8,7 @@ from . import _options
 
 
 def add_arguments(p) -> None:
-    from ..config import PrepareSettings
+    from ..config import InputLimits, PrepareSettings
 
     p.description = ("Turn a labelled video collection (DFDC metadata.json, a labels CSV, real/ and fake/ folders, "
                      "or FaceForensics++) into face crops with provenance. Reruns resume.")
@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
     _options.add_presets(p, PrepareSettings, "reference: the study's preparation (1 fps, long side 1000, haar, "
                                               "margin 0, all faces); flags given with it override it")
     _options.add_settings(p, PrepareSettings)
+    _options.add_settings(p, InputLimits)
     p.add_argument("--processes", type=int, help="local processes preparing videos (default: all cores)")
     _options.add_ray(p, "prepare the videos as Ray tasks (every node must see SRC and OUT at the same paths)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
@@ -31,7 +32,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..config import PrepareSettings
+    from ..config import InputLimits, PrepareSettings
     from ..data.preparation import prepare
 
     settings = _options.settings_from(args, PrepareSettings, args.preset)
@@ -43,7 +44,8 @@ def run(args) -> int:
     with _options.renderer(args) as progress:
         try:
             result = prepare(args.src, args.out, settings=settings, layout=args.layout, labels=args.labels,
-                             dataset=args.dataset, processes=args.processes, executor=executor, progress=progress)
+                             dataset=args.dataset, processes=args.processes, executor=executor, progress=progress,
+                             limits=_options.settings_from(args, InputLimits))
         finally:
             if executor is not None:
                 executor.close()

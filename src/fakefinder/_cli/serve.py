@@ -14,12 +14,13 @@ def add_arguments(p) -> None:
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
                    help="a model file, run id or published checkpoint (repeat to offer several)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--token", help="required on every request (Bearer header, or ?token= once in the browser)")
     p.add_argument("--allow-dir", type=Path, help="accept paths of files on the server, but only under DIR")
-    from ..config import ServeSettings
+    from ..config import InputLimits, ServeSettings
 
     _options.add_settings(p, ServeSettings)
+    _options.add_settings(p, InputLimits, preset="serve")
     _options.add_model(p)
 
 
@@ -34,10 +35,39 @@ def _named(models: list[str]) -> dict[str, str]:
     return out
 
 
+def _port(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535, 0: any free one), got {text!r}")
+    return int(text)
+
+
+def _listen(host: str, port: int):
+    """The listening socket, bound before anything is printed: a port in use is one line, not another program's
+    URL followed by a traceback."""
+    import socket
+
+    from ..errors import UsageError
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def run(args) -> int:
+    from .._packages import require
+
+    require("serve", ("fastapi", "uvicorn", "python_multipart", "captum"), what="fakefinder serve")
     import uvicorn
 
-    from ..config import ServeSettings
+    from ..config import InputLimits, ServeSettings
     from ..errors import UsageError
     from ..serve import create_app
     from ..serve.app import is_loopback
@@ -46,13 +76,16 @@ def run(args) -> int:
     if not is_loopback(args.host) and not args.token:
         raise UsageError(f"binding to {args.host} lets other machines in: give --token TOKEN (or bind 127.0.0.1)")
     queue = JobQueue(_named(args.model), _options.settings_from(args, ServeSettings), device=args.device,
-                     tracking_uri=_options.tracking_uri(args), allow_dir=args.allow_dir)
+                     tracking_uri=_options.tracking_uri(args), allow_dir=args.allow_dir,
+                     limits=_options.settings_from(args, InputLimits, "serve"))
     try:
         for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
             print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)
-        print(f"fakefinder serve: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
-        uvicorn.run(create_app(queue, token=args.token, host=args.host), host=args.host, port=args.port,
-                    log_level="warning")
+        sock = _listen(args.host, args.port)
+        port = sock.getsockname()[1]
+        print(f"fakefinder serve: http://{args.host}:{port}/  (Ctrl-C to stop)", flush=True)
+        config = uvicorn.Config(create_app(queue, token=args.token, host=args.host), log_level="warning")
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         queue.close()
     return 0

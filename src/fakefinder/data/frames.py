@@ -9,12 +9,14 @@ Only kept frames are converted to arrays, directly at the working size.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..config import InputLimits
 from ..errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -133,13 +135,15 @@ def make_plan(path: str | Path, *, fps: float | None = 1.0, frames: int | None =
 
 
 def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
-                  max_side: int | None = 1000) -> Iterator[Frame]:
+                  max_side: int | None = 1000, limits: InputLimits | None = None) -> Iterator[Frame]:
     """Yield the sampled frames of a video or image, in order.
 
-    Raises InputError when the file cannot be opened or yields no frame at all.
+    Raises InputError when the file cannot be opened, is over `limits` (checked before anything is decoded), or
+    yields no frame at all.
     """
+    limits = limits or InputLimits()
     if is_image(path):
-        yield _read_image(path, max_side)
+        yield _read_image(path, max_side, limits)
         return
     import av
 
@@ -153,6 +157,11 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         time_base = float(stream.time_base)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        _check_pixels(w * h, limits, f"{w}x{h}: ")
+        minutes = (pts[-1] - pts[0]) * time_base / 60
+        if minutes > limits.max_minutes:
+            raise InputError(f"the video lasts {minutes:.1f} minutes, over the limit of {limits.max_minutes:g}")
         decoder, pos = None, -1
         try:
             for target, key in fplan.steps:
@@ -210,9 +219,23 @@ def _av_reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc).split(":")[0]
 
 
-def _read_image(path: str | Path, max_side: int | None) -> Frame:
-    import cv2
+def _check_pixels(pixels: int, limits: InputLimits, size: str = "") -> None:
+    if pixels > limits.max_megapixels * 1e6:
+        raise InputError(f"{size}{pixels / 1e6:.3g} megapixels, over the limit of {limits.max_megapixels:g}")
 
+
+def _read_image(path: str | Path, max_side: int | None, limits: InputLimits) -> Frame:
+    import cv2
+    from PIL import Image, UnidentifiedImageError  # reads the size from the header, decoding nothing
+
+    try:
+        with Image.open(path) as header:
+            _check_pixels(header.width * header.height, limits, f"{header.width}x{header.height}: ")
+    except Image.DecompressionBombError as exc:  # Pillow's own cap, far above any photograph, names the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        _check_pixels(int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0), limits)
+    except (UnidentifiedImageError, OSError):
+        pass  # not an image Pillow knows: OpenCV says whether it can read it (over 2^30 pixels it refuses)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError("cannot read as image")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _files
-from ..config import CollectionLayout, PrepareSettings
+from ..config import CollectionLayout, InputLimits, PrepareSettings
 from ..errors import UsageError, one_line
 from ..hardware import single_threaded_opencv
 from ..progress import ProgressCallback, emit
@@ -144,13 +144,15 @@ class FaceCrop:
     crop: np.ndarray  # BGR uint8, settings.size square
 
 
-def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None) -> Iterator[FaceCrop]:
+def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None,
+               limits: InputLimits | None = None) -> Iterator[FaceCrop]:
     """Sample frames, detect faces and cut crops exactly as `prepare` does; `predict` uses the same path.
 
     `on_frame(frame)` is called for every sampled frame, faces or not. Raises InputError for unusable input.
     """
     detector = _detector(settings.detector)
-    for frame in sample_frames(path, fps=settings.fps, frames=settings.frames, max_side=settings.max_side):
+    for frame in sample_frames(path, fps=settings.fps, frames=settings.frames, max_side=settings.max_side,
+                               limits=limits):
         if on_frame:
             on_frame(frame)
         boxes = [b for b in detector.detect(frame.image) if max(b.w, b.h) / frame.scale >= settings.min_face]
@@ -161,7 +163,8 @@ def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None) ->
                            square_crop(frame.image, box, margin=settings.margin, size=settings.size))
 
 
-def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folder: str) -> tuple[list[dict], int]:
+def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folder: str,
+                limits: InputLimits | None) -> tuple[list[dict], int]:
     """Sample, detect and crop; crops go into `scratch`. Returns (manifest rows, frames sampled)."""
     import cv2
 
@@ -171,7 +174,7 @@ def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folde
         nonlocal sampled
         sampled += 1
 
-    for face in face_crops(item.path, settings, on_frame=count):
+    for face in face_crops(item.path, settings, on_frame=count, limits=limits):
         name = f"{face.frame_index}_{face.face_index}.png"
         if not cv2.imwrite(str(scratch / name), face.crop):
             raise OSError(f"cannot write {scratch / name}")
@@ -182,7 +185,7 @@ def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folde
     return rows, sampled
 
 
-def process_video(item: VideoItem, settings: PrepareSettings, out: Path) -> dict:
+def process_video(item: VideoItem, settings: PrepareSettings, out: Path, limits: InputLimits | None = None) -> dict:
     """Crop one input's faces into OUT/faces/<folder>/ and commit its record; never raises for bad input.
 
     Returns the record: {"video": videos.parquet row, "faces": manifest rows, ...}.
@@ -197,7 +200,7 @@ def process_video(item: VideoItem, settings: PrepareSettings, out: Path) -> dict
     if not item.problem:
         try:
             scratch.mkdir(parents=True)
-            rows, sampled = _crop_faces(item, settings, scratch, folder)
+            rows, sampled = _crop_faces(item, settings, scratch, folder, limits)
             shutil.rmtree(final, ignore_errors=True)
             if rows:
                 try:
@@ -225,9 +228,10 @@ class _PrepareVideo:
 
     settings: PrepareSettings
     out: str
+    limits: InputLimits | None = None
 
     def __call__(self, item: VideoItem) -> dict:
-        return process_video(item, self.settings, Path(self.out))
+        return process_video(item, self.settings, Path(self.out), self.limits)
 
 
 # ---------------------------------------------------------------- the batch
@@ -274,12 +278,13 @@ def _check_writable(out: Path) -> None:
 
 def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | None = None,
             layout: CollectionLayout = "auto", labels: str | Path | None = None, dataset: str | None = None,
-            processes: int | None = None, executor=None, progress: ProgressCallback | None = None) -> PrepareResult:
+            processes: int | None = None, executor=None, progress: ProgressCallback | None = None,
+            limits: InputLimits | None = None) -> PrepareResult:
     """Turn the labelled collection at `src` into face crops and tables under `out`.
 
-    Bad inputs become rows with a reason; the batch always finishes. Reruns resume. `executor` runs the inputs
-    (default: `processes` local processes, all cores). Raises UsageError for arguments that cannot work (missing
-    SRC, OUT is a file or cannot be written, no labels, no detector weights).
+    Bad inputs (those over `limits` too) become rows with a reason; the batch always finishes. Reruns resume.
+    `executor` runs the inputs (default: `processes` local processes, all cores). Raises UsageError for arguments
+    that cannot work (missing SRC, OUT is a file or cannot be written, no labels, no detector weights).
     """
     from ..scale.executors import LocalExecutor
 
@@ -299,7 +304,7 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
         _files.sweep_temporaries(_records_dir(out))  # records that a kill caught mid-write
         for scratch in (out / "faces").glob("*.partial-*"):  # crops of attempts that a kill stopped
             shutil.rmtree(scratch, ignore_errors=True)
-        result = _prepare_locked(collection, out, settings, executor, progress, t0)
+        result = _prepare_locked(collection, out, _PrepareVideo(settings, str(out), limits), executor, progress, t0)
         info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
                 "labels": str(Path(labels).resolve()) if labels else None,
                 "settings": dataclasses.asdict(settings), "settings_digest": settings_digest(settings),
@@ -311,10 +316,10 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     return result
 
 
-def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings, executor,
+def _prepare_locked(collection: Collection, out: Path, job: _PrepareVideo, executor,
                     progress: ProgressCallback | None, t0: float) -> PrepareResult:
     """Reuse what earlier runs committed, process the rest, rebuild the tables from all records."""
-    items = collection.items
+    items, settings = collection.items, job.settings
     counts = {"ok": 0, "no_face": 0, "error": 0}
     faces = reused = 0
     failures: list[tuple[str, str, str]] = []
@@ -338,7 +343,7 @@ def _prepare_locked(collection: Collection, out: Path, settings: PrepareSettings
                 tally(record)
 
     done = 0
-    for record in executor.map_unordered(_PrepareVideo(settings, str(out)), todo()):
+    for record in executor.map_unordered(job, todo()):
         tally(record)
         done += 1
         video = record["video"]

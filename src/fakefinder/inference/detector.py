@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import PrepareSettings
+from ..config import InputLimits, PrepareSettings
 from ..errors import UsageError, one_line
 from ..metrics import video_scores
 from ..models.modelfile import DeepfakeModel
@@ -111,6 +111,7 @@ class Detector:
     threshold: float
     settings: PrepareSettings = field(default_factory=PrepareSettings)
     batch_size: int = 32
+    limits: InputLimits = field(default_factory=InputLimits)  # what one input may cost
 
     @property
     def card(self):
@@ -171,7 +172,7 @@ class Detector:
                 on_progress(counts[0], counts[1])
 
         try:
-            for face in face_crops(path, self.settings, on_frame=seen_frame):
+            for face in face_crops(path, self.settings, on_frame=seen_frame, limits=self.limits):
                 pending.append(face)
                 counts[1] += 1
                 if len(pending) >= self.batch_size:
@@ -228,7 +229,7 @@ def resolve_model_file(model: str | Path, *, tracking_uri: str | None = None) ->
 
 def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str | None = None,
                   base_weights: str | Path | None = None, threshold: float | None = None,
-                  batch_size: int = 32) -> Detector:
+                  batch_size: int = 32, limits: InputLimits | None = None) -> Detector:
     """A detector from a model file, an MLflow run id (or unique prefix), or a published checkpoint file.
 
     `threshold` overrides the model's own. Raises UsageError for a model that cannot be found or loaded.
@@ -243,4 +244,5 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
     # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
     # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
     settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")
-    return Detector(loaded, loaded.threshold if threshold is None else float(threshold), settings, batch_size)
+    return Detector(loaded, loaded.threshold if threshold is None else float(threshold), settings, batch_size,
+                    limits or InputLimits())

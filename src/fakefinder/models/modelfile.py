@@ -147,7 +147,7 @@ def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Pat
     """
     from safetensors.torch import load_file
 
-    from .backbones import create_backbone
+    from .backbones import create_backbone, file_digest
     from .head import Head
 
     path = Path(path)
@@ -166,9 +166,13 @@ def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Pat
         backbone.weights, backbone.weights_digest = base.weights, base.weights_digest
     else:
         source = str(base_weights or base.weights_path or base.weights)
-        if source not in ("imagenet", "none") and not Path(source).is_file():
-            raise OptionError("base_weights", f"must name the file with sha256 {base.weights_digest[:12]}...: "
-                                              f"{path}'s {base.backbone} base weights {source} are not there")
+        if source not in ("imagenet", "none"):
+            if not Path(source).is_file():
+                raise OptionError("base_weights", f"must name the file with sha256 {base.weights_digest[:12]}...: "
+                                                  f"{path}'s {base.backbone} base weights {source} are not there")
+            if file_digest(source) != base.weights_digest:  # before parsing it: the header may name any file
+                raise UsageError(f"{path}: trained on {base.backbone} weights {base.weights_digest[:12]}, but "
+                                 f"{source} has {file_digest(source)[:12]}")
         backbone = create_backbone(base.backbone, weights=source, seed=card.seed, **common)
         if backbone.weights_digest != base.weights_digest:
             raise UsageError(f"{path}: trained on {base.backbone} weights {base.weights_digest[:12]}, but {source} "

@@ -63,7 +63,8 @@ async def predict(request: Request, model: str | None = None, wait: float = 0.0)
     except _TooLarge:
         raise queue.too_large() from None
     except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
-        raise JobError(f"not a multipart form with a file ({type(exc).__name__})") from None
+        why = getattr(exc, "detail", None) or type(exc).__name__  # Starlette says which part was too large
+        raise JobError(f"not a multipart form with a file ({why})") from None
     upload, server_path = form.get("file"), form.get("path")
     model = form.get("model") or model
     if model is not None and not isinstance(model, str):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _files
-from ..config import ServeSettings
+from ..config import InputLimits, ServeSettings
 from ..errors import FakefinderError, UsageError, one_line
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -87,11 +87,12 @@ class JobQueue:
 
     def __init__(self, models: dict[str, str], settings: ServeSettings | None = None, *, device: str = "auto",
                  tracking_uri: str | None = None, allow_dir: str | Path | None = None,
-                 root: str | Path | None = None) -> None:
+                 root: str | Path | None = None, limits: InputLimits | None = None) -> None:
         if not models:
             raise UsageError("serve needs at least one --model")
         settings = settings or ServeSettings()
         self.models, self.device, self.tracking_uri = dict(models), device, tracking_uri
+        self.limits = limits or InputLimits.preset("serve")  # files from anyone: stricter than the CLI's
         self.max_queued, self.retention_s = settings.queue, settings.retention * 60
         self.upload_limit = settings.upload_limit * 2**20
         self.allow_dir = Path(allow_dir).resolve() if allow_dir else None
@@ -118,7 +119,7 @@ class JobQueue:
         with self._loading[name]:
             if name not in self._detectors:
                 self._detectors[name] = load_detector(self.models[name], device=self.device,
-                                                      tracking_uri=self.tracking_uri)
+                                                      tracking_uri=self.tracking_uri, limits=self.limits)
         return self._detectors[name]
 
     def describe_models(self) -> list[dict]:
@@ -172,6 +173,9 @@ class JobQueue:
         if self.allow_dir is None:
             self.discard(job)
             raise JobError("paths on the server are not accepted (start serve with --allow-dir DIR)", 403)
+        if "\0" in server_path:
+            self.discard(job)
+            raise JobError("a path may not contain a NUL byte")
         target = (self.allow_dir / server_path).resolve()
         if not target.is_relative_to(self.allow_dir) or not target.is_file():
             self.discard(job)

@@ -125,7 +125,8 @@ def _read(path: Path) -> dict:
         raise
     except Exception as exc:  # noqa: BLE001
         reason = " ".join(str(exc).split())[:200]
-        raise UsageError(f"{path}: cannot read weights ({type(exc).__name__}: {reason})") from None
+        raise UsageError(f"{path}: cannot read weights: not a model or weights file ({type(exc).__name__}: "
+                         f"{reason})") from None
 
 
 def load_state_dict(path: str | Path, *, backbone: str | None = None) -> dict:
