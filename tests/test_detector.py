@@ -27,7 +27,9 @@ def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, t
     assert all(isinstance(f, FrameResult) and all(isinstance(x, FaceResult) for x in f.faces) for f in result.frames)
     assert [isinstance(t, TrackResult) for t in result.tracks] == [True]
     assert result.p_fake == pytest.approx(result.tracks[0].p_fake)
-    assert result.verdict == ("FAKE" if result.p_fake >= detector.threshold else "REAL")
+    p, t, band = result.p_fake, detector.threshold, detector.verdict.band
+    assert result.verdict == ("INCONCLUSIVE" if abs(p - t) < band else "FAKE" if p >= t else "REAL")
+    assert result.to_dict()["rule"] == detector.verdict.meaning() and "swap-efficientnet_lite0" in detector.describe()
     crop = load_dataset(learnable.out).crop_files[0]
     cv2.imwrite(str(tmp_path / "face.png"), cv2.imread(str(crop)))
     image = detector.predict(tmp_path / "face.png")

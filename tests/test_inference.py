@@ -94,14 +94,16 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     face = r["frames"][1]["faces"][0]
     assert r["frames"][1]["t"] == pytest.approx(0.5, abs=0.05) and len(face["box"]) == 4 and 0 <= face["p_fake"] <= 1
     photo = out[str(inputs[2])]
-    assert photo["faces"] == 1 and photo["verdict"] in ("REAL", "FAKE") and photo["error"] is None
+    assert photo["faces"] == 1 and photo["verdict"] in ("REAL", "FAKE", "INCONCLUSIVE") and photo["error"] is None
     faceless = out[str(inputs[3])]
     assert faceless["p_fake"] is None and faceless["verdict"] is None and faceless["error"] is None
     assert out[str(inputs[4])]["error"].startswith("cannot open as video")
     assert out[str(inputs[5])]["error"] == "file not found"
-    assert "no face found" in proc.stderr  # the human-readable table
+    assert "no face found" in proc.stderr  # the human-readable table, and what its verdicts mean
+    assert f"\nverdict: {r['rule']}\n" in proc.stderr and "\nmodel: swap-efficientnet_lite0 was trained" in proc.stderr
     for row in out.values():
-        assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames", "tracks", "threshold"}
+        assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames", "tracks", "threshold", "rule",
+                            "inconclusive_band"}
     assert [t["track"] for t in r["tracks"]] == [0] and r["tracks"][0]["faces"] == 4  # one person, one track
     with open(tmp_path / "verdicts.csv", newline="") as f:  # the same verdicts, one row per input
         table = {row["input"]: row for row in csv.DictReader(f)}

@@ -40,8 +40,39 @@ def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
     card = read_card(model_file)
     assert ModelCard.from_json(card.to_json()) == card
     header = header_of(model_file)
-    assert header["format"] == "fakefinder-model/2" and header["label"].startswith("1 = FAKE")
-    assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest"} <= set(header)
+    assert header["format"] == "fakefinder-model/3" and header["label"].startswith("1 = FAKE")
+    assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest", "evidence"} <= set(header)
+
+
+def test_the_card_says_how_much_to_trust_the_model(baseline, model_file):
+    """What a reader weighs a verdict by: the model's name, the data's name and size, the test AUC with its
+    bootstrap interval, the rates at the threshold with the number of videos behind them, the inconclusive band."""
+    card, trained = read_card(model_file), baseline.trained
+    evidence, verdict = card.evidence, card.verdict
+    parts = {p: len(set(trained.dataset.video_ids[trained.part_rows(p)])) for p in ("train", "val", "test")}
+    assert evidence.name == "swap-efficientnet_lite0" and card.dataset == "swap"
+    assert (evidence.train_videos, evidence.val_videos, evidence.test_videos) == tuple(parts.values())
+    assert evidence.test_auc == pytest.approx(baseline.test.video.auc)
+    assert evidence.test_auc_low <= evidence.test_auc <= evidence.test_auc_high
+    assert verdict.real_videos + verdict.fake_videos == parts["val"] and verdict.band == 0.05
+    summary = evidence.summary(card.dataset)
+    assert summary.startswith(f"swap-efficientnet_lite0 was trained on {parts['train']} videos of swap and "
+                              f"calibrated on {parts['val']}; its test AUC is {evidence.test_auc:.2f} (95% interval ")
+    # 30 videos split 60/20/20: too few validation videos to state error rates, and the card says so
+    assert verdict.meaning().endswith(f"validated on too few videos ({verdict.real_videos} real, "
+                                      f"{verdict.fake_videos} fake) to state its error rates")
+    assert "INCONCLUSIVE within 0.05" in verdict.meaning()
+    t = verdict.threshold
+    assert [verdict.call(p) for p in (None, t + 0.06, t + 0.04, t - 0.04, t - 0.06)] == [
+        None, "FAKE", "INCONCLUSIVE", "INCONCLUSIVE", "REAL"]
+
+
+def test_a_verdict_with_enough_videos_states_its_rates_and_their_sample_sizes():
+    from fakefinder.models.modelcard import Verdict
+
+    verdict = Verdict(0.4, "eer", "mean", 0.05, 0.9, 40, 60, 0.05)
+    assert verdict.meaning() == ("FAKE at P(fake) >= 0.400, INCONCLUSIVE within 0.05 of it (eer): flags 5.0% of 40 "
+                                 "real validation videos and catches 90.0% of 60 fake ones")
 
 
 def _load_in_subprocess(path, limit_bytes: int) -> subprocess.CompletedProcess:

@@ -126,6 +126,13 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
     points = page.locator("#timeline .point")
     assert points.count() == expected["frames_sampled"] == 6  # one point per sampled frame (3 s at the model's 2 fps)
     assert page.locator("#pfake").inner_text() == f"{round(expected['p_fake'] * 100)}%"
+    # How much to trust it, in words: the model's name, its data, test AUC with its interval, and its rule
+    evidence = page.locator("#evidence").inner_text()
+    assert evidence.startswith("swap-efficientnet_lite0 was trained on ") and "test AUC is" in evidence, evidence
+    assert "95% interval" in evidence and "videos never used to choose anything" in evidence
+    assert page.locator("#meaning").inner_text().endswith(expected["rule"])
+    assert "INCONCLUSIVE within 0.05" in expected["rule"] and "too few videos" in expected["rule"]
+    assert page.locator("#verdict-word").inner_text() == expected["verdict"]
     points.nth(1).hover()
     page.wait_for_function("() => { const i = document.getElementById('thumb'); "
                            "return i.complete && i.naturalWidth > 0 && i.dataset.index === '"
@@ -445,3 +452,42 @@ def test_the_server_refuses_inputs_over_its_stricter_limits_at_once(running, tmp
         started = time.monotonic()
         status, raw, _ = http("POST", f"{url}/api/predict?wait=60", data=data, headers=headers)
         assert (status, json.loads(raw)["error"]) == (422, message) and time.monotonic() - started < 5
+
+
+def test_ctrl_c_during_a_verdict_leaves_no_upload_behind(model_file, tmp_path):
+    """The server's private folder of uploads and thumbnails goes when it stops, even mid-verdict."""
+    import signal
+
+    long_clip = write_video(tmp_path / "long.mp4", coffee(), seconds=120, fps=5, size=(320, 240))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--model", str(model_file), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while http_ready(url) is False and time.monotonic() < deadline:
+            time.sleep(0.3)
+        data, headers = multipart(long_clip)
+        status, raw, _ = http("POST", f"{url}/api/predict", data=data, headers=headers)
+        assert status == 202, raw
+        job = json.loads(raw)["id"]
+        while json.loads(http("GET", f"{url}/api/jobs/{job}/status")[1])["frames"] < 2:
+            time.sleep(0.2)  # running: frames are being sampled and thumbnails written
+        assert list(scratch.iterdir())  # its folder exists while it serves
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(scratch.iterdir()) == []
+
+
+def http_ready(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/api/models", timeout=5)
+        return True
+    except OSError:
+        return False

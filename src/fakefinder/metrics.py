@@ -41,6 +41,24 @@ def finite_scores(z) -> np.ndarray:
     return z
 
 
+def bootstrap_auc(y, p, *, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile interval of ROC AUC over `rounds` resamples (with replacement) of the rows; NaNs when
+    there are not both classes. Rows are videos when the AUC is a video-level one: resample what is independent."""
+    from sklearn.metrics import roc_auc_score
+
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[pick])) == 2:
+            aucs.append(roc_auc_score(y[pick], p[pick]))
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def selection_key(metric: str) -> str:
     """The tracked key of a selection metric: video_auc -> val_video_auc."""
     return f"val_{metric}"

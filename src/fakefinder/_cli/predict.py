@@ -51,5 +51,7 @@ def run(args) -> int:
     _options.write_json([r.to_dict() for r in results], args.json)
     if args.csv:
         write_predictions_csv(results, args.csv)
-    print(predictions_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
+    shown_on = sys.stderr if args.json == "-" else sys.stdout
+    print(predictions_table(results), file=shown_on)
+    print(f"\n{detector.describe()}", file=shown_on)
     return 1 if all(r.error for r in results) else 0

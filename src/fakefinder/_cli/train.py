@@ -29,7 +29,8 @@ def add_arguments(p) -> None:
     g.add_argument("--resume", action="store_true", help="continue a killed fine-tuning run from its last epoch")
     _options.add_ray(g, "extract features with a pool of actors (one per GPU or per 4 CPUs, writing into the shared "
                         "feature cache)")
-    g.add_argument("--run-name")
+    g.add_argument("--name", help="the model's name, on its card, its verdicts and its run (default: the dataset's "
+                   "name and the backbone's)")
     _options.add_json(g, "the final metrics")
     _options.add_device(g)
     _options.add_tracking(g)
@@ -49,7 +50,7 @@ def run(args) -> int:
     with _options.renderer(args) as progress:
         try:
             result = train(args.data, config, tracking=_options.tracking_uri(args), experiment=args.experiment,
-                           out=args.out, split_file=args.split_file, run_name=args.run_name, device=args.device,
+                           out=args.out, split_file=args.split_file, name=args.name, device=args.device,
                            cache_dir=args.cache, progress=progress, resume=args.resume,
                            loader_processes=args.loader_processes, executor=executor)
         finally:

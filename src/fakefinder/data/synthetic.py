@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _files
 from ..errors import UsageError
+from ..progress import ProgressCallback, emit
 
 SIZES = ((640, 360), (854, 480), (960, 540), (1280, 720))
 METHODS = ("swap", "resample", "warp", "colour", "mouth")
@@ -223,7 +224,8 @@ def _encode(path: Path, frames, size, fps: int, keyint: int) -> None:
 
 def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 4.0,
           methods: tuple[str, ...] = METHODS, fake_fraction: float = 0.5,
-          sizes: tuple[tuple[int, int], ...] = SIZES, people: int = 1) -> SynthResult:
+          sizes: tuple[tuple[int, int], ...] = SIZES, people: int = 1,
+          progress: ProgressCallback | None = None) -> SynthResult:
     """Write `videos` H.264 videos and a DFDC `metadata.json` into `out`; each fake names its original.
 
     With `people=2` every video shows two people side by side and a fake manipulates only one of them, as
@@ -258,7 +260,8 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
         fakes.append(SynthVideo(_name(rng), "FAKE", real.name, method, real.size, real.fps, real.keyint, people))
     seeds = {v.name: int(rng.integers(2**31)) for v in plans + fakes}
 
-    for video in plans + fakes:
+    for done, video in enumerate(plans + fakes):
+        emit(progress, "synth", done, videos, "video")
         path = out / f"{video.name}.mp4"
         if path.exists():
             continue
@@ -292,4 +295,5 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
                                   **({"method": v.method} if v.method else {})}
                 for v in plans + fakes}
     _files.write_text(out / "metadata.json", json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    emit(progress, "synth", videos, videos, "video")
     return SynthResult(out, tuple(plans + fakes))

@@ -19,6 +19,7 @@ import numpy as np
 from ..config import InputLimits, PrepareSettings
 from ..errors import UsageError, one_line
 from ..metrics import video_scores
+from ..models.modelcard import Verdict
 from ..models.modelfile import DeepfakeModel
 
 
@@ -82,11 +83,15 @@ class VideoResult:
     p_fake: float | None
     verdict: str | None
     error: str | None
-    threshold: float
+    rule: Verdict  # how `verdict` follows from `p_fake`
     frames: tuple[FrameResult, ...] = ()
     tracks: tuple[TrackResult, ...] = ()
     frames_sampled: int = 0
     suspicious: tuple[SuspiciousFace, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
 
     @property
     def faces(self) -> int:
@@ -98,7 +103,8 @@ class VideoResult:
 
     def to_dict(self) -> dict:
         return {"input": self.input, "p_fake": self.p_fake, "verdict": self.verdict, "error": self.error,
-                "threshold": self.threshold, "frames_sampled": self.frames_sampled, "frames_used": len(self.frames),
+                "threshold": self.threshold, "inconclusive_band": self.rule.band, "rule": self.rule.meaning(),
+                "frames_sampled": self.frames_sampled, "frames_used": len(self.frames),
                 "faces": self.faces, "tracks": [t.to_dict() for t in self.tracks],
                 "frames": [f.to_dict() for f in self.frames]}
 
@@ -108,7 +114,7 @@ class Detector:
     """A loaded model with everything needed to give a verdict on a new video or image."""
 
     model: DeepfakeModel
-    threshold: float
+    verdict: Verdict  # the card's rule, or the card's with the threshold a caller gave
     settings: PrepareSettings = field(default_factory=PrepareSettings)
     batch_size: int = 32
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may cost
@@ -116,6 +122,15 @@ class Detector:
     @property
     def card(self):
         return self.model.card
+
+    @property
+    def threshold(self) -> float:
+        return self.verdict.threshold
+
+    def describe(self) -> str:
+        """What a reader needs to weigh this detector's verdicts, in two lines: the model and its evidence, and
+        what its verdicts mean."""
+        return f"model: {self.card.evidence.summary(self.card.dataset)}\nverdict: {self.verdict.meaning()}"
 
     @property
     def video_rule(self) -> str:
@@ -147,7 +162,7 @@ class Detector:
         from .tracks import link_tracks
 
         if not path.is_file():
-            return VideoResult(str(path), None, None, "file not found", self.threshold)
+            return VideoResult(str(path), None, None, "file not found", self.verdict)
         frames: dict[int, tuple[float, list]] = {}
         pending: list = []
         counts = [0, 0]
@@ -180,21 +195,21 @@ class Detector:
             if pending:
                 flush()
         except Exception as exc:  # noqa: BLE001 - one unusable input never stops the batch
-            return VideoResult(str(path), None, None, one_line(exc), self.threshold, frames_sampled=counts[0])
+            return VideoResult(str(path), None, None, one_line(exc), self.verdict, frames_sampled=counts[0])
         ordered = sorted(frames.items())
         track_of = link_tracks([[box for box, _ in faces] for _, (_, faces) in ordered])
         result = tuple(FrameResult(i, t, tuple(FaceResult(box, p, track_of[k][j]) for j, (box, p) in enumerate(faces)))
                        for k, (i, (t, faces)) in enumerate(ordered))
         tracks = self._tracks(result)
         if not tracks:
-            return VideoResult(str(path), None, None, None, self.threshold, result, (), counts[0])
+            return VideoResult(str(path), None, None, None, self.verdict, result, (), counts[0])
         score = max(t.p_fake for t in tracks)  # a fake often swaps one of two people: the most suspicious wins
         position = {i: k for k, i in enumerate(i for i, _ in ordered)}
         suspicious = tuple(SuspiciousFace(face.frame_index, face.timestamp,
                                           result[position[face.frame_index]].faces[face.face_index].track, p,
                                           result[position[face.frame_index]].faces[face.face_index].box, face.crop)
                            for p, _, face in sorted(kept, key=lambda e: -e[0]))
-        return VideoResult(str(path), score, "FAKE" if score >= self.threshold else "REAL", None, self.threshold,
+        return VideoResult(str(path), score, self.verdict.call(score), None, self.verdict,
                            result, tracks, counts[0], suspicious)
 
     def _tracks(self, frames: tuple[FrameResult, ...]) -> tuple[TrackResult, ...]:
@@ -239,10 +254,11 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
 
     loaded = load_model(resolve_model_file(model, tracking_uri=tracking_uri), device=resolve_device(device),
                         base_weights=base_weights)
-    if threshold is not None:  # a verdict checks its own threshold's bounds
-        threshold = dataclasses.replace(loaded.card.verdict, threshold=threshold).threshold
+    verdict = loaded.card.verdict
+    if threshold is not None:  # the rates were measured at the card's threshold: they do not hold at another
+        verdict = dataclasses.replace(verdict, threshold=threshold, rule="given", false_alarm_rate=None,
+                                      detection_rate=None, real_videos=None, fake_videos=None)
     # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
     # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
     settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")
-    return Detector(loaded, loaded.threshold if threshold is None else float(threshold), settings, batch_size,
-                    limits or InputLimits())
+    return Detector(loaded, verdict, settings, batch_size, limits or InputLimits())

@@ -122,9 +122,7 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | Non
                             dtype=object)
         for value in sorted(set(values[keep])):
             groups[value or "(none)"] = ev(keep & (values == value), 0)
-    return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.card.verdict.meaning()
-                          if detector.threshold == detector.card.verdict.threshold
-                          else f"FAKE at P(fake) >= {detector.threshold:.3f} (given)")
+    return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning())
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -151,7 +149,10 @@ def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold
         raise UsageError("no inputs (give video files, images or folders holding them)")
     results = []
     for i, path in enumerate(paths):
-        result = detector.predict(path, keep_faces=keep_faces)
+        def within(frames: int, faces: int) -> None:  # a long video shows that it is moving
+            emit(progress, "frames", frames, None, "frame", faces=faces)
+
+        result = detector.predict(path, keep_faces=keep_faces, on_progress=within)
         results.append(result)
         emit(progress, "predict", i + 1, len(paths), "input", message=f"{path}: {result.error}" if result.error else "")
     return results

@@ -47,9 +47,10 @@ def fit_calibration(logits, labels, method: str) -> Calibration:
 
 
 def choose_verdict(video_ids, labels, p, *, video_rule: str, threshold: float | str,
-                   target_fpr: float | None) -> Verdict:
+                   target_fpr: float | None, band: float = 0.0) -> Verdict:
     """The video threshold: fixed, at the validation equal error rate, or the lowest that flags at most
-    `target_fpr` of real validation videos; with the rates it gives on those videos."""
+    `target_fpr` of real validation videos; with the rates it gives on those videos and how many they were, and
+    the inconclusive `band` around it."""
     from sklearn.metrics import roc_curve
 
     _, vy, vp = video_scores(video_ids, labels, p, rule=video_rule)
@@ -67,8 +68,8 @@ def choose_verdict(video_ids, labels, p, *, video_rule: str, threshold: float | 
     else:
         value, rule = (0.5, "fixed") if isinstance(threshold, str) else (float(threshold), "fixed")
     if not len(vy):
-        return Verdict(value, rule, video_rule)
+        return Verdict(value, rule, video_rule, band=band)
     flagged = vp >= value
     real, fake = vy == 0, vy == 1
     return Verdict(value, rule, video_rule, float(flagged[real].mean()) if real.any() else None,
-                   float(flagged[fake].mean()) if fake.any() else None)
+                   float(flagged[fake].mean()) if fake.any() else None, int(real.sum()), int(fake.sum()), band)

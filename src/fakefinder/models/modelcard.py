@@ -21,7 +21,8 @@ from ..errors import OptionError, UsageError
 from ..options import option
 
 FORMAT = "fakefinder-model"
-VERSION = 2  # 1: fakefinder 0.1 (no calibration, untyped); read and upgraded
+VERSION = 3  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band. Both upgraded.
+MIN_RATE_VIDEOS = 20  # fewer real (or fake) validation videos than this, and a rate is too uncertain to state
 LABEL = "1 = FAKE; outputs are P(fake)"
 
 
@@ -82,12 +83,62 @@ class Verdict(options.Checked):
     video_rule: VideoRule = options.like(TrainSettings, "video_rule")
     false_alarm_rate: float | None = option(None, "share of real validation videos it flags", low=0, high=1)
     detection_rate: float | None = option(None, "share of fake validation videos it flags", low=0, high=1)
+    real_videos: int | None = option(None, "real validation videos the false-alarm rate is measured on", low=0,
+                                     high=1e9)
+    fake_videos: int | None = option(None, "fake validation videos the detection rate is measured on", low=0,
+                                     high=1e9)
+    band: float = options.like(TrainSettings, "inconclusive")
+
+    def call(self, p: float | None) -> str | None:
+        """FAKE, REAL, or INCONCLUSIVE when `p` is within `band` of the threshold; None without a score."""
+        if p is None:
+            return None
+        if abs(p - self.threshold) < self.band:
+            return "INCONCLUSIVE"
+        return "FAKE" if p >= self.threshold else "REAL"
 
     def meaning(self) -> str:
+        """The rule in plain words, with the error rates it had on validation videos and how many they were."""
+        band = f", INCONCLUSIVE within {self.band:.2f} of it" if self.band else ""
+        rule = f"FAKE at P(fake) >= {self.threshold:.3f}{band} ({self.rule})"
         if self.false_alarm_rate is None:
-            return f"FAKE at P(fake) >= {self.threshold:.3f} ({self.rule})"
-        return (f"FAKE at P(fake) >= {self.threshold:.3f} ({self.rule}): flags {100 * self.false_alarm_rate:.1f}% "
-                f"of real validation videos and catches {100 * (self.detection_rate or 0):.1f}% of fake ones")
+            return rule
+        if self.real_videos is None or self.fake_videos is None:  # a model of fakefinder 0.2 did not count them
+            return (f"{rule}: flags {100 * self.false_alarm_rate:.1f}% of real validation videos and catches "
+                    f"{100 * (self.detection_rate or 0):.1f}% of fake ones")
+        if min(self.real_videos, self.fake_videos) < MIN_RATE_VIDEOS:
+            return (f"{rule}: validated on too few videos ({self.real_videos} real, {self.fake_videos} fake) to "
+                    "state its error rates")
+        return (f"{rule}: flags {100 * self.false_alarm_rate:.1f}% of {self.real_videos} real validation videos "
+                f"and catches {100 * (self.detection_rate or 0):.1f}% of {self.fake_videos} fake ones")
+
+
+@dataclass(frozen=True)
+class Evidence(options.Checked):
+    """What the model was trained and tested on, and how well it did: what a reader needs to weigh a verdict."""
+
+    name: str = option("", "the model's name, for people")
+    train_videos: int | None = option(None, "videos it was trained on", low=0, high=1e9)
+    val_videos: int | None = option(None, "videos that chose its calibration and threshold", low=0, high=1e9)
+    test_videos: int | None = option(None, "videos it was tested on, never used for a choice", low=0, high=1e9)
+    test_auc: float | None = option(None, "video-level ROC AUC on the test videos", low=0, high=1)
+    test_auc_low: float | None = option(None, "its 95% bootstrap interval, low end", low=0, high=1)
+    test_auc_high: float | None = option(None, "its 95% bootstrap interval, high end", low=0, high=1)
+
+    def summary(self, dataset: str) -> str:
+        """One sentence, e.g. `dfdc-lite0 was trained on 2400 videos of dfdc and calibrated on 800; its test AUC is
+        0.83 (95% interval 0.79-0.87) on 800 videos never used to choose anything`."""
+        if self.train_videos is None:
+            return ("This model does not record what it was trained and tested on (made by fakefinder 0.2 or "
+                    "earlier, or a published detector)")
+        trained = (f"{self.name} was trained on {self.train_videos} videos of {dataset or 'unnamed data'} and "
+                   f"calibrated on {self.val_videos}")
+        if self.test_auc is None:
+            return f"{trained}; it was not tested ({self.test_videos} test videos, not both real and fake)"
+        interval = (f" (95% interval {self.test_auc_low:.2f}-{self.test_auc_high:.2f})"
+                    if self.test_auc_low is not None else "")
+        return (f"{trained}; its test AUC is {self.test_auc:.2f}{interval} on {self.test_videos} videos never used "
+                "to choose anything")
 
 
 @dataclass(frozen=True)
@@ -100,6 +151,7 @@ class ModelCard:
     prepare: PrepareSettings | None  # None: the crops were not made by `prepare` (unknown)
     data_digest: str = ""  # manifest digest of the training data
     dataset: str = ""
+    evidence: Evidence = field(default_factory=Evidence)
     run_id: str = ""
     seed: int = 0
     train: dict[str, str] = field(default_factory=dict)  # the training settings, as text
@@ -125,6 +177,8 @@ class ModelCard:
                              f"up to {VERSION}); upgrade fakefinder")
         if int(version) == 1:
             header = _upgrade_v1(header)
+        if int(version) <= 2:
+            header = _upgrade_v2(header)
         try:
             return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
                                           prefix="base."),
@@ -136,6 +190,8 @@ class ModelCard:
                        prepare=(options.build(PrepareSettings, header["prepare"], what="prepare setting")
                                 if header.get("prepare") is not None else None),
                        data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
+                       evidence=options.build(Evidence, _part(header, "evidence"), what="evidence field",
+                                              complete=True, prefix="evidence."),
                        run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
                        train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
                        source=_text(header, "source") or "fakefinder")
@@ -164,6 +220,13 @@ def _run_id(value: str) -> str:
         return safe_run_id(value) if value else value
     except UsageError:
         raise OptionError("run_id", f"must be a run id, got {value!r}") from None
+
+
+def _upgrade_v2(h: dict) -> dict:
+    """fakefinder 0.2's header: no evidence recorded (unknown, not zero), no inconclusive band."""
+    verdict = {**_part(h, "verdict"), "real_videos": None, "fake_videos": None, "band": 0.0}
+    evidence = {name: None for name in options.declared(Evidence)} | {"name": ""}
+    return {**h, "verdict": verdict, "evidence": evidence}
 
 
 def _upgrade_v1(h: dict) -> dict:

@@ -7,6 +7,7 @@ or a program polling the API, finds the job by its id. Models are loaded once, o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -127,8 +128,10 @@ class JobQueue:
         for name in self.models:
             d = self.detector(name)
             out.append({"name": name, "source": d.card.source, "backbone": d.card.base.backbone,
-                        "threshold": d.threshold, "meaning": d.card.verdict.meaning(),
-                        "calibration": d.card.calibration.method})
+                        "threshold": d.threshold, "inconclusive_band": d.verdict.band, "meaning": d.verdict.meaning(),
+                        "calibration": d.card.calibration.method, "dataset": d.card.dataset,
+                        "evidence": dataclasses.asdict(d.card.evidence),
+                        "evidence_summary": d.card.evidence.summary(d.card.dataset)})
         return out
 
     # ------------------------------------------------------------------ jobs
@@ -219,6 +222,8 @@ class JobQueue:
             sizes: dict[int, list[int]] = {}
 
             def progress(frames: int, faces: int) -> None:
+                if self._stop.is_set():  # the server is stopping (Ctrl-C): end this verdict at the next frame
+                    raise JobError("the server is stopping", 503)
                 job.frames, job.faces = frames, faces
 
             def thumbnail(frame) -> None:
@@ -242,7 +247,8 @@ class JobQueue:
             data = result.to_dict()
             data["input"] = job.name
             view = {"heatmaps": heat, "thumbnails": {str(k): v for k, v in sizes.items()},
-                    "meaning": detector.card.verdict.meaning(), "model": job.model,
+                    "meaning": detector.verdict.meaning(), "model": job.model,
+                    "evidence": detector.card.evidence.summary(detector.card.dataset),
                     "calibration": detector.card.calibration.method}
             _files.write_text(job.folder / "result.json", json.dumps(data))
             _files.write_text(job.folder / "view.json", json.dumps(view))
@@ -274,8 +280,10 @@ class JobQueue:
         return gone
 
     def close(self) -> None:
+        """Stop: queued jobs are dropped, running ones end at their next frame, then the files go (a verdict still
+        writing would put its folder back after they went)."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)
         else:

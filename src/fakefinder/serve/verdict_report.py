@@ -27,12 +27,17 @@ def _timeline_svg(result: dict, width: int = 640, height: int = 180) -> str:
                      f'<text x="{left - 5}" y="{y(p) + 4:.1f}" font-size="11" text-anchor="end" fill="#777">{p}</text>')
     t = result["threshold"]
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#c62828" '
-                 f'stroke-dasharray="5 4"/>')
-    for f in frames:
+                 f'stroke-dasharray="5 4"/><text x="{left + 4}" y="{y(t) - 4:.1f}" font-size="11" fill="#c62828">'
+                 f'threshold {t:.2f}</text>')
+    for s in (0, tmax / 2, tmax) if len(frames) > 1 else ():
+        parts.append(f'<text x="{x(s):.1f}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#777">'
+                     f'{s:.0f} s</text>')
+    for f in frames:  # one neutral colour: the verdict is the video's, not any frame's; faceless frames on the axis
         p = f["p_fake"]
-        fill = "#bbb" if p is None else "#c62828" if p >= t else "#2e7d32"
-        parts.append(f'<circle cx="{x(f["t"]):.1f}" cy="{y(p or 0):.1f}" r="5" fill="{fill}"><title>t={f["t"]:.1f} s, '
-                     f'P(fake) {"-" if p is None else f"{p:.3f}"}</title></circle>')
+        mark = (f'<circle cx="{x(f["t"]):.1f}" cy="{y(p):.1f}" r="5" fill="#546e7a">' if p is not None else
+                f'<rect x="{x(f["t"]) - 2:.1f}" y="{height - bottom + 2}" width="4" height="8" fill="#bbb">')
+        parts.append(f'{mark}<title>t={f["t"]:.1f} s, {"P(fake) " + f"{p:.3f}" if p is not None else "no face"}'
+                     f'</title></{"circle" if p is not None else "rect"}>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -77,12 +82,13 @@ def verdict_report(result: dict, view: dict, folder: str | Path) -> str:
     title = f"fakefinder verdict: {esc(result['input'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
-.big{{font-size:2.4em;font-weight:bold}}.FAKE{{color:#c62828}}.REAL{{color:#2e7d32}}
+.big{{font-size:2.4em;font-weight:bold}}.FAKE{{color:#c62828}}.REAL{{color:#2e7d32}}.INCONCLUSIVE{{color:#b26a00}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:3px 8px}}
 figure{{display:inline-block;margin:4px;font-size:12px;color:#555}}figure img{{display:block;max-width:320px}}</style>
 </head><body><h1>fakefinder verdict</h1><p>{esc(result['input'])}, model {esc(view.get('model', ''))}</p>
 <p><span class="big {esc(verdict)}">{esc(verdict)}</span> &nbsp; P(fake) = <b>{score}</b></p>
-<p>{esc(view.get('meaning', ''))}; calibration: {esc(view.get('calibration', ''))}.
+<p>{esc(view.get('meaning', ''))}; calibration: {esc(view.get('calibration', ''))}.</p>
+<p>{esc(view.get('evidence', ''))}.</p><p>
 {result['frames_sampled']} frames sampled, {result['faces']} faces.</p>
 <h2>P(fake) over time</h2>{_timeline_svg(result)}
 <h2>Face tracks</h2><table><tr><th>track</th><th>faces</th><th>seen</th><th>P(fake)</th></tr>{tracks}</table>

@@ -23,12 +23,12 @@ from ..data.dataset import PreparedDataset, load_dataset
 from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
 from ..hardware import resolve_device, resolve_precision
-from ..metrics import Evaluation, evaluate_scores, sigmoid
+from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid, video_scores
 from ..models.backbones import Recipe
 from ..models.calibration import choose_verdict, fit_calibration
 from ..models.features import FeatureCache, FeatureRows, head_logits
 from ..models.head import in_features, pooled
-from ..models.modelcard import BaseCard, HeadSpec, ModelCard
+from ..models.modelcard import BaseCard, Evidence, HeadSpec, ModelCard
 from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback
 from .augment import Augmenter
@@ -174,11 +174,12 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
                  split_file: str | Path | None = None, device: str = "auto", cache_dir: str | Path | None = None,
                  evaluate_test: bool = True, progress: ProgressCallback | None = None,
                  checkpoint: str | Path | None = None, resume: bool = False, loader_processes: int | None = None,
-                 executor=None, run_id: str = "") -> TrainedDetector:
+                 executor=None, run_id: str = "", name: str | None = None) -> TrainedDetector:
     """Train a detector on prepared data. Raises UsageError for unusable data or settings.
 
     `checkpoint` is written after every fine-tuning epoch; `resume` continues from it. `loader_processes` are the
-    input pipeline's processes; `executor` spreads feature extraction (see `executors`).
+    input pipeline's processes; `executor` spreads feature extraction (see `executors`). `name` names the model
+    for people (default: the dataset's name and the backbone's).
     """
     t0 = time.perf_counter()
     config = config or TrainSettings()
@@ -208,7 +209,8 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
         probe_history = history
         history, logits = _fine_tune(backbone, head, parts, config, run)
 
-    model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, run, run_id)
+    model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, run, run_id,
+                                                   name or f"{dataset.name}-{config.backbone}")
     if run.processes.owned:
         torch.distributed.destroy_process_group()
     return TrainedDetector(model, dataset, split, history, probe_history, logits, evaluations, uncalibrated,
@@ -247,14 +249,15 @@ def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, r
 
 
 def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: dict[str, np.ndarray],
-                config: TrainSettings, run: _Run, run_id: str):
-    """The calibration map and threshold fitted on validation, the model with its card, and the evaluations of
-    the scored parts, calibrated and not."""
+                config: TrainSettings, run: _Run, run_id: str, name: str):
+    """The calibration map and threshold fitted on validation, the model with its card (and the evidence a reader
+    weighs its verdicts by), and the evaluations of the scored parts, calibrated and not."""
     val_rows = np.flatnonzero(split.parts[:len(dataset)] == "val")
     calibration = fit_calibration(logits.get("val", []), dataset.labels[val_rows], config.calibration)
     probs = {p: calibration.apply(z) for p, z in logits.items()}
     verdict = choose_verdict(dataset.video_ids[val_rows], dataset.labels[val_rows], probs.get("val", np.zeros(0)),
-                             video_rule=config.video_rule, threshold=config.threshold, target_fpr=config.target_fpr)
+                             video_rule=config.video_rule, threshold=config.threshold, target_fpr=config.target_fpr,
+                             band=config.inconclusive)
 
     def evaluation(part: str, p: np.ndarray) -> Evaluation:
         rows = np.flatnonzero(split.parts[:len(dataset)] == part)
@@ -269,9 +272,29 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
                     str(Path(config.weights).resolve()) if config.frozen and Path(config.weights).is_file() else None)
     card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
                      prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
-                     run_id=run_id, seed=config.seed, train=config.to_params())
+                     evidence=_evidence(name, dataset, split, probs.get("test"), config), run_id=run_id,
+                     seed=config.seed, train=config.to_params())
     model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
     return model, evaluations, uncalibrated
+
+
+def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndarray | None,
+              config: TrainSettings) -> Evidence:
+    """How many videos each part held (faceless ones too) and the test AUC with its 95% bootstrap interval over
+    test videos."""
+    n = len(dataset)
+    ids = np.concatenate([dataset.video_ids, dataset.no_face.video_ids])
+    videos = {p: len(set(ids[split.parts == p])) for p in PARTS}
+    from sklearn.metrics import roc_auc_score
+
+    auc = low = high = None
+    if test_p is not None:
+        rows = np.flatnonzero(split.parts[:n] == "test")
+        _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], test_p, rule=config.video_rule)
+        if len(np.unique(vy)) == 2:
+            auc = float(roc_auc_score(vy, vp))
+            low, high = bootstrap_auc(vy, vp, seed=config.seed)
+    return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high)
 
 
 def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,

@@ -87,12 +87,13 @@ def _checkpoint_key(config: TrainSettings, data_digest: str, split_file) -> str:
 
 def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tracker | str | None = None,
           experiment: str = DEFAULT_EXPERIMENT, out: str | Path | None = None, split_file: str | Path | None = None,
-          run_name: str | None = None, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+          name: str | None = None, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
           device: str = "auto", cache_dir: str | Path | None = None, evaluate_test: bool = True,
           progress: ProgressCallback | None = None, resume: bool = False, loader_processes: int | None = None,
           executor=None) -> TrainResult:
     """Train a detector on prepared `data` and record it as one run of `tracking` (None: nothing recorded;
     a URI: that MLflow store; or a Tracker). The model file goes to `out` (default DATA/models/RUN_ID.safetensors).
+    `name` names the model and its run for people (default: the dataset's name and the backbone's).
 
     Raises UsageError for unusable data or settings.
     """
@@ -113,7 +114,8 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
     split_by = load_split(split_file, dataset).by if split_file else config.split
     run_tags = {Tag.DATASET: dataset.name, Tag.MANIFEST_DIGEST: dataset.manifest_digest, Tag.GIT_COMMIT: git_commit(),
                 Tag.DATA: str(dataset.root.resolve()), Tag.LEAKY_SPLIT: str(is_leaky(split_by)), **(tags or {})}
-    with tracker.start_run(name=run_name, tags=run_tags, parent_run_id=parent_run_id,
+    name = name or f"{dataset.name}-{config.backbone}"
+    with tracker.start_run(name=name, tags=run_tags, parent_run_id=parent_run_id,
                            resume_run_id=resume_id) as run:
         safe_run_id(run.run_id)  # it names the model file
         if checkpoint is not None and main:
@@ -122,7 +124,7 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
         trained = fit_detector(dataset, config, split_file=split_file, device=device, cache_dir=cache_dir,
                                evaluate_test=evaluate_test, progress=progress, checkpoint=checkpoint,
                                resume=resume_id is not None, loader_processes=loader_processes, executor=executor,
-                               run_id=run.run_id)
+                               run_id=run.run_id, name=name)
         if not trained.is_main:
             return TrainResult(run.run_id, None, trained)
         run.log_params({"device": trained.device})  # the one that ran, not "auto"

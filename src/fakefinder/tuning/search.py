@@ -287,7 +287,7 @@ def _run_one(job: _StudyJob, claims: Claims, key: str, number: int, progress: Pr
     try:
         with claims.holding(key):
             result = train(job.data, job.grid.config(point, job.settings.seed), tracking=job.tracking,
-                           experiment=job.experiment, run_name=f"{job.study}-{number}",
+                           experiment=job.experiment, name=f"{job.study}-{number}",
                            parent_run_id=job.parent_run_id, evaluate_test=False, cache_dir=job.cache_dir,
                            device=job.device, tags={Tag.STUDY: job.study, Tag.TRIAL: str(number), Tag.ROLE: Role.TRIAL})
     except Exception as exc:
@@ -470,7 +470,7 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
 
     def final() -> dict:
         result = train(data, spec.config(best.flags, settings.seed), tracking=tracking, experiment=experiment,
-                       run_name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir, device=device,
+                       name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir, device=device,
                        tags={Tag.STUDY: name, Tag.ROLE: Role.BEST_ON_TEST, Tag.TRIAL: str(best.number)})
         if result.test is None:
             raise UsageError(f"study {name}: the best configuration has no test part to be scored on (a grid "

@@ -89,11 +89,11 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     common = dict(tracking=tracking, experiment=experiment, progress=progress, device=device)
     rows = []
 
-    base = train(a, config, run_name="study-1-train-A", **common)
+    base = train(a, config, name="study-1-train-A", **common)
     rows.append(StudyRow("1 baseline", name_a, f"{name_a} test part", base.test, base.run_id))
     rows.append(StudyRow("1 cross-dataset", name_a, f"all of {name_b}",
                          evaluate(base.model_path, b, device=device).overall, base.run_id))
-    on_b = train(b, config, run_name="study-2-train-B", **common)
+    on_b = train(b, config, name="study-2-train-B", **common)
     rows.append(StudyRow("2 retrained", name_b, f"{name_b} test part", on_b.test, on_b.run_id))
     back = [("4 retrained, back", on_b.model_path, on_b.run_id)]
     if grid:
@@ -104,7 +104,7 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
         back.append(("4 tuned, back", tuned.test_model_path, tuned.test_run_id))
     for step, model_path, run_id in back:
         rows.append(StudyRow(step, name_b, f"all of {name_a}", evaluate(model_path, a, device=device).overall, run_id))
-    leaky = train(a, config.replace(split="frame"), run_name="study-leak-frame-split", **common)
+    leaky = train(a, config.replace(split="frame"), name="study-leak-frame-split", **common)
     leak = (StudyRow("leak: frame split", name_a, f"{name_a} test part (leaky)", leaky.test, leaky.run_id),
             StudyRow("leak: source split", name_a, f"{name_a} test part", base.test, base.run_id))
     result = StudyResult(tuple(rows), leak, out / "report.html")

@@ -32,7 +32,8 @@ async function loadModels() {
   }
   const note = () => {
     const m = body.find((x) => x.name === select.value);
-    $("model-note").textContent = m ? m.meaning : "";
+    $("model-evidence").textContent = m ? `${m.evidence_summary}.` : "";
+    $("model-note").textContent = m ? `Its verdicts: ${m.meaning}.` : "";
   };
   select.addEventListener("change", note);
   note();
@@ -82,10 +83,14 @@ function show() {
   $("verdict-word").textContent = word === "NO FACE" ? "no face found" : `${word}`;
   $("verdict-word").className = `word ${word}`;
   $("meaning").textContent = `P(fake) ${result.p_fake === null ? "–" : result.p_fake.toFixed(3)}; ${view.meaning}`;
+  const t = result.threshold.toFixed(3);
   $("plain").textContent = result.p_fake === null ? "No face was found in the sampled frames, so there is no verdict."
-    : result.verdict === "FAKE"
-      ? `The model scores this above its threshold (${result.threshold.toFixed(3)}): treat it as a likely fake.`
-      : `The model scores this below its threshold (${result.threshold.toFixed(3)}): no sign of a fake it knows.`;
+    : result.verdict === "INCONCLUSIVE"
+      ? `The score is within ${result.inconclusive_band.toFixed(2)} of the threshold (${t}): too close to call.`
+      : result.verdict === "FAKE"
+        ? `The model scores this above its threshold (${t}): treat it as a likely fake.`
+        : `The model scores this below its threshold (${t}): no sign of a fake it knows.`;
+  $("evidence").textContent = view.evidence ? `${view.evidence}.` : "";
   drawTimeline(result, view);
   drawTracks(result);
   drawHeatmaps(id, view);
@@ -113,23 +118,28 @@ function drawTimeline(result, view) {
   }
   el("line", { x1: L, x2: W - R, y1: y(result.threshold), y2: y(result.threshold), stroke: "#c62828",
                "stroke-dasharray": "5 4" });
-  el("text", { x: W - R, y: y(result.threshold) - 4, "text-anchor": "end", "font-size": 11, fill: "#c62828" })
-    .textContent = `threshold ${result.threshold.toFixed(2)}`;
-  el("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#777" })
-    .textContent = "seconds";
+  // At the left, where the first point rarely sits; the video's threshold: frames are not judged one by one.
+  el("text", { x: L + 4, y: y(result.threshold) - 4, "font-size": 11, fill: "#c62828" })
+    .textContent = `video threshold ${result.threshold.toFixed(2)}`;
+  for (const s of frames.length > 1 ? [0, tmax / 2, tmax] : []) {
+    el("text", { x: x(s), y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#777" })
+      .textContent = `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  }
   const scored = frames.filter((f) => f.p_fake !== null);
   if (scored.length > 1) {
     el("polyline", { points: scored.map((f) => `${x(f.t)},${y(f.p_fake)}`).join(" "), fill: "none",
                      stroke: "#90a4ae", "stroke-width": 1.5 });
   }
   frames.forEach((f, i) => {
-    const p = f.p_fake === null ? 0 : f.p_fake;
-    const dot = el("circle", { class: "point", cx: x(f.t), cy: y(p), r: 6,
-                               fill: f.p_fake === null ? "#bbb" : (p >= result.threshold ? "#c62828" : "#2e7d32") });
+    // One colour for every scored frame (the verdict is the video's); a frame without a face sits on the axis.
+    const dot = f.p_fake === null
+      ? el("rect", { class: "point noface", x: x(f.t) - 3, y: H - B + 2, width: 6, height: 10, fill: "#bbb" })
+      : el("circle", { class: "point", cx: x(f.t), cy: y(f.p_fake), r: 6, fill: "#546e7a" });
     dot.dataset.index = f.index;
     dot.dataset.position = i;
     const title = el("title", {}, dot);
-    title.textContent = `t=${f.t.toFixed(1)} s, ${f.faces.length} face(s), P(fake) ${f.p_fake === null ? "–" : p.toFixed(3)}`;
+    title.textContent = `t=${f.t.toFixed(1)} s, ` +
+      (f.p_fake === null ? "no face" : `${f.faces.length} face(s), P(fake) ${f.p_fake.toFixed(3)}`);
     dot.addEventListener("mouseenter", () => showFrame(i));
     dot.addEventListener("click", () => showFrame(i));
   });
@@ -161,7 +171,8 @@ function showFrame(position) {
       boxes.appendChild(r);
       const label = document.createElementNS(SVG, "text");
       Object.entries({ x: bx * k + 2, y: Math.max(10, by * k - 3), "font-size": 12, fill: colour(face.track),
-                       "font-weight": "bold" }).forEach(([a, v]) => label.setAttribute(a, v));
+                       "font-weight": "bold", stroke: "#000", "stroke-width": 3, "paint-order": "stroke" })
+        .forEach(([a, v]) => label.setAttribute(a, v));  // a dark outline: readable on light frames too
       label.textContent = `#${face.track} ${face.p_fake.toFixed(2)}`;
       boxes.appendChild(label);
     }
@@ -177,7 +188,7 @@ function drawTracks(result) {
     const row = document.createElement("tr");
     row.className = "track";
     row.innerHTML = `<td><span class="swatch"></span> #${t.track}</td><td>${t.faces}</td>` +
-      `<td>${t.first_t.toFixed(1)}–${t.last_t.toFixed(1)} s</td><td class="${t.p_fake >= result.threshold ? "FAKE" : "REAL"}">` +
+      `<td>${t.first_t.toFixed(1)}–${t.last_t.toFixed(1)} s</td><td>` +
       `${t.p_fake.toFixed(3)}</td><td>${t === worst ? "decides the verdict" : ""}</td>`;
     row.querySelector(".swatch").style.background = colour(t.track);
     body.appendChild(row);
