@@ -84,32 +84,6 @@ def stages(model: Path, clip: Path) -> dict[str, float]:
     return out
 
 
-def screenshot(url: str, work: Path, target: Path) -> None:
-    """The verdict page of a two-person fake, a point of its timeline hovered, as a PNG."""
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    from fakefinder import synth
-
-    made = synth(work / "two-people", videos=2, seed=9, seconds=5, people=2, sizes=((960, 540),),
-                 methods=("swap",))
-    clip = next(made.out / f"{v.name}.mp4" for v in made.videos if v.label == "FAKE")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1180, "height": 900})
-        page.goto(url)
-        page.wait_for_selector("#model option", state="attached")
-        page.set_input_files("#file", str(clip))
-        page.wait_for_selector("#verdict:not([hidden])", timeout=300_000)
-        page.locator("#timeline .point").nth(2).hover()
-        page.wait_for_function("() => [...document.images].every(i => i.complete)")
-        page.screenshot(path=str(target), full_page=True)
-        browser.close()
-    print(f"screenshot: {target}")
-
-
 def quick_model(work: Path) -> Path:
     from fakefinder import PrepareSettings, TrainSettings, prepare, synth, train
 
@@ -124,7 +98,6 @@ def main() -> None:
     ap.add_argument("--clip", type=Path)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
-    ap.add_argument("--screenshot", type=Path, help="also save the verdict page of a two-person fake here (PNG)")
     args = ap.parse_args()
     from fakefinder import synth
     from fakefinder.data.frames import sample_frames
@@ -146,7 +119,7 @@ def main() -> None:
         decode.append(time.perf_counter() - t)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--model", str(model), "--port",
-                               str(port), "--device", "cpu", "--workers", "2"], stdout=subprocess.DEVNULL,
+                               str(port), "--device", "cpu", "--concurrent-verdicts", "2"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -156,8 +129,6 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.3)
-        if args.screenshot:
-            screenshot(url, args.work, args.screenshot)
         post(url, clip)  # warm-up: the first verdict pays one-time costs
         alone = [post(url, clip)[0] for _ in range(args.runs)]
         with ThreadPoolExecutor(4) as pool:

@@ -92,3 +92,20 @@ def test_redirected_progress_keeps_to_a_few_lines_for_fast_loops():
 def test_predict_threshold_is_checked_against_the_model_cards_declaration():
     proc = cli("predict", "model.safetensors", "clip.mp4", "--threshold", "2")
     assert proc.returncode == 2 and "--threshold: must be in [0, 1], got 2.0" in proc.stderr, proc.stderr
+
+
+def test_synth_and_predict_show_progress_and_ctrl_c_promises_no_resume_it_cannot_keep(baseline, tmp_path):
+    """synth says how far it is; predict shows progress within a long video, and Ctrl-C there says
+    'interrupted' without 'rerun to resume' (predict keeps nothing to resume from)."""
+    from media import coffee, write_video
+
+    made = cli("synth", tmp_path / "s", "--videos", "2", "--seconds", "1")
+    assert made.returncode == 0 and "synth: 2/2 video" in made.stderr, made.stderr
+    hour = write_video(tmp_path / "hour.mp4", coffee(), seconds=3600, fps=1, size=(64, 64))
+    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "predict", str(baseline.model_path), str(hour)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # blocks until predict reports a frame of the video
+    assert first.startswith("frames: 1 frame faces=0"), first
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and rest.strip().splitlines()[-1] == "interrupted", rest

@@ -51,7 +51,9 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= t).ravel())
     assert set(result.by) == {"(none)", "swap", "resample", "warp", "colour", "mouth"}
     assert result.by["swap"].video.n == 1 and result.by["(none)"].video.n == 5
-    assert "flags" in result.summary() and "calibration: log loss" in result.summary()
+    # The rule in words: with 3 real and 3 fake validation videos, no error rates are stated
+    assert f"verdict: {model.trained.model.card.verdict.meaning()}" in result.summary()
+    assert "too few videos" in result.summary() and "calibration: log loss" in result.summary()
     # The cached-feature path agrees with the live model on the crops themselves.
     live = load_model(model.model_path).predict_faces(load_crops(data.crop_files))
     assert np.abs(live - p).max() < 0.02

@@ -491,3 +491,18 @@ def http_ready(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_malformed_requests_get_a_json_4xx_that_says_what_was_wrong(running):
+    url, _, _ = running
+    boundary = "----b"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\nok\0.mp4\r\n--{boundary}--\r\n')
+    status, raw, _ = http("POST", f"{url}/api/predict", data=body.encode(),
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 400 and json.loads(raw)["error"] == "a path may not contain a NUL byte"
+    huge_header = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{"a" * (1 << 20)}.mp4"'
+                   f'\r\n\r\nxx\r\n--{boundary}--\r\n')
+    status, raw, _ = http("POST", f"{url}/api/predict", data=huge_header.encode(),
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    error = json.loads(raw)["error"]
+    assert 400 <= status < 500 and error.startswith("not a multipart form with a file (") and "Exception" not in error

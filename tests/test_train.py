@@ -114,7 +114,7 @@ def test_run_records_flags_curves_metrics_and_artifacts(baseline, tracking, tmp_
             "predictions.parquet", f"{baseline.run_id}.safetensors"} <= files
     summary = (tmp_path / "model_summary.txt").read_text()
     assert "efficientnet_lite0" in summary and "head parameters: 328,193" in summary  # 1280*256+256 + 256+1
-    assert "calibration: temperature" in summary and "flags" in summary
+    assert "calibration: temperature" in summary and baseline.trained.model.card.verdict.meaning() in summary
 
 
 def test_early_stopping_restores_the_best_epoch(learnable):

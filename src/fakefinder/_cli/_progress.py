@@ -33,7 +33,7 @@ class Renderer:
     def __call__(self, event: Progress) -> None:
         if event.message:
             self._write(event.message)
-        if self.quiet or event.total is None:
+        if self.quiet or (event.total is None and not event.unit):  # a message alone, or a count of nothing
             return
         shown = {k: v for k, v in event.info.items() if k in ("loss", "images_per_s", "eta_s", "epoch", "faces",
                                                                "errors", "val_loss", "val_auc")}
@@ -41,15 +41,15 @@ class Renderer:
             self._bar(event, shown)
             return
         now, never = time.monotonic(), float("-inf")
-        finished = event.done >= event.total
+        finished = event.total is not None and event.done >= event.total  # a count without a total never ends
         last = (self.last_finished if finished else self.last_line).get(event.stage, never)
         if now - last >= LINE_EVERY_S:
             self.last_line[event.stage] = now
             if finished:
                 self.last_finished[event.stage] = now
             figures = " ".join(_figure(k, v) for k, v in shown.items())
-            print(f"{event.stage}: {event.done}/{event.total} {event.unit} {figures}".rstrip(), file=self.stream,
-                  flush=True)
+            of = "" if event.total is None else f"/{event.total}"
+            print(f"{event.stage}: {event.done}{of} {event.unit} {figures}".rstrip(), file=self.stream, flush=True)
 
     def _bar(self, event: Progress, shown: dict) -> None:
         from tqdm import tqdm
@@ -63,7 +63,7 @@ class Renderer:
         bar.update(event.done - bar.n)
         if shown:
             bar.set_postfix_str(" ".join(_figure(k, v) for k, v in shown.items()), refresh=False)
-        if event.done >= event.total:
+        if event.total is not None and event.done >= event.total:
             bar.close()
             del self.bars[event.stage]
 

@@ -75,17 +75,18 @@ def run(args) -> int:
 
     if not is_loopback(args.host) and not args.token:
         raise UsageError(f"binding to {args.host} lets other machines in: give --token TOKEN (or bind 127.0.0.1)")
+    sock = _listen(args.host, args.port)  # a port in use fails before the models load
     queue = JobQueue(_named(args.model), _options.settings_from(args, ServeSettings), device=args.device,
                      tracking_uri=_options.tracking_uri(args), allow_dir=args.allow_dir,
                      limits=_options.settings_from(args, InputLimits, "serve"))
     try:
         for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
             print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)
-        sock = _listen(args.host, args.port)
         port = sock.getsockname()[1]
         print(f"fakefinder serve: http://{args.host}:{port}/  (Ctrl-C to stop)", flush=True)
         config = uvicorn.Config(create_app(queue, token=args.token, host=args.host), log_level="warning")
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         queue.close()
+        sock.close()
     return 0
