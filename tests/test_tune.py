@@ -266,3 +266,62 @@ def test_a_study_without_a_test_part_says_so_in_one_line(learnable, tracking, tm
     grid.write_text("flags:\n  n_neurons: [16, 32]\nfixed:\n  epochs: 2\n  test: 0\n")
     with pytest.raises(UsageError, match="no test part to be scored on"):
         tune(learnable.out, grid, study="no-test", storage=f"sqlite:///{tmp_path / 'o.db'}", tracking=tracking)
+
+
+class MemoryTracker:
+    """A tracker of one's own (the plug-in point): runs kept in memory, with their tags and params."""
+
+    uri = "memory"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.runs: dict[str, dict] = {}
+        self.lock = threading.Lock()  # as a real client might hold: it cannot be pickled into other processes
+
+    def start_run(self, *, name=None, tags=None, parent_run_id=None, resume_run_id=None):
+        import contextlib
+        import uuid
+
+        tracker = self
+
+        class Run:
+            run_id = resume_run_id or uuid.uuid4().hex
+
+            def log_params(self, params):
+                tracker.runs[self.run_id]["params"].update(params)
+
+            def log_metrics(self, metrics, step=None):
+                tracker.runs[self.run_id]["metrics"].update(metrics)
+
+            def log_history(self, epochs):
+                pass
+
+            def log_artifacts(self, folder, subdir=None):
+                pass
+
+            def log_file(self, path, subdir=None):
+                pass
+
+        @contextlib.contextmanager
+        def context():
+            run = Run()
+            self.runs[run.run_id] = {"name": name, "tags": dict(tags or {}), "params": {}, "metrics": {},
+                                     "parent": parent_run_id}
+            yield run
+
+        return context()
+
+
+def test_tune_records_into_any_tracker_object_and_says_when_one_cannot_reach_workers(learnable, tmp_path):
+    (tmp_path / "grid.yml").write_text("flags:\n  n_neurons: [16, 32]\nfixed:\n  epochs: 2\n")
+    tracker = MemoryTracker()
+    result = tune(learnable.out, tmp_path / "grid.yml", study="mine", storage=f"sqlite:///{tmp_path / 'a.db'}",
+                  tracking=tracker)
+    roles = Counter(run["tags"].get("fakefinder.role") for run in tracker.runs.values())
+    assert roles == {"study": 1, "trial": 2, "best-on-test": 1} and result.test_run_id in tracker.runs
+    assert {run["params"]["n_neurons"] for run in tracker.runs.values() if "n_neurons" in run["params"]} == {"16",
+                                                                                                          "32"}
+    with pytest.raises(UsageError, match="^tracking cannot reach worker processes .*: give a URI"):
+        tune(learnable.out, tmp_path / "grid.yml", TuneSettings(concurrent_trials=2), study="two",
+             storage=f"sqlite:///{tmp_path / 'b.db'}", tracking=MemoryTracker())
