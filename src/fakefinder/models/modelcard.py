@@ -1,8 +1,10 @@
 """The model card: the typed, versioned header of a model file, saying how to use its tensors.
 
 It names the base and its weights' digest, the input size and normalisation, the head, the calibration map,
-the decision threshold and what it means, the video rule, the preparation settings (so `predict` crops new
-videos as the training data was cropped) and the digest of the training data. A shared model file is untrusted
+the decision threshold, its inconclusive band and what it means (with how many validation videos its rates come
+from), the video rule, the preparation settings (so `predict` crops new videos as the training data was
+cropped), the digest of the training data, and the evidence a reader weighs a verdict by (the model's name, how
+many videos trained, calibrated and tested it, the test AUC with its interval). A shared model file is untrusted
 input: every value is type-checked and bounded by its declaration when read, and a card of an unknown version
 is refused with one line.
 """
