@@ -92,9 +92,10 @@ class PrepareSettings(_Settings):
 
 
 def fraction_problems(val: float, test: float) -> list[tuple[str, str]]:
-    """What is wrong with a split's validation and test fractions, as (setting, problem) pairs."""
-    found = [(name, f"must be in [0, 1), got {value:g}") for name, value in (("val", val), ("test", test))
-             if not 0 <= value < 1]
+    """What is wrong with a split's validation and test fractions, as (setting, problem) pairs: each checked by
+    its declaration in TrainSettings, and their sum."""
+    declared = options.declared(TrainSettings)
+    found = [(name, why) for name, value in (("val", val), ("test", test)) if (why := declared[name].problem(value))]
     if not found and val + test >= 1:
         found.append(("test", f"and val must sum to less than 1 (val {val:g} + test {test:g})"))
     return found

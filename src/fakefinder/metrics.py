@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import VideoRule
+from .errors import InputError
 
 EPS = 1e-15  # DFDC clips predictions to [1e-15, 1 - 1e-15]
 ECE_BINS = 15
@@ -34,8 +35,6 @@ def finite_scores(z) -> np.ndarray:
     unless it is a number. Raises InputError."""
     z = np.asarray(z, dtype=np.float64)
     if not np.isfinite(z).all():
-        from .errors import InputError
-
         raise InputError(f"the model gave a non-finite score ({int((~np.isfinite(z)).sum())} of {z.size} not a "
                          "number or infinite): its weights or this input overflow it")
     return z

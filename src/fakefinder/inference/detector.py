@@ -134,7 +134,7 @@ class Detector:
 
     @property
     def video_rule(self) -> str:
-        return self.card.verdict.video_rule
+        return self.verdict.video_rule
 
     def predict_faces(self, crops: list[np.ndarray]) -> np.ndarray:
         """Calibrated P(fake) of BGR uint8 face crops."""

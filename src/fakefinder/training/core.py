@@ -272,28 +272,24 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
                     str(Path(config.weights).resolve()) if config.frozen and Path(config.weights).is_file() else None)
     card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
                      prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
-                     evidence=_evidence(name, dataset, split, probs.get("test"), config), run_id=run_id,
+                     evidence=_evidence(name, dataset, split, probs.get("test"), evaluations.get("test"), config),
+                     run_id=run_id,
                      seed=config.seed, train=config.to_params())
     model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
     return model, evaluations, uncalibrated
 
 
 def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndarray | None,
-              config: TrainSettings) -> Evidence:
-    """How many videos each part held (faceless ones too) and the test AUC with its 95% bootstrap interval over
-    test videos."""
-    n = len(dataset)
+              test: Evaluation | None, config: TrainSettings) -> Evidence:
+    """How many videos each part held (faceless ones too), and the test part's video AUC (as evaluated) with its
+    95% bootstrap interval over test videos."""
     ids = np.concatenate([dataset.video_ids, dataset.no_face.video_ids])
     videos = {p: len(set(ids[split.parts == p])) for p in PARTS}
-    from sklearn.metrics import roc_auc_score
-
     auc = low = high = None
-    if test_p is not None:
-        rows = np.flatnonzero(split.parts[:n] == "test")
+    if test is not None and not np.isnan(test.video.auc):
+        rows = np.flatnonzero(split.parts[:len(dataset)] == "test")
         _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], test_p, rule=config.video_rule)
-        if len(np.unique(vy)) == 2:
-            auc = float(roc_auc_score(vy, vp))
-            low, high = bootstrap_auc(vy, vp, seed=config.seed)
+        auc, (low, high) = test.video.auc, bootstrap_auc(vy, vp, seed=config.seed)
     return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high)
 
 
