@@ -20,9 +20,10 @@ def coffee() -> np.ndarray:
 
 
 def write_video(path: Path, image: np.ndarray, *, seconds: float = 2.0, fps: int = 25, size=(320, 240),
-                rotation: int = 0) -> Path:
-    """A still photo drifting slowly, as H.264. With `rotation`, stored as a phone stores it: the pixels turned
-    clockwise by `rotation` degrees and the display rotation (counter-clockwise) that turns them back."""
+                rotation: int = 0, bframes: int | None = None) -> Path:
+    """A still photo drifting slowly, as H.264 (x264's defaults: 3 B-frames as a pyramid, unless `bframes`). With
+    `rotation`, stored as a phone stores it: the pixels turned clockwise by `rotation` degrees and the display
+    rotation (counter-clockwise) that turns them back."""
     import av
 
     w, h = size
@@ -31,6 +32,8 @@ def write_video(path: Path, image: np.ndarray, *, seconds: float = 2.0, fps: int
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = (h, w) if rotation % 180 else (w, h)
         stream.pix_fmt = "yuv420p"
+        if bframes is not None:
+            stream.options = {"x264-params": f"bframes={bframes}"}
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(int(seconds * fps)):

@@ -53,6 +53,46 @@ def test_sampled_frames_are_the_frames_at_those_indices(collection, keyint):
         assert f.scale == 1.0
 
 
+def _picture_types(path) -> list[str]:
+    with av.open(str(path)) as c:
+        return [av.video.frame.PictureType(f.pict_type).name for f in c.decode(video=0)]
+
+
+def test_with_a_tolerance_samples_skip_unreferenced_frames_and_are_decoded_exactly(tmp_path):
+    path = write_video(tmp_path / "b.mp4", astronaut(), seconds=3, fps=25)  # x264 defaults: B-frame pyramid
+    assert "B" in _picture_types(path)
+    everything = _all_frames(path)
+    sampled = list(sample_frames(path, fps=1.0, max_side=None, tolerance=0.1))
+    assert [f.timestamp for f in sampled] == pytest.approx([0.0, 1.0, 2.0], abs=0.1)
+    assert [f.index for f in sampled] != [0, 25, 50]  # frame 25 is an unreferenced B-frame: never decoded
+    for f in sampled:
+        assert f.timestamp == pytest.approx(f.index / 25)  # each frame says where it really is
+        assert np.array_equal(f.image, everything[f.index])
+
+
+def test_a_sample_with_no_reference_frame_close_enough_is_decoded_exactly(tmp_path):
+    path = write_video(tmp_path / "b.mp4", astronaut(), seconds=3, fps=25)
+    everything = _all_frames(path)
+    sampled = list(sample_frames(path, fps=1.0, max_side=None, tolerance=0.01))  # under one frame's 0.04 s
+    assert [f.index for f in sampled] == [0, 25, 50]
+    assert all(np.array_equal(f.image, everything[f.index]) for f in sampled)
+
+
+def test_without_b_frames_a_tolerance_samples_as_exact_decoding_does(tmp_path):
+    path = write_video(tmp_path / "p.mp4", astronaut(), seconds=3, fps=25, bframes=0)
+    assert "B" not in _picture_types(path)
+    exact = list(sample_frames(path, fps=1.0, max_side=None))
+    near = list(sample_frames(path, fps=1.0, max_side=None, tolerance=0.1))
+    assert [f.index for f in near] == [f.index for f in exact] == [0, 25, 50]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(exact, near, strict=True))
+
+
+def test_samples_closer_than_two_tolerances_are_decoded_exactly(tmp_path):
+    path = write_video(tmp_path / "b.mp4", astronaut(), seconds=2, fps=25)
+    dense = list(sample_frames(path, fps=10.0, max_side=None, tolerance=0.1))  # 0.1 s apart: two could share one
+    assert [f.index for f in dense] == [f.index for f in sample_frames(path, fps=10.0, max_side=None)]
+
+
 def test_frames_are_shrunk_to_max_side(collection):
     video = max(collection.videos, key=lambda v: v.size)
     frame = next(sample_frames(collection.out / f"{video.name}.mp4", frames=1, max_side=320))

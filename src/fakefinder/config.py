@@ -76,6 +76,9 @@ class PrepareSettings(_Settings):
                                 group="frames")
     max_side: int | None = option(1000, "shrink frames to this long side (the reference resized to 1000)", low=32,
                                   high=16384, group="frames")
+    tolerance: float = option(0.1, "seconds a sample may be from its time: only frames that others reference are "
+                              "decoded and each sample is the nearest of them (B-frames skipped); 0: exact frames",
+                              low=0, high=10, group="frames")
     detector: str = option("blazeface", "face detector", choices=_detectors, group="faces")
     margin: float = option(0.3, "added around the box on every side, as a fraction of its long side", low=0, high=4,
                            group="faces")
@@ -89,6 +92,20 @@ class PrepareSettings(_Settings):
 
     def _cross_check(self) -> list[tuple[str, str]]:
         return [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
+
+    @classmethod
+    def recorded(cls, values: Any) -> PrepareSettings:
+        """Settings as a preparation or a model card recorded them: what predates `tolerance` sampled exactly."""
+        return options.build(cls, {"tolerance": 0.0, **values} if isinstance(values, dict) else values,
+                             what="prepare setting")
+
+    def digest_fields(self) -> dict[str, Any]:
+        """The fields that decide a preparation's output; `tolerance` 0 is left out, so that preparations made
+        before it existed are reused by `--tolerance 0`."""
+        fields = dataclasses.asdict(self)
+        if not fields["tolerance"]:
+            del fields["tolerance"]
+        return fields
 
 
 def fraction_problems(val: float, test: float) -> list[tuple[str, str]]:

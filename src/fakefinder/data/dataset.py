@@ -111,10 +111,8 @@ def load_dataset(data: str | Path, *, need_both_classes: bool = True) -> Prepare
 
 
 def _settings(root: Path) -> PrepareSettings | None:
-    from .. import options
-
     try:
         info = json.loads((root / PREPARE_INFO).read_text())
-        return options.build(PrepareSettings, info["settings"])
+        return PrepareSettings.recorded(info["settings"])
     except (OSError, ValueError, KeyError, TypeError, UsageError):
         return None

@@ -4,6 +4,11 @@ Seeking costs a decode from the previous keyframe; decoding on costs every frame
 packet index first (demuxing is cheap next to decoding) and, for each frame we want, take whichever is
 cheaper, so that videos with 1 s keyframes are sought and videos with 250-frame GOPs are decoded through.
 Only kept frames are converted to arrays, directly at the working size.
+
+A sample needs a frame near its time, not that exact frame. With a tolerance, the decoder skips the frames
+that no other frame references (most B-frames of a real upload: about half of them) and each sample is the
+nearest decoded frame within the tolerance, decoded exactly as a full decode would; a sample with no such
+frame is decoded exactly after all.
 """
 
 from __future__ import annotations
@@ -134,12 +139,23 @@ def make_plan(path: str | Path, *, fps: float | None = 1.0, frames: int | None =
     return FramePlan(tuple(pts), tuple(keys), tuple(plan(keys, targets)))
 
 
-def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
-                  max_side: int | None = 1000, limits: InputLimits | None = None) -> Iterator[Frame]:
-    """Yield the sampled frames of a video or image, in order.
+def tolerance_applies(fplan: FramePlan, time_base: float, tolerance: float) -> bool:
+    """Whether samples may come from the nearest reference frame: only where consecutive samples are more than two
+    tolerances apart, so that no two can pick the same frame (at 1 fps with 0.1 s, always)."""
+    if tolerance <= 0:
+        return False
+    targets = [fplan.pts[t] for t in fplan.targets]
+    return all((b - a) * time_base > 2 * tolerance for a, b in zip(targets, targets[1:]))
 
-    Raises InputError when the file cannot be opened, is over `limits` (checked before anything is decoded), or
-    yields no frame at all.
+
+def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
+                  max_side: int | None = 1000, tolerance: float = 0.0,
+                  limits: InputLimits | None = None) -> Iterator[Frame]:
+    """Yield the sampled frames of a video or image, in order; each frame's index and timestamp are its own.
+
+    `tolerance` (seconds): a sample may be the nearest frame that other frames reference, so that unreferenced
+    frames are never decoded; 0 decodes each sample's exact frame. Raises InputError when the file cannot be
+    opened, is over `limits` (checked before anything is decoded), or yields no frame at all.
     """
     limits = limits or InputLimits()
     if is_image(path):
@@ -162,6 +178,11 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
         minutes = (pts[-1] - pts[0]) * time_base / 60
         if minutes > limits.max_minutes:
             raise InputError(f"the video lasts {minutes:.1f} minutes, over the limit of {limits.max_minutes:g}")
+        nearest = tolerance_applies(fplan, time_base, tolerance)
+        slack = round(tolerance / time_base) if nearest else 0  # the tolerance in pts units
+        context = stream.codec_context
+        if nearest:
+            context.skip_frame = "NONREF"
         decoder, pos = None, -1
         try:
             for target, key in fplan.steps:
@@ -171,7 +192,12 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
                     if key is not None:
                         container.seek(pts[key], stream=stream, backward=True, any_frame=False)
                     decoder = container.decode(stream)
-                frame = _decode_until(decoder, pts[target])
+                if nearest:
+                    frame = _decode_nearest(decoder, pts[target], slack)
+                    if frame is None:  # no reference frame close enough: this one sample is decoded exactly
+                        frame, decoder = _decode_exactly(container, stream, pts, fplan.keyframes, target)
+                else:
+                    frame = _decode_until(decoder, pts[target])
                 if frame is None:
                     break
                 pos = index_of.get(frame.pts, target)
@@ -198,6 +224,34 @@ def _decode_until(decoder, target_pts: int):
         if frame.pts is not None and frame.pts >= target_pts:
             return frame
     return None
+
+
+def _decode_nearest(decoder, target_pts: int, slack: int):
+    """The decoded frame nearest to `target_pts` within `slack` (the earlier on a tie), or None. A frame read past
+    the target and not taken is never needed again: the next sample lies more than two slacks on."""
+    before = None
+    for frame in decoder:
+        if frame.pts is None or frame.pts < target_pts - slack:
+            continue
+        if frame.pts < target_pts:
+            before = frame
+            continue
+        if frame.pts - target_pts > slack:
+            return before
+        return before if before is not None and target_pts - before.pts <= frame.pts - target_pts else frame
+    return before
+
+
+def _decode_exactly(container, stream, pts: tuple[int, ...], keyframes: tuple[int, ...], target: int):
+    """Frame `target` itself, from its keyframe with nothing skipped; then skipping resumes. Returns the frame and
+    the decoder to go on with."""
+    key = keyframes[max(0, bisect.bisect_right(keyframes, target) - 1)] if keyframes else 0
+    stream.codec_context.skip_frame = "DEFAULT"
+    container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+    decoder = container.decode(stream)
+    frame = _decode_until(decoder, pts[target])
+    stream.codec_context.skip_frame = "NONREF"
+    return frame, decoder
 
 
 def _open(path: str | Path):

@@ -53,7 +53,7 @@ RECORD_FORMAT = 3  # 2: frames turned upright; 3: crops in faces/<slug>-<digest>
 
 def settings_digest(settings: PrepareSettings) -> str:
     """Part of every record's key, so changing a setting redoes the work."""
-    text = json.dumps([RECORD_FORMAT, dataclasses.asdict(settings)], sort_keys=True)
+    text = json.dumps([RECORD_FORMAT, settings.digest_fields()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -152,7 +152,7 @@ def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None,
     """
     detector = _detector(settings.detector)
     for frame in sample_frames(path, fps=settings.fps, frames=settings.frames, max_side=settings.max_side,
-                               limits=limits):
+                               tolerance=settings.tolerance, limits=limits):
         if on_frame:
             on_frame(frame)
         boxes = [b for b in detector.detect(frame.image) if max(b.w, b.h) / frame.scale >= settings.min_face]

@@ -224,9 +224,12 @@ def _encode(path: Path, frames, size, fps: int, keyint: int) -> None:
 
 def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 4.0,
           methods: tuple[str, ...] = METHODS, fake_fraction: float = 0.5,
-          sizes: tuple[tuple[int, int], ...] = SIZES, people: int = 1,
+          sizes: tuple[tuple[int, int], ...] = SIZES, people: int = 1, keyint: int | None = None,
           progress: ProgressCallback | None = None) -> SynthResult:
     """Write `videos` H.264 videos and a DFDC `metadata.json` into `out`; each fake names its original.
+
+    Encoded as real uploads are: x264 with B-frames (3, as a pyramid) and a keyframe every `keyint` frames
+    (None: every second for half of the originals, every 250 frames, as DFDC's, for the other half).
 
     With `people=2` every video shows two people side by side and a fake manipulates only one of them, as
     DFDC's often do. Reruns keep videos already written (names and content follow from the seed).
@@ -251,8 +254,8 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
         vrng = np.random.default_rng(vseed)
         size = sizes[int(vrng.integers(len(sizes)))]
         fps = int(vrng.choice([25, 30]))
-        keyint = fps if r % 2 == 0 else 250
-        plans.append(SynthVideo(_name(rng), "REAL", None, None, size, fps, keyint, people))
+        every = keyint or (fps if r % 2 == 0 else 250)
+        plans.append(SynthVideo(_name(rng), "REAL", None, None, size, fps, every, people))
     fakes = []
     for k in range(n_fake):
         real = plans[k % n_real]

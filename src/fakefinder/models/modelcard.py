@@ -189,7 +189,7 @@ class ModelCard:
                        calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
                        verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
                        precision=_text(header, "precision", typing.get_args(Precision)),
-                       prepare=(options.build(PrepareSettings, header["prepare"], what="prepare setting")
+                       prepare=(PrepareSettings.recorded(header["prepare"])
                                 if header.get("prepare") is not None else None),
                        data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
                        evidence=options.build(Evidence, _part(header, "evidence"), what="evidence field",
