@@ -118,10 +118,25 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
     url, _, _ = running
     clip = clips[0][1]  # a fake
     page = browser.new_page(accept_downloads=True)
+    held = []  # the page's status polls after the verdict, answered only when the test says
+
+    def hold_after_the_verdict(route) -> None:
+        response = route.fetch()
+        if response.json().get("state") == "done" and (held.append((route, response)) or len(held) > 1):
+            return
+        route.fulfill(response=response)
+
+    page.route("**/api/jobs/*/status", hold_after_the_verdict)
     page.goto(url)
     page.wait_for_selector("#model option", state="attached")
     page.set_input_files("#file", str(clip))
     page.wait_for_selector("#verdict:not([hidden])", timeout=120_000)
+    # The verdict is on the page while its heatmaps are still pending for it: it never waits for them.
+    page.wait_for_selector("#heatmaps[data-state=pending]", timeout=10_000)
+    assert "computing heatmaps" in page.locator("#heatmaps").inner_text()
+    assert page.locator("#heatmaps img").count() == 0 and len(held) >= 2
+    page.unroute("**/api/jobs/*/status")  # the held polls, and all from now on, go through to the server
+    page.wait_for_selector("#heatmaps[data-state=ready]", timeout=60_000)
     expected = predict_json(model_file, clip)
     points = page.locator("#timeline .point")
     assert points.count() == expected["frames_sampled"] == 6  # one point per sampled frame (3 s at the model's 2 fps)
@@ -211,6 +226,12 @@ def test_the_json_api_answers_202_then_the_verdict_of_predict_json(running, clip
     assert status == 200
     got, expected = json.loads(raw), predict_json(model_file, clip)
     assert {k: v for k, v in got.items() if k != "input"} == {k: v for k, v in expected.items() if k != "input"}
+    status_url = url + answer_headers["location"] + "/status"  # the heatmaps come after the verdict: it says when
+    while (job := json.loads(http("GET", status_url)[1]))["heatmaps"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job["state"] == "done" and job["heatmaps"] == "ready"
+    view = json.loads(http("GET", url + answer_headers["location"] + "/view")[1])
+    assert 1 <= len(view["heatmaps"]) <= 4
     status, raw, _ = http("POST", f"{url}/api/predict?wait=60", data=body, headers=headers)  # or in one call
     assert status == 200 and json.loads(raw)["p_fake"] == expected["p_fake"]
     status, raw, _ = http("GET", f"{url}/api/models")

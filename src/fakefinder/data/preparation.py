@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,17 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from .. import _files
 from ..config import CollectionLayout, InputLimits, PrepareSettings
 from ..errors import UsageError, one_line
 from ..hardware import single_threaded_opencv
 from ..progress import ProgressCallback, emit
 from .collection import Collection, VideoItem, discover
-from .crops import square_crop
-from .faces import Box, FaceDetector, create_face_detector
-from .frames import sample_frames
+from .facecrops import FaceCrop, borrowed_detector, face_crops
 from .manifest import (
     MANIFEST,
     MANIFEST_SCHEMA,
@@ -94,16 +89,6 @@ class PrepareResult:
 
 # ---------------------------------------------------------------- one input (runs wherever the executor runs it)
 
-_local = threading.local()  # detectors hold OpenCV networks that one thread at a time may run
-
-
-def _detector(name: str) -> FaceDetector:
-    cache = _local.__dict__.setdefault("detectors", {})
-    if name not in cache:
-        cache[name] = create_face_detector(name)
-    return cache[name]
-
-
 def _fingerprint(item: VideoItem) -> list[int] | None:
     if item.path is None:
         return None
@@ -131,36 +116,6 @@ def _provenance(item: VideoItem) -> dict:
 def _video_row(item: VideoItem, status: str, reason: str, sampled: int, kept: int, seconds: float) -> dict:
     return {**_provenance(item), "status": status, "reason": reason, "frames_sampled": sampled,
             "faces_kept": kept, "seconds": round(seconds, 4)}
-
-
-@dataclass(frozen=True)
-class FaceCrop:
-    """One face of one sampled frame: its box in source-video pixels and its square crop."""
-
-    frame_index: int
-    timestamp: float
-    face_index: int
-    box: Box  # in source-video pixels
-    crop: np.ndarray  # BGR uint8, settings.size square
-
-
-def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None,
-               limits: InputLimits | None = None) -> Iterator[FaceCrop]:
-    """Sample frames, detect faces and cut crops exactly as `prepare` does; `predict` uses the same path.
-
-    `on_frame(frame)` is called for every sampled frame, faces or not. Raises InputError for unusable input.
-    """
-    detector = _detector(settings.detector)
-    for frame in sample_frames(path, fps=settings.fps, frames=settings.frames, max_side=settings.max_side,
-                               tolerance=settings.tolerance, limits=limits):
-        if on_frame:
-            on_frame(frame)
-        boxes = [b for b in detector.detect(frame.image) if max(b.w, b.h) / frame.scale >= settings.min_face]
-        if settings.faces == "largest" and boxes:
-            boxes = [max(boxes, key=lambda b: b.area)]
-        for k, box in enumerate(boxes):
-            yield FaceCrop(frame.index, round(frame.timestamp, 6), k, box.scaled(1.0 / frame.scale),
-                           square_crop(frame.image, box, margin=settings.margin, size=settings.size))
 
 
 def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folder: str,
@@ -297,7 +252,8 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     if src.is_dir() and out.resolve() == src.resolve():
         raise UsageError("OUT must differ from SRC")
     collection = discover(src, layout=layout, labels=labels, dataset=dataset)
-    _detector(settings.detector)  # fail fast (missing weights) before any work
+    with borrowed_detector(settings.detector):  # fail fast (missing weights) before any work
+        pass
     _check_writable(out)
     executor = executor or LocalExecutor(processes, init=single_threaded_opencv)
     with _files.exclusive(out / STATE_DIR / "lock", "prepare"):

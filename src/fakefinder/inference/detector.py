@@ -23,6 +23,9 @@ from ..models.modelcard import Verdict
 from ..models.modelfile import DeepfakeModel
 
 
+SCORE_GROUP = 8  # faces scored together as a verdict's frames come in: small enough to overlap the decoding
+
+
 @dataclass(frozen=True)
 class FaceResult:
     box: tuple[float, float, float, float]  # x, y, w, h in the upright video's pixels
@@ -146,10 +149,11 @@ class Detector:
 
     def predict_video(self, path: str | Path, *, on_progress: Callable[[int, int], None] | None = None,
                       on_frame: Callable | None = None, keep_faces: int = 0) -> VideoResult:
-        """Frames sampled and faces cropped as the training data was; memory bounded by one batch of crops.
+        """Frames sampled and faces cropped as the training data was; memory bounded by a few batches of crops.
 
         `on_progress(frames sampled, faces found)` is called as the video is read, `on_frame(frame)` with each
-        sampled frame (thumbnails); `keep_faces` keeps the crops of that many most suspicious faces (heatmaps).
+        sampled frame (thumbnails), both from the thread that decodes; `keep_faces` keeps the crops of that many
+        most suspicious faces (heatmaps).
         Never raises for a bad input: the result carries a one-line error.
         """
         return self._predict(Path(path), on_progress=on_progress, on_frame=on_frame, keep_faces=keep_faces)
@@ -158,7 +162,8 @@ class Detector:
         import heapq
         import itertools
 
-        from ..data.preparation import face_crops
+        from .._background import Ahead
+        from ..data.facecrops import face_crops
         from .tracks import link_tracks
 
         if not path.is_file():
@@ -186,11 +191,17 @@ class Detector:
             if on_progress:
                 on_progress(counts[0], counts[1])
 
+        # Decoding and face detection run ahead in a thread while the faces found so far are scored, a group at a
+        # time: the scores are in soon after the last frame is. Groups are cut by count, never by timing, so that a
+        # video's scores are the same however fast its frames came (a batch's make-up moves the last digits).
+        group = min(self.batch_size, SCORE_GROUP)
+        faces = Ahead(face_crops(path, self.settings, on_frame=seen_frame, limits=self.limits), 2 * group,
+                      name="decode")
         try:
-            for face in face_crops(path, self.settings, on_frame=seen_frame, limits=self.limits):
+            for face in faces:
                 pending.append(face)
                 counts[1] += 1
-                if len(pending) >= self.batch_size:
+                if len(pending) >= group:
                     flush()
             if pending:
                 flush()

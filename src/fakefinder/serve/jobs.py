@@ -7,6 +7,7 @@ or a program polling the API, finds the job by its id. Models are loaded once, o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +17,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,14 +73,15 @@ class Job:
     folder: Path
     created: float = field(default_factory=time.time)
     finished: float | None = None  # when it became done or failed: retention counts from here
-    state: str = "queued"  # queued | running | done | failed
+    state: str = "queued"  # queued | running | done | failed: the verdict's
+    heatmaps: str = "pending"  # pending | ready | none (no face to explain) | failed: computed after the verdict
     frames: int = 0
     faces: int = 0
     error: str | None = None
 
     def status(self) -> dict:
-        return {"id": self.id, "state": self.state, "name": self.name, "model": self.model, "frames": self.frames,
-                "faces": self.faces, "error": self.error}
+        return {"id": self.id, "state": self.state, "heatmaps": self.heatmaps, "name": self.name, "model": self.model,
+                "frames": self.frames, "faces": self.faces, "error": self.error}
 
 
 class JobQueue:
@@ -105,6 +106,9 @@ class JobQueue:
         self._lock = threading.Lock()  # the jobs table; held briefly, also by request handlers
         self._loading = {name: threading.Lock() for name in self.models}  # one model loads at a time, alone
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrent_verdicts, thread_name_prefix="verdict")
+        # Heatmaps come after their verdict, one job at a time, on a worker of their own: a verdict never waits
+        # for another upload's heatmaps.
+        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatmaps")
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, daemon=True, name="retention")
         self._sweeper.start()
@@ -209,10 +213,8 @@ class JobQueue:
         while job.state in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def _run(self, job: Job, on_done: Callable[[Job], None] | None = None) -> None:
+    def _run(self, job: Job) -> None:
         import cv2
-
-        from ..inference.explain import heatmap_pngs
 
         job.state = "running"
         try:
@@ -239,26 +241,41 @@ class JobQueue:
 
             result = detector.predict_video(self.input_path(job), on_progress=progress, on_frame=thumbnail,
                                             keep_faces=HEATMAPS)
-            heat = []
-            for rank, (face, png) in enumerate(heatmap_pngs(detector.model, result.suspicious)):
-                (job.folder / f"heatmap-{rank}.png").write_bytes(png)
-                heat.append({"rank": rank, "frame": face.frame_index, "t": face.t, "track": face.track,
-                             "p_fake": face.p_fake})
             data = result.to_dict()
             data["input"] = job.name
-            view = {"heatmaps": heat, "thumbnails": {str(k): v for k, v in sizes.items()},
+            view = {"heatmaps": [], "thumbnails": {str(k): v for k, v in sizes.items()},
                     "meaning": detector.verdict.meaning(), "model": job.model,
                     "evidence": detector.card.evidence.summary(detector.card.dataset),
                     "calibration": detector.card.calibration.method}
             _files.write_text(job.folder / "result.json", json.dumps(data))
             _files.write_text(job.folder / "view.json", json.dumps(view))
+            job.heatmaps = "pending" if result.suspicious and not result.error else "none"
             job.error, job.finished = result.error, time.time()
             job.state = "failed" if result.error else "done"
+            if job.heatmaps == "pending":
+                self._explainer.submit(self._explain, job, detector.model, result.suspicious, view)
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported with the job, the server goes on
             job.error, job.finished = one_line(exc), time.time()
-            job.state = "failed"
+            job.state, job.heatmaps = "failed", "none"
         finally:
             self.input_path(job).unlink(missing_ok=True)  # the verdict is what we keep, not the upload
+
+    def _explain(self, job: Job, model, faces, view: dict) -> None:
+        """Grad-CAM heatmaps of the job's most suspicious faces, added to its view once all are written."""
+        from ..inference.explain import heatmap_pngs
+
+        try:
+            heat = []
+            for rank, (face, png) in enumerate(heatmap_pngs(model, faces)):
+                (job.folder / f"heatmap-{rank}.png").write_bytes(png)
+                heat.append({"rank": rank, "frame": face.frame_index, "t": face.t, "track": face.track,
+                             "p_fake": face.p_fake})
+            _files.write_text(job.folder / "view.json", json.dumps({**view, "heatmaps": heat}))
+            job.heatmaps = "ready"
+        except Exception as exc:  # noqa: BLE001 - the verdict stands without its heatmaps (or its folder is gone)
+            job.heatmaps = "failed"
+            with contextlib.suppress(OSError):
+                _files.write_text(job.folder / "view.json", json.dumps({**view, "heatmaps_error": one_line(exc)}))
 
     def view(self, job: Job) -> dict:
         path = job.folder / "view.json"
@@ -284,6 +301,7 @@ class JobQueue:
         writing would put its folder back after they went)."""
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._explainer.shutdown(wait=True, cancel_futures=True)
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)
         else:

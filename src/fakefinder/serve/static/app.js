@@ -72,6 +72,24 @@ async function follow(id) {
   current = { id, result: result.body, view: view.body };
   $("job").hidden = true;
   show();
+  followHeatmaps(id);
+}
+
+// The verdict is shown as soon as it is in; the heatmaps are computed after it and drawn when they are ready.
+async function followHeatmaps(id) {
+  for (;;) {
+    const { status, body } = await api(`/api/jobs/${id}/status`);
+    if (status !== 200 || !current || current.id !== id) return;
+    if (body.heatmaps !== "pending") {
+      const view = await api(`/api/jobs/${id}/view`);
+      if (!current || current.id !== id) return;
+      current.view = view.body;
+      drawHeatmaps(id, current.view, body.heatmaps);
+      return;
+    }
+    drawHeatmaps(id, current.view, "pending");
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 function show() {
@@ -93,7 +111,7 @@ function show() {
   $("evidence").textContent = view.evidence ? `${view.evidence}.` : "";
   drawTimeline(result, view);
   drawTracks(result);
-  drawHeatmaps(id, view);
+  drawHeatmaps(id, view, "pending");
   $("download-json").href = `/api/jobs/${id}/result.json`;
   $("download-report").href = `/api/jobs/${id}/report.html`;
 }
@@ -195,10 +213,21 @@ function drawTracks(result) {
   }
 }
 
-function drawHeatmaps(id, view) {
+function drawHeatmaps(id, view, state) {
   const box = $("heatmaps");
+  if (box.dataset.state === state && box.dataset.job === id) return;
+  box.dataset.state = state;
+  box.dataset.job = id;
   box.replaceChildren();
-  for (const h of view.heatmaps) {
+  const notes = { pending: "computing heatmaps…", none: "no face to explain",
+    failed: `no heatmaps: ${view.heatmaps_error || "they could not be made"}` };
+  if (notes[state]) {
+    const note = document.createElement("p");
+    note.className = "muted";
+    note.textContent = notes[state];
+    box.appendChild(note);
+  }
+  for (const h of view.heatmaps || []) {
     const fig = document.createElement("figure");
     const img = document.createElement("img");
     img.className = "heatmap";
