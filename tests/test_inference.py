@@ -170,3 +170,16 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
     assert evaluate(result.model_path, prepared.out, base_weights=moved).overall.video.n == 10
     with pytest.raises(UsageError, match="trained on vgg16 weights"):  # another file is not the base it learnt on
         predict(result.model_path, [video], base_weights=vgg16_file(tmp_path / "other.safetensors", seed=6))
+
+
+def test_predict_imports_only_what_a_verdict_needs(model, collection):
+    """A cold `predict` pays for every import: not for the tables `prepare` writes (pyarrow), the face tracks'
+    solver when each frame has one face (SciPy), tracking (MLflow) or heatmaps (captum)."""
+    clip = next(collection.out.glob("*.mp4"))
+    code = ("import sys; from fakefinder._cli import main; code = main(['predict', sys.argv[1], sys.argv[2], "
+            "'--quiet']); print(sorted(m for m in ('pyarrow', 'scipy', 'mlflow', 'captum', 'sklearn', 'optuna') "
+            "if m in sys.modules), file=sys.stderr); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, str(model.model_path), str(clip)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]"

@@ -22,7 +22,6 @@ from ..metrics import video_scores
 from ..models.modelcard import Verdict
 from ..models.modelfile import DeepfakeModel
 
-
 SCORE_GROUP = 8  # faces scored together as a verdict's frames come in: small enough to overlap the decoding
 
 

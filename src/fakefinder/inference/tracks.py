@@ -22,19 +22,15 @@ def _cost(a: XYWH, b: XYWH) -> float:
 
 def link_tracks(frames: list[list[XYWH]]) -> list[list[int]]:
     """For each frame's boxes, the track each belongs to; tracks are numbered by first appearance from 0."""
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment
-
     last: list[XYWH] = []  # each track's latest box
     out = []
     for boxes in frames:
         ids = [-1] * len(boxes)
         if boxes and last:
-            cost = np.array([[_cost(box, prev) for prev in last] for box in boxes])
-            rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols):
-                if cost[r, c] <= MAX_COST:
-                    ids[r] = int(c)
+            cost = [[_cost(box, prev) for prev in last] for box in boxes]
+            for r, c in _assignment(cost):
+                if cost[r][c] <= MAX_COST:
+                    ids[r] = c
         for i, box in enumerate(boxes):
             if ids[i] < 0:
                 ids[i] = len(last)
@@ -43,3 +39,14 @@ def link_tracks(frames: list[list[XYWH]]) -> list[list[int]]:
                 last[ids[i]] = box
         out.append(ids)
     return out
+
+
+def _assignment(cost: list[list[float]]) -> list[tuple[int, int]]:
+    """The cheapest one-to-one (row, column) pairs. One face and one track, the common case, needs no solver (and
+    no import of SciPy's, a third of a second at start-up)."""
+    if len(cost) == 1 and len(cost[0]) == 1:
+        return [(0, 0)]
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols)]
