@@ -94,7 +94,8 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     assert f["p_fake"] > r["p_fake"] and f["verdict"] == "FAKE" and r["verdict"] == "REAL"
     assert r["faces"] == 4 and len(r["frames"]) == 4  # 2 s at the model's 2 fps
     face = r["frames"][1]["faces"][0]
-    assert r["frames"][1]["t"] == pytest.approx(0.5, abs=0.05) and len(face["box"]) == 4 and 0 <= face["p_fake"] <= 1
+    assert r["frames"][1]["t"] == pytest.approx(0.5, abs=0.1)  # within the card's sampling tolerance
+    assert len(face["box"]) == 4 and 0 <= face["p_fake"] <= 1
     photo = out[str(inputs[2])]
     assert photo["faces"] == 1 and photo["verdict"] in ("REAL", "FAKE", "INCONCLUSIVE") and photo["error"] is None
     faceless = out[str(inputs[3])]

@@ -470,8 +470,8 @@ def test_reference_preset_and_overrides(collection, tmp_path):
     proc = cli("prepare", collection.out, out, "--preset", "reference", "--frames", "1", "--processes", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
     settings = json.loads((out / "prepare.json").read_text())["settings"]
-    assert settings == {"fps": 1.0, "frames": 1, "max_side": 1000, "detector": "haar", "margin": 0.0,
-                        "faces": "all", "min_face": 0, "size": 224}
+    assert settings == {"fps": 1.0, "frames": 1, "max_side": 1000, "tolerance": 0.0, "detector": "haar",
+                        "margin": 0.0, "faces": "all", "min_face": 0, "size": 224}
     manifest, videos = tables(out)
     assert all(r["status"] == "ok" for r in videos)
     assert {r["face_index"] for r in manifest} >= {0}

@@ -87,8 +87,10 @@ class PrepareSettings(_Settings):
     size: int = option(224, "side of the saved square crops", low=8, high=2048, group="faces")
 
     PRESETS = {"default": {},
-               # The reference study: 1 fps, long side 1000, Haar `alt` with its settings, tight crops, all faces.
-               "reference": dict(fps=1.0, frames=None, max_side=1000, detector="haar", margin=0.0, faces="all")}
+               # The reference study: 1 fps (exact frames: it decoded every one), long side 1000, Haar `alt` with
+               # its settings, tight crops, all faces.
+               "reference": dict(fps=1.0, frames=None, max_side=1000, tolerance=0.0, detector="haar", margin=0.0,
+                                 faces="all")}
 
     def _cross_check(self) -> list[tuple[str, str]]:
         return [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
