@@ -198,6 +198,11 @@ function drawTracks(result) {
 function drawHeatmaps(id, view) {
   const box = $("heatmaps");
   box.replaceChildren();
+  if (view.heatmaps_note) {
+    const note = document.createElement("p");
+    note.textContent = view.heatmaps_note;
+    box.appendChild(note);
+  }
   for (const h of view.heatmaps) {
     const fig = document.createElement("figure");
     const img = document.createElement("img");
