@@ -159,3 +159,24 @@ def test_a_foreign_or_damaged_onnx_file_is_refused_in_one_line(exported, tmp_pat
     weights.raw_data = bytes(len(weights.raw_data))  # zeroed: the graph changed, the metadata did not
     onnx.save(proto, str(tmp_path / "graph.onnx"))
     _refused(tmp_path / "graph.onnx", "digest does not match")
+
+
+def test_a_frozen_base_extracts_pytorchs_fp32_features_with_onnx_runtime(learnable, tmp_path):
+    from fakefinder import TrainSettings, fit_detector
+    from fakefinder.models.backbones import create_backbone
+    from fakefinder.models.features import FeatureCache
+
+    files = list(load_dataset(learnable.out).crop_files[:16])
+    backbone = create_backbone("efficientnet_lite0")
+    with_onnx = FeatureCache(tmp_path / "onnx", backbone, "avg", runtime="onnx")
+    with_torch = FeatureCache(tmp_path / "torch", backbone, "avg", precision="fp32")
+    assert with_onnx.dir.name == with_torch.dir.name  # one fp32 folder: equal features, whichever ran the base
+    got, want = with_onnx.features(files).take(np.arange(16)), with_torch.features(files).take(np.arange(16))
+    # both stored as float16 (5e-4 relative): the runtimes' 1e-5 difference shows only where a value rounds apart
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
+    graphs = sorted(with_onnx.dir.glob("base-*.onnx"))
+    assert len(graphs) == 1 and backbone.weights_digest[:16] in graphs[0].name
+    with pytest.raises(OptionError, match="fine-tuning"):
+        fit_detector(learnable.out, TrainSettings(trainable_blocks=1), runtime="onnx")
+    trained = fit_detector(learnable.out, TrainSettings(epochs=2), cache_dir=tmp_path / "onnx", runtime="onnx")
+    assert trained.model.card.precision == "fp32" and trained.evaluations["test"].frame.n > 0
