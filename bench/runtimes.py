@@ -100,7 +100,8 @@ def main() -> None:
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
             int8_model = OnnxModel(onnx.load(str(dst)), model.card, compute="int8")
         ss, logits = timed(lambda: int8_model.face_logits(crops, batch_size=b), args.repeats)
-        table.append(("ONNX Runtime int8 dynamic, per channel (whole detector)", float("nan"), None, len(crops) / ss, logits))
+        table.append(("ONNX Runtime int8 dynamic, per channel (whole detector)", float("nan"), None,
+                      len(crops) / ss, logits))
 
     ref_f, ref_p = table[0][2], sigmoid(table[0][4])
     base_f, base_s = table[0][1], table[0][3]

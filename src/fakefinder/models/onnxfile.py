@@ -1,5 +1,6 @@
 """The whole detector as an ONNX file: base and head in one graph (preprocessed NCHW float32 in, logit out), the
-model card in its metadata, run by ONNX Runtime without PyTorch.
+model card in its metadata, scored by ONNX Runtime (PyTorch computes nothing; it is still imported, since the
+backbone registry that checks a card's base name imports its families).
 
 Preprocessing (`backbones.Preprocess`) and calibration (`Calibration.apply`) stay in Python and are the PyTorch
 path's own code, so the graph is only what differs between the runtimes. The graph is exported at fp32 whatever
