@@ -48,7 +48,7 @@ def ensure_venv() -> None:
         print(f"bootstrap: creating {VENV.relative_to(ROOT)}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     print("bootstrap: installing fakefinder and its dependencies (first run only)", file=sys.stderr)
-    _pip("-e", f"{ROOT}[keras,scale,serve,test]")
+    _pip("-e", f"{ROOT}[keras,onnx,scale,serve,test]")
     _pip("--no-deps", *NO_DEPS)
     STAMP.write_text(want)
 

@@ -20,6 +20,7 @@ CollectionLayout = Literal["auto", "dfdc", "csv", "folders", "ffpp"]  # how `pre
 SplitBy = Literal["source", "video", "frame"]  # what a split keeps on one side (see `data.splits`)
 VideoRule = Literal["mean", "confident"]  # how a video's score comes from its faces' (see `metrics.video_scores`)
 Precision = Literal["fp32", "bf16", "fp16"]  # what a base computes in (see `hardware`)
+Runtime = Literal["torch", "onnx"]  # what runs a model: PyTorch, or ONNX Runtime (see `models.onnxfile`)
 Part = Literal["train", "val", "test"]
 PARTS: tuple[Part, ...] = typing.get_args(Part)
 

@@ -127,9 +127,25 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress (messages about failures still show)")
 
 
+def add_runtime(parser, what: str) -> None:
+    """--runtime, what runs the base (see `config.Runtime`)."""
+    import typing
+
+    from ..config import Runtime
+
+    parser.add_argument("--runtime", choices=typing.get_args(Runtime), help=what)
+
+
 def add_model(parser: argparse.ArgumentParser) -> None:
     """How `evaluate`, `predict` and `serve` find and run a model."""
     add_device(parser)
+    add_runtime(parser, "torch (PyTorch), or onnx (ONNX Runtime on the CPU: no Grad-CAM heatmaps); default: the "
+                "model file's own (onnx for a .onnx file that `fakefinder export` wrote)")
+    add_model_file(parser)
+
+
+def add_model_file(parser: argparse.ArgumentParser) -> None:
+    """How a command finds a model file: a run's, and a frozen base's weights that moved."""
     _add_tracking_uri(parser, "MLflow store holding the run, when MODEL is a run id")
     parser.add_argument("--base-weights", type=Path,
                         help="where the frozen base's weights file is now, if it moved since training")

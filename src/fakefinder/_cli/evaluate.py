@@ -25,7 +25,7 @@ def run(args) -> int:
     with _options.renderer(args) as progress:
         result = evaluate(args.model, args.data, split=args.split, by=args.by,
                           tracking_uri=_options.tracking_uri(args), device=args.device,
-                          base_weights=args.base_weights, progress=progress)
+                          base_weights=args.base_weights, progress=progress, runtime=args.runtime)
     _options.write_json(result.to_dict(), args.json)
     print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0

@@ -40,7 +40,10 @@ def run(args) -> int:
 
     detector = load_detector(args.model, device=args.device, tracking_uri=_options.tracking_uri(args),
                              base_weights=args.base_weights, threshold=args.threshold,
-                             limits=_options.settings_from(args, InputLimits))
+                             limits=_options.settings_from(args, InputLimits), runtime=args.runtime)
+    if args.explain and not detector.explains:
+        raise UsageError("--explain needs gradients, which ONNX Runtime does not give: Grad-CAM heatmaps need "
+                         "--runtime torch and the .safetensors model")
     with _options.renderer(args) as progress:
         results = predict(detector, args.inputs, progress=progress, keep_faces=4 if args.explain else 0)
         if args.explain:

@@ -78,7 +78,7 @@ def run(args) -> int:
     sock = _listen(args.host, args.port)  # a port in use fails before the models load
     queue = JobQueue(_named(args.model), _options.settings_from(args, ServeSettings), device=args.device,
                      tracking_uri=_options.tracking_uri(args), allow_dir=args.allow_dir,
-                     limits=_options.settings_from(args, InputLimits, "serve"))
+                     limits=_options.settings_from(args, InputLimits, "serve"), runtime=args.runtime)
     try:
         for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
             print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)

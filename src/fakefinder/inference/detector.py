@@ -10,14 +10,15 @@ settings its training data had, its calibration, threshold and video rule), load
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..config import InputLimits, PrepareSettings
-from ..errors import UsageError, one_line
+from ..config import InputLimits, PrepareSettings, Runtime
+from ..errors import OptionError, UsageError, one_line
 from ..metrics import video_scores
 from ..models.modelcard import Verdict
 from ..models.modelfile import DeepfakeModel
@@ -115,7 +116,7 @@ class VideoResult:
 class Detector:
     """A loaded model with everything needed to give a verdict on a new video or image."""
 
-    model: DeepfakeModel
+    model: DeepfakeModel  # or an onnxfile.OnnxModel: the same members, run by ONNX Runtime
     verdict: Verdict  # the card's rule, or the card's with the threshold a caller gave
     settings: PrepareSettings = field(default_factory=PrepareSettings)
     batch_size: int = 32
@@ -133,6 +134,11 @@ class Detector:
         """What a reader needs to weigh this detector's verdicts, in two lines: the model and its evidence, and
         what its verdicts mean."""
         return f"model: {self.card.evidence.summary(self.card.dataset)}\nverdict: {self.verdict.meaning()}"
+
+    @property
+    def explains(self) -> bool:
+        """Whether Grad-CAM heatmaps can be had: they need gradients, which only the PyTorch runtime gives."""
+        return isinstance(self.model, DeepfakeModel)
 
     @property
     def video_rule(self) -> str:
@@ -254,16 +260,36 @@ def resolve_model_file(model: str | Path, *, tracking_uri: str | None = None) ->
 
 def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str | None = None,
                   base_weights: str | Path | None = None, threshold: float | None = None,
-                  batch_size: int = 32, limits: InputLimits | None = None) -> Detector:
-    """A detector from a model file, an MLflow run id (or unique prefix), or a published checkpoint file.
+                  batch_size: int = 32, limits: InputLimits | None = None, runtime: Runtime | None = None
+                  ) -> Detector:
+    """A detector from a model file, an MLflow run id (or unique prefix), a published checkpoint file, or an ONNX
+    file that `export` wrote.
 
-    `threshold` overrides the model's own. Raises UsageError for a model that cannot be found or loaded.
+    `threshold` overrides the model's own. `runtime` (default: the file's own) "onnx" runs a PyTorch model with
+    ONNX Runtime, exported in memory when it loads (seconds; nothing cached that could go stale), on the CPU.
+    Raises UsageError for a model that cannot be found or loaded.
     """
-    from ..hardware import resolve_device
     from ..models.modelfile import load_model
 
-    loaded = load_model(resolve_model_file(model, tracking_uri=tracking_uri), device=resolve_device(device),
-                        base_weights=base_weights)
+    path = resolve_model_file(model, tracking_uri=tracking_uri)
+    onnx_file = path.suffix.lower() == ".onnx"
+    if runtime is not None and runtime not in typing.get_args(Runtime):
+        raise OptionError("runtime", f"must be one of {', '.join(typing.get_args(Runtime))}, not {runtime!r}")
+    if onnx_file and runtime == "torch":
+        raise OptionError("runtime", f"must be onnx for {path.name}, an ONNX file (or give its .safetensors model)")
+    if onnx_file:
+        from ..models.onnxfile import load_onnx
+
+        loaded = load_onnx(path)
+    else:
+        from ..hardware import resolve_device
+
+        loaded = load_model(path, device="cpu" if runtime == "onnx" else resolve_device(device),
+                            base_weights=base_weights)
+        if runtime == "onnx":
+            from ..models.onnxfile import OnnxModel
+
+            loaded = OnnxModel.of(loaded)
     verdict = loaded.card.verdict
     if threshold is not None:  # the rates were measured at the card's threshold: they do not hold at another
         verdict = dataclasses.replace(verdict, threshold=threshold, rule="given", false_alarm_rate=None,

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from .._text import format_table, shown
-from ..config import PARTS
+from ..config import PARTS, Runtime
 from ..data.frames import is_media
 from ..errors import OptionError, UsageError
 from ..metrics import Evaluation, evaluate_scores, sigmoid
+from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback, emit
 from .detector import Detector, VideoResult, load_detector
 
@@ -61,12 +62,12 @@ class EvaluateResult:
 
 def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | None = None) -> np.ndarray:
     """Logits of every crop of a prepared dataset: through the feature cache for a referenced frozen base
-    (extracted once, reused by every later evaluation), else through the stored base."""
+    (extracted once, reused by every later evaluation), else through the stored base (or the ONNX graph)."""
     from ..data.manifest import features_dir
     from ..models.features import FeatureCache, FeatureRows, head_logits
 
     model = detector.model
-    if not model.card.base.included:
+    if isinstance(model, DeepfakeModel) and not model.card.base.included:
         device = str(model.device)
         table = FeatureCache(features_dir(dataset.root), model.backbone, model.card.head.pool,
                              precision=model.card.precision).features(list(dataset.crop_files), device=device,
@@ -77,7 +78,7 @@ def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | 
 
 def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | None = None, by: str | None = None,
              tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
-             progress: ProgressCallback | None = None) -> EvaluateResult:
+             progress: ProgressCallback | None = None, runtime: Runtime | None = None) -> EvaluateResult:
     """Metrics of `model` on prepared `data` (seen or unseen), optionally on one part of its run's split and
     broken down by a manifest column. Raises UsageError for an unknown column, part or model."""
     import pyarrow.parquet as pq
@@ -87,7 +88,7 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | Non
     from ..data.splits import load_split
 
     detector = model if isinstance(model, Detector) else load_detector(
-        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights)
+        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, runtime=runtime)
     d = load_dataset(data, need_both_classes=False)
     keep = np.ones(len(d), dtype=bool)
     nf_keep = np.ones(len(d.no_face), dtype=bool)
@@ -138,12 +139,14 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold: float | None = None,
             tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
-            progress: ProgressCallback | None = None, keep_faces: int = 0) -> list[VideoResult]:
+            progress: ProgressCallback | None = None, keep_faces: int = 0, runtime: Runtime | None = None
+            ) -> list[VideoResult]:
     """P(fake) and a verdict per input, with every frame's faces and the face tracks (and the crops of its
     `keep_faces` most suspicious faces). Bad inputs get an error and the rest go on. Raises UsageError when
     there are no inputs or the model cannot be loaded."""
     detector = model if isinstance(model, Detector) else load_detector(
-        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, threshold=threshold)
+        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, threshold=threshold,
+        runtime=runtime)
     paths = expand_inputs(inputs)
     if not paths:
         raise UsageError("no inputs (give video files, images or folders holding them)")

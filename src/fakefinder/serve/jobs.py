@@ -89,11 +89,12 @@ class JobQueue:
 
     def __init__(self, models: dict[str, str], settings: ServeSettings | None = None, *, device: str = "auto",
                  tracking_uri: str | None = None, allow_dir: str | Path | None = None,
-                 root: str | Path | None = None, limits: InputLimits | None = None) -> None:
+                 root: str | Path | None = None, limits: InputLimits | None = None, runtime: str | None = None
+                 ) -> None:
         if not models:
             raise UsageError("serve needs at least one --model")
         settings = settings or ServeSettings()
-        self.models, self.device, self.tracking_uri = dict(models), device, tracking_uri
+        self.models, self.device, self.tracking_uri, self.runtime = dict(models), device, tracking_uri, runtime
         self.limits = limits or InputLimits.preset("serve")  # files from anyone: stricter than the CLI's
         self.max_queued, self.retention_s = settings.queue, settings.retention * 60
         self.upload_limit = settings.upload_limit * 2**20
@@ -124,7 +125,8 @@ class JobQueue:
         with self._loading[name]:
             if name not in self._detectors:
                 self._detectors[name] = load_detector(self.models[name], device=self.device,
-                                                      tracking_uri=self.tracking_uri, limits=self.limits)
+                                                      tracking_uri=self.tracking_uri, limits=self.limits,
+                                                      runtime=self.runtime)
         return self._detectors[name]
 
     def describe_models(self) -> list[dict]:
@@ -246,10 +248,12 @@ class JobQueue:
             view = {"heatmaps": [], "thumbnails": {str(k): v for k, v in sizes.items()},
                     "meaning": detector.verdict.meaning(), "model": job.model,
                     "evidence": detector.card.evidence.summary(detector.card.dataset),
-                    "calibration": detector.card.calibration.method}
+                    "calibration": detector.card.calibration.method,
+                    "heatmaps_note": "" if detector.explains else "no heatmaps: Grad-CAM needs gradients, which "
+                                                                  "the ONNX runtime does not give"}
             _files.write_text(job.folder / "result.json", json.dumps(data))
             _files.write_text(job.folder / "view.json", json.dumps(view))
-            job.heatmaps = "pending" if result.suspicious and not result.error else "none"
+            job.heatmaps = "pending" if result.suspicious and not result.error and detector.explains else "none"
             job.error, job.finished = result.error, time.time()
             job.state = "failed" if result.error else "done"
             if job.heatmaps == "pending":

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import TrainSettings
+from ..config import Runtime, TrainSettings
 from ..data.dataset import PreparedDataset, load_dataset
 from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
+from ..errors import OptionError
 from ..hardware import resolve_device, resolve_precision
 from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid, video_scores
 from ..models.backbones import Recipe
@@ -174,15 +175,26 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
                  split_file: str | Path | None = None, device: str = "auto", cache_dir: str | Path | None = None,
                  evaluate_test: bool = True, progress: ProgressCallback | None = None,
                  checkpoint: str | Path | None = None, resume: bool = False, loader_processes: int | None = None,
-                 executor=None, run_id: str = "", name: str | None = None) -> TrainedDetector:
+                 executor=None, run_id: str = "", name: str | None = None, runtime: Runtime = "torch"
+                 ) -> TrainedDetector:
     """Train a detector on prepared data. Raises UsageError for unusable data or settings.
 
     `checkpoint` is written after every fine-tuning epoch; `resume` continues from it. `loader_processes` are the
     input pipeline's processes; `executor` spreads feature extraction (see `executors`). `name` names the model
-    for people (default: the dataset's name and the backbone's).
+    for people (default: the dataset's name and the backbone's). `runtime` "onnx" extracts a frozen base's
+    features with ONNX Runtime, at fp32 (so the card says fp32).
     """
     t0 = time.perf_counter()
     config = config or TrainSettings()
+    if runtime == "onnx":
+        from ..models.onnxfile import require_onnx
+
+        if not config.frozen:
+            raise OptionError("runtime", "onnx extracts a frozen base's features: fine-tuning the base needs torch")
+        if config.precision not in ("auto", "fp32"):
+            raise OptionError("runtime", f"onnx computes the base at fp32: give --precision fp32 or auto, not "
+                                         f"{config.precision}")
+        require_onnx("--runtime onnx")
     dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
     split = (load_split(split_file, dataset) if split_file else
              split_dataset(dataset, by=config.split, val=config.val, test=config.test, seed=config.seed))
@@ -192,7 +204,8 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
                    [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin)
     device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
-    run = _Run(device, resolve_precision(config.precision, device), _distributed(device), progress,
+    run = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
+               _distributed(device), progress,
                default_workers() if loader_processes is None else loader_processes,
                Path(checkpoint) if checkpoint else None, resume)
     backbone = Recipe.of(config).build()
@@ -203,7 +216,8 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     logits: dict[str, np.ndarray] = {}
     history = probe_history = None
     if config.frozen or config.probe:
-        cache = FeatureCache(cache_dir or features_dir(dataset.root), backbone, config.pool, precision=run.precision)
+        cache = FeatureCache(cache_dir or features_dir(dataset.root), backbone, config.pool, precision=run.precision,
+                             runtime=runtime)
         history, logits = _fit_head(cache, head, parts, config, run, executor, score=config.frozen)
     if not config.frozen:
         probe_history = history

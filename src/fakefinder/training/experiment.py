@@ -17,7 +17,7 @@ import numpy as np
 
 from .._files import safe_run_id
 from .._text import shown
-from ..config import TrainSettings
+from ..config import Runtime, TrainSettings
 from ..data.dataset import load_dataset
 from ..data.splits import is_leaky, load_split
 from ..metrics import Evaluation
@@ -90,7 +90,7 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
           name: str | None = None, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
           device: str = "auto", cache_dir: str | Path | None = None, evaluate_test: bool = True,
           progress: ProgressCallback | None = None, resume: bool = False, loader_processes: int | None = None,
-          executor=None) -> TrainResult:
+          executor=None, runtime: Runtime = "torch") -> TrainResult:
     """Train a detector on prepared `data` and record it as one run of `tracking` (None: nothing recorded;
     a URI: that MLflow store; or a Tracker). The model file goes to `out` (default DATA/models/RUN_ID.safetensors).
     `name` names the model and its run for people (default: the dataset's name and the backbone's).
@@ -124,10 +124,10 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
         trained = fit_detector(dataset, config, split_file=split_file, device=device, cache_dir=cache_dir,
                                evaluate_test=evaluate_test, progress=progress, checkpoint=checkpoint,
                                resume=resume_id is not None, loader_processes=loader_processes, executor=executor,
-                               run_id=run.run_id, name=name)
+                               run_id=run.run_id, name=name, runtime=runtime)
         if not trained.is_main:
             return TrainResult(run.run_id, None, trained)
-        run.log_params({"device": trained.device})  # the one that ran, not "auto"
+        run.log_params({"device": trained.device, "runtime": runtime})  # the one that ran, not "auto"
         model_path = save_model(out_dir / f"{run.run_id}.safetensors", trained.model)
         result = TrainResult(run.run_id, model_path, trained)
         run.log_history(trained.history.epochs)

@@ -99,6 +99,11 @@ class Preprocess:
         rgb = cv2.resize(image, (size, size), interpolation=interp)[:, :, ::-1].astype(np.float32)
         return ((rgb - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).transpose(2, 0, 1)
 
+    def batch(self, images: list[np.ndarray]) -> np.ndarray:
+        """Crops -> NCHW float32 (contiguous): what either runtime's base takes."""
+        size = self.input_size
+        return np.stack([self(im) for im in images]) if images else np.zeros((0, 3, size, size), np.float32)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -159,9 +164,7 @@ class Backbone:
         """BGR uint8 crops of any size -> normalised NCHW float tensor (channels-last memory)."""
         import torch
 
-        batch = np.stack([self.preprocess_one(im) for im in images]) if images else np.zeros(
-            (0, 3, self.input_size, self.input_size), np.float32)
-        return torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        return torch.from_numpy(self.preprocess_one.batch(images)).contiguous(memory_format=torch.channels_last)
 
     def features(self, x, *, precision: str = "fp32"):
         """The base's output map for a preprocessed batch, in float32 whatever `precision` computed it in

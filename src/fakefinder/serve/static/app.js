@@ -219,7 +219,7 @@ function drawHeatmaps(id, view, state) {
   box.dataset.state = state;
   box.dataset.job = id;
   box.replaceChildren();
-  const notes = { pending: "computing heatmaps…", none: "no face to explain",
+  const notes = { pending: "computing heatmaps…", none: view.heatmaps_note || "no face to explain",
     failed: `no heatmaps: ${view.heatmaps_error || "they could not be made"}` };
   if (notes[state]) {
     const note = document.createElement("p");

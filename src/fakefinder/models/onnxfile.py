@@ -1,0 +1,230 @@
+"""The whole detector as an ONNX file: base and head in one graph (preprocessed NCHW float32 in, logit out), the
+model card in its metadata, scored by ONNX Runtime (PyTorch computes nothing; it is still imported, since the
+backbone registry that checks a card's base name imports its families).
+
+Preprocessing (`backbones.Preprocess`) and calibration (`Calibration.apply`) stay in Python and are the PyTorch
+path's own code, so the graph is only what differs between the runtimes. The graph is exported at fp32 whatever
+precision the card's base computed in. The metadata carries a format marker and a digest of the graph and the
+card together: loading refuses a file fakefinder did not write, or one edited since (an integrity check against
+mistakes and damage, not a signature: anyone can recompute it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import _files
+from .._packages import require
+from ..errors import UsageError
+from ..metrics import finite_scores
+from .backbones import NORMALIZATIONS, Preprocess
+from .modelcard import ModelCard
+from .modelfile import HEADER_KEY, DeepfakeModel
+
+FORMAT = "fakefinder-onnx/1"
+FORMAT_KEY, DIGEST_KEY, COMPUTE_KEY = "fakefinder_format", "fakefinder_sha256", "fakefinder_compute"
+OPSET = 18
+INPUT, OUTPUT, FEATURES = "image", "logit", "features"
+
+
+def require_onnx(what: str) -> None:
+    """One line naming the extra to install when ONNX or ONNX Runtime is missing."""
+    require("onnx", ("onnx", "onnxruntime"), what=what)
+
+
+def _digest(proto, card_text: str, compute: str) -> str:
+    """sha256 of the model without its metadata, then the card and the compute type: what loading checks."""
+    bare = type(proto)()
+    bare.CopyFrom(proto)
+    del bare.metadata_props[:]
+    h = hashlib.sha256(bare.SerializeToString(deterministic=True))
+    h.update(b"\0" + card_text.encode() + b"\0" + compute.encode())
+    return h.hexdigest()
+
+
+def _stamp(proto, card: ModelCard, compute: str):
+    """`proto` with the card, the format marker and the digest as its metadata (any earlier ones replaced)."""
+    del proto.metadata_props[:]
+    text = json.dumps(card.to_json())
+    entries = {HEADER_KEY: text, FORMAT_KEY: FORMAT, COMPUTE_KEY: compute, DIGEST_KEY: _digest(proto, text, compute)}
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+def _graph(module, example, *, what: str, output: str = OUTPUT):
+    """A torch module taking (N, 3, S, S) traced to an ONNX ModelProto with a dynamic batch axis, quietly (the
+    library never prints; the exporter's notes about optional operators are not ours to show)."""
+    import logging
+    import warnings
+
+    import torch
+
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module.eval(), (example,), dynamo=True, verbose=False, opset_version=OPSET,
+                                        input_names=[INPUT], output_names=[output], optimize=True,
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},))
+        return program.model_proto
+    except Exception as exc:  # noqa: BLE001 - the exporter's failures are many and long: one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(f"cannot export {what} to ONNX ({type(exc).__name__}: {first[:200]})") from None
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def detector_graph(model: DeepfakeModel):
+    """The ModelProto of `model`'s base and head at fp32, stamped with its card."""
+    import torch
+
+    from .head import pooled
+
+    require_onnx("exporting to ONNX")
+    pool = model.card.head.pool
+
+    class Whole(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base, self.head = model.backbone.module, model.head
+
+        def forward(self, x):
+            return self.head(pooled(self.base.forward_features(x), pool))
+
+    side = model.card.base.input_size
+    model.to("cpu")
+    proto = _graph(Whole(), torch.zeros(2, 3, side, side), what=f"the {model.card.base.backbone} detector")
+    return _stamp(proto, model.card, "fp32")
+
+
+def base_graph(backbone, pool: str):
+    """The ModelProto of a frozen base and its pooling at fp32: (N, 3, S, S) -> (N, features), unstamped."""
+    import torch
+
+    from .head import pooled
+
+    require_onnx("extracting features with ONNX Runtime")
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = backbone.module
+
+        def forward(self, x):
+            return pooled(self.base.forward_features(x), pool)
+
+    backbone.module.to("cpu")
+    side = backbone.input_size
+    return _graph(Pooled(), torch.zeros(2, 3, side, side), what=f"the {backbone.spec.name} base",
+                  output=FEATURES)
+
+
+def export_onnx(model: DeepfakeModel, path: str | Path) -> Path:
+    """Write `model` as one ONNX file (atomically, readable as any file the user creates). Raises UsageError."""
+    path = Path(path)
+    _files.write_bytes(path, detector_graph(model).SerializeToString())
+    return path
+
+
+def session(data: bytes):
+    """An ONNX Runtime CPU session over a serialised model: every core this process may use, every graph
+    optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the library never prints
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """What `Detector` and evaluation use of a `DeepfakeModel` (card, threshold, face logits, calibrated P(fake)),
+    computed by ONNX Runtime. Gradients, hence Grad-CAM heatmaps, are not available."""
+
+    device = "cpu"
+
+    def __init__(self, proto, card: ModelCard, *, compute: str = "fp32", path: Path | None = None) -> None:
+        self.card, self.compute, self.path = card, compute, path
+        mean, std = NORMALIZATIONS[card.base.normalization]
+        self.preprocess_one = Preprocess(card.base.input_size, tuple(mean), tuple(std))
+        self.session = session(proto.SerializeToString())
+
+    @classmethod
+    def of(cls, model: DeepfakeModel) -> OnnxModel:
+        """A PyTorch model exported in memory (seconds) and run by ONNX Runtime."""
+        return cls(detector_graph(model), model.card)
+
+    @property
+    def threshold(self) -> float:
+        return self.card.verdict.threshold
+
+    def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+        """Uncalibrated logits for BGR uint8 face crops of any size."""
+        out = [self.session.run([OUTPUT], {INPUT: self.preprocess_one.batch(images[s:s + batch_size])})[0]
+               for s in range(0, len(images), batch_size)]
+        return finite_scores(np.concatenate(out).astype(np.float64) if out else np.zeros(0))
+
+    def predict_faces(self, images: list[np.ndarray]) -> np.ndarray:
+        """Calibrated P(fake) for BGR uint8 face crops."""
+        return self.card.calibration.apply(self.face_logits(images))
+
+    def file_logits(self, paths, *, chunk: int = 256) -> np.ndarray:
+        """Logits for face-crop image files, read `chunk` at a time so that memory stays bounded."""
+        from .features import load_crops
+
+        return np.concatenate([self.face_logits(load_crops(paths[s:s + chunk]))
+                               for s in range(0, len(paths), chunk)] or [np.zeros(0)])
+
+
+def _refuse(path: Path, why: str) -> UsageError:
+    return UsageError(f"{path}: not an ONNX model fakefinder wrote ({why})")
+
+
+def load_onnx(path: str | Path) -> OnnxModel:
+    """An ONNX file written by `export_onnx`, checked before ONNX Runtime sees it: its format marker, its card
+    and its digest, and its input against the card. Raises UsageError (one line, naming the file)."""
+    path = Path(path)
+    require_onnx(f"the ONNX model {path.name}")
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise UsageError(f"{path}: model file not found")
+    try:
+        proto = onnx.load_model_from_string(path.read_bytes())
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get(FORMAT_KEY) != FORMAT or HEADER_KEY not in meta:
+        raise _refuse(path, "no fakefinder metadata" if FORMAT_KEY not in meta else f"format {meta[FORMAT_KEY]!r}")
+    try:
+        card = ModelCard.from_json(json.loads(meta[HEADER_KEY]))
+    except (ValueError, UsageError) as exc:
+        raise _refuse(path, f"its model card does not parse: {str(exc).splitlines()[0][:200]}") from None
+    compute = meta.get(COMPUTE_KEY, "")
+    if meta.get(DIGEST_KEY) != _digest(proto, meta[HEADER_KEY], compute):
+        raise _refuse(path, "its graph or card changed since it was written: the digest does not match")
+    inputs = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input]
+    side = card.base.input_size
+    if len(inputs) != 1 or inputs[0][1:] != [3, side, side] or [o.name for o in proto.graph.output] != [OUTPUT]:
+        raise _refuse(path, f"its graph does not take (N, 3, {side}, {side}) to a logit as its card implies")
+    return OnnxModel(proto, card, compute=compute, path=path)
+
+
+def pooled_features(sess, preprocess: Preprocess, images: Sequence[np.ndarray]) -> np.ndarray:
+    """A base graph's (`base_graph`) pooled features of BGR uint8 crops, float32."""
+    return sess.run([FEATURES], {INPUT: preprocess.batch(list(images))})[0]

@@ -1,0 +1,182 @@
+"""The detector as ONNX: `export` writes base and head with the card, ONNX Runtime gives PyTorch's fp32 scores,
+`--runtime onnx` runs predict, evaluate and serve, and a file fakefinder did not write (or one edited since) is
+refused in one line. Without the onnx extra these tests skip, except under CI=true, where they fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fakefinder import load_dataset, load_detector
+from fakefinder.errors import OptionError, UsageError
+from fakefinder.models.features import load_crops
+from fakefinder.models.modelfile import load_model
+
+HAVE_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
+pytestmark = pytest.mark.skipif(not HAVE_ONNX and os.environ.get("CI") != "true",
+                                reason="the onnx extra is not installed: pip install 'fakefinder[onnx]'")
+
+# ONNX Runtime and PyTorch both compute in fp32 but sum in different orders (and kernels differ by CPU): logits
+# agree to about 1e-5 here; 1e-3 of a logit (at most 2.5e-4 of P(fake)) leaves room for any CPU and still catches a
+# wrong preprocessing, pooling or head, which move logits by far more.
+LOGIT_TOL = 1e-3
+
+
+def fp32(model):
+    """The PyTorch model computing at fp32, whatever its card's precision (bf16 where the CPU has it)."""
+    return dataclasses.replace(model, card=dataclasses.replace(model.card, precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def exported(baseline, tmp_path_factory):
+    from fakefinder.models.onnxfile import export_onnx
+
+    return export_onnx(load_model(baseline.model_path), tmp_path_factory.mktemp("onnx") / "detector.onnx")
+
+
+@pytest.fixture(scope="module")
+def crops(learnable):
+    files = load_dataset(learnable.out).crop_files
+    return load_crops(files[:: max(1, len(files) // 12)][:12])
+
+
+@pytest.fixture(scope="module")
+def video(learnable):
+    return learnable.out.parent / "swap" / f"{load_dataset(learnable.out).video_ids[-1]}.mp4"
+
+
+def test_the_onnx_detector_gives_pytorchs_fp32_scores_and_carries_its_card(baseline, exported, crops):
+    from fakefinder.models.onnxfile import OnnxModel, load_onnx
+
+    model = load_model(baseline.model_path)
+    onnx_model = load_onnx(exported)
+    assert isinstance(onnx_model, OnnxModel) and onnx_model.card == model.card
+    assert onnx_model.threshold == model.threshold and onnx_model.compute == "fp32"
+    want = fp32(model).face_logits(crops)
+    got = onnx_model.face_logits(crops)
+    assert got.shape == want.shape == (len(crops),) and np.ptp(want) > 10 * LOGIT_TOL  # not all alike
+    np.testing.assert_allclose(got, want, atol=LOGIT_TOL, rtol=LOGIT_TOL)
+    np.testing.assert_allclose(onnx_model.predict_faces(crops), model.card.calibration.apply(want), atol=LOGIT_TOL)
+    assert onnx_model.face_logits(crops[:1]).shape == (1,) and onnx_model.face_logits([]).shape == (0,)
+
+
+def test_predict_with_the_onnx_runtime_gives_pytorchs_verdict(baseline, exported, video, tmp_path):
+    torch_detector = load_detector(baseline.model_path, device="cpu")
+    torch_detector.model = fp32(torch_detector.model)
+    want = torch_detector.predict_video(video)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(exported), str(video), "--json", "-"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)[0]
+    assert got["verdict"] == want.verdict and got["p_fake"] == pytest.approx(want.p_fake, abs=LOGIT_TOL)
+    assert got["faces"] == want.faces and got["threshold"] == want.threshold
+    by_runtime = load_detector(baseline.model_path, runtime="onnx")  # the .safetensors exported as it loads
+    assert not by_runtime.explains and by_runtime.card == load_model(baseline.model_path).card
+    assert by_runtime.predict_video(video).p_fake == pytest.approx(want.p_fake, abs=LOGIT_TOL)
+    with pytest.raises(OptionError, match="must be onnx"):
+        load_detector(exported, runtime="torch")
+    if importlib.util.find_spec("captum"):
+        proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(exported), str(video),
+                               "--explain", str(tmp_path / "heat")], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--runtime torch" in proc.stderr
+        assert not (tmp_path / "heat").exists()
+
+
+def test_evaluate_and_serve_run_an_onnx_model(baseline, exported, learnable, video, tmp_path):
+    from fakefinder import ServeSettings, evaluate
+    from fakefinder.serve.jobs import JobQueue
+
+    torch_result = evaluate(baseline.model_path, learnable.out)
+    onnx_result = evaluate(exported, learnable.out)
+    assert onnx_result.overall.frame.n == torch_result.overall.frame.n == len(load_dataset(learnable.out))
+    # the PyTorch side runs at the card's precision from float16 cached features: close, not equal
+    assert onnx_result.overall.frame.auc == pytest.approx(torch_result.overall.frame.auc, abs=0.02)
+    queue = JobQueue({"m": str(exported)}, ServeSettings(concurrent_verdicts=1), root=tmp_path / "jobs")
+    try:
+        job = queue.new_job("clip.mp4", None)
+        shutil.copy(video, queue.input_path(job))
+        queue.submit_file(job)
+        queue.wait(job, 120)
+        assert job.state == "done", job.error
+        view = queue.view(job)
+        assert view["heatmaps"] == [] and "ONNX" in view["heatmaps_note"]
+        assert queue.result(job)["verdict"] in ("REAL", "FAKE", "INCONCLUSIVE")
+    finally:
+        queue.close()
+
+
+def _refused(path, *reasons: str) -> None:
+    from fakefinder.models.onnxfile import load_onnx
+
+    with pytest.raises(UsageError) as caught:
+        load_onnx(path)
+    text = str(caught.value)
+    assert "\n" not in text and str(path) in text and any(r in text for r in reasons), text
+
+
+def test_a_foreign_or_damaged_onnx_file_is_refused_in_one_line(exported, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logit"])], "foreign",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 224, 224])],
+                              [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["n", 3, 224, 224])])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(foreign))
+    _refused(foreign, "no fakefinder metadata")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(foreign), str(foreign)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no fakefinder metadata" in proc.stderr
+
+    (tmp_path / "text.onnx").write_bytes(b"\xff\xfe not a protobuf at all \x00\x01" * 50)
+    _refused(tmp_path / "text.onnx", "not an ONNX file", "no fakefinder metadata")
+
+    proto = onnx.load(str(exported))
+    meta = {p.key: p for p in proto.metadata_props}
+    card = json.loads(meta["fakefinder"].value)
+    card["verdict"]["threshold"] = 0.01  # a plausible edit: still a valid card
+    meta["fakefinder"].value = json.dumps(card)
+    onnx.save(proto, str(tmp_path / "card.onnx"))
+    _refused(tmp_path / "card.onnx", "digest does not match")
+
+    meta["fakefinder"].value = "{not json"
+    onnx.save(proto, str(tmp_path / "garbled.onnx"))
+    _refused(tmp_path / "garbled.onnx", "card does not parse")
+
+    proto = onnx.load(str(exported))
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    weights.raw_data = bytes(len(weights.raw_data))  # zeroed: the graph changed, the metadata did not
+    onnx.save(proto, str(tmp_path / "graph.onnx"))
+    _refused(tmp_path / "graph.onnx", "digest does not match")
+
+
+def test_a_frozen_base_extracts_pytorchs_fp32_features_with_onnx_runtime(learnable, tmp_path):
+    from fakefinder import TrainSettings, fit_detector
+    from fakefinder.models.backbones import create_backbone
+    from fakefinder.models.features import FeatureCache
+
+    files = list(load_dataset(learnable.out).crop_files[:16])
+    backbone = create_backbone("efficientnet_lite0")
+    with_onnx = FeatureCache(tmp_path / "onnx", backbone, "avg", runtime="onnx")
+    with_torch = FeatureCache(tmp_path / "torch", backbone, "avg", precision="fp32")
+    assert with_onnx.dir.name == with_torch.dir.name  # one fp32 folder: equal features, whichever ran the base
+    got, want = with_onnx.features(files).take(np.arange(16)), with_torch.features(files).take(np.arange(16))
+    # both stored as float16 (5e-4 relative): the runtimes' 1e-5 difference shows only where a value rounds apart
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
+    graphs = sorted(with_onnx.dir.glob("base-*.onnx"))
+    assert len(graphs) == 1 and backbone.weights_digest[:16] in graphs[0].name
+    with pytest.raises(OptionError, match="fine-tuning"):
+        fit_detector(learnable.out, TrainSettings(trainable_blocks=1), runtime="onnx")
+    trained = fit_detector(learnable.out, TrainSettings(epochs=2), cache_dir=tmp_path / "onnx", runtime="onnx")
+    assert trained.model.card.precision == "fp32" and trained.evaluations["test"].frame.n > 0
