@@ -227,7 +227,7 @@ function drawHeatmaps(id, view, state) {
     note.textContent = notes[state];
     box.appendChild(note);
   }
-  for (const h of view.heatmaps || []) {
+  for (const h of state === "ready" ? view.heatmaps : []) {
     const fig = document.createElement("figure");
     const img = document.createElement("img");
     img.className = "heatmap";
