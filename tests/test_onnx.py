@@ -73,9 +73,13 @@ def test_predict_with_the_onnx_runtime_gives_pytorchs_verdict(baseline, exported
     torch_detector.model = fp32(torch_detector.model)
     want = torch_detector.predict_video(video)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(exported), str(video), "--json", "-"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    # Through the CLI, in a process that must never import PyTorch (a second of every cold start)
+    code = ("import sys; from fakefinder._cli import main; code = main(['predict', *sys.argv[1:], '--json', '-']); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, str(exported), str(video)], capture_output=True, text=True,
+                          env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "no torch"
     got = json.loads(proc.stdout)[0]
     assert got["verdict"] == want.verdict and got["p_fake"] == pytest.approx(want.p_fake, abs=LOGIT_TOL)
     assert got["faces"] == want.faces and got["threshold"] == want.threshold

@@ -45,6 +45,14 @@ def test_choices_come_from_the_registries():
         assert name in prepare_help
     with pytest.raises(OptionError, match="backbone must be one of efficientnet_b0, .*xception, got 'resnet'"):
         TrainSettings(backbone="resnet")
+    from fakefinder.options import without_registries
+
+    with without_registries():  # a self-contained artefact's record: its type and bounds still hold
+        assert TrainSettings(backbone="resnet").backbone == "resnet"
+        with pytest.raises(OptionError, match="input_size"):
+            TrainSettings(backbone="resnet", input_size=4)
+    with pytest.raises(OptionError, match="got 'resnet'"):
+        TrainSettings(backbone="resnet")
 
 
 def test_library_errors_name_the_setting_and_the_cli_names_the_flag(prepared):

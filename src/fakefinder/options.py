@@ -7,12 +7,14 @@ registry are given as a function, so that reading the declarations never imports
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +52,19 @@ def like(settings: type, name: str, **changes: Any) -> Any:
 
 
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+_REGISTRIES: contextvars.ContextVar[bool] = contextvars.ContextVar("fakefinder_registries", default=True)
+
+
+@contextlib.contextmanager
+def without_registries() -> Iterator[None]:
+    """Within it, a setting whose choices come from a registry takes any value of its type: for records of a
+    self-contained artefact (an ONNX detector names its base but never builds it), so that reading one does not
+    import the registry's heavy code (the backbones' PyTorch)."""
+    token = _REGISTRIES.set(False)
+    try:
+        yield
+    finally:
+        _REGISTRIES.reset(token)
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class Declared:
 
     def choices(self) -> tuple[str, ...] | None:
         if self.option.choices is not None:
+            if not _REGISTRIES.get():
+                return None
             return tuple(self.option.choices()) + self.literals
         return self.literals if self.kind is None and self.literals else None
 

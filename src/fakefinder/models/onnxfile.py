@@ -1,6 +1,5 @@
 """The whole detector as an ONNX file: base and head in one graph (preprocessed NCHW float32 in, logit out), the
-model card in its metadata, scored by ONNX Runtime (PyTorch computes nothing; it is still imported, since the
-backbone registry that checks a card's base name imports its families).
+model card in its metadata, scored by ONNX Runtime; loading and scoring one never imports PyTorch.
 
 Preprocessing (`backbones.Preprocess`) and calibration (`Calibration.apply`) stay in Python and are the PyTorch
 path's own code, so the graph is only what differs between the runtimes. The graph is exported at fp32 whatever
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _files
+from .. import _files, options
 from .._packages import require
 from ..errors import UsageError
 from ..metrics import finite_scores
@@ -212,7 +211,8 @@ def load_onnx(path: str | Path) -> OnnxModel:
     if meta.get(FORMAT_KEY) != FORMAT or HEADER_KEY not in meta:
         raise _refuse(path, "no fakefinder metadata" if FORMAT_KEY not in meta else f"format {meta[FORMAT_KEY]!r}")
     try:
-        card = ModelCard.from_json(json.loads(meta[HEADER_KEY]))
+        with options.without_registries():  # the graph is the base: this fakefinder need not know how to build it
+            card = ModelCard.from_json(json.loads(meta[HEADER_KEY]))
     except (ValueError, UsageError) as exc:
         raise _refuse(path, f"its model card does not parse: {str(exc).splitlines()[0][:200]}") from None
     compute = meta.get(COMPUTE_KEY, "")
