@@ -49,8 +49,10 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     assert result.overall.video.log_loss == pytest.approx(sk.log_loss(vy, vp))
     (tn, fp), (fn, tp) = result.overall.confusion
     assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= t).ravel())
-    assert set(result.by) == {"(none)", "swap", "resample", "warp", "colour", "mouth"}
-    assert result.by["swap"].video.n == 1 and result.by["(none)"].video.n == 5
+    assert set(result.by) == {"swap", "resample", "warp", "colour", "mouth"}  # each method's fakes and all reals
+    swap = np.isin(vy, [0]) | np.isin(videos, list(set(data.video_ids[data.methods == "swap"])))
+    assert result.by["swap"].video.n == 6 and result.by["swap"].video.auc == pytest.approx(
+        sk.roc_auc_score(vy[swap], vp[swap]))
     # The rule in words: with 3 real and 3 fake validation videos, no error rates are stated
     assert f"verdict: {model.trained.model.card.verdict.meaning()}" in result.summary()
     assert "too few videos" in result.summary() and "calibration: log loss" in result.summary()
@@ -184,3 +186,29 @@ def test_predict_imports_only_what_a_verdict_needs(model, collection):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_and_framing(
+        model, prepared, collection, tmp_path):
+    from fakefinder import PrepareSettings, prepare
+
+    tight = prepare(collection.out, tmp_path / "tight", settings=PrepareSettings(frames=2, margin=0.0),
+                    dataset="tight", processes=1)
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),
+                           str(tight.out), "--json", str(tmp_path / "table.json"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    methods = ["colour", "mouth", "resample", "swap", "warp"]
+    assert [(r["collection"], r["group"]) for r in rows] == [
+        (name, group) for name in ("syn", "tight") for group in [None, *methods]]
+    alone = evaluate(model.model_path, tight.out, by="method")
+    assert rows[6]["video"] == alone.overall.to_dict()["video"] and rows[6]["faces_per_video"] == 2.0
+    assert rows[7]["video"]["auc"] == alone.by["colour"].video.auc and rows[7]["video"]["n"] == 6
+    assert rows[0]["framing"] is None  # framed as the model's training crops
+    assert rows[6]["framing"] == "margin 0 (model: 0.3)"  # said, since a detector scores the framing it knows
+    table = proc.stdout
+    assert "video AUC" in table and "ECE" in table and "as trained" in table and "margin 0 (model: 0.3)" in table
+    many = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),
+                           str(tight.out), "--split", "test"], capture_output=True, text=True, timeout=300)
+    assert many.returncode == 2 and "--split takes one DATA" in many.stderr

@@ -1,4 +1,5 @@
-"""`fakefinder evaluate MODEL DATA`: metrics of a model on any prepared dataset, before and after calibration."""
+"""`fakefinder evaluate MODEL DATA...`: metrics of a model on any prepared dataset, before and after calibration;
+on several, one table of collections and their manipulation methods."""
 
 from __future__ import annotations
 
@@ -11,19 +12,32 @@ from . import _options
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
-    p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
-    p.add_argument("--split", choices=PARTS, help="only this part of the model's run split")
-    p.add_argument("--by", help="break results down by a manifest column (e.g. method)")
+    p.add_argument("data", type=Path, nargs="+", help="a folder made by `fakefinder prepare`; several give one "
+                   "table: a row per collection and per manipulation method, with how each is framed")
+    p.add_argument("--split", choices=PARTS, help="only this part of the model's run split (one DATA)")
+    p.add_argument("--by", help="break results down by a manifest column (e.g. method; with several DATA, "
+                   "default method)")
     _options.add_json(p, "the metrics")
     _options.add_model(p)
     _options.add_quiet(p)
 
 
 def run(args) -> int:
-    from ..inference.evaluation import evaluate
+    from ..errors import UsageError
+    from ..inference.evaluation import evaluate, evaluate_collections
 
+    if len(args.data) > 1:
+        if args.split:
+            raise UsageError("--split takes one DATA: the part belongs to the model's own run")
+        with _options.renderer(args) as progress:
+            table = evaluate_collections(args.model, args.data, by=args.by or "method",
+                                         tracking_uri=_options.tracking_uri(args), device=args.device,
+                                         base_weights=args.base_weights, progress=progress, runtime=args.runtime)
+        _options.write_json(table.to_dict(), args.json)
+        print(table.table(), file=sys.stderr if args.json == "-" else sys.stdout)
+        return 0
     with _options.renderer(args) as progress:
-        result = evaluate(args.model, args.data, split=args.split, by=args.by,
+        result = evaluate(args.model, args.data[0], split=args.split, by=args.by,
                           tracking_uri=_options.tracking_uri(args), device=args.device,
                           base_weights=args.base_weights, progress=progress, runtime=args.runtime)
     _options.write_json(result.to_dict(), args.json)

@@ -80,7 +80,8 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | Non
              tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
              progress: ProgressCallback | None = None, runtime: Runtime | None = None) -> EvaluateResult:
     """Metrics of `model` on prepared `data` (seen or unseen), optionally on one part of its run's split and
-    broken down by a manifest column. Raises UsageError for an unknown column, part or model."""
+    broken down by a manifest column (by `method`: each method's fakes with all the reals, so that each has an
+    AUC). Raises UsageError for an unknown column, part or model."""
     import pyarrow.parquet as pq
 
     from ..data.dataset import load_dataset
@@ -119,11 +120,91 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | Non
         columns = pq.read_schema(d.root / MANIFEST).names
         if by not in columns:
             raise OptionError("by", f"must be a manifest column ({', '.join(columns)}), not {by!r}")
-        values = np.asarray([str(v) for v in pq.read_table(d.root / MANIFEST, columns=[by])[by].to_pylist()],
+        values = np.asarray([str(v or "") for v in pq.read_table(d.root / MANIFEST, columns=[by])[by].to_pylist()],
                             dtype=object)
-        for value in sorted(set(values[keep])):
-            groups[value or "(none)"] = ev(keep & (values == value), 0)
+        if by == "method":  # as the field reports it: each method's fakes against all the reals
+            reals = keep & (d.labels == 0)
+            for value in sorted(set(values[keep & (d.labels == 1)])):
+                groups[value or "(none)"] = ev(reals | (keep & (d.labels == 1) & (values == value)), 0)
+        else:
+            for value in sorted(set(values[keep])):
+                groups[value or "(none)"] = ev(keep & (values == value), 0)
     return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning())
+
+
+# The settings that decide how a face is framed in its crop: a detector scores the framing it was trained on.
+FRAMING = ("detector", "margin", "size")
+
+
+def framing_difference(trained, data) -> str:
+    """How `data`'s crops are framed unlike the model's training crops (PrepareSettings or None each), in words;
+    "" when alike. A detector shown faces framed otherwise (tighter, aligned, another size) may score below
+    chance for that reason alone."""
+    if data is None:
+        return "not made by prepare: framing unknown"
+    if trained is None:
+        return "the model's framing is unknown"
+    return ", ".join(f"{name} {shown(getattr(data, name))} (model: {shown(getattr(trained, name))})"
+                     for name in FRAMING if getattr(data, name) != getattr(trained, name))
+
+
+@dataclass(frozen=True)
+class CollectionRow:
+    """One line of a multi-collection evaluation: a collection, or one of its groups (a manipulation method)."""
+
+    collection: str
+    group: str  # "" for the whole collection
+    evaluation: Evaluation
+    framing: str  # framing_difference: "" when framed as the model's training crops
+
+    def to_dict(self) -> dict:
+        return {"collection": self.collection, "group": self.group or None, **self.evaluation.to_dict(),
+                "faces_per_video": self.faces_per_video, "framing": self.framing or None}
+
+    @property
+    def faces_per_video(self) -> float | None:
+        v = self.evaluation.video.n
+        return round(self.evaluation.frame.n / v, 2) if v else None
+
+
+@dataclass(frozen=True)
+class CollectionsResult:
+    """A model on several prepared collections, as the field reports cross-dataset results."""
+
+    rows: tuple[CollectionRow, ...]
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.verdict, "rows": [r.to_dict() for r in self.rows]}
+
+    def table(self) -> str:
+        head = ["collection", "method", "video AUC", "AP", "log loss", "ECE", "videos", "frame AUC", "faces/video",
+                "framing"]
+        rows = [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3), shown(r.evaluation.video.ap, 3),
+                 shown(r.evaluation.video.log_loss, 3), shown(r.evaluation.video.ece, 3),
+                 str(r.evaluation.video.n), shown(r.evaluation.frame.auc, 3), shown(r.faces_per_video),
+                 r.framing or "as trained"] for r in self.rows]
+        return format_table(head, rows) + f"\nverdict: {self.verdict}"
+
+
+def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], *, by: str | None = "method",
+                         tracking_uri: str | None = None, device: str = "auto",
+                         base_weights: str | Path | None = None, progress: ProgressCallback | None = None,
+                         runtime: Runtime | None = None) -> CollectionsResult:
+    """`model` on each prepared collection and each of its `by` groups (video AUC, AP, log loss, ECE), with how
+    each collection's framing differs from the model's training crops. The model loads once."""
+    from ..data.dataset import load_dataset
+
+    detector = model if isinstance(model, Detector) else load_detector(
+        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, runtime=runtime)
+    rows = []
+    for data in datas:
+        d = load_dataset(data, need_both_classes=False)
+        result = evaluate(detector, data, by=by, progress=progress)
+        framing = framing_difference(detector.card.prepare, d.settings)
+        rows.append(CollectionRow(d.name, "", result.overall, framing))
+        rows += [CollectionRow(d.name, group, ev, framing) for group, ev in result.by.items()]
+    return CollectionsResult(tuple(rows), detector.verdict.meaning())
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
