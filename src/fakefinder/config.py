@@ -21,6 +21,7 @@ SplitBy = Literal["source", "video", "frame"]  # what a split keeps on one side 
 VideoRule = Literal["mean", "confident"]  # how a video's score comes from its faces' (see `metrics.video_scores`)
 Precision = Literal["fp32", "bf16", "fp16"]  # what a base computes in (see `hardware`)
 Runtime = Literal["torch", "onnx"]  # what runs a model: PyTorch, or ONNX Runtime (see `models.onnxfile`)
+Fakes = Literal["real", "self-blended", "both"]  # what a detector learns fakes from (see `training.pseudofakes`)
 Part = Literal["train", "val", "test"]
 PARTS: tuple[Part, ...] = typing.get_args(Part)
 
@@ -191,6 +192,23 @@ class TrainSettings(_Settings):
     test: float = option(0.2, "fraction of units for the test part", low=0, high=1, high_open=True, group="split")
     seed: int = option(0, "seed of the split, initialisation, shuffling and augmentation", low=0, high=2**31 - 1,
                        group="split")
+    fakes: Fakes = option(
+        "real", "the fakes to learn from: the data's own, pseudo-fakes made from its real faces (self-blended "
+        "images: learn the blending every face swap leaves, not one generator's traces), or both", group="fakes")
+    blends: int = option(2, "pseudo-fakes made per real crop with --fakes self-blended or both, ahead of training "
+                         "and kept beside the data", low=1, high=64, group="fakes")
+    blend_colour: float = option(0.1, "a pseudo-fake's largest colour change (RGB and HSV shifts, brightness, "
+                                 "contrast), as a fraction of the range", low=0, high=1, group="fakes")
+    blend_frequency: float = option(0.5, "chance of a frequency change to the pasted face: blur, sharpen, or "
+                                    "down-and-up scaling", low=0, high=1, group="fakes")
+    blend_geometry: float = option(0.04, "largest scale change and shift of the pasted face, as a fraction of the "
+                                   "crop", low=0, high=0.5, group="fakes")
+    blend_deform: float = option(0.08, "largest deformation of the blending mask, as a fraction of the face",
+                                 low=0, high=0.5, group="fakes")
+    blend_feather: float = option(0.12, "largest blur of the mask's edge, as a fraction of the face", low=0,
+                                  high=0.5, group="fakes")
+    blend_full: float = option(0.5, "chance that the face is pasted whole (blend ratio 1); else at 0.25, 0.5 or 0.75",
+                               low=0, high=1, group="fakes")
     video_rule: VideoRule = option(
         "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")
     calibration: Literal["temperature", "platt", "none"] = option(

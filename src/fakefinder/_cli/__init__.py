@@ -19,6 +19,7 @@ COMMANDS = {
     "runs": "list runs best-first or newest-first; `runs show RUN`; `runs compare A B`",
     "report": "a self-contained HTML report of a run or a tuning study",
     "evaluate": "metrics of a trained model on any prepared dataset (no retraining)",
+    "blend": "what a detector trained on self-blended pseudo-fakes sees: real, mask and pseudo-fake per crop",
     "export": "the whole detector as one ONNX file, for ONNX Runtime (no PyTorch needed to score)",
     "predict": "how likely each video or image is fake, frame by frame, face track by face track",
     "study": "the cross-dataset study: train on A, test on B, retrain and tune on B",

@@ -22,7 +22,7 @@ from ..config import Runtime, TrainSettings
 from ..data.dataset import PreparedDataset, load_dataset
 from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
-from ..errors import OptionError
+from ..errors import OptionError, UsageError
 from ..hardware import resolve_device, resolve_precision
 from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid, video_scores
 from ..models.backbones import Recipe
@@ -171,6 +171,24 @@ class _Run:
     resume: bool = False
 
 
+def training_data(data: str | Path | PreparedDataset, config: TrainSettings, *,
+                  progress: ProgressCallback | None = None) -> PreparedDataset:
+    """The crops a run learns from: the prepared data, with self-blended pseudo-fakes made from its reals when
+    `config.fakes` asks (a dataset that has them already is taken as it is). Raises UsageError for data that
+    cannot train: one class only with `--fakes real`, no reals to blend."""
+    from .pseudofakes import METHOD, with_pseudo_fakes
+
+    dataset = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
+    if config.fakes != "real":
+        return dataset if (dataset.methods == METHOD).any() else with_pseudo_fakes(dataset, config,
+                                                                                    progress=progress)
+    if len(np.unique(dataset.labels)) < 2:
+        kind = "FAKE" if dataset.labels[0] else "REAL"
+        hint = ": --fakes self-blended learns from pseudo-fakes made from them" if kind == "REAL" else ""
+        raise UsageError(f"{dataset.root}: one class only (all {kind}); --fakes real needs both{hint}")
+    return dataset
+
+
 def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | None = None, *,
                  split_file: str | Path | None = None, device: str = "auto", cache_dir: str | Path | None = None,
                  evaluate_test: bool = True, progress: ProgressCallback | None = None,
@@ -195,7 +213,7 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
             raise OptionError("runtime", f"onnx computes the base at fp32: give --precision fp32 or auto, not "
                                          f"{config.precision}")
         require_onnx("--runtime onnx")
-    dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
+    dataset = training_data(data, config, progress=progress)
     split = (load_split(split_file, dataset) if split_file else
              split_dataset(dataset, by=config.split, val=config.val, test=config.test, seed=config.seed))
     rows = {p: np.flatnonzero(split.parts[:len(dataset)] == p) for p in PARTS}

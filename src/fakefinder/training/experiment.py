@@ -18,12 +18,11 @@ import numpy as np
 from .._files import safe_run_id
 from .._text import shown
 from ..config import Runtime, TrainSettings
-from ..data.dataset import load_dataset
 from ..data.splits import is_leaky, load_split
 from ..metrics import Evaluation
 from ..progress import ProgressCallback
 from ..tracking.trackers import DEFAULT_EXPERIMENT, Tag, Tracker, git_commit, resolve_tracker
-from .core import TrainedDetector, fit_detector
+from .core import TrainedDetector, fit_detector, training_data
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
     from ..models.modelfile import save_model
 
     config = config or TrainSettings()
-    dataset = load_dataset(data)
+    dataset = training_data(data, config, progress=progress)  # refused before a run is started for it
     main = int(os.environ.get("RANK", "0")) == 0
     tracker = resolve_tracker(tracking if main else None, experiment)
     out_dir = Path(out) if out else dataset.root / "models"
