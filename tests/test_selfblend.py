@@ -1,0 +1,110 @@
+"""Self-blended pseudo-fakes: the face mesh on a real photograph, blends that change only what their mask covers,
+reproducible for a seed, and a detector trained on real faces alone."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from media import astronaut, coffee
+
+from fakefinder import PrepareSettings, TrainSettings, UsageError, prepare, train
+from fakefinder.data.crops import square_crop
+from fakefinder.data.faces import create_face_detector
+from fakefinder.data.landmarks import CHIN, LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER, UPPER_LIP, FaceMesh
+from fakefinder.training.pseudofakes import hull_mask, self_blend
+
+
+@pytest.fixture(scope="module")
+def face():
+    """A crop of a real photograph's face, cut as `prepare` cuts them, and the face box inside it."""
+    image = astronaut()
+    box = create_face_detector("blazeface").detect(image)[0]
+    crop = square_crop(image, box, margin=0.3, size=224)
+    side = 224 / 1.6  # the box's long side in the crop
+    return crop, (112 - side / 2, 112 - side / 2, 112 + side / 2, 112 + side / 2)
+
+
+def test_the_face_mesh_finds_a_real_face_inside_its_box_and_nothing_in_a_faceless_image(face):
+    crop, (x0, y0, x1, y1) = face
+    points = FaceMesh().landmarks(crop)
+    assert points.shape == (468, 2)
+    inner = points[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER, NOSE_TIP, UPPER_LIP]]
+    assert ((inner[:, 0] > x0) & (inner[:, 0] < x1) & (inner[:, 1] > y0) & (inner[:, 1] < y1)).all()
+    eyes_y = points[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER], 1].max()
+    assert eyes_y < points[NOSE_TIP, 1] < points[UPPER_LIP, 1] < points[CHIN, 1]  # top to bottom
+    assert points[RIGHT_EYE_OUTER, 0] < points[NOSE_TIP, 0] < points[LEFT_EYE_OUTER, 0]  # the image's left first
+    assert FaceMesh().landmarks(cv2.resize(coffee(), (224, 224))) is None
+
+
+def test_a_pseudo_fake_differs_from_its_real_only_inside_its_mask_which_follows_the_landmarks(face):
+    crop, _ = face
+    points = FaceMesh().landmarks(crop)
+    changed = 0
+    for seed in range(6):
+        fake, mask = self_blend(crop, points, np.random.default_rng(seed))
+        outside = mask == 0
+        assert np.array_equal(fake[outside], crop[outside])
+        changed += int((fake[~outside] != crop[~outside]).any())
+        ys, xs = np.nonzero(mask > 0.5 * mask.max())
+        assert np.hypot(xs.mean() - points[:, 0].mean(), ys.mean() - points[:, 1].mean()) < 0.1 * 224
+        hull = hull_mask(crop.shape, points, 0.3)
+        far = cv2.dilate(hull, np.ones((61, 61), np.uint8)) == 0  # 30 px beyond the face's outline
+        assert mask[far].max() < 0.05
+    assert changed == 6
+
+
+def test_blends_are_reproducible_for_a_seed_and_work_without_landmarks(face):
+    crop, _ = face
+    points = FaceMesh().landmarks(crop)
+    a, b, c = (self_blend(crop, points, np.random.default_rng(s))[0] for s in (7, 7, 8))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    fake, mask = self_blend(crop, None, np.random.default_rng(0))  # no mesh: an ellipse where the face sits
+    assert mask[112, 112] > 0 and mask[2, 2] == 0 and np.array_equal(fake[mask == 0], crop[mask == 0])
+
+
+def test_blend_writes_a_grid_per_crop_and_a_bad_file_is_one_line(face, tmp_path):
+    crop, _ = face
+    cv2.imwrite(str(tmp_path / "face.png"), crop)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "blend", str(tmp_path / "face.png"),
+                           str(tmp_path / "broken.png"), str(tmp_path / "out"), "--seeds", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"{tmp_path / 'broken.png'}: cannot read as an image"
+    grid = cv2.imread(str(tmp_path / "out" / "face-blends.png"))
+    assert grid.shape == (2 * 224, 3 * 224, 3)
+    assert np.array_equal(grid[:224, :224], crop)  # the real beside its mask and its pseudo-fake
+
+
+def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(learnable, tmp_path):
+    src = tmp_path / "src" / "real"
+    src.mkdir(parents=True)
+    from fakefinder import load_dataset
+
+    data = load_dataset(learnable.out)
+    for path in data.crop_files[data.labels == 0][:40]:
+        shutil.copy(path, src / f"{len(list(src.iterdir()))}.png")
+    reals = prepare(tmp_path / "src", tmp_path / "reals", settings=PrepareSettings(detector="none"), processes=1)
+    assert reals.faces == 40
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "train", str(reals.out), "--fakes", "real",
+                           "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--fakes self-blended" in proc.stderr
+    with pytest.raises(UsageError, match="one class only"):
+        train(reals.out, TrainSettings(epochs=2))
+    result = train(reals.out, TrainSettings(fakes="self-blended", blends=1, epochs=8, patience=0, lr=3e-3),
+                   tracking=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    losses = [e["train_loss"] for e in result.trained.history.epochs]
+    assert losses[-1] < 0.8 * losses[0]  # it learns to tell the pseudo-fakes from their reals
+    trained = result.trained
+    assert (trained.dataset.methods == "self-blended").sum() == 40 and trained.dataset.name == "src+self-blended"
+    assert trained.model.card.train["fakes"] == "self-blended"
+    blends = sorted((reals.out / ".fakefinder" / "blends").rglob("*.png"))
+    assert len(blends) == 40
+    stamps = [p.stat().st_mtime_ns for p in blends]
+    train(reals.out, TrainSettings(fakes="self-blended", blends=1, epochs=1), tracking=None)
+    assert [p.stat().st_mtime_ns for p in blends] == stamps  # made once, then found again
