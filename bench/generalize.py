@@ -1,0 +1,98 @@
+"""Do detectors generalise to manipulations and collections they never saw? Trained on DFDC face crops, tested on
+DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
+
+    python bench/generalize.py [--rows frozen,finetuned,self-blended,both] [--epochs 3] [--out bench/out/generalize]
+
+Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none):
+frozen supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended
+(`--fakes self-blended`: the dev set's reals only, each with pseudo-fakes made from it), and both. All share the
+split of the first row (by source: a fake stays with its original). Columns: in-domain test AUC on DFDC's real
+fakes; on ../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace) and
+frame AUC on the 590 face crops, and each method's clip AUC; train wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fakefinder import PrepareSettings, TrainSettings, fit_detector, load_detector, prepare
+from fakefinder._text import format_table, shown
+from fakefinder.data.dataset import load_dataset
+from fakefinder.data.splits import load_split
+from fakefinder.inference.evaluation import dataset_logits, evaluate_collections
+from fakefinder.metrics import evaluate_scores
+from fakefinder.models.modelfile import save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
+    return {"frozen": ("train DATA", TrainSettings()),
+            "finetuned": (f"train DATA --trainable-blocks all --epochs {epochs}",
+                          TrainSettings(trainable_blocks="all", epochs=epochs)),
+            "self-blended": ("train DATA --fakes self-blended", TrainSettings(fakes="self-blended")),
+            "both": ("train DATA --fakes both", TrainSettings(fakes="both"))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default="frozen,finetuned,self-blended,both")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the fine-tuned row")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "generalize")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    crops = PrepareSettings(detector="none")
+    dev = SHARED / "dfdc-faces-dev"
+    dfdc = prepare(dev, args.out / "dfdc", settings=crops, labels=dev / "labels.csv", dataset="dfdc").out
+    clips_src, faces_src = SHARED / "xdev" / "ffpp_c23_videos", SHARED / "xdev" / "ffpp_faces299"
+    clips = prepare(clips_src, args.out / "xdev-clips", labels=clips_src / "labels.csv", dataset="ffpp-clips").out
+    faces = prepare(faces_src, args.out / "xdev-faces", settings=crops, labels=faces_src / "labels.csv",
+                    dataset="ffpp-faces").out
+    data = load_dataset(dfdc)
+    split_file = args.out / "split.json"
+    results, table = {}, []
+    wanted = rows_wanted(args.epochs)
+    for name in args.rows.split(","):
+        command, settings = wanted[name]
+        t = time.perf_counter()
+        trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)
+        seconds = time.perf_counter() - t
+        if not split_file.is_file():
+            trained.split.save(split_file)
+        model = save_model(args.out / f"{name}.safetensors", trained.model)
+        detector = load_detector(model, device="cpu")
+        test = load_split(split_file, data).parts[:len(data)] == "test"  # DFDC's real fakes, whatever it trained on
+        p = detector.card.calibration.apply(dataset_logits(detector, data))
+        in_domain = evaluate_scores(data.video_ids[test], data.labels[test], p[test],
+                                    threshold=detector.threshold).video
+        cross = evaluate_collections(detector, [clips, faces], by="method")
+        by = {(r.collection, r.group): r.evaluation for r in cross.rows}
+        clip_all, face_all = by[("ffpp-clips", "")].video, by[("ffpp-faces", "")].frame
+        methods = {g: ev.video.auc for (c, g), ev in by.items() if c == "ffpp-clips" and g}
+        results[name] = {"command": command, "dfdc_test_auc": in_domain.auc, "clips_auc": clip_all.auc,
+                         "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece, "faces_auc": face_all.auc,
+                         "methods": methods, "train_s": seconds,
+                         "framing": next(r.framing for r in cross.rows if r.collection == "ffpp-clips")}
+        table.append([name, command, shown(in_domain.auc, 3), shown(clip_all.auc, 3), shown(clip_all.log_loss, 3),
+                      shown(clip_all.ece, 3), shown(face_all.auc, 3),
+                      " ".join(f"{g} {shown(a, 2)}" for g, a in sorted(methods.items())), f"{seconds:.0f}"])
+        print(format_table(["row", "command", "DFDC test AUC", "xdev clips AUC", "log loss", "ECE",
+                            "xdev faces AUC", "clips AUC by method", "train s"], table), flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    base = results.get("finetuned") or results.get("frozen")
+    for name, r in results.items():
+        if base is not None and r is not base:
+            coin = np.isfinite(r["clips_log_loss"]) and r["clips_log_loss"] < np.log(2)
+            print(f"{name}: xdev clips AUC {shown(r['clips_auc'], 3)} vs {shown(base['clips_auc'], 3)} "
+                  f"({r['clips_auc'] - base['clips_auc']:+.3f}); log loss {shown(r['clips_log_loss'], 3)}"
+                  f"{' (better than a coin, 0.693)' if coin else ''}")
+
+
+if __name__ == "__main__":
+    main()
