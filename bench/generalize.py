@@ -1,11 +1,12 @@
 """Do detectors generalise to manipulations and collections they never saw? Trained on DFDC face crops, tested on
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
-    python bench/generalize.py [--rows frozen,finetuned,self-blended,both] [--epochs 3] [--out bench/out/generalize]
+    python bench/generalize.py [--rows frozen,finetuned,self-blended,both,self-blended-finetuned] [--epochs 3]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none):
 frozen supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended
-(`--fakes self-blended`: the dev set's reals only, each with pseudo-fakes made from it), and both. All share the
+(`--fakes self-blended`: the dev set's reals only, each with pseudo-fakes made from it), both, and self-blended
+with the base fine-tuned. All share the
 split of the first row (by source: a fake stays with its original). Columns: in-domain test AUC on DFDC's real
 fakes; on ../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace) and
 frame AUC on the 590 face crops, and each method's clip AUC; train wall time.
@@ -37,12 +38,14 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             "finetuned": (f"train DATA --trainable-blocks all --epochs {epochs}",
                           TrainSettings(trainable_blocks="all", epochs=epochs)),
             "self-blended": ("train DATA --fakes self-blended", TrainSettings(fakes="self-blended")),
-            "both": ("train DATA --fakes both", TrainSettings(fakes="both"))}
+            "both": ("train DATA --fakes both", TrainSettings(fakes="both")),
+            "self-blended-finetuned": (f"train DATA --fakes self-blended --trainable-blocks all --epochs {epochs}",
+                                       TrainSettings(fakes="self-blended", trainable_blocks="all", epochs=epochs))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", default="frozen,finetuned,self-blended,both")
+    ap.add_argument("--rows", default="frozen,finetuned,self-blended,both,self-blended-finetuned")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of the fine-tuned row")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "generalize")
     args = ap.parse_args()
