@@ -38,7 +38,12 @@ def test_the_face_mesh_finds_a_real_face_inside_its_box_and_nothing_in_a_faceles
     eyes_y = points[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER], 1].max()
     assert eyes_y < points[NOSE_TIP, 1] < points[UPPER_LIP, 1] < points[CHIN, 1]  # top to bottom
     assert points[RIGHT_EYE_OUTER, 0] < points[NOSE_TIP, 0] < points[LEFT_EYE_OUTER, 0]  # the image's left first
-    assert FaceMesh().landmarks(cv2.resize(coffee(), (224, 224))) is None
+    image = coffee()
+    h, w = image.shape[:2]
+    side = min(h, w)
+    middle = image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    for faceless in (cv2.resize(image, (224, 224)), cv2.resize(middle, (224, 224))):  # the middle scores ~0.57
+        assert FaceMesh().landmarks(faceless) is None
 
 
 def test_a_pseudo_fake_differs_from_its_real_only_inside_its_mask_which_follows_the_landmarks(face):
