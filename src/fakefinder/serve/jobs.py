@@ -211,8 +211,9 @@ class JobQueue:
         return json.loads(path.read_text()) if job.state == "done" and path.is_file() else None
 
     def wait(self, job: Job, timeout: float) -> None:
+        """Until the job has nothing left to do (its verdict and its heatmaps), or `timeout` passes."""
         deadline = time.monotonic() + timeout
-        while job.state in ("queued", "running") and time.monotonic() < deadline:
+        while (job.state in ("queued", "running") or job.heatmaps == "pending") and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def _run(self, job: Job) -> None:
@@ -243,6 +244,7 @@ class JobQueue:
 
             result = detector.predict_video(self.input_path(job), on_progress=progress, on_frame=thumbnail,
                                             keep_faces=HEATMAPS)
+            self.input_path(job).unlink(missing_ok=True)  # gone before the verdict is: we keep verdicts, not uploads
             data = result.to_dict()
             data["input"] = job.name
             view = {"heatmaps": [], "thumbnails": {str(k): v for k, v in sizes.items()},
@@ -294,8 +296,9 @@ class JobQueue:
     def sweep(self) -> int:
         """Delete finished jobs older than the retention time; returns how many."""
         now, gone = time.time(), 0
-        for job in list(self.jobs.values()):
-            if job.state in ("done", "failed") and now - (job.finished or job.created) > self.retention_s:
+        for job in list(self.jobs.values()):  # heatmaps still being written would put the folder back
+            if (job.state in ("done", "failed") and job.heatmaps != "pending"
+                    and now - (job.finished or job.created) > self.retention_s):
                 self.discard(job)
                 gone += 1
         return gone
