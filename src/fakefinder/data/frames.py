@@ -101,12 +101,17 @@ def target_indices(times: np.ndarray, *, fps: float | None, frames: int | None) 
     return sorted(set(int(i) for i in idx if i < n))
 
 
+def keyframe_before(keyframes, target: int) -> int:
+    """The last keyframe at or before frame `target`: where decoding it must start."""
+    return keyframes[max(0, bisect.bisect_right(keyframes, target) - 1)] if keyframes else 0
+
+
 def plan(keyframes: list[int], targets: list[int]) -> list[tuple[int, int | None]]:
     """For each target, (target, keyframe to seek to) when decoding from that keyframe beats decoding on from
     the previous target, else (target, None)."""
     steps, pos = [], -1  # pos: index of the last decoded frame
     for t in targets:
-        k = keyframes[max(0, bisect.bisect_right(keyframes, t) - 1)] if keyframes else 0
+        k = keyframe_before(keyframes, t)
         steps.append((t, k if t - k + SEEK_OVERHEAD_FRAMES < t - pos else None))
         pos = t
     return steps
@@ -245,9 +250,8 @@ def _decode_nearest(decoder, target_pts: int, slack: int):
 def _decode_exactly(container, stream, pts: tuple[int, ...], keyframes: tuple[int, ...], target: int):
     """Frame `target` itself, from its keyframe with nothing skipped; then skipping resumes. Returns the frame and
     the decoder to go on with."""
-    key = keyframes[max(0, bisect.bisect_right(keyframes, target) - 1)] if keyframes else 0
     stream.codec_context.skip_frame = "DEFAULT"
-    container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+    container.seek(pts[keyframe_before(keyframes, target)], stream=stream, backward=True, any_frame=False)
     decoder = container.decode(stream)
     frame = _decode_until(decoder, pts[target])
     stream.codec_context.skip_frame = "NONREF"
