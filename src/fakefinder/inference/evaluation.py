@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from ..metrics import Evaluation, evaluate_scores, sigmoid
 from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback, emit
 from .detector import Detector, VideoResult, load_detector
+
+if TYPE_CHECKING:
+    from ..data.dataset import PreparedDataset
 
 
 @dataclass(frozen=True)
@@ -76,21 +80,28 @@ def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | 
     return model.file_logits(dataset.crop_files)
 
 
-def evaluate(model: str | Path | Detector, data: str | Path, *, split: str | None = None, by: str | None = None,
-             tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
-             progress: ProgressCallback | None = None, runtime: Runtime | None = None) -> EvaluateResult:
+def _as_detector(model: str | Path | Detector, **load: object) -> Detector:
+    """A detector given as one, or loaded once from a model file, run id or checkpoint with `load`'s options."""
+    return model if isinstance(model, Detector) else load_detector(model, **load)
+
+
+def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *, split: str | None = None,
+             by: str | None = None, tracking_uri: str | None = None, device: str = "auto",
+             base_weights: str | Path | None = None, progress: ProgressCallback | None = None,
+             runtime: Runtime | None = None) -> EvaluateResult:
     """Metrics of `model` on prepared `data` (seen or unseen), optionally on one part of its run's split and
     broken down by a manifest column (by `method`: each method's fakes with all the reals, so that each has an
-    AUC). Raises UsageError for an unknown column, part or model."""
+    AUC). `data` is a prepared folder or a loaded `PreparedDataset`. Raises UsageError for an unknown column, part
+    or model."""
     import pyarrow.parquet as pq
 
-    from ..data.dataset import load_dataset
+    from ..data.dataset import PreparedDataset, load_dataset
     from ..data.manifest import MANIFEST
     from ..data.splits import load_split
 
-    detector = model if isinstance(model, Detector) else load_detector(
-        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, runtime=runtime)
-    d = load_dataset(data, need_both_classes=False)
+    detector = _as_detector(model, device=device, tracking_uri=tracking_uri, base_weights=base_weights,
+                            runtime=runtime)
+    d = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
     keep = np.ones(len(d), dtype=bool)
     nf_keep = np.ones(len(d.no_face), dtype=bool)
     if split:
@@ -195,12 +206,12 @@ def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], 
     each collection's framing differs from the model's training crops. The model loads once."""
     from ..data.dataset import load_dataset
 
-    detector = model if isinstance(model, Detector) else load_detector(
-        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, runtime=runtime)
+    detector = _as_detector(model, device=device, tracking_uri=tracking_uri, base_weights=base_weights,
+                            runtime=runtime)
     rows = []
     for data in datas:
         d = load_dataset(data, need_both_classes=False)
-        result = evaluate(detector, data, by=by, progress=progress)
+        result = evaluate(detector, d, by=by, progress=progress)
         framing = framing_difference(detector.card.prepare, d.settings)
         rows.append(CollectionRow(d.name, "", result.overall, framing))
         rows += [CollectionRow(d.name, group, ev, framing) for group, ev in result.by.items()]
@@ -225,9 +236,8 @@ def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold
     """P(fake) and a verdict per input, with every frame's faces and the face tracks (and the crops of its
     `keep_faces` most suspicious faces). Bad inputs get an error and the rest go on. Raises UsageError when
     there are no inputs or the model cannot be loaded."""
-    detector = model if isinstance(model, Detector) else load_detector(
-        model, device=device, tracking_uri=tracking_uri, base_weights=base_weights, threshold=threshold,
-        runtime=runtime)
+    detector = _as_detector(model, device=device, tracking_uri=tracking_uri, base_weights=base_weights,
+                            threshold=threshold, runtime=runtime)
     paths = expand_inputs(inputs)
     if not paths:
         raise UsageError("no inputs (give video files, images or folders holding them)")
