@@ -42,7 +42,7 @@ def main() -> None:
     from fakefinder.models.features import load_crops
     from fakefinder.models.head import pooled
     from fakefinder.models.modelfile import load_model
-    from fakefinder.models.onnxfile import FEATURES, INPUT, OnnxModel, base_graph, detector_graph, session
+    from fakefinder.models.onnxfile import OnnxModel, base_features, base_graph, detector_graph, session
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, type=Path, help="a .safetensors model (its base and head are timed)")
@@ -75,7 +75,7 @@ def main() -> None:
     arrays = [c.contiguous().numpy() for c in chunks]
 
     def onnx_features():
-        return np.concatenate([base_sess.run([FEATURES], {INPUT: a})[0] for a in arrays])
+        return np.concatenate([base_features(base_sess, a) for a in arrays])
 
     fp32_model = dataclasses.replace(model, card=dataclasses.replace(model.card, precision="fp32"))
     auto_model = dataclasses.replace(model, card=dataclasses.replace(model.card, precision=auto))

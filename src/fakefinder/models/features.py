@@ -215,9 +215,9 @@ def write_shard(folder: Path, backbone: Backbone, pool: str, precision: str, ite
         base = onnx_base(folder, backbone, pool)
 
         def compute(x):
-            from .onnxfile import FEATURES, INPUT
+            from .onnxfile import base_features
 
-            return base.run([FEATURES], {INPUT: x.contiguous().numpy()})[0]
+            return base_features(base, x.numpy())
     else:
         backbone.module.to(device)
 

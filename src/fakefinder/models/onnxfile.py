@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,49 +84,42 @@ def _graph(module, example, *, what: str, output: str = OUTPUT):
             lg.setLevel(level)
 
 
-def detector_graph(model: DeepfakeModel):
-    """The ModelProto of `model`'s base and head at fp32, stamped with its card."""
+def _traced(backbone, pool: str, head, *, what: str, output: str):
+    """The ONNX ModelProto of the base, its pooling and (if given) the head, on the CPU at fp32."""
     import torch
 
     from .head import pooled
 
-    require_onnx("exporting to ONNX")
-    pool = model.card.head.pool
-
-    class Whole(torch.nn.Module):
+    class Scored(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.base, self.head = model.backbone.module, model.head
+            self.base, self.head = backbone.module.to("cpu"), head if head is not None else torch.nn.Identity()
 
         def forward(self, x):
             return self.head(pooled(self.base.forward_features(x), pool))
 
-    side = model.card.base.input_size
+    side = backbone.input_size
+    return _graph(Scored(), torch.zeros(2, 3, side, side), what=what, output=output)
+
+
+def detector_graph(model: DeepfakeModel):
+    """The ModelProto of `model`'s base and head at fp32, stamped with its card."""
+    require_onnx("exporting to ONNX")
     model.to("cpu")
-    proto = _graph(Whole(), torch.zeros(2, 3, side, side), what=f"the {model.card.base.backbone} detector")
+    proto = _traced(model.backbone, model.card.head.pool, model.head, what=f"the {model.card.base.backbone} detector",
+                    output=OUTPUT)
     return _stamp(proto, model.card, "fp32")
 
 
 def base_graph(backbone, pool: str):
     """The ModelProto of a frozen base and its pooling at fp32: (N, 3, S, S) -> (N, features), unstamped."""
-    import torch
-
-    from .head import pooled
-
     require_onnx("extracting features with ONNX Runtime")
+    return _traced(backbone, pool, None, what=f"the {backbone.spec.name} base", output=FEATURES)
 
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.base = backbone.module
 
-        def forward(self, x):
-            return pooled(self.base.forward_features(x), pool)
-
-    backbone.module.to("cpu")
-    side = backbone.input_size
-    return _graph(Pooled(), torch.zeros(2, 3, side, side), what=f"the {backbone.spec.name} base",
-                  output=FEATURES)
+def base_features(sess, batch: np.ndarray) -> np.ndarray:
+    """A base graph's (`base_graph`) pooled features of a preprocessed NCHW float32 batch."""
+    return sess.run([FEATURES], {INPUT: np.ascontiguousarray(batch)})[0]
 
 
 def export_onnx(model: DeepfakeModel, path: str | Path) -> Path:
@@ -224,7 +216,3 @@ def load_onnx(path: str | Path) -> OnnxModel:
         raise _refuse(path, f"its graph does not take (N, 3, {side}, {side}) to a logit as its card implies")
     return OnnxModel(proto, card, compute=compute, path=path)
 
-
-def pooled_features(sess, preprocess: Preprocess, images: Sequence[np.ndarray]) -> np.ndarray:
-    """A base graph's (`base_graph`) pooled features of BGR uint8 crops, float32."""
-    return sess.run([FEATURES], {INPUT: preprocess.batch(list(images))})[0]
