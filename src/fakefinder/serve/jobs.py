@@ -243,7 +243,7 @@ class JobQueue:
                                           round(h / frame.scale)]
 
             result = detector.predict_video(self.input_path(job), on_progress=progress, on_frame=thumbnail,
-                                            keep_faces=HEATMAPS)
+                                            keep_faces=HEATMAPS if detector.explains else 0)
             self.input_path(job).unlink(missing_ok=True)  # gone before the verdict is: we keep verdicts, not uploads
             data = result.to_dict()
             data["input"] = job.name
@@ -255,7 +255,7 @@ class JobQueue:
                                                                   "the ONNX runtime does not give"}
             _files.write_text(job.folder / "result.json", json.dumps(data))
             _files.write_text(job.folder / "view.json", json.dumps(view))
-            job.heatmaps = "pending" if result.suspicious and not result.error and detector.explains else "none"
+            job.heatmaps = "pending" if result.suspicious and not result.error else "none"
             job.error, job.finished = result.error, time.time()
             job.state = "failed" if result.error else "done"
             if job.heatmaps == "pending":
