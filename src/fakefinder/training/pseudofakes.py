@@ -151,6 +151,7 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
 
     from ..data.landmarks import FaceMesh
     from ..data.manifest import STATE_DIR
+    from ..models.features import read_crop
 
     reals = np.flatnonzero(dataset.labels == 0)
     if reals.size == 0:
@@ -163,9 +164,7 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
     for i in reals:
         mine = [folder / f"{i}_{k}.png" for k in range(settings.blends)]
         if not all(p.is_file() for p in mine):
-            crop = cv2.imread(str(dataset.crop_files[i]), cv2.IMREAD_COLOR)
-            if crop is None:
-                raise UsageError(f"{dataset.crop_files[i]}: cannot read the crop (rerun `fakefinder prepare`)")
+            crop = read_crop(dataset.crop_files[i])
             mesh = mesh or FaceMesh()
             landmarks = mesh.landmarks(crop)
             for k, path in enumerate(mine):
