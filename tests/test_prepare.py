@@ -480,8 +480,9 @@ def test_reference_preset_and_overrides(collection, tmp_path):
 def test_min_face_and_whole_frame_detector(collection, tmp_path):
     big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), processes=1)
     assert big.no_face == 10 and big.faces == 0
-    whole = prepare(collection.out, tmp_path / "b", settings=PrepareSettings(frames=1, detector="none", margin=0),
-                    processes=1)
+    settings = PrepareSettings(frames=1, detector="none")
+    assert settings.margin == 0  # an image that is a face crop is not padded with black
+    whole = prepare(collection.out, tmp_path / "b", settings=settings, processes=1)
     manifest, _ = tables(whole.out)
     video = {v.name: v for v in collection.videos}
     for row in manifest:

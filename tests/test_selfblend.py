@@ -96,6 +96,8 @@ def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(le
         shutil.copy(path, src / f"{len(list(src.iterdir()))}.png")
     reals = prepare(tmp_path / "src", tmp_path / "reals", settings=PrepareSettings(detector="none"), processes=1)
     assert reals.faces == 40
+    kept = load_dataset(reals.out, need_both_classes=False)  # face crops are kept whole, never padded with black
+    assert np.array_equal(cv2.imread(str(kept.crop_files[0])), cv2.imread(str(src.parent / f"{kept.video_ids[0]}.png")))
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "train", str(reals.out), "--fakes", "real",
                            "--quiet"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--fakes self-blended" in proc.stderr

@@ -82,8 +82,8 @@ class PrepareSettings(_Settings):
                               "decoded and each sample is the nearest of them (B-frames skipped); 0: exact frames",
                               low=0, high=10, group="frames")
     detector: str = option("blazeface", "face detector", choices=_detectors, group="faces")
-    margin: float = option(0.3, "added around the box on every side, as a fraction of its long side", low=0, high=4,
-                           group="faces")
+    margin: float = option(0.3, "added around the box on every side, as a fraction of its long side (with "
+                           "--detector none always 0: the image is the crop)", low=0, high=4, group="faces")
     faces: Literal["largest", "all"] = option("largest", "faces kept per frame", group="faces")
     min_face: int = option(0, "smallest face side kept, in video pixels", low=0, high=100_000, group="faces")
     size: int = option(224, "side of the saved square crops", low=8, high=2048, group="faces")
@@ -93,6 +93,12 @@ class PrepareSettings(_Settings):
                # its settings, tight crops, all faces.
                "reference": dict(fps=1.0, frames=None, max_side=1000, tolerance=0.0, detector="haar", margin=0.0,
                                  faces="all")}
+
+    def __post_init__(self) -> None:
+        # An image that is already a face crop has nothing around it to add: a margin would pad it with black.
+        if self.detector == "none":
+            object.__setattr__(self, "margin", 0.0)
+        super().__post_init__()
 
     def _cross_check(self) -> list[tuple[str, str]]:
         return [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
