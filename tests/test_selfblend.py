@@ -6,17 +6,28 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from media import astronaut, coffee
 
-from fakefinder import PrepareSettings, TrainSettings, UsageError, prepare, train
+from fakefinder import PrepareSettings, TrainSettings, UsageError, load_dataset, prepare, train
 from fakefinder.data.crops import square_crop
 from fakefinder.data.faces import create_face_detector
-from fakefinder.data.landmarks import CHIN, LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER, UPPER_LIP, FaceMesh
-from fakefinder.training.pseudofakes import hull_mask, self_blend
+from fakefinder.data.landmarks import (
+    CHIN,
+    LANDMARKS,
+    LEFT_EYE_OUTER,
+    NOSE_TIP,
+    RIGHT_EYE_OUTER,
+    UPPER_LIP,
+    FaceMesh,
+    stored_landmarks,
+)
+from fakefinder.training.loader import EpochBatches
+from fakefinder.training.pseudofakes import FreshBlends, hull_mask, self_blend, with_pseudo_fakes
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +100,6 @@ def test_blend_writes_a_grid_per_crop_and_a_bad_file_is_one_line(face, tmp_path)
 def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(learnable, tmp_path):
     src = tmp_path / "src" / "real"
     src.mkdir(parents=True)
-    from fakefinder import load_dataset
-
     data = load_dataset(learnable.out)
     for path in data.crop_files[data.labels == 0][:40]:
         shutil.copy(path, src / f"{len(list(src.iterdir()))}.png")
@@ -110,8 +119,61 @@ def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(le
     trained = result.trained
     assert (trained.dataset.methods == "self-blended").sum() == 40 and trained.dataset.name == "src+self-blended"
     assert trained.model.card.train["fakes"] == "self-blended"
+    assert trained.model.card.evidence.val_fakes == "self-blended"
+    assert "(reals and their self-blended pseudo-fakes)" in trained.model.card.evidence.summary("src")
     blends = sorted((reals.out / ".fakefinder" / "blends").rglob("*.png"))
     assert len(blends) == 40
     stamps = [p.stat().st_mtime_ns for p in blends]
     train(reals.out, TrainSettings(fakes="self-blended", blends=1, epochs=1), tracking=None)
     assert [p.stat().st_mtime_ns for p in blends] == stamps  # made once, then found again
+
+
+def test_prepare_stores_each_crops_face_mesh_once_and_a_faceless_or_rewritten_crop_is_recorded(face, tmp_path):
+    crop, _ = face
+    src = tmp_path / "src" / "real"
+    src.mkdir(parents=True)
+    cv2.imwrite(str(src / "face.png"), crop)
+    cv2.imwrite(str(src / "coffee.png"), cv2.resize(coffee(), (224, 224)))
+    (src / "broken.png").write_bytes(b"not an image")
+    result = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), processes=1)
+    assert result.faces == 2 and result.errors == 1
+    data = load_dataset(result.out, need_both_classes=False)
+    store = result.out / LANDMARKS
+    stamp = store.stat().st_mtime_ns
+    names = [Path(v).stem for v in data.video_ids]
+    points = dict(zip(names, stored_landmarks(result.out, data.crop_paths)))
+    assert store.stat().st_mtime_ns == stamp  # prepare measured them: read, not measured again
+    assert np.isnan(points["coffee"]).all()  # no face: recorded, not fatal
+    assert np.allclose(points["face"], FaceMesh().landmarks(crop))  # in the crop's pixels
+    prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), processes=1)
+    assert store.stat().st_mtime_ns == stamp  # a rerun that changed no crop measures nothing
+    rewritten = data.crop_files[names.index("face")]
+    cv2.imwrite(rewritten, cv2.flip(crop, 1))  # a crop rewritten at its path is measured again
+    again = dict(zip(names, stored_landmarks(result.out, data.crop_paths)))
+    assert np.allclose(again["face"], FaceMesh().landmarks(cv2.flip(crop, 1)))
+
+
+def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(face, tmp_path):
+    crop, _ = face
+    src = tmp_path / "src" / "real"
+    src.mkdir(parents=True)
+    for k in range(3):
+        cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
+    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), processes=1)
+    settings = TrainSettings(fakes="self-blended", blends=2)
+    data = with_pseudo_fakes(load_dataset(reals.out, need_both_classes=False), settings)
+    assert list(data.origins) == [-1, -1, -1, 0, 0, 1, 1, 2, 2]
+    fresh = FreshBlends.of(data, settings)
+    assert fresh.image(data.crop_files, 0, np.random.default_rng(0)) is None  # a real is read as it is
+    first, second = (fresh.image(data.crop_files, 3, np.random.default_rng(e)) for e in (0, 1))
+    real = cv2.imread(str(data.crop_files[0]))
+    assert not np.array_equal(first, second) and not np.array_equal(first, real)
+    assert np.array_equal(first, fresh.image(data.crop_files, 3, np.random.default_rng(0)))  # seeded
+    together = np.where(data.origins >= 0, data.origins, np.arange(len(data)))
+    sampler = EpochBatches(np.arange(len(data)), 9, 0, shuffle=True, together=together)
+    for epoch in range(3):
+        sampler.epoch = epoch
+        order = [row for batch in sampler for row, _ in batch]
+        assert sorted(order) == list(range(9))
+        keys = together[order]
+        assert all(len(set(keys[i:i + 3])) == 1 for i in (0, 3, 6))  # each real beside its two pseudo-fakes

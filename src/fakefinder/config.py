@@ -87,6 +87,8 @@ class PrepareSettings(_Settings):
     faces: Literal["largest", "all"] = option("largest", "faces kept per frame", group="faces")
     min_face: int = option(0, "smallest face side kept, in video pixels", low=0, high=100_000, group="faces")
     size: int = option(224, "side of the saved square crops", low=8, high=2048, group="faces")
+    landmarks: bool = option(True, "store a 468-point face mesh of every crop beside the crops (landmarks.npz): "
+                             "self-blended masks follow it", group="faces")
 
     PRESETS = {"default": {},
                # The reference study: 1 fps (exact frames: it decoded every one), long side 1000, Haar `alt` with
@@ -110,9 +112,10 @@ class PrepareSettings(_Settings):
                              what="prepare setting")
 
     def digest_fields(self) -> dict[str, Any]:
-        """The fields that decide a preparation's output; `tolerance` 0 is left out, so that preparations made
-        before it existed are reused by `--tolerance 0`."""
+        """The fields that decide the crops; `tolerance` 0 is left out, so that preparations made before it existed
+        are reused by `--tolerance 0`."""
         fields = dataclasses.asdict(self)
+        del fields["landmarks"]  # stored beside the crops, it changes none of them
         if not fields["tolerance"]:
             del fields["tolerance"]
         return fields

@@ -43,6 +43,7 @@ class PreparedDataset:
     no_face: NoFaceVideos
     manifest_digest: str  # sha256 prefix of manifest.parquet: which data a model was trained on
     settings: PrepareSettings | None  # how the crops were made (None for folders made by hand)
+    origins: np.ndarray | None = None  # per row, the row of the real crop a pseudo-fake was made from, else -1
 
     def __len__(self) -> int:
         return len(self.labels)

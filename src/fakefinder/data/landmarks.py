@@ -53,3 +53,55 @@ class FaceMesh:
         if presence < self.min_presence:
             return None
         return (points * np.array([w / INPUT, h / INPUT], dtype=np.float32)).astype(np.float32)
+
+
+LANDMARKS = "landmarks.npz"  # in a prepared folder, beside manifest.parquet: every crop's mesh
+
+
+def _stamp(path: Path) -> str:
+    """What a crop's mesh depends on: its file (a rerun with other settings rewrites crops at the same paths)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarray:
+    """(n, 468, 2) float32 meshes of the crops at `crop_paths` (relative to `root`), in each crop's pixels; NaN where
+    the mesh found no face or the crop cannot be read (recorded, never fatal). Read from `root/landmarks.npz`; the
+    crops it lacks are measured and the file rewritten atomically, so each crop's mesh is computed once."""
+    import io
+
+    import cv2
+
+    from .. import _files
+    from ..progress import emit
+
+    root = Path(root)
+    keys = [f"{p}|{_stamp(root / p)}" for p in crop_paths]
+    known: dict[str, np.ndarray] = {}
+    store = root / LANDMARKS
+    if store.is_file():
+        try:
+            with np.load(store) as z:
+                known = dict(zip(z["keys"].tolist(), z["points"]))
+        except (OSError, ValueError, KeyError):  # damaged: measured again and rewritten
+            known = {}
+    missing = [k for k in dict.fromkeys(keys) if k not in known]
+    mesh = None
+    emit(progress, "landmarks", 0, len(missing), "crop")
+    for done, key in enumerate(missing, 1):
+        image = cv2.imread(str(root / key.rsplit("|", 1)[0]), cv2.IMREAD_COLOR)
+        mesh = mesh or FaceMesh()
+        points = mesh.landmarks(image) if image is not None else None
+        known[key] = points if points is not None else np.full((POINTS, 2), np.nan, dtype=np.float32)
+        emit(progress, "landmarks", done, len(missing), "crop")
+    if missing:
+        kept = [k for k in dict.fromkeys(keys)]  # crops no longer in the manifest are dropped
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=np.asarray(kept), points=np.stack([known[k] for k in kept]).astype(np.float32))
+        _files.write_bytes(store, buffer.getvalue())
+    if not keys:
+        return np.zeros((0, POINTS, 2), dtype=np.float32)
+    return np.stack([known[k] for k in keys]).astype(np.float32)

@@ -71,3 +71,7 @@ def write_table(path: str | Path, schema: pa.Schema, batches: Iterable[list[dict
 
     _files.write_with(path, write)
     return count
+
+
+def read_column(path: str | Path, name: str) -> list:
+    return pq.read_table(path, columns=[name]).column(name).to_pylist()

@@ -38,6 +38,7 @@ from .manifest import (
     VIDEOS,
     VIDEOS_SCHEMA,
     crops_folder,
+    read_column,
     write_table,
 )
 
@@ -261,6 +262,10 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
         for scratch in (out / "faces").glob("*.partial-*"):  # crops of attempts that a kill stopped
             shutil.rmtree(scratch, ignore_errors=True)
         result = _prepare_locked(collection, out, _PrepareVideo(settings, str(out), limits), executor, progress, t0)
+        if settings.landmarks:
+            from .landmarks import stored_landmarks
+
+            stored_landmarks(out, read_column(out / MANIFEST, "crop_path"), progress=progress)
         info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
                 "labels": str(Path(labels).resolve()) if labels else None,
                 "settings": dataclasses.asdict(settings), "settings_digest": settings_digest(settings),

@@ -126,6 +126,9 @@ class Evidence(options.Checked):
     test_auc: float | None = option(None, "video-level ROC AUC on the test videos", low=0, high=1)
     test_auc_low: float | None = option(None, "its 95% bootstrap interval, low end", low=0, high=1)
     test_auc_high: float | None = option(None, "its 95% bootstrap interval, high end", low=0, high=1)
+    val_fakes: Literal["real", "self-blended", "both"] = option(
+        "real", "the fakes that chose its calibration and threshold: the data's own, self-blended pseudo-fakes of "
+        "held-out reals, or both (the threshold means what they are)")
 
     def summary(self, dataset: str) -> str:
         """One sentence, e.g. `dfdc-lite0 was trained on 2400 videos of dfdc and calibrated on 800; its test AUC is
@@ -133,8 +136,10 @@ class Evidence(options.Checked):
         if self.train_videos is None:
             return ("This model does not record what it was trained and tested on (made by fakefinder 0.2 or "
                     "earlier, or a published detector)")
+        fakes = {"real": "", "self-blended": " (reals and their self-blended pseudo-fakes)",
+                 "both": " (with self-blended pseudo-fakes of their reals)"}[self.val_fakes]
         trained = (f"{self.name} was trained on {self.train_videos} videos of {dataset or 'unnamed data'} and "
-                   f"calibrated on {self.val_videos}")
+                   f"calibrated on {self.val_videos}{fakes}")
         if self.test_auc is None:
             return f"{trained}; it was not tested ({self.test_videos} test videos, not both real and fake)"
         interval = (f" (95% interval {self.test_auc_low:.2f}-{self.test_auc_high:.2f})"

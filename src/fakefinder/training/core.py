@@ -35,6 +35,7 @@ from ..progress import ProgressCallback
 from .augment import Augmenter
 from .finetune import History, Loop, Processes, balanced_indices, epoch_rng, fit, param_groups
 from .loader import CropDataset, EpochBatches, batches, default_workers, iterate, make_loader
+from .pseudofakes import METHOD, FreshBlends, with_pseudo_fakes
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class _Parts:
     train_rows: np.ndarray  # the training rows after class balancing
     scored: list[str]  # the parts predicted at the end ("val", and "test" unless left out)
     margin: float  # of the crops, for the augmentations that find face parts
+    fresh: FreshBlends | None = None  # when fine-tuning on pseudo-fakes: made anew every epoch
+    together: np.ndarray | None = None  # per row, its real crop's row (itself for a real): batched side by side
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,6 @@ def training_data(data: str | Path | PreparedDataset, config: TrainSettings, *,
     """The crops a run learns from: the prepared data, with self-blended pseudo-fakes made from its reals when
     `config.fakes` asks (a dataset that has them already is taken as it is). Raises UsageError for data that
     cannot train: one class only with `--fakes real`, no reals to blend."""
-    from .pseudofakes import METHOD, with_pseudo_fakes
-
     dataset = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
     if config.fakes != "real":
         return dataset if (dataset.methods == METHOD).any() else with_pseudo_fakes(dataset, config,
@@ -219,8 +220,11 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     rows = {p: np.flatnonzero(split.parts[:len(dataset)] == p) for p in PARTS}
     train_rows = rows["train"][balanced_indices(dataset.labels[rows["train"]], config.balance,
                                                 np.random.default_rng(config.seed))]
+    fresh = None if config.frozen else FreshBlends.of(dataset, config)
     parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
-                   [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin)
+                   [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin,
+                   fresh, None if fresh is None else np.where(fresh.origins >= 0, fresh.origins,
+                                                              np.arange(len(dataset))))
     device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
     run = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
                _distributed(device), progress,
@@ -313,16 +317,19 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
 
 def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndarray | None,
               test: Evaluation | None, config: TrainSettings) -> Evidence:
-    """How many videos each part held (faceless ones too), and the test part's video AUC (as evaluated) with its
-    95% bootstrap interval over test videos."""
+    """How many videos each part held (faceless ones too), which fakes validation held, and the test part's video
+    AUC (as evaluated) with its 95% bootstrap interval over test videos."""
     ids = np.concatenate([dataset.video_ids, dataset.no_face.video_ids])
+    val_fakes = dataset.methods[(split.parts[:len(dataset)] == "val") & (dataset.labels == 1)]
+    pseudo = val_fakes == METHOD
+    validated = "both" if pseudo.any() and not pseudo.all() else "self-blended" if pseudo.any() else "real"
     videos = {p: len(set(ids[split.parts == p])) for p in PARTS}
     auc = low = high = None
     if test is not None and not np.isnan(test.video.auc):
         rows = np.flatnonzero(split.parts[:len(dataset)] == "test")
         _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], test_p, rule=config.video_rule)
         auc, (low, high) = test.video.auc, bootstrap_auc(vy, vp, seed=config.seed)
-    return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high)
+    return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high, validated)
 
 
 def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
@@ -336,10 +343,10 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
     if processes.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     augmenter = Augmenter.from_spec(config.augment, margin=parts.margin)
-    train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed)
+    train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed, parts.fresh)
     plain_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, None, config.seed)
     sampler = EpochBatches(parts.train_rows, config.batch_size, config.seed, shuffle=True, rank=processes.rank,
-                           world=processes.world)
+                           world=processes.world, together=parts.together)
     train_loader = make_loader(train_set, sampler, workers=run.loader_processes, device=dev)
     mine = {part: np.array_split(parts.rows[part], processes.world)[processes.rank] for part in {"val", *parts.scored}}
     scoring = {part: make_loader(plain_set, EpochBatches(rows, 64, config.seed, shuffle=False),

@@ -19,15 +19,17 @@ from ..hardware import single_threaded_opencv
 from ..models.backbones import Preprocess
 from .augment import Augmenter
 from .finetune import epoch_rng
+from .pseudofakes import FreshBlends
 
 
 class CropDataset(Dataset):
-    """Crop files -> (normalised CHW float32 tensor, label); augmented when an Augmenter is given."""
+    """Crop files -> (normalised CHW float32 tensor, label); augmented when an Augmenter is given, pseudo-fakes
+    made anew when FreshBlends are."""
 
     def __init__(self, files: np.ndarray, labels: np.ndarray, preprocess: Preprocess, augmenter: Augmenter | None,
-                 seed: int) -> None:
+                 seed: int, fresh: FreshBlends | None = None) -> None:
         self.files, self.labels = files, labels.astype(np.float32)
-        self.preprocess, self.augmenter, self.seed = preprocess, augmenter, seed
+        self.preprocess, self.augmenter, self.seed, self.fresh = preprocess, augmenter, seed, fresh
 
     def __len__(self) -> int:
         return len(self.files)
@@ -36,21 +38,26 @@ class CropDataset(Dataset):
         from ..models.features import read_crop
 
         row, epoch = key
-        image = read_crop(self.files[row])
+        image = self.fresh.image(self.files, row, epoch_rng(self.seed, epoch, row, 1)) if self.fresh else None
+        if image is None:
+            image = read_crop(self.files[row])
         if self.augmenter is not None:
             image = self.augmenter(image, epoch_rng(self.seed, epoch, row))
         return torch.from_numpy(self.preprocess(image)), torch.tensor(self.labels[row])
 
 
 class EpochBatches(Sampler):
-    """Batches of (row, epoch) keys in the order of `order(epoch)`; this process takes its share of each.
+    """Batches of (row, epoch) keys, shuffled per epoch; this process takes its share of each. Rows of one
+    `together` key stay next to each other (a real crop beside its pseudo-fakes: a batch then holds the pairs that
+    differ only by a blend).
 
     Under several processes a last batch too small to give each one a sample is left out of the epoch: a process
     without one would stop while the others wait for its gradients."""
 
     def __init__(self, rows: np.ndarray, batch_size: int, seed: int, *, shuffle: bool, rank: int = 0,
-                 world: int = 1) -> None:
+                 world: int = 1, together: np.ndarray | None = None) -> None:
         self.rows, self.batch_size, self.seed, self.shuffle = rows, batch_size, seed, shuffle
+        self.together = together
         self.rank, self.world, self.epoch = rank, world, 0
 
     def __len__(self) -> int:
@@ -62,7 +69,14 @@ class EpochBatches(Sampler):
         return min(self.batch_size, len(self.rows) - (step - 1) * self.batch_size)
 
     def __iter__(self):
-        order = epoch_rng(self.seed, self.epoch).permutation(self.rows) if self.shuffle else self.rows
+        order = self.rows
+        if self.shuffle and self.together is not None:
+            keys, inverse = np.unique(self.together[self.rows], return_inverse=True)
+            rank = np.empty(len(keys), dtype=np.int64)
+            rank[epoch_rng(self.seed, self.epoch).permutation(len(keys))] = np.arange(len(keys))
+            order = self.rows[np.argsort(rank[inverse], kind="stable")]
+        elif self.shuffle:
+            order = epoch_rng(self.seed, self.epoch).permutation(self.rows)
         for s in range(0, len(self) * self.batch_size, self.batch_size):
             batch = order[s:s + self.batch_size]
             mine = np.array_split(batch, self.world)[self.rank]  # equal shares: DDP's mean = the global mean

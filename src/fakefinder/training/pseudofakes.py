@@ -145,11 +145,11 @@ def blends_key(dataset, settings: TrainSettings) -> str:
 
 def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCallback | None = None):
     """`dataset` with `settings.blends` self-blended pseudo-fakes per real crop (made now, or found from an earlier
-    run); with `--fakes self-blended` its own fakes are left out, with `both` kept. Raises UsageError when it has
-    no real crop."""
+    run); with `--fakes self-blended` its own fakes are left out, with `both` kept. The crops' face meshes come from
+    the prepared folder (measured there now when `prepare` did not). Raises UsageError when it has no real crop."""
     import cv2
 
-    from ..data.landmarks import FaceMesh
+    from ..data.landmarks import stored_landmarks
     from ..data.manifest import STATE_DIR
     from ..models.features import read_crop
 
@@ -158,18 +158,16 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
         raise UsageError(f"{dataset.root}: no real face crops to make self-blended pseudo-fakes from")
     folder = dataset.root / STATE_DIR / "blends" / blends_key(dataset, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    mesh = None
+    meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals], progress=progress)
     paths, done = [], 0
     emit(progress, "pseudo-fakes", 0, len(reals), "crop")
-    for i in reals:
+    for i, landmarks in zip(reals, meshes):
         mine = [folder / f"{i}_{k}.png" for k in range(settings.blends)]
         if not all(p.is_file() for p in mine):
             crop = read_crop(dataset.crop_files[i])
-            mesh = mesh or FaceMesh()
-            landmarks = mesh.landmarks(crop)
             for k, path in enumerate(mine):
                 if not path.is_file():
-                    fake, _ = self_blend(crop, landmarks, np.random.default_rng([settings.seed, int(i), k]),
+                    fake, _ = self_blend(crop, _or_none(landmarks), np.random.default_rng([settings.seed, int(i), k]),
                                          settings, margin=dataset.margin)
                     ok, png = cv2.imencode(".png", fake)
                     if not ok:
@@ -180,6 +178,8 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
         emit(progress, "pseudo-fakes", done, len(reals), "crop")
     keep = np.arange(len(dataset)) if settings.fakes == "both" else reals
     source = np.repeat(reals, settings.blends)
+    kept_row = np.full(len(dataset), -1)
+    kept_row[keep] = np.arange(len(keep))
     no_face = dataset.no_face
     if settings.fakes != "both":
         real_videos = no_face.labels == 0
@@ -197,7 +197,44 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
                                    np.asarray([p.relative_to(dataset.root).as_posix() for p in paths], dtype=object)]),
         no_face=no_face,
         manifest_digest=hashlib.sha256(f"{dataset.manifest_digest}+{folder.name}+{settings.fakes}".encode())
-        .hexdigest()[:16])
+        .hexdigest()[:16],
+        origins=np.concatenate([np.full(len(keep), -1), kept_row[source]]))
+
+
+def _or_none(landmarks: np.ndarray) -> np.ndarray | None:
+    return None if np.isnan(landmarks).any() else landmarks
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshBlends:
+    """Makes a training row's pseudo-fake anew from its real crop at every epoch: a base being fine-tuned would
+    learn a few cached blends by heart, while a new one each time leaves it only what all blends share."""
+
+    origins: np.ndarray  # per row, the row of its real crop, -1 for crops of the data's own
+    landmarks: dict[int, np.ndarray]  # real row -> its face mesh (missing: no mesh, an ellipse mask)
+    settings: TrainSettings
+    margin: float
+
+    @classmethod
+    def of(cls, dataset, settings: TrainSettings) -> FreshBlends | None:
+        if dataset.origins is None or not (dataset.origins >= 0).any():
+            return None
+        from ..data.landmarks import stored_landmarks
+
+        reals = np.unique(dataset.origins[dataset.origins >= 0])
+        meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals])
+        return cls(dataset.origins, {int(r): m for r, m in zip(reals, meshes) if not np.isnan(m).any()}, settings,
+                   dataset.margin)
+
+    def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
+        """The row's new pseudo-fake, or None for a crop of the data's own (read as it is)."""
+        from ..models.features import read_crop
+
+        origin = int(self.origins[row])
+        if origin < 0:
+            return None
+        return self_blend(read_crop(files[origin]), self.landmarks.get(origin), rng, self.settings,
+                          margin=self.margin)[0]
 
 
 def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainSettings | None = None, *,
