@@ -195,8 +195,8 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
     tight = prepare(collection.out, tmp_path / "tight", settings=PrepareSettings(frames=2, margin=0.0),
                     dataset="tight", processes=1)
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),
-                           str(tight.out), "--json", str(tmp_path / "table.json"), "--quiet"],
-                          capture_output=True, text=True, timeout=300)
+                           str(tight.out), "--json", str(tmp_path / "table.json"), "--html",
+                           str(tmp_path / "table.html"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "table.json").read_text())["rows"]
     methods = ["colour", "mouth", "resample", "swap", "warp"]
@@ -209,6 +209,8 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
     assert rows[6]["framing"] == "margin 0 (model: 0.3)"  # said, since a detector scores the framing it knows
     table = proc.stdout
     assert "video AUC" in table and "ECE" in table and "as trained" in table and "margin 0 (model: 0.3)" in table
+    page = (tmp_path / "table.html").read_text()  # the same table for a report
+    assert page.count("<tr>") == len(rows) + 1 and "<td>margin 0 (model: 0.3)</td>" in page and "<td>tight</td>" in page
     many = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),
                            str(tight.out), "--split", "test"], capture_output=True, text=True, timeout=300)
     assert many.returncode == 2 and "--split takes one DATA" in many.stderr

@@ -18,6 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--by", help="break results down by a manifest column (e.g. method; with several DATA, "
                    "default method)")
     _options.add_json(p, "the metrics")
+    p.add_argument("--html", type=Path, metavar="FILE", help="with several DATA, also write the table as an HTML page")
     _options.add_model(p)
     _options.add_quiet(p)
 
@@ -34,8 +35,14 @@ def run(args) -> int:
                                          tracking_uri=_options.tracking_uri(args), device=args.device,
                                          base_weights=args.base_weights, progress=progress, runtime=args.runtime)
         _options.write_json(table.to_dict(), args.json)
+        if args.html:
+            from .. import _files
+
+            _files.write_text(args.html, table.html(str(args.model)))
         print(table.table(), file=sys.stderr if args.json == "-" else sys.stdout)
         return 0
+    if args.html:
+        raise UsageError("--html writes the table of several DATA")
     with _options.renderer(args) as progress:
         result = evaluate(args.model, args.data[0], split=args.split, by=args.by,
                           tracking_uri=_options.tracking_uri(args), device=args.device,

@@ -188,14 +188,23 @@ class CollectionsResult:
     def to_dict(self) -> dict:
         return {"threshold": self.verdict, "rows": [r.to_dict() for r in self.rows]}
 
-    def table(self) -> str:
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
         head = ["collection", "method", "video AUC", "AP", "log loss", "ECE", "videos", "frame AUC", "faces/video",
                 "framing"]
-        rows = [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3), shown(r.evaluation.video.ap, 3),
-                 shown(r.evaluation.video.log_loss, 3), shown(r.evaluation.video.ece, 3),
-                 str(r.evaluation.video.n), shown(r.evaluation.frame.auc, 3), shown(r.faces_per_video),
-                 r.framing or "as trained"] for r in self.rows]
-        return format_table(head, rows) + f"\nverdict: {self.verdict}"
+        return head, [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3),
+                       shown(r.evaluation.video.ap, 3), shown(r.evaluation.video.log_loss, 3),
+                       shown(r.evaluation.video.ece, 3), str(r.evaluation.video.n), shown(r.evaluation.frame.auc, 3),
+                       shown(r.faces_per_video), r.framing or "as trained"] for r in self.rows]
+
+    def table(self) -> str:
+        return format_table(*self._cells()) + f"\nverdict: {self.verdict}"
+
+    def html(self, model: str) -> str:
+        """The table as a self-contained HTML page."""
+        from ..tracking.report import table_page
+
+        return table_page(f"{model} on {len({r.collection for r in self.rows})} collections", *self._cells(),
+                          note=f"verdict: {self.verdict}")
 
 
 def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], *, by: str | None = "method",

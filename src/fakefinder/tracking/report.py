@@ -47,6 +47,11 @@ def _page(title: str, body: str) -> str:
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}{CHECK}</body></html>")
 
 
+def table_page(title: str, head: list[str], rows: list[list], note: str = "") -> str:
+    """A self-contained HTML page of one table (and a note under it)."""
+    return _page(title, _table(head, rows) + (f"<p>{html.escape(note)}</p>" if note else ""))
+
+
 def _confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
     pred = p >= threshold
     rows = [["true REAL", int(np.sum((y == 0) & ~pred)), int(np.sum((y == 0) & pred))],
