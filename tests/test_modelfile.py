@@ -40,7 +40,7 @@ def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
     card = read_card(model_file)
     assert ModelCard.from_json(card.to_json()) == card
     header = header_of(model_file)
-    assert header["format"] == "fakefinder-model/3" and header["label"].startswith("1 = FAKE")
+    assert header["format"] == "fakefinder-model/4" and header["label"].startswith("1 = FAKE")
     assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest", "evidence"} <= set(header)
 
 

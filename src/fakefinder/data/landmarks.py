@@ -105,3 +105,26 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarr
     if not keys:
         return np.zeros((0, POINTS, 2), dtype=np.float32)
     return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+def face_fill(points: np.ndarray, side: int) -> float:
+    """How much of a square crop the face fills: the mesh's sqrt(width x height) over the crop's side. Framing in
+    one number: a detector trained on one fill meets faces of another as a change of scale."""
+    width, height = np.ptp(points[:, 0]), np.ptp(points[:, 1])
+    return float(np.sqrt(width * height) / side)
+
+
+def median_fill(root: str | Path, crop_paths, side: int, *, sample: int = 300) -> float | None:
+    """The median face_fill of up to `sample` crops spread over `crop_paths` (None when no mesh was found)."""
+    crop_paths = np.asarray(crop_paths, dtype=object)
+    if len(crop_paths) == 0:
+        return None
+    picked = crop_paths[np.unique(np.linspace(0, len(crop_paths) - 1, min(sample, len(crop_paths))).astype(int))]
+    fills = [face_fill(p, side) for p in stored_landmarks(root, picked) if not np.isnan(p).any()]
+    return float(np.median(fills)) if fills else None
+
+
+def margin_for_fill(fill: float, margin: float, wanted: float) -> float:
+    """The margin that makes crops cut with `margin`, whose face fills `fill`, fill `wanted` instead (a crop's side
+    is the box's times 1 + 2 margin)."""
+    return max(0.0, ((1 + 2 * margin) * fill / wanted - 1) / 2)

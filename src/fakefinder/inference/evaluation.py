@@ -147,16 +147,31 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
 FRAMING = ("detector", "margin", "size")
 
 
-def framing_difference(trained, data) -> str:
-    """How `data`'s crops are framed unlike the model's training crops (PrepareSettings or None each), in words;
-    "" when alike. A detector shown faces framed otherwise (tighter, aligned, another size) may score below
-    chance for that reason alone."""
+FILL_TOLERANCE = 0.1  # faces filling their crops within 10% of the model's fill are framed alike
+
+
+def framing_difference(trained, data, trained_fill: float | None = None, data_fill: float | None = None) -> str:
+    """How `data`'s crops are framed unlike the model's training crops (PrepareSettings or None each; the faces'
+    median fill of their crops, data.landmarks.face_fill), in words; "" when alike. A detector shown faces framed
+    otherwise (tighter, looser, another size) may score below chance for that reason alone: where the fills
+    differ, the margin that would frame the data as the model's crops is named."""
     if data is None:
         return "not made by prepare: framing unknown"
     if trained is None:
         return "the model's framing is unknown"
-    return ", ".join(f"{name} {shown(getattr(data, name))} (model: {shown(getattr(trained, name))})"
-                     for name in FRAMING if getattr(data, name) != getattr(trained, name))
+    measured = bool(trained_fill and data_fill)
+    alike = measured and abs(data_fill / trained_fill - 1) <= FILL_TOLERANCE
+    said = [f"{name} {shown(getattr(data, name))} (model: {shown(getattr(trained, name))})"
+            for name in FRAMING if getattr(data, name) != getattr(trained, name)
+            and not (alike and name != "size")]  # faces that fill their crops alike are framed alike
+    if measured and not alike:
+        from ..data.landmarks import margin_for_fill
+
+        margin = trained.margin if data.detector == trained.detector else margin_for_fill(data_fill, data.margin,
+                                                                                          trained_fill)
+        hint = f"; prepare --margin {margin:.2f} frames it so" if data.detector != "none" else ""
+        said.append(f"face fills {data_fill:.2f} of a crop (model: {trained_fill:.2f}){hint}")
+    return ", ".join(said)
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,12 @@ class CollectionsResult:
                           note=f"verdict: {self.verdict}")
 
 
+def _fill(d) -> float | None:
+    from ..data.landmarks import median_fill
+
+    return median_fill(d.root, d.crop_paths, d.settings.size) if d.settings is not None else None
+
+
 def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], *, by: str | None = "method",
                          tracking_uri: str | None = None, device: str = "auto",
                          base_weights: str | Path | None = None, progress: ProgressCallback | None = None,
@@ -221,7 +242,7 @@ def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], 
     for data in datas:
         d = load_dataset(data, need_both_classes=False)
         result = evaluate(detector, d, by=by, progress=progress)
-        framing = framing_difference(detector.card.prepare, d.settings)
+        framing = framing_difference(detector.card.prepare, d.settings, detector.card.face_fill, _fill(d))
         rows.append(CollectionRow(d.name, "", result.overall, framing))
         rows += [CollectionRow(d.name, group, ev, framing) for group, ev in result.by.items()]
     return CollectionsResult(tuple(rows), detector.verdict.meaning())

@@ -23,7 +23,8 @@ from ..errors import OptionError, UsageError
 from ..options import option
 
 FORMAT = "fakefinder-model"
-VERSION = 3  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band. Both upgraded.
+VERSION = 4  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band; 3: no val_fakes, no
+# face_fill. All upgraded.
 MIN_RATE_VIDEOS = 20  # fewer real (or fake) validation videos than this, and a rate is too uncertain to state
 LABEL = "1 = FAKE; outputs are P(fake)"
 
@@ -163,6 +164,7 @@ class ModelCard:
     seed: int = 0
     train: dict[str, str] = field(default_factory=dict)  # the training settings, as text
     source: str = "fakefinder"  # or the published detector it was imported from
+    face_fill: float | None = None  # data.landmarks.face_fill of the training crops (median); None: not measured
     version: int = VERSION
 
     def to_json(self) -> dict:
@@ -186,6 +188,8 @@ class ModelCard:
             header = _upgrade_v1(header)
         if int(version) <= 2:
             header = _upgrade_v2(header)
+        if int(version) <= 3:
+            header = _upgrade_v3(header)
         try:
             return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
                                           prefix="base."),
@@ -201,11 +205,19 @@ class ModelCard:
                                               complete=True, prefix="evidence."),
                        run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
                        train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
-                       source=_text(header, "source") or "fakefinder")
+                       source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")))
         except OptionError as exc:
             raise UsageError(f"bad model header: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"bad model header: {type(exc).__name__} {exc}") from None
+
+
+def _fill(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 4:
+        raise OptionError("face_fill", f"must be a number in (0, 4], not {value!r}")
+    return float(value)
 
 
 def _part(header: dict, key: str) -> dict:
@@ -227,6 +239,11 @@ def _run_id(value: str) -> str:
         return safe_run_id(value) if value else value
     except UsageError:
         raise OptionError("run_id", f"must be a run id, got {value!r}") from None
+
+
+def _upgrade_v3(h: dict) -> dict:
+    """fakefinder 0.3's header: every model then learnt from real fakes; the face's fill was not measured."""
+    return {**h, "evidence": {**_part(h, "evidence"), "val_fakes": "real"}, "face_fill": None}
 
 
 def _upgrade_v2(h: dict) -> dict:
