@@ -24,6 +24,7 @@ import numpy as np
 from fakefinder import PrepareSettings, TrainSettings, fit_detector, load_detector, prepare
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
+from fakefinder.data.landmarks import margin_for_fill, median_fill
 from fakefinder.data.splits import load_split
 from fakefinder.inference.evaluation import dataset_logits, evaluate_collections
 from fakefinder.metrics import evaluate_scores
@@ -55,6 +56,16 @@ def main() -> None:
     dfdc = prepare(dev, args.out / "dfdc", settings=crops, labels=dev / "labels.csv", dataset="dfdc").out
     clips_src, faces_src = SHARED / "xdev" / "ffpp_c23_videos", SHARED / "xdev" / "ffpp_faces299"
     clips = prepare(clips_src, args.out / "xdev-clips", labels=clips_src / "labels.csv", dataset="ffpp-clips").out
+    # DFDC's crops are tight: framed as they are (the face mesh fills as much of the crop), the clips are cut
+    # again with the margin that `evaluate` names for them.
+    trained_fill = median_fill(dfdc, load_dataset(dfdc).crop_paths, crops.size)
+    default = PrepareSettings()
+    margin = round(margin_for_fill(median_fill(clips, load_dataset(clips).crop_paths, default.size), default.margin,
+                                   trained_fill), 2)
+    framed = prepare(clips_src, args.out / f"xdev-clips-m{margin}", settings=default.replace(margin=margin),
+                     labels=clips_src / "labels.csv", dataset="ffpp-clips-framed").out
+    print(f"DFDC faces fill {trained_fill:.2f} of their crops: xdev clips cut again with margin {margin}",
+          flush=True)
     faces = prepare(faces_src, args.out / "xdev-faces", settings=crops, labels=faces_src / "labels.csv",
                     dataset="ffpp-faces").out
     data = load_dataset(dfdc)
@@ -74,19 +85,21 @@ def main() -> None:
         p = detector.card.calibration.apply(dataset_logits(detector, data))
         in_domain = evaluate_scores(data.video_ids[test], data.labels[test], p[test],
                                     threshold=detector.threshold).video
-        cross = evaluate_collections(detector, [clips, faces], by="method")
+        cross = evaluate_collections(detector, [framed, clips, faces], by="method")
         by = {(r.collection, r.group): r.evaluation for r in cross.rows}
-        clip_all, face_all = by[("ffpp-clips", "")].video, by[("ffpp-faces", "")].frame
-        methods = {g: ev.video.auc for (c, g), ev in by.items() if c == "ffpp-clips" and g}
+        clip_all, face_all = by[("ffpp-clips-framed", "")].video, by[("ffpp-faces", "")].frame
+        loose = by[("ffpp-clips", "")].video
+        methods = {g: ev.video.auc for (c, g), ev in by.items() if c == "ffpp-clips-framed" and g}
         results[name] = {"command": command, "dfdc_test_auc": in_domain.auc, "clips_auc": clip_all.auc,
                          "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece, "faces_auc": face_all.auc,
-                         "methods": methods, "train_s": seconds,
-                         "framing": next(r.framing for r in cross.rows if r.collection == "ffpp-clips")}
+                         "clips_margin_0.3_auc": loose.auc, "methods": methods, "train_s": seconds,
+                         "framing": {r.collection: r.framing for r in cross.rows}}
         table.append([name, command, shown(in_domain.auc, 3), shown(clip_all.auc, 3), shown(clip_all.log_loss, 3),
-                      shown(clip_all.ece, 3), shown(face_all.auc, 3),
+                      shown(clip_all.ece, 3), shown(loose.auc, 3), shown(face_all.auc, 3),
                       " ".join(f"{g} {shown(a, 2)}" for g, a in sorted(methods.items())), f"{seconds:.0f}"])
         print(format_table(["row", "command", "DFDC test AUC", "xdev clips AUC", "log loss", "ECE",
-                            "xdev faces AUC", "clips AUC by method", "train s"], table), flush=True)
+                            "clips at margin 0.3 AUC", "xdev faces AUC", "clips AUC by method", "train s"], table),
+              flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     base = results.get("finetuned") or results.get("frozen")
     for name, r in results.items():

@@ -9,7 +9,14 @@ from media import astronaut
 
 from fakefinder.config import TrainSettings
 from fakefinder.errors import OptionError
-from fakefinder.training.augment import AUGMENTATIONS, Augmenter, face_part_box, parse_augment
+from fakefinder.training.augment import (
+    AUGMENTATIONS,
+    Augmenter,
+    FaceParts,
+    face_part_box,
+    mesh_part_boxes,
+    parse_augment,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,7 @@ def face() -> np.ndarray:
 
 def apply(name: str, image: np.ndarray, strength: float = 1.0, seed: int = 0) -> np.ndarray:
     fn = AUGMENTATIONS[name][0]
-    return fn(image, np.random.default_rng(seed), strength, 0.3)
+    return fn(image, np.random.default_rng(seed), strength, FaceParts(0.3))
 
 
 def sharpness(image: np.ndarray) -> float:
@@ -91,6 +98,30 @@ def test_parts_cutout_blacks_out_a_face_part(face):
     boxes = [face_part_box(p, 224, 0.3) for p in ("eyes", "nose", "mouth")]
     covered = max(black[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes)
     assert covered > 0.6 and black.mean() < 0.3
+
+
+def test_parts_follow_the_face_mesh_of_a_face_off_centre_and_its_mirror_image(face):
+    """A face that is not where the crop's geometry expects it: its mesh places the parts, also after a flip."""
+    from fakefinder.data.landmarks import FaceMesh
+
+    shifted = np.roll(face, 36, axis=1)
+    boxes = mesh_part_boxes(FaceMesh().landmarks(shifted))
+    assert np.isnan(mesh_part_boxes(np.full((468, 2), np.nan))).all()  # no mesh: the geometry decides
+    augmenter = Augmenter.from_spec("flip=1,parts=1", margin=0.3)
+    flips, cut = 0, 0
+    for seed in range(12):
+        out = augmenter(shifted, np.random.default_rng(seed), boxes)
+        black = (out == 0).all(axis=2) & ~(shifted == 0).all(axis=2) & ~(shifted[:, ::-1] == 0).all(axis=2)
+        flipped = np.mean(out[~black] == shifted[:, ::-1][~black]) > np.mean(out[~black] == shifted[~black])
+        flips += flipped
+        place = FaceParts(0.3, boxes).mirrored(224) if flipped else FaceParts(0.3, boxes)
+        inside = np.zeros_like(black)
+        for part in ("eyes", "nose", "mouth"):
+            x0, y0, x1, y1 = place.box(part, 224)
+            inside[max(0, y0 - 12):y1 + 12, max(0, x0 - 12):x1 + 12] = True  # boxes jitter by 5% of the side
+        assert not black[~inside].any()
+        cut += black.sum() > 200  # `parts` applies to half the crops
+    assert 0 < flips < 12 and cut >= 3
 
 
 def test_keras_augmentation_is_an_affine_warp(face):

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Augmentation = Callable[[np.ndarray, np.random.Generator, float, float], np.ndarray]  # image, rng, strength, margin
+Augmentation = Callable[[np.ndarray, np.random.Generator, float, "FaceParts"], np.ndarray]  # image, rng, strength,
+# where the face's parts are
 
 
-def _flip(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _flip(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     return np.ascontiguousarray(image[:, ::-1])
 
 
-def _jpeg(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _jpeg(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     import cv2
 
     quality = int(rng.integers(round(95 - 65 * s), 96))  # 30-95 at full strength
@@ -30,7 +31,7 @@ def _jpeg(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) 
     return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
 
 
-def _downscale(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _downscale(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     import cv2
 
     h, w = image.shape[:2]
@@ -39,19 +40,19 @@ def _downscale(image: np.ndarray, rng: np.random.Generator, s: float, margin: fl
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _blur(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _blur(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     import cv2
 
     sigma = rng.uniform(0.1, 0.1 + 2.5 * s) * image.shape[0] / 224  # sigma in 224 px units
     return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)
 
 
-def _noise(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _noise(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     std = rng.uniform(0, 25 * s)
     return np.clip(image + rng.normal(0, std, image.shape), 0, 255).astype(np.uint8)
 
 
-def _colour(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _colour(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     import cv2
 
     hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.float32)
@@ -63,7 +64,7 @@ def _colour(image: np.ndarray, rng: np.random.Generator, s: float, margin: float
     return np.clip((out - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
 
 
-def _cutout(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+def _cutout(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     out = image.copy()
     h, w = image.shape[:2]
     for _ in range(int(rng.integers(1, 4))):
@@ -87,19 +88,61 @@ def face_part_box(part: str, side: int, margin: float) -> tuple[int, int, int, i
             round(offset + y1 * face))
 
 
-def _parts(image: np.ndarray, rng: np.random.Generator, s: float, margin: float) -> np.ndarray:
+# The face mesh's points (data.landmarks) around each part: eye corners and lids with the brows, the nose from its
+# bridge to its wings, the lips' outline.
+MESH_PARTS = {"eyes": [33, 133, 159, 145, 263, 362, 386, 374, 70, 105, 107, 300, 334, 336],
+              "nose": [6, 1, 2, 98, 327, 4, 5, 195], "mouth": [61, 291, 0, 17, 37, 267, 84, 314]}
+
+
+def mesh_part_boxes(points: np.ndarray) -> np.ndarray:
+    """(3, 4) float32 boxes (x0, y0, x1, y1) of eyes, nose and mouth from a crop's face mesh, each grown by a fifth
+    of its size; NaN without a mesh."""
+    if np.isnan(points).any():
+        return np.full((len(MESH_PARTS), 4), np.nan, dtype=np.float32)
+    boxes = []
+    for part in FACE_PARTS:
+        p = points[MESH_PARTS[part]]
+        low, high = p.min(0), p.max(0)
+        pad = 0.2 * (high - low) + 2
+        boxes.append([*(low - pad), *(high + pad)])
+    return np.asarray(boxes, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class FaceParts:
+    """Where a crop's eyes, nose and mouth are: from its face mesh when it has one (`mesh_part_boxes`), else from
+    the crop's geometry (`face_part_box`, the face box in the middle of a crop cut with `margin`)."""
+
+    margin: float
+    boxes: np.ndarray | None = None
+
+    def box(self, part: str, side: int) -> tuple[int, int, int, int]:
+        if self.boxes is None:
+            return face_part_box(part, side, self.margin)
+        x0, y0, x1, y1 = self.boxes[list(FACE_PARTS).index(part)]
+        return round(float(x0)), round(float(y0)), round(float(x1)), round(float(y1))
+
+    def mirrored(self, width: int) -> FaceParts:
+        if self.boxes is None:
+            return self  # the geometry's boxes are symmetric
+        b = self.boxes.copy()
+        b[:, 0], b[:, 2] = width - self.boxes[:, 2], width - self.boxes[:, 0]
+        return FaceParts(self.margin, b)
+
+
+def _parts(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     out = image.copy()
     names = list(FACE_PARTS)
     chosen = rng.choice(len(names), size=1 + int(rng.random() < s / 2), replace=False)
     for i in chosen:
-        x0, y0, x1, y1 = face_part_box(names[i], image.shape[0], margin)
+        x0, y0, x1, y1 = face.box(names[i], image.shape[0])
         jitter = round(0.05 * image.shape[0])
         dx, dy = (int(v) for v in rng.integers(-jitter, jitter + 1, 2))
         out[max(0, y0 + dy):max(0, y1 + dy), max(0, x0 + dx):max(0, x1 + dx)] = 0
     return out
 
 
-def keras(image: np.ndarray, rng: np.random.Generator, s: float = 1.0, margin: float = 0.0) -> np.ndarray:
+def keras(image: np.ndarray, rng: np.random.Generator, s: float = 1.0, face: FaceParts | None = None) -> np.ndarray:
     """The reference's Keras ImageDataGenerator: rotation 40 degrees, width and height shift 0.2, shear 0.2
     (degrees, as Keras reads it), zoom 0.8-1.2, horizontal flip, edges repeated."""
     import cv2
@@ -129,7 +172,7 @@ AUGMENTATIONS: dict[str, tuple[Augmentation, str]] = {
     "noise": (_noise, "Gaussian noise (std up to 25 grey levels)"),
     "colour": (_colour, "hue, saturation, brightness and contrast jitter"),
     "cutout": (_cutout, "black out 1-3 random squares (up to 40% of the side)"),
-    "parts": (_parts, "black out the eyes, nose or mouth, located from the crop's geometry"),
+    "parts": (_parts, "black out the eyes, nose or mouth, located by the crop's face mesh (else its geometry)"),
     "keras": (keras, "the reference's Keras augmentation (rotation, shifts, shear, zoom, flip)"),
 }
 NAMED = {"default": "flip,jpeg=0.6,downscale=0.5,blur=0.3,noise=0.3,colour=0.5,parts=0.5,cutout=0.3",
@@ -159,7 +202,7 @@ def parse_augment(spec: str) -> tuple[tuple[str, float], ...]:
 
 @dataclass(frozen=True)
 class Augmenter:
-    """A parsed spec bound to the crops' margin; a pure function of (image, rng)."""
+    """A parsed spec bound to the crops' margin; a pure function of (image, rng, the crop's face-part boxes)."""
 
     steps: tuple[tuple[str, float], ...]
     margin: float  # of the crops (see PreparedDataset.margin): where the face parts are
@@ -168,11 +211,14 @@ class Augmenter:
     def from_spec(cls, spec: str, *, margin: float) -> Augmenter:
         return cls(parse_augment(spec), margin)
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, boxes: np.ndarray | None = None) -> np.ndarray:
+        face = FaceParts(self.margin, None if boxes is None or np.isnan(boxes).any() else boxes)
         for name, strength in self.steps:
             fn = AUGMENTATIONS[name][0]
             if name == "keras":
-                image = fn(image, rng, strength, self.margin)
+                image = fn(image, rng, strength, face)
             elif rng.random() < (strength / 2 if name == "flip" else 0.5):
-                image = fn(image, rng, strength, self.margin)
+                image = fn(image, rng, strength, face)
+                if name == "flip":
+                    face = face.mirrored(image.shape[1])
         return image

@@ -32,7 +32,7 @@ from ..models.head import in_features, pooled
 from ..models.modelcard import BaseCard, Evidence, HeadSpec, ModelCard
 from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback
-from .augment import Augmenter
+from .augment import Augmenter, parse_augment
 from .finetune import History, Loop, Processes, balanced_indices, epoch_rng, fit, param_groups
 from .loader import CropDataset, EpochBatches, batches, default_workers, iterate, make_loader
 from .pseudofakes import METHOD, FreshBlends, with_pseudo_fakes
@@ -158,6 +158,7 @@ class _Parts:
     scored: list[str]  # the parts predicted at the end ("val", and "test" unless left out)
     margin: float  # of the crops, for the augmentations that find face parts
     fresh: FreshBlends | None = None  # when fine-tuning on pseudo-fakes: made anew every epoch
+    part_boxes: np.ndarray | None = None  # per row, where its eyes, nose and mouth are (for `parts`)
     together: np.ndarray | None = None  # per row, its real crop's row (itself for a real): batched side by side
 
 
@@ -221,10 +222,13 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     train_rows = rows["train"][balanced_indices(dataset.labels[rows["train"]], config.balance,
                                                 np.random.default_rng(config.seed))]
     fresh = None if config.frozen else FreshBlends.of(dataset, config)
+    own = np.arange(len(dataset)) if dataset.origins is None else np.where(dataset.origins >= 0, dataset.origins,
+                                                                           np.arange(len(dataset)))
+    wants_parts = not config.frozen and any(name == "parts" for name, _ in parse_augment(config.augment))
     parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
                    [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin,
-                   fresh, None if fresh is None else np.where(fresh.origins >= 0, fresh.origins,
-                                                              np.arange(len(dataset))))
+                   fresh, None if fresh is None else own,
+                   _part_boxes(dataset, own, progress) if wants_parts else None)
     device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
     run = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
                _distributed(device), progress,
@@ -251,6 +255,16 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
         torch.distributed.destroy_process_group()
     return TrainedDetector(model, dataset, split, history, probe_history, logits, evaluations, uncalibrated,
                            backbone.images_seen, time.perf_counter() - t0, device, run.processes.main)
+
+
+def _part_boxes(dataset: PreparedDataset, own: np.ndarray, progress) -> np.ndarray:
+    """Per row, the boxes of its face's parts from the face mesh of its crop (a pseudo-fake's: its real's)."""
+    from ..data.landmarks import stored_landmarks
+    from .augment import mesh_part_boxes
+
+    crops, inverse = np.unique(own, return_inverse=True)
+    meshes = stored_landmarks(dataset.root, dataset.crop_paths[crops], progress=progress)
+    return np.stack([mesh_part_boxes(m) for m in meshes])[inverse]
 
 
 def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, run: _Run, executor, *,
@@ -352,7 +366,8 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
     if processes.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     augmenter = Augmenter.from_spec(config.augment, margin=parts.margin)
-    train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed, parts.fresh)
+    train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed, parts.fresh,
+                            parts.part_boxes)
     plain_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, None, config.seed)
     sampler = EpochBatches(parts.train_rows, config.batch_size, config.seed, shuffle=True, rank=processes.rank,
                            world=processes.world, together=parts.together)

@@ -27,9 +27,10 @@ class CropDataset(Dataset):
     made anew when FreshBlends are."""
 
     def __init__(self, files: np.ndarray, labels: np.ndarray, preprocess: Preprocess, augmenter: Augmenter | None,
-                 seed: int, fresh: FreshBlends | None = None) -> None:
+                 seed: int, fresh: FreshBlends | None = None, part_boxes: np.ndarray | None = None) -> None:
         self.files, self.labels = files, labels.astype(np.float32)
         self.preprocess, self.augmenter, self.seed, self.fresh = preprocess, augmenter, seed, fresh
+        self.part_boxes = part_boxes  # per row, its face parts (augment.mesh_part_boxes)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -42,7 +43,8 @@ class CropDataset(Dataset):
         if image is None:
             image = read_crop(self.files[row])
         if self.augmenter is not None:
-            image = self.augmenter(image, epoch_rng(self.seed, epoch, row))
+            image = self.augmenter(image, epoch_rng(self.seed, epoch, row),
+                                   None if self.part_boxes is None else self.part_boxes[row])
         return torch.from_numpy(self.preprocess(image)), torch.tensor(self.labels[row])
 
 
