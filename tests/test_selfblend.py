@@ -14,7 +14,8 @@ import pytest
 from media import astronaut, coffee
 
 from fakefinder import PrepareSettings, TrainSettings, UsageError, load_dataset, prepare, train
-from fakefinder.data.crops import square_crop
+from fakefinder.data.crops import eye_angle, square_crop
+from fakefinder.errors import OptionError
 from fakefinder.data.faces import create_face_detector
 from fakefinder.data.landmarks import (
     CHIN,
@@ -177,3 +178,22 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
         assert sorted(order) == list(range(9))
         keys = together[order]
         assert all(len(set(keys[i:i + 3])) == 1 for i in (0, 3, 6))  # each real beside its two pseudo-fakes
+
+
+def test_aligned_crops_have_level_eyes_and_old_preparations_keep_their_key(tmp_path):
+    detector = create_face_detector("blazeface")
+    image = astronaut()
+    h, w = image.shape[:2]
+    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0), (w, h))
+    box = max(detector.detect(tilted), key=lambda b: b.area)
+    assert abs(eye_angle(box) + 20) < 5  # turned counter-clockwise: the eyes rise to the image's right
+
+    def angle_in(crop):
+        return eye_angle(max(detector.detect(crop), key=lambda b: b.area))
+
+    plain, upright = (square_crop(tilted, box, margin=0.3, size=224, align=a) for a in (False, True))
+    assert abs(angle_in(plain) + 20) < 5 and abs(angle_in(upright)) < 4
+    assert upright.shape == plain.shape == (224, 224, 3)
+    assert "align" not in PrepareSettings().digest_fields() and PrepareSettings(align=True).digest_fields()["align"]
+    with pytest.raises(OptionError, match="align needs a detector that finds the eyes"):
+        PrepareSettings(align=True, detector="haar")

@@ -87,6 +87,8 @@ class PrepareSettings(_Settings):
     faces: Literal["largest", "all"] = option("largest", "faces kept per frame", group="faces")
     min_face: int = option(0, "smallest face side kept, in video pixels", low=0, high=100_000, group="faces")
     size: int = option(224, "side of the saved square crops", low=8, high=2048, group="faces")
+    align: bool = option(False, "turn each crop about its face so that the eyes are level (a detector that finds "
+                         "eyes: blazeface)", group="faces")
     landmarks: bool = option(True, "store a 468-point face mesh of every crop beside the crops (landmarks.npz): "
                              "self-blended masks follow it", group="faces")
 
@@ -103,7 +105,10 @@ class PrepareSettings(_Settings):
         super().__post_init__()
 
     def _cross_check(self) -> list[tuple[str, str]]:
-        return [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
+        found = [("fps", "must be given (or frames)")] if self.fps is None and self.frames is None else []
+        if self.align and self.detector != "blazeface":
+            found.append(("align", f"needs a detector that finds the eyes (blazeface), not {self.detector}"))
+        return found
 
     @classmethod
     def recorded(cls, values: Any) -> PrepareSettings:
@@ -112,12 +117,13 @@ class PrepareSettings(_Settings):
                              what="prepare setting")
 
     def digest_fields(self) -> dict[str, Any]:
-        """The fields that decide the crops; `tolerance` 0 is left out, so that preparations made before it existed
-        are reused by `--tolerance 0`."""
+        """The fields that decide the crops; `tolerance` 0 and `align` off are left out, so that preparations made
+        before they existed are reused by `--tolerance 0`."""
         fields = dataclasses.asdict(self)
         del fields["landmarks"]  # stored beside the crops, it changes none of them
-        if not fields["tolerance"]:
-            del fields["tolerance"]
+        for added_later in ("tolerance", "align"):
+            if not fields[added_later]:
+                del fields[added_later]
         return fields
 
 

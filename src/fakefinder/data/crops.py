@@ -1,19 +1,42 @@
-"""Square face crops with a margin, padded with black where the square leaves the frame."""
+"""Square face crops with a margin, padded with black where the square leaves the frame; upright (the eyes level)
+when aligned."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from .faces import Box
 
 
-def square_crop(image: np.ndarray, box: Box, *, margin: float, size: int) -> np.ndarray:
-    """The square around `box` grown by `margin` of its long side on every side, resized to `size`.
+def eye_angle(box: Box) -> float | None:
+    """Degrees the line from the right eye to the left eye turns from level (image coordinates), or None when the
+    detector gives no eyes."""
+    if len(box.landmarks) < 2:
+        return None
+    (rx, ry), (lx, ly) = box.landmarks[0], box.landmarks[1]
+    return math.degrees(math.atan2(ly - ry, lx - rx))
+
+
+def square_crop(image: np.ndarray, box: Box, *, margin: float, size: int, align: bool = False) -> np.ndarray:
+    """The square around `box` grown by `margin` of its long side on every side, resized to `size`; with `align`,
+    turned about the box's centre so that the eyes are level (where the detector found them).
 
     margin 0 is the tight square of the box (Haar boxes are square: the reference's crop).
     """
     import cv2
 
+    angle = eye_angle(box) if align else None
+    if angle:
+        # A square wide enough for any turn, shrunk as the plain crop is, then turned and its middle cut.
+        wide = square_crop(image, box, margin=(math.sqrt(2) * (1 + 2 * margin) - 1) / 2,
+                           size=math.ceil(size * math.sqrt(2)))
+        middle = wide.shape[0] / 2
+        turned = cv2.warpAffine(wide, cv2.getRotationMatrix2D((middle, middle), angle, 1.0), wide.shape[:2][::-1],
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        start = round(middle - size / 2)
+        return np.ascontiguousarray(turned[start:start + size, start:start + size])
     side = max(box.w, box.h) * (1.0 + 2.0 * margin)
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     x0, y0 = round(cx - side / 2), round(cy - side / 2)

@@ -63,4 +63,5 @@ def face_crops(path: str | Path, settings: PrepareSettings, *, on_frame=None,
                 boxes = [max(boxes, key=lambda b: b.area)]
             for k, box in enumerate(boxes):
                 yield FaceCrop(frame.index, round(frame.timestamp, 6), k, box.scaled(1.0 / frame.scale),
-                               square_crop(frame.image, box, margin=settings.margin, size=settings.size))
+                               square_crop(frame.image, box, margin=settings.margin, size=settings.size,
+                                           align=settings.align))

@@ -144,7 +144,7 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
 
 
 # The settings that decide how a face is framed in its crop: a detector scores the framing it was trained on.
-FRAMING = ("detector", "margin", "size")
+FRAMING = ("detector", "margin", "size", "align")
 
 
 FILL_TOLERANCE = 0.1  # faces filling their crops within 10% of the model's fill are framed alike
@@ -163,7 +163,7 @@ def framing_difference(trained, data, trained_fill: float | None = None, data_fi
     alike = measured and abs(data_fill / trained_fill - 1) <= FILL_TOLERANCE
     said = [f"{name} {shown(getattr(data, name))} (model: {shown(getattr(trained, name))})"
             for name in FRAMING if getattr(data, name) != getattr(trained, name)
-            and not (alike and name != "size")]  # faces that fill their crops alike are framed alike
+            and not (alike and name in ("detector", "margin"))]  # faces that fill their crops alike are cut alike
     if measured and not alike:
         from ..data.landmarks import margin_for_fill
 
