@@ -15,7 +15,6 @@ from media import astronaut, coffee
 
 from fakefinder import PrepareSettings, TrainSettings, UsageError, load_dataset, prepare, train
 from fakefinder.data.crops import eye_angle, square_crop
-from fakefinder.errors import OptionError
 from fakefinder.data.faces import create_face_detector
 from fakefinder.data.landmarks import (
     CHIN,
@@ -27,6 +26,7 @@ from fakefinder.data.landmarks import (
     FaceMesh,
     stored_landmarks,
 )
+from fakefinder.errors import OptionError
 from fakefinder.training.loader import EpochBatches
 from fakefinder.training.pseudofakes import FreshBlends, hull_mask, self_blend, with_pseudo_fakes
 
