@@ -197,3 +197,16 @@ def test_aligned_crops_have_level_eyes_and_old_preparations_keep_their_key(tmp_p
     assert "align" not in PrepareSettings().digest_fields() and PrepareSettings(align=True).digest_fields()["align"]
     with pytest.raises(OptionError, match="align needs a detector that finds the eyes"):
         PrepareSettings(align=True, detector="haar")
+
+
+def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_still_win():
+    from fakefinder._cli import _options
+    from fakefinder._cli import build_parser
+
+    recipe = TrainSettings.preset("self-blended")
+    assert recipe.fakes == "self-blended" and not recipe.frozen
+    args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended"])
+    assert _options.settings_from(args, TrainSettings, args.preset) == recipe
+    args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended", "--trainable-blocks", "0"])
+    assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
+    assert TrainSettings.preset(fakes="both") == TrainSettings(fakes="both")  # the default recipe otherwise

@@ -247,7 +247,17 @@ class TrainSettings(_Settings):
                # RMSprop 2e-5, 10 epochs of batch 10 with Keras' augmentation, verdict at 0.5.
                "reference": _REFERENCE,
                # Its tuned variant: 128 neurons, lr 1e-5, up to 100 epochs, early stopping with patience 3.
-               "reference-tuned": {**_REFERENCE, "n_neurons": 128, "lr": 1e-5, "epochs": 100, "patience": 3}}
+               "reference-tuned": {**_REFERENCE, "n_neurons": 128, "lr": 1e-5, "epochs": 100, "patience": 3},
+               # What `--fakes self-blended` starts from: the recipe measured best by bench/generalize.py on 2 CPU
+               # cores (the base fine-tuned whole on a new pseudo-fake of each real every epoch).
+               "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6)}
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> TrainSettings:
+        """As `_Settings.preset`; `fakes="self-blended"` over the default preset starts from the self-blended one."""
+        if name == "default" and overrides.get("fakes") == "self-blended":
+            name = "self-blended"
+        return super().preset(name, **overrides)
 
     @classmethod
     def reference(cls, **overrides: Any) -> TrainSettings:

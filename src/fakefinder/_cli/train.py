@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("data", type=Path, help="a folder made by `fakefinder prepare`")
     _options.add_presets(p, TrainSettings, "reference: the study's VGG16 (150 px, 0-1 pixels, Flatten, Dense(256), "
                                          "RMSprop 2e-5, base trained, Keras augmentation); reference-tuned: 128 "
-                                         "neurons, lr 1e-5, 100 epochs, patience 3")
+                                         "neurons, lr 1e-5, 100 epochs, patience 3; self-blended: what --fakes "
+                                         "self-blended starts from (the recipe bench/generalize.py measured best)")
     _options.add_settings(p, TrainSettings)
     g = p.add_argument_group("run")
     g.add_argument("--split-file", type=Path, help="a split.json saved by an earlier run")
