@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from media import astronaut, coffee
 
-from fakefinder import PrepareSettings, TrainSettings, UsageError, load_dataset, prepare, train
+from fakefinder import PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
 from fakefinder.data.crops import eye_angle, square_crop
 from fakefinder.data.faces import create_face_detector
 from fakefinder.data.landmarks import (
@@ -121,6 +121,11 @@ def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(le
     assert (trained.dataset.methods == "self-blended").sum() == 40 and trained.dataset.name == "src+self-blended"
     assert trained.model.card.train["fakes"] == "self-blended"
     assert trained.model.card.evidence.val_fakes == "self-blended"
+    fill = trained.model.card.face_fill  # the crops are whole images: faces in videos are cut to fill as much
+    assert 0.3 < fill < 1 and load_dataset(reals.out, need_both_classes=False).settings.detector == "none"
+    settings = load_detector(result.model_path, device="cpu").settings
+    assert settings.detector == "blazeface" and settings.margin == pytest.approx((0.95 / fill - 1) / 2, abs=1e-3)
+    assert abs(settings.margin - 0.3) < 0.1  # these crops were cut from videos at margin 0.3
     assert "(reals and their self-blended pseudo-fakes)" in trained.model.card.evidence.summary("src")
     blends = sorted((reals.out / ".fakefinder" / "blends").rglob("*.png"))
     assert len(blends) == 40

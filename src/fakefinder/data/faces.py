@@ -109,6 +109,9 @@ class BlazeFaceDetector:
     name = "blazeface"
     INPUT = 192
     GRID = 48
+    # How much of its box a face fills (data.landmarks.face_fill of a crop at margin 0): the face mesh's median
+    # over 103 FaceForensics++ faces at margin 0.3, 0.59, times 1.6.
+    MESH_FILL = 0.95
 
     def __init__(self, *, min_score: float = 0.5, nms_iou: float = 0.3, model: str | Path | None = None) -> None:
         import cv2

@@ -297,4 +297,11 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
     # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
     # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
     settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")
+    if settings.detector == "none" and loaded.card.face_fill:
+        # Trained on a collection of face crops: faces are found in videos and cut as those crops were framed.
+        from ..data.faces import BlazeFaceDetector
+        from ..data.landmarks import margin_for_fill
+
+        settings = settings.replace(detector="blazeface", margin=round(
+            margin_for_fill(BlazeFaceDetector.MESH_FILL, 0.0, loaded.card.face_fill), 3))
     return Detector(loaded, verdict, settings, batch_size, limits or InputLimits())

@@ -227,8 +227,8 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     wants_parts = not config.frozen and any(name == "parts" for name, _ in parse_augment(config.augment))
     parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
                    [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin,
-                   fresh, None if fresh is None else own,
-                   _part_boxes(dataset, own, progress) if wants_parts else None)
+                   fresh=fresh, together=None if fresh is None else own,
+                   part_boxes=_part_boxes(dataset, own, progress) if wants_parts else None)
     device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
     run = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
                _distributed(device), progress,
