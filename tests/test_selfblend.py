@@ -205,8 +205,7 @@ def test_aligned_crops_have_level_eyes_and_old_preparations_keep_their_key(tmp_p
 
 
 def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_still_win():
-    from fakefinder._cli import _options
-    from fakefinder._cli import build_parser
+    from fakefinder._cli import _options, build_parser
 
     recipe = TrainSettings.preset("self-blended")
     assert recipe.fakes == "self-blended" and not recipe.frozen
