@@ -56,6 +56,7 @@ class FaceMesh:
 
 
 LANDMARKS = "landmarks.npz"  # in a prepared folder, beside manifest.parquet: every crop's mesh
+SAVE_EVERY = 5000  # meshes measured between saves
 
 
 def _stamp(path: Path) -> str:
@@ -89,6 +90,12 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarr
         except (OSError, ValueError, KeyError):  # damaged: measured again and rewritten
             known = {}
     missing = [k for k in dict.fromkeys(keys) if k not in known]
+
+    def save() -> None:  # every mesh known is kept: callers ask for some crops (a sample, the reals), not all
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=np.asarray(list(known)), points=np.stack(list(known.values())).astype(np.float32))
+        _files.write_bytes(store, buffer.getvalue())
+
     mesh = None
     emit(progress, "landmarks", 0, len(missing), "crop")
     for done, key in enumerate(missing, 1):
@@ -97,11 +104,8 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarr
         points = mesh.landmarks(image) if image is not None else None
         known[key] = points if points is not None else np.full((POINTS, 2), np.nan, dtype=np.float32)
         emit(progress, "landmarks", done, len(missing), "crop")
-    if missing:
-        kept = [k for k in dict.fromkeys(keys)]  # crops no longer in the manifest are dropped
-        buffer = io.BytesIO()
-        np.savez(buffer, keys=np.asarray(kept), points=np.stack([known[k] for k in kept]).astype(np.float32))
-        _files.write_bytes(store, buffer.getvalue())
+        if done % SAVE_EVERY == 0 or done == len(missing):  # a stopped run keeps what it measured
+            save()
     if not keys:
         return np.zeros((0, POINTS, 2), dtype=np.float32)
     return np.stack([known[k] for k in keys]).astype(np.float32)

@@ -211,7 +211,7 @@ class FreshBlends:
     learn a few cached blends by heart, while a new one each time leaves it only what all blends share."""
 
     origins: np.ndarray  # per row, the row of its real crop, -1 for crops of the data's own
-    landmarks: dict[int, np.ndarray]  # real row -> its face mesh (missing: no mesh, an ellipse mask)
+    landmarks: dict[int, np.ndarray]  # real row -> its face mesh (NaN: none found, an ellipse mask)
     settings: TrainSettings
     margin: float
 
@@ -223,8 +223,7 @@ class FreshBlends:
 
         reals = np.unique(dataset.origins[dataset.origins >= 0])
         meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals])
-        return cls(dataset.origins, {int(r): m for r, m in zip(reals, meshes) if not np.isnan(m).any()}, settings,
-                   dataset.margin)
+        return cls(dataset.origins, {int(r): m for r, m in zip(reals, meshes)}, settings, dataset.margin)
 
     def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
         """The row's new pseudo-fake, or None for a crop of the data's own (read as it is)."""
@@ -233,7 +232,7 @@ class FreshBlends:
         origin = int(self.origins[row])
         if origin < 0:
             return None
-        return self_blend(read_crop(files[origin]), self.landmarks.get(origin), rng, self.settings,
+        return self_blend(read_crop(files[origin]), _or_none(self.landmarks[origin]), rng, self.settings,
                           margin=self.margin)[0]
 
 
