@@ -90,10 +90,13 @@ def main() -> None:
         in_domain = evaluate_scores(data.video_ids[test], data.labels[test], p[test],
                                     threshold=detector.threshold).video
         cross = evaluate_collections(detector, [framed, clips, faces], by="method")
-        by = {(r.collection, r.group): r.evaluation for r in cross.rows}
-        clip_all, face_all = by[("ffpp-clips-framed", "")].video, by[("ffpp-faces", "")].frame
-        loose = by[("ffpp-clips", "")].video
-        methods = {g: ev.video.auc for (c, g), ev in by.items() if c == "ffpp-clips-framed" and g}
+        blocks: list[dict] = []  # per collection, in the order given: method ("" for all) -> evaluation
+        for r in cross.rows:
+            blocks += [{}] if not r.group else []
+            blocks[-1][r.group] = r.evaluation
+        framed_by, loose_by, faces_by = blocks
+        clip_all, loose, face_all = framed_by[""].video, loose_by[""].video, faces_by[""].frame
+        methods = {g: ev.video.auc for g, ev in framed_by.items() if g}
         results[name] = {"command": command, "dfdc_test_auc": in_domain.auc, "clips_auc": clip_all.auc,
                          "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece, "faces_auc": face_all.auc,
                          "clips_margin_0.3_auc": loose.auc, "methods": methods, "train_s": seconds,
