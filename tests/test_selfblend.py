@@ -3,6 +3,7 @@ reproducible for a seed, and a detector trained on real faces alone."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def test_prepare_stores_each_crops_face_mesh_once_and_a_faceless_or_rewritten_cr
     assert store.stat().st_mtime_ns == stamp  # a rerun that changed no crop measures nothing
     rewritten = data.crop_files[names.index("face")]
     cv2.imwrite(rewritten, cv2.flip(crop, 1))  # a crop rewritten at its path is measured again
+    os.utime(rewritten, ns=(stamp + 10**9, stamp + 10**9))  # however coarse the file system's clock
     again = dict(zip(names, stored_landmarks(result.out, data.crop_paths)))
     assert np.allclose(again["face"], FaceMesh().landmarks(cv2.flip(crop, 1)))
 
@@ -200,6 +202,9 @@ def test_aligned_crops_have_level_eyes_and_old_preparations_keep_their_key(tmp_p
     assert abs(angle_in(plain) + 20) < 5 and abs(angle_in(upright)) < 4
     assert upright.shape == plain.shape == (224, 224, 3)
     assert "align" not in PrepareSettings().digest_fields() and PrepareSettings(align=True).digest_fields()["align"]
+    old = dict(fps=1.0, frames=None, max_side=1000, detector="none", margin=0.3, faces="largest", min_face=0,
+               size=224)  # crops of faces padded by a margin, before --detector none meant margin 0
+    assert PrepareSettings.recorded(old).margin == 0.3 and PrepareSettings(**old).margin == 0
     with pytest.raises(OptionError, match="align needs a detector that finds the eyes"):
         PrepareSettings(align=True, detector="haar")
 

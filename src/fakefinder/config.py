@@ -112,9 +112,13 @@ class PrepareSettings(_Settings):
 
     @classmethod
     def recorded(cls, values: Any) -> PrepareSettings:
-        """Settings as a preparation or a model card recorded them: what predates `tolerance` sampled exactly."""
-        return options.build(cls, {"tolerance": 0.0, **values} if isinstance(values, dict) else values,
-                             what="prepare setting")
+        """Settings as a preparation or a model card recorded them: what predates `tolerance` sampled exactly, and
+        crops made by `--detector none` with a margin (before it meant 0) stay padded as they were."""
+        settings = options.build(cls, {"tolerance": 0.0, **values} if isinstance(values, dict) else values,
+                                 what="prepare setting")
+        if isinstance(values, dict) and settings.detector == "none" and values.get("margin"):
+            object.__setattr__(settings, "margin", float(values["margin"]))
+        return settings
 
     def digest_fields(self) -> dict[str, Any]:
         """The fields that decide the crops; `tolerance` 0 and `align` off are left out, so that preparations made

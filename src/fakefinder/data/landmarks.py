@@ -21,8 +21,16 @@ INPUT = 192  # the model's input side: the crop is resized to it
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER, NOSE_TIP, UPPER_LIP, CHIN, FOREHEAD = 33, 263, 1, 13, 152, 10
 
 
+def _mesh_file() -> Path | None:
+    return package_file("mediapipe", "modules", "face_landmark", "face_landmark.tflite")
+
+
+def face_mesh_installed() -> bool:
+    return _mesh_file() is not None
+
+
 def face_mesh_model_path() -> Path:
-    path = package_file("mediapipe", "modules", "face_landmark", "face_landmark.tflite")
+    path = _mesh_file()
     if path is not None:
         return path
     raise UsageError("face mesh weights not found: run `pip install --no-deps mediapipe==0.10.21`")
@@ -68,11 +76,15 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarray:
+def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool = False) -> np.ndarray:
     """(n, 468, 2) float32 meshes of the crops at `crop_paths` (relative to `root`), in each crop's pixels; NaN where
     the mesh found no face or the crop cannot be read (recorded, never fatal). Read from `root/landmarks.npz`; the
-    crops it lacks are measured and the file rewritten atomically, so each crop's mesh is computed once."""
+    crops it lacks are measured and the file rewritten atomically, so each crop's mesh is computed once. `prune`
+    (for `prepare`, which holds the folder's lock) keeps only these crops' meshes. A folder that cannot be written
+    (shared, read-only) still gets its meshes, measured again next time. Raises UsageError when the mesh model is
+    not installed and a mesh is missing."""
     import io
+    import zipfile
 
     import cv2
 
@@ -87,14 +99,23 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarr
         try:
             with np.load(store) as z:
                 known = dict(zip(z["keys"].tolist(), z["points"]))
-        except (OSError, ValueError, KeyError):  # damaged: measured again and rewritten
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: measured again
             known = {}
     missing = [k for k in dict.fromkeys(keys) if k not in known]
+    changed = bool(missing)
+    if prune:
+        wanted = set(keys)
+        changed |= any(k not in wanted for k in known)
+        known = {k: v for k, v in known.items() if k in wanted}
 
-    def save() -> None:  # every mesh known is kept: callers ask for some crops (a sample, the reals), not all
+    def save() -> None:  # otherwise every mesh known is kept: callers ask for some crops (a sample, the reals)
         buffer = io.BytesIO()
-        np.savez(buffer, keys=np.asarray(list(known)), points=np.stack(list(known.values())).astype(np.float32))
-        _files.write_bytes(store, buffer.getvalue())
+        np.savez(buffer, keys=np.asarray(list(known)),
+                 points=np.stack(list(known.values())).astype(np.float32) if known else np.zeros((0, POINTS, 2)))
+        try:
+            _files.write_bytes(store, buffer.getvalue())
+        except OSError:
+            pass  # a folder we may not write: the meshes are returned all the same
 
     mesh = None
     emit(progress, "landmarks", 0, len(missing), "crop")
@@ -104,8 +125,10 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None) -> np.ndarr
         points = mesh.landmarks(image) if image is not None else None
         known[key] = points if points is not None else np.full((POINTS, 2), np.nan, dtype=np.float32)
         emit(progress, "landmarks", done, len(missing), "crop")
-        if done % SAVE_EVERY == 0 or done == len(missing):  # a stopped run keeps what it measured
+        if done % SAVE_EVERY == 0:  # a stopped run keeps what it measured
             save()
+    if changed:
+        save()
     if not keys:
         return np.zeros((0, POINTS, 2), dtype=np.float32)
     return np.stack([known[k] for k in keys]).astype(np.float32)
@@ -119,9 +142,10 @@ def face_fill(points: np.ndarray, side: int) -> float:
 
 
 def median_fill(root: str | Path, crop_paths, side: int, *, sample: int = 300) -> float | None:
-    """The median face_fill of up to `sample` crops spread over `crop_paths` (None when no mesh was found)."""
+    """The median face_fill of up to `sample` crops spread over `crop_paths` (None when no mesh was found or the
+    mesh model is not installed: not measured)."""
     crop_paths = np.asarray(crop_paths, dtype=object)
-    if len(crop_paths) == 0:
+    if len(crop_paths) == 0 or not face_mesh_installed():
         return None
     picked = crop_paths[np.unique(np.linspace(0, len(crop_paths) - 1, min(sample, len(crop_paths))).astype(int))]
     fills = [face_fill(p, side) for p in stored_landmarks(root, picked) if not np.isnan(p).any()]

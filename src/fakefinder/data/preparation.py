@@ -255,6 +255,12 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     collection = discover(src, layout=layout, labels=labels, dataset=dataset)
     with borrowed_detector(settings.detector):  # fail fast (missing weights) before any work
         pass
+    if settings.landmarks:
+        from .landmarks import face_mesh_installed
+
+        if not face_mesh_installed():
+            raise UsageError("face mesh weights not found: run `pip install --no-deps mediapipe==0.10.21`, or give "
+                             "--no-landmarks")
     _check_writable(out)
     executor = executor or LocalExecutor(processes, init=single_threaded_opencv)
     with _files.exclusive(out / STATE_DIR / "lock", "prepare"):
@@ -265,7 +271,8 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
         if settings.landmarks:
             from .landmarks import stored_landmarks
 
-            stored_landmarks(out, read_column(out / MANIFEST, "crop_path"), progress=progress)
+            _files.sweep_temporaries(out)  # a mesh store that a kill caught mid-write
+            stored_landmarks(out, read_column(out / MANIFEST, "crop_path"), progress=progress, prune=True)
         info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
                 "labels": str(Path(labels).resolve()) if labels else None,
                 "settings": dataclasses.asdict(settings), "settings_digest": settings_digest(settings),

@@ -167,8 +167,8 @@ def framing_difference(trained, data, trained_fill: float | None = None, data_fi
     if measured and not alike:
         from ..data.landmarks import margin_for_fill
 
-        margin = trained.margin if data.detector == trained.detector else margin_for_fill(data_fill, data.margin,
-                                                                                          trained_fill)
+        same_cut = data.detector == trained.detector and data.margin != trained.margin
+        margin = trained.margin if same_cut else margin_for_fill(data_fill, data.margin, trained_fill)
         hint = f"; prepare --margin {margin:.2f} frames it so" if data.detector != "none" else ""
         said.append(f"face fills {data_fill:.2f} of a crop (model: {trained_fill:.2f}){hint}")
     return ", ".join(said)

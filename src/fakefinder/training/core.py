@@ -228,7 +228,7 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
                    [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin,
                    fresh=fresh, together=None if fresh is None else own,
-                   part_boxes=_part_boxes(dataset, own, progress) if wants_parts else None)
+                   part_boxes=_part_boxes(dataset, own, train_rows, progress) if wants_parts else None)
     device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
     run = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
                _distributed(device), progress,
@@ -257,14 +257,19 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
                            backbone.images_seen, time.perf_counter() - t0, device, run.processes.main)
 
 
-def _part_boxes(dataset: PreparedDataset, own: np.ndarray, progress) -> np.ndarray:
-    """Per row, the boxes of its face's parts from the face mesh of its crop (a pseudo-fake's: its real's)."""
-    from ..data.landmarks import stored_landmarks
-    from .augment import mesh_part_boxes
+def _part_boxes(dataset: PreparedDataset, own: np.ndarray, train_rows: np.ndarray, progress) -> np.ndarray | None:
+    """Per row, the boxes of its face's parts from the face mesh of its crop (a pseudo-fake's: its real's); NaN for
+    rows that are not trained on. None without the mesh model: the crops' geometry places the parts."""
+    from ..data.landmarks import face_mesh_installed, stored_landmarks
+    from .augment import FACE_PARTS, mesh_part_boxes
 
-    crops, inverse = np.unique(own, return_inverse=True)
+    if not face_mesh_installed():
+        return None
+    crops, inverse = np.unique(own[train_rows], return_inverse=True)
     meshes = stored_landmarks(dataset.root, dataset.crop_paths[crops], progress=progress)
-    return np.stack([mesh_part_boxes(m) for m in meshes])[inverse]
+    boxes = np.full((len(dataset), len(FACE_PARTS), 4), np.nan, dtype=np.float32)
+    boxes[train_rows] = np.stack([mesh_part_boxes(m) for m in meshes])[inverse]
+    return boxes
 
 
 def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, run: _Run, executor, *,

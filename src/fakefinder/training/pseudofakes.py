@@ -205,13 +205,21 @@ def _or_none(landmarks: np.ndarray) -> np.ndarray | None:
     return None if np.isnan(landmarks).any() else landmarks
 
 
+def _outline(landmarks: np.ndarray) -> np.ndarray | None:
+    import cv2
+
+    points = _or_none(landmarks)
+    return None if points is None else cv2.convexHull(points.astype(np.float32))[:, 0, :]
+
+
 @dataclasses.dataclass(frozen=True)
 class FreshBlends:
     """Makes a training row's pseudo-fake anew from its real crop at every epoch: a base being fine-tuned would
     learn a few cached blends by heart, while a new one each time leaves it only what all blends share."""
 
     origins: np.ndarray  # per row, the row of its real crop, -1 for crops of the data's own
-    landmarks: dict[int, np.ndarray]  # real row -> its face mesh (NaN: none found, an ellipse mask)
+    outlines: dict[int, np.ndarray | None]  # real row -> its mesh's convex hull (None: no mesh, an ellipse mask);
+    # the hull alone makes the same mask, and each worker process gets a copy
     settings: TrainSettings
     margin: float
 
@@ -223,7 +231,7 @@ class FreshBlends:
 
         reals = np.unique(dataset.origins[dataset.origins >= 0])
         meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals])
-        return cls(dataset.origins, {int(r): m for r, m in zip(reals, meshes)}, settings, dataset.margin)
+        return cls(dataset.origins, {int(r): _outline(m) for r, m in zip(reals, meshes)}, settings, dataset.margin)
 
     def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
         """The row's new pseudo-fake, or None for a crop of the data's own (read as it is)."""
@@ -232,8 +240,7 @@ class FreshBlends:
         origin = int(self.origins[row])
         if origin < 0:
             return None
-        return self_blend(read_crop(files[origin]), _or_none(self.landmarks[origin]), rng, self.settings,
-                          margin=self.margin)[0]
+        return self_blend(read_crop(files[origin]), self.outlines[origin], rng, self.settings, margin=self.margin)[0]
 
 
 def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainSettings | None = None, *,
