@@ -472,7 +472,8 @@ def test_reference_preset_and_overrides(collection, tmp_path):
     assert proc.returncode == 0, proc.stderr
     settings = json.loads((out / "prepare.json").read_text())["settings"]
     assert settings == {"fps": 1.0, "frames": 1, "max_side": 1000, "tolerance": 0.0, "detector": "haar",
-                        "margin": 0.0, "faces": "all", "min_face": 0, "size": 224}
+                        "margin": 0.0, "faces": "all", "min_face": 0, "size": 224, "align": False,
+                        "landmarks": True}
     manifest, videos = tables(out)
     assert all(r["status"] == "ok" for r in videos)
     assert {r["face_index"] for r in manifest} >= {0}
