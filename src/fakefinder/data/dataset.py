@@ -53,6 +53,16 @@ class PreparedDataset:
         """Around the face box in every crop: as prepared, else prepare's default (crops made by hand)."""
         return (self.settings or PrepareSettings()).margin
 
+    def face_fill(self) -> float | None:
+        """How much of their crops the faces fill (data.landmarks.median_fill; pseudo-fakes, framed as their reals,
+        left out); None for crops made by hand or without the face mesh model."""
+        from .landmarks import median_fill
+
+        if self.settings is None:
+            return None
+        own = self.crop_paths if self.origins is None else self.crop_paths[self.origins < 0]
+        return median_fill(self.root, own, self.settings.size)
+
     @property
     def crop_files(self) -> np.ndarray:
         return np.asarray([str(self.root / p) for p in self.crop_paths], dtype=object)

@@ -256,11 +256,12 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
     with borrowed_detector(settings.detector):  # fail fast (missing weights) before any work
         pass
     if settings.landmarks:
-        from .landmarks import face_mesh_installed
+        from .landmarks import face_mesh_model_path
 
-        if not face_mesh_installed():
-            raise UsageError("face mesh weights not found: run `pip install --no-deps mediapipe==0.10.21`, or give "
-                             "--no-landmarks")
+        try:
+            face_mesh_model_path()
+        except UsageError as exc:
+            raise UsageError(f"{exc}, or give --no-landmarks") from None
     _check_writable(out)
     executor = executor or LocalExecutor(processes, init=single_threaded_opencv)
     with _files.exclusive(out / STATE_DIR / "lock", "prepare"):

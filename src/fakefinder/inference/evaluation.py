@@ -222,12 +222,6 @@ class CollectionsResult:
                           note=f"verdict: {self.verdict}")
 
 
-def _fill(d) -> float | None:
-    from ..data.landmarks import median_fill
-
-    return median_fill(d.root, d.crop_paths, d.settings.size) if d.settings is not None else None
-
-
 def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], *, by: str | None = "method",
                          tracking_uri: str | None = None, device: str = "auto",
                          base_weights: str | Path | None = None, progress: ProgressCallback | None = None,
@@ -242,7 +236,7 @@ def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], 
     for data in datas:
         d = load_dataset(data, need_both_classes=False)
         result = evaluate(detector, d, by=by, progress=progress)
-        framing = framing_difference(detector.card.prepare, d.settings, detector.card.face_fill, _fill(d))
+        framing = framing_difference(detector.card.prepare, d.settings, detector.card.face_fill, d.face_fill())
         rows.append(CollectionRow(d.name, "", result.overall, framing))
         rows += [CollectionRow(d.name, group, ev, framing) for group, ev in result.by.items()]
     return CollectionsResult(tuple(rows), detector.verdict.meaning())

@@ -328,19 +328,9 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
     card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
                      prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
                      evidence=_evidence(name, dataset, split, probs.get("test"), evaluations.get("test"), config),
-                     run_id=run_id, seed=config.seed, train=config.to_params(), face_fill=_face_fill(dataset))
+                     run_id=run_id, seed=config.seed, train=config.to_params(), face_fill=dataset.face_fill())
     model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
     return model, evaluations, uncalibrated
-
-
-def _face_fill(dataset: PreparedDataset) -> float | None:
-    """How much of its crops the training faces fill (pseudo-fakes left out: they are framed as their reals)."""
-    from ..data.landmarks import median_fill
-
-    if dataset.settings is None:
-        return None
-    own = dataset.crop_paths if dataset.origins is None else dataset.crop_paths[dataset.origins < 0]
-    return median_fill(dataset.root, own, dataset.settings.size)
 
 
 def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndarray | None,
