@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakefinder import PrepareSettings, TrainSettings, fit_detector, load_detector, prepare
+from fakefinder import CollectionOptions, PrepareSettings, TrainSettings, fit_detector, load_detector, prepare
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.landmarks import margin_for_fill, median_fill
@@ -56,9 +56,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     crops = PrepareSettings(detector="none")
     dev = SHARED / "dfdc-faces-dev"
-    dfdc = prepare(dev, args.out / "dfdc", settings=crops, labels=dev / "labels.csv", dataset="dfdc").out
+    dfdc = prepare(dev, args.out / "dfdc", settings=crops,
+                   collection=CollectionOptions(labels=dev / "labels.csv", dataset="dfdc")).out
     clips_src, faces_src = SHARED / "xdev" / "ffpp_c23_videos", SHARED / "xdev" / "ffpp_faces299"
-    clips = prepare(clips_src, args.out / "xdev-clips", labels=clips_src / "labels.csv", dataset="ffpp-clips").out
+    clips = prepare(clips_src, args.out / "xdev-clips",
+                    collection=CollectionOptions(labels=clips_src / "labels.csv", dataset="ffpp-clips")).out
     # DFDC's crops are tight: framed as they are (the face mesh fills as much of the crop), the clips are cut
     # again with the margin that `evaluate` names for them.
     trained_fill = median_fill(dfdc, load_dataset(dfdc).crop_paths, crops.size)
@@ -66,11 +68,11 @@ def main() -> None:
     margin = round(margin_for_fill(median_fill(clips, load_dataset(clips).crop_paths, default.size), default.margin,
                                    trained_fill), 2)
     framed = prepare(clips_src, args.out / f"xdev-clips-m{margin}", settings=default.replace(margin=margin),
-                     labels=clips_src / "labels.csv", dataset="ffpp-clips-framed").out
+                     collection=CollectionOptions(labels=clips_src / "labels.csv", dataset="ffpp-clips-framed")).out
     print(f"DFDC faces fill {trained_fill:.2f} of their crops: xdev clips cut again with margin {margin}",
           flush=True)
-    faces = prepare(faces_src, args.out / "xdev-faces", settings=crops, labels=faces_src / "labels.csv",
-                    dataset="ffpp-faces").out
+    faces = prepare(faces_src, args.out / "xdev-faces", settings=crops,
+                    collection=CollectionOptions(labels=faces_src / "labels.csv", dataset="ffpp-faces")).out
     data = load_dataset(dfdc)
     split_file = args.out / "split.json"
     saved = args.out / "results.json"

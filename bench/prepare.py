@@ -24,7 +24,7 @@ from pathlib import Path
 
 import cv2
 
-from fakefinder import PrepareSettings, create_face_detector, prepare, sample_frames, synth
+from fakefinder import Compute, PrepareSettings, SynthSettings, create_face_detector, prepare, sample_frames, synth
 from fakefinder.data.crops import square_crop
 
 
@@ -99,8 +99,8 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(args.out / "videos", ignore_errors=True)
     src = args.out / "videos"
-    made = [synth(src / f"{h}p", videos=args.videos // 2, seconds=args.seconds, seed=11, sizes=((w, h),),
-                  keyint=250) for w, h in ((1280, 720), (1920, 1080))]
+    made = [synth(src / f"{h}p", SynthSettings(videos=args.videos // 2, seconds=args.seconds, seed=11,
+                                               sizes=((w, h),), keyint=250)) for w, h in ((1280, 720), (1920, 1080))]
     videos = sorted(src.glob("*/*.mp4"))
     kinds = {f"{v.size[1]}p/{v.fps} fps/keyint {v.keyint}" for m in made for v in m.videos}
     print(f"{len(videos)} videos of {args.seconds:g} s ({', '.join(sorted(kinds))}), {os.cpu_count()} cores, "
@@ -121,7 +121,7 @@ def main() -> None:
         out = args.out / "prepared"
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        prepare(src, out, settings=settings, processes=args.workers)
+        prepare(src, out, settings=settings, compute=Compute(processes=args.workers))
         stats["wall"] = time.perf_counter() - t
         rows[name] = stats
 

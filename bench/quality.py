@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from fakefinder import PrepareSettings, TrainSettings, fit_detector, prepare
+from fakefinder import CollectionOptions, Compute, PrepareSettings, TrainSettings, fit_detector, prepare
 from fakefinder._text import shown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +48,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    prepared = prepare(args.data, args.out / "dfdc-faces-prepared", labels=args.data / "labels.csv",
-                       dataset="dfdc-faces-dev", settings=PrepareSettings(detector="none", margin=0.0, frames=1))
+    prepared = prepare(args.data, args.out / "dfdc-faces-prepared",
+                       settings=PrepareSettings(detector="none", margin=0.0, frames=1),
+                       collection=CollectionOptions(labels=args.data / "labels.csv", dataset="dfdc-faces-dev"))
     print(prepared.summary().splitlines()[1])
     cache = args.out / "quality-cache"
     rows = []
@@ -62,8 +63,8 @@ def main() -> None:
                 print(f"  {name} epoch {event.done}/{event.total}: " + " ".join(
                     f"{k}={v:.4g}" for k, v in event.info.items() if isinstance(v, float)), flush=True)
 
-        trained = fit_detector(prepared.out, config, cache_dir=cache, device=args.device, loader_processes=args.workers,
-                               progress=show)
+        trained = fit_detector(prepared.out, config, progress=show,
+                               compute=Compute(cache_dir=cache, device=args.device, processes=args.workers))
         rows.append(row(name, trained, time.perf_counter() - t))
         r = rows[-1]
         print(f"{name}: test AUC {shown(r['test_auc'], 3)}, log loss {shown(r['log_loss_raw'], 3)} -> "

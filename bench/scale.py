@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from fakefinder import Compute
+
 ROOT = Path(__file__).resolve().parents[1]
 DFDC_VIDEOS = 119_154  # the DFDC training set (470 GB of 10 s clips)
 
@@ -32,7 +34,7 @@ def timed_prepare(src: Path, out: Path, executor) -> float:
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    result = prepare(src, out, executor=executor)
+    result = prepare(src, out, compute=Compute(executor=executor))
     assert result.ok + result.no_face == result.videos, result.summary()
     return time.perf_counter() - t
 
@@ -60,12 +62,12 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=20_000, help="inputs of the driver-memory test (0: skip)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "scale")
     args = ap.parse_args()
-    from fakefinder import synth
+    from fakefinder import SynthSettings, synth
     from fakefinder.scale.executors import LocalExecutor
 
     args.work.mkdir(parents=True, exist_ok=True)
-    clips = synth(args.work / "clips", videos=args.clips, seed=7, seconds=args.seconds,
-                  sizes=((1280, 720), (1920, 1080))).out
+    clips = synth(args.work / "clips", SynthSettings(videos=args.clips, seed=7, seconds=args.seconds,
+                                                     sizes=((1280, 720), (1920, 1080)))).out
     print(f"{args.clips} clips of {args.seconds:g} s (720p/1080p) in {clips}; {os.cpu_count()} cores here")
 
     from fakefinder.hardware import single_threaded_opencv

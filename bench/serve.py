@@ -106,9 +106,10 @@ def every_frame(clip: Path) -> int:
 
 
 def quick_model(work: Path) -> Path:
-    from fakefinder import PrepareSettings, TrainSettings, prepare, synth, train
+    from fakefinder import PrepareSettings, SynthSettings, TrainSettings, prepare, synth, train
 
-    made = synth(work / "train-clips", videos=12, seed=3, seconds=4, sizes=((640, 360),), methods=("swap",))
+    made = synth(work / "train-clips", SynthSettings(videos=12, seed=3, seconds=4, sizes=((640, 360),),
+                                                     methods=("swap",)))
     data = prepare(made.out, work / "train-prepared", settings=PrepareSettings()).out  # 1 fps, as by default
     return train(data, TrainSettings(epochs=5), out=work / "model").model_path
 
@@ -120,7 +121,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
     args = ap.parse_args()
-    from fakefinder import synth
+    from fakefinder import SynthSettings, synth
     from fakefinder.data.frames import sample_frames
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -128,8 +129,8 @@ def main() -> None:
     if args.clip:
         clip = args.clip
     else:  # x264 with B-frames and a keyframe every 250 frames, as DFDC's clips and most uploads are encoded
-        made = synth(args.work / "clip", videos=2, seed=2, seconds=10, sizes=((1920, 1080),), methods=("swap",),
-                     keyint=250)
+        made = synth(args.work / "clip", SynthSettings(videos=2, seed=2, seconds=10, sizes=((1920, 1080),),
+                                                       methods=("swap",), keyint=250))
         clip = made.out / f"{made.videos[-1].name}.mp4"
     from fakefinder import load_detector
 

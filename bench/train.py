@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakefinder import TrainSettings, fit_detector, load_dataset
+from fakefinder import Compute, TrainSettings, fit_detector, load_dataset
 from fakefinder.data.splits import split_dataset
 from fakefinder.hardware import autocast
 from fakefinder.models.backbones import create_backbone
@@ -33,9 +33,9 @@ from fakefinder.models.modelcard import HeadSpec
 
 
 def make(n: int, root: Path) -> Path:
-    from fakefinder import PrepareSettings, prepare, synth
+    from fakefinder import PrepareSettings, SynthSettings, prepare, synth
 
-    made = synth(root / f"synth{n}", videos=n, seed=5, seconds=3, sizes=((640, 360), (854, 480)))
+    made = synth(root / f"synth{n}", SynthSettings(videos=n, seed=5, seconds=3, sizes=((640, 360), (854, 480))))
     return prepare(made.out, root / f"prepared{n}", settings=PrepareSettings(fps=2)).out
 
 
@@ -157,9 +157,10 @@ def main() -> None:
     config = TrainSettings(backbone=args.backbone, weights=args.weights, epochs=args.epochs, patience=0,
                            precision="fp32")
     with tempfile.TemporaryDirectory() as cache:
-        fit_detector(data, config, cache_dir=cache, device=args.device)  # fills the cache (timed above)
+        fit_detector(data, config, compute=Compute(cache_dir=cache,
+                                                   device=args.device))  # fills the cache (timed above)
         t = time.perf_counter()
-        trained = fit_detector(data, config, cache_dir=cache, device=args.device)
+        trained = fit_detector(data, config, compute=Compute(cache_dir=cache, device=args.device))
         head_s = time.perf_counter() - t
     backbone = create_backbone(args.backbone, weights=args.weights)
     naive_epoch(backbone, files, labels, rows["train"][:config.batch_size], config, args.device)  # warm-up
@@ -175,7 +176,8 @@ def main() -> None:
         ft = TrainSettings(backbone=args.backbone, weights=args.weights, trainable_blocks="all", epochs=1,
                            batch_size=args.finetune_batch, probe=False, calibration="none", precision=precision,
                            patience=0)
-        trained = fit_detector(data, ft, device=args.device, loader_processes=args.workers, evaluate_test=False)
+        trained = fit_detector(data, ft, evaluate_test=False, compute=Compute(device=args.device,
+                                                                              processes=args.workers))
         ours = trained.history.epochs[0]["images_per_s"]
         print(f"[{precision}] fine-tuning (all blocks, batch {args.finetune_batch}): bare loop on tensors in memory "
               f"{bare:.1f} img/s; fakefinder's loop with decoding and augmentation {ours:.1f} img/s "

@@ -20,7 +20,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from train import naive_epoch  # noqa: E402 - the same naive loop as bench/train.py
 
-from fakefinder import PrepareSettings, TrainSettings, TuneSettings, load_dataset, prepare, synth  # noqa: E402
+from fakefinder import (  # noqa: E402
+    PrepareSettings,
+    SynthSettings,
+    TrainSettings,
+    TuneSettings,
+    load_dataset,
+    prepare,
+    synth,
+)
 from fakefinder.data.manifest import features_dir  # noqa: E402
 from fakefinder.data.splits import split_dataset  # noqa: E402
 from fakefinder.models.backbones import create_backbone  # noqa: E402
@@ -50,7 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    made = synth(args.out / "videos", videos=args.videos, seconds=args.seconds, seed=21, sizes=((640, 360),))
+    made = synth(args.out / "videos", SynthSettings(videos=args.videos, seconds=args.seconds, seed=21,
+                                                    sizes=((640, 360),)))
     data = prepare(made.out, args.out / "prepared", settings=PrepareSettings(fps=args.fps)).out
     d = load_dataset(data)
     print(f"data: {args.videos} videos -> {len(d)} crops ({time.perf_counter() - t:.0f} s to make)", flush=True)

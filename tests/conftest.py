@@ -5,19 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from fakefinder import PrepareSettings, prepare, synth
+from fakefinder import Compute, PrepareSettings, SynthSettings, prepare, synth
 
 
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory):
     """A small synthetic DFDC collection: 5 real videos and one fake of each, every manipulation method."""
-    return synth(tmp_path_factory.mktemp("collection") / "syn", videos=10, seed=3, seconds=3)
+    return synth(tmp_path_factory.mktemp("collection") / "syn", SynthSettings(videos=10, seed=3, seconds=3))
 
 
 @pytest.fixture(scope="session")
 def prepared(collection, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
-    return prepare(collection.out, out, settings=PrepareSettings(), processes=1)
+    return prepare(collection.out, out, settings=PrepareSettings(), compute=Compute(processes=1))
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +32,9 @@ def learnable(tmp_path_factory):
     15 real videos and 15 fakes, 2 s each, prepared at 2 fps: 120 crops, 3 source groups per test part.
     """
     root = tmp_path_factory.mktemp("learnable")
-    made = synth(root / "swap", videos=30, seed=5, seconds=2, sizes=((640, 360),), methods=("swap", "resample"))
-    return prepare(made.out, root / "prepared", settings=PrepareSettings(fps=2), processes=2)
+    made = synth(root / "swap", SynthSettings(videos=30, seed=5, seconds=2, sizes=((640, 360),),
+                                              methods=("swap", "resample")))
+    return prepare(made.out, root / "prepared", settings=PrepareSettings(fps=2), compute=Compute(processes=2))
 
 
 @pytest.fixture(scope="session")

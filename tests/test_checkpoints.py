@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakefinder import TrainSettings, fit_detector, load_dataset, load_detector
+from fakefinder import Compute, TrainSettings, fit_detector, load_dataset, load_detector
 from fakefinder.models.backbones import create_backbone
 from fakefinder.models.features import load_crops
 
@@ -142,12 +142,12 @@ def test_a_published_checkpoint_starts_training(dfdc_winner_file, learnable, tmp
     path, base, state = dfdc_winner_file
     config = TrainSettings(backbone="efficientnet_b0", weights=str(path), n_layers=0, epochs=1, input_size=64,
                            calibration="none")
-    trained = fit_detector(learnable.out, config, cache_dir=tmp_path)
+    trained = fit_detector(learnable.out, config, compute=Compute(cache_dir=tmp_path))
     ours = trained.model.backbone.module.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in base.state_dict().items() if not k.startswith("_fc."))
     assert trained.model.card.base.weights == path.name
     with pytest.raises(Exception, match="DFDC winner checkpoint of efficientnet_b0, not efficientnet_lite0"):
-        fit_detector(learnable.out, TrainSettings(weights=str(path), epochs=1), cache_dir=tmp_path)
+        fit_detector(learnable.out, TrainSettings(weights=str(path), epochs=1), compute=Compute(cache_dir=tmp_path))
 
 
 def test_evaluate_and_predict_take_the_checkpoint_file_as_the_model(ffpp_file, prepared, collection):

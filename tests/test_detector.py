@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakefinder import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_dataset, load_detector, synth
+from fakefinder import (
+    Detector,
+    FaceResult,
+    FrameResult,
+    SynthSettings,
+    TrackResult,
+    VideoResult,
+    load_dataset,
+    load_detector,
+    synth,
+)
 from fakefinder.inference.tracks import link_tracks
 from fakefinder.models.features import load_crops
 
@@ -49,8 +59,8 @@ def test_progress_while_a_video_is_read(trained, learnable):
 
 
 def test_two_people_make_two_tracks_and_the_most_suspicious_one_decides(trained, tmp_path):
-    made = synth(tmp_path / "two", videos=2, seed=3, seconds=2, people=2, sizes=((960, 540),),
-                 methods=("swap",))
+    made = synth(tmp_path / "two", SynthSettings(videos=2, seed=3, seconds=2, people=2, sizes=((960, 540),),
+                                                 methods=("swap",)))
     detector = load_detector(trained.model_path)
     assert detector.settings.faces == "all"  # trained on the largest face, but every face is scored
     for video in made.videos:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakefinder import TrainSettings, fit_detector, load_dataset
+from fakefinder import Compute, TrainSettings, fit_detector, load_dataset
 from fakefinder.models.backbones import create_backbone
 from fakefinder.models.features import FeatureCache, load_crops
 from fakefinder.models.head import pooled
@@ -73,10 +73,10 @@ def test_a_damaged_shard_is_detected_and_extracted_again(prepared, tmp_path, dam
 
 
 def test_training_on_a_damaged_cache_gives_the_clean_numbers(learnable, tmp_path):
-    clean = fit_detector(learnable.out, TrainSettings(epochs=3), cache_dir=tmp_path)
+    clean = fit_detector(learnable.out, TrainSettings(epochs=3), compute=Compute(cache_dir=tmp_path))
     cache_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
     for shard in cache_dir.glob("shard-*.npy"):
         array = np.load(shard)
         np.save(shard, array[np.random.default_rng(0).permutation(len(array))])
-    again = fit_detector(learnable.out, TrainSettings(epochs=3), cache_dir=tmp_path)
+    again = fit_detector(learnable.out, TrainSettings(epochs=3), compute=Compute(cache_dir=tmp_path))
     assert again.test.to_dict() == clean.test.to_dict() and again.backbone_images == len(again.dataset)

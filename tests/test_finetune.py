@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakefinder import TrainSettings, fit_detector
+from fakefinder import Compute, TrainSettings, fit_detector
 from fakefinder.models.modelfile import load_model
 
 SMALL = dict(trainable_blocks=2, input_size=96, epochs=4, batch_size=8, patience=0, seed=3)
@@ -26,7 +26,7 @@ def without_timing(epochs: list[dict]) -> list[dict]:
 
 
 def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
-    trained = fit_detector(learnable.out, TrainSettings(**SMALL), cache_dir=tmp_path, loader_processes=0)
+    trained = fit_detector(learnable.out, TrainSettings(**SMALL), compute=Compute(cache_dir=tmp_path, processes=0))
     losses = [e["train_loss"] for e in trained.history.epochs]
     assert losses[-1] < losses[0] and trained.probe_history is not None  # started from the linear probe
     assert trained.model.card.base.included and trained.val.frame.auc > 0.8
@@ -34,8 +34,8 @@ def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
 
 def test_the_input_pipeline_gives_the_same_batches_whatever_the_number_of_workers(prepared, tmp_path):
     config = TrainSettings(**TINY)
-    a = fit_detector(prepared.out, config, cache_dir=tmp_path, loader_processes=0)
-    b = fit_detector(prepared.out, config, cache_dir=tmp_path, loader_processes=2)
+    a = fit_detector(prepared.out, config, compute=Compute(cache_dir=tmp_path, processes=0))
+    b = fit_detector(prepared.out, config, compute=Compute(cache_dir=tmp_path, processes=2))
     assert without_timing(a.history.epochs) == without_timing(b.history.epochs)
     np.testing.assert_array_equal(a.logits["test"], b.logits["test"])
 

@@ -13,7 +13,16 @@ from media import coffee, write_video
 from safetensors.torch import save_file
 from sklearn import metrics as sk
 
-from fakefinder import TrainSettings, UsageError, load_dataset, load_detector, train
+from fakefinder import (
+    CollectionOptions,
+    Compute,
+    LoadOptions,
+    TrainSettings,
+    UsageError,
+    load_dataset,
+    load_detector,
+    train,
+)
 from fakefinder.data.splits import split_dataset
 from fakefinder.inference.evaluation import dataset_logits, evaluate, predict
 from fakefinder.models.backbones import create_backbone
@@ -169,11 +178,12 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
                           capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(weights) in proc.stderr and "--base-weights" in proc.stderr
-    after = predict(result.model_path, [video], base_weights=moved)[0]
+    after = predict(result.model_path, [video], load=LoadOptions(base_weights=moved))[0]
     assert after.p_fake == before.p_fake is not None
-    assert evaluate(result.model_path, prepared.out, base_weights=moved).overall.video.n == 10
+    assert evaluate(result.model_path, prepared.out, load=LoadOptions(base_weights=moved)).overall.video.n == 10
     with pytest.raises(UsageError, match="trained on vgg16 weights"):  # another file is not the base it learnt on
-        predict(result.model_path, [video], base_weights=vgg16_file(tmp_path / "other.safetensors", seed=6))
+        predict(result.model_path, [video], load=LoadOptions(base_weights=vgg16_file(tmp_path / "other.safetensors",
+                                                                                     seed=6)))
 
 
 def test_predict_imports_only_what_a_verdict_needs(model, collection):
@@ -194,7 +204,7 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
     from fakefinder import PrepareSettings, prepare
 
     tight = prepare(collection.out, tmp_path / "tight", settings=PrepareSettings(frames=2, margin=0.0),
-                    dataset="tight", processes=1)
+                    collection=CollectionOptions(dataset="tight"), compute=Compute(processes=1))
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),
                            str(tight.out), "--json", str(tmp_path / "table.json"), "--html",
                            str(tmp_path / "table.html"), "--quiet"], capture_output=True, text=True, timeout=300)

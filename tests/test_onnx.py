@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from fakefinder import load_dataset, load_detector
+from fakefinder import Compute, load_dataset, load_detector
 from fakefinder.errors import OptionError, UsageError
 from fakefinder.models.features import load_crops
 from fakefinder.models.modelfile import load_model
@@ -181,6 +181,7 @@ def test_a_frozen_base_extracts_pytorchs_fp32_features_with_onnx_runtime(learnab
     graphs = sorted(with_onnx.dir.glob("base-*.onnx"))
     assert len(graphs) == 1 and backbone.weights_digest[:16] in graphs[0].name
     with pytest.raises(OptionError, match="fine-tuning"):
-        fit_detector(learnable.out, TrainSettings(trainable_blocks=1), runtime="onnx")
-    trained = fit_detector(learnable.out, TrainSettings(epochs=2), cache_dir=tmp_path / "onnx", runtime="onnx")
+        fit_detector(learnable.out, TrainSettings(trainable_blocks=1), compute=Compute(runtime="onnx"))
+    trained = fit_detector(learnable.out, TrainSettings(epochs=2), compute=Compute(cache_dir=tmp_path / "onnx",
+                                                                                   runtime="onnx"))
     assert trained.model.card.precision == "fp32" and trained.evaluations["test"].frame.n > 0

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from media import astronaut, coffee, copy, truncate, write_video, zero_payload
 
-from fakefinder import PrepareSettings, UsageError, prepare
+from fakefinder import CollectionOptions, Compute, PrepareSettings, UsageError, prepare
 from fakefinder.data.manifest import STATE_DIR, crops_folder
 
 MANIFEST_COLUMNS = ["dataset", "video_id", "source_path", "label", "group", "frame_index", "timestamp",
@@ -63,8 +63,9 @@ def test_dfdc_layout_manifest_contract(prepared, metadata, collection):
 
 def test_boxes_are_in_source_pixels(collection, tmp_path):
     """Frames shrunk to a 320 px working size still report boxes in the video's own pixels."""
-    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320), processes=1)
-    ref = prepare(collection.out, tmp_path / "full", processes=1)
+    small = prepare(collection.out, tmp_path / "small", settings=PrepareSettings(max_side=320),
+                    compute=Compute(processes=1))
+    ref = prepare(collection.out, tmp_path / "full", compute=Compute(processes=1))
     by_key = {(r["video_id"], r["frame_index"]): r for r in pq.read_table(ref.manifest_path).to_pylist()}
     for row in pq.read_table(small.manifest_path).to_pylist():
         other = by_key[(row["video_id"], row["frame_index"])]
@@ -81,7 +82,7 @@ def test_dfdc_parts_are_found_recursively(collection, metadata, tmp_path):
         for name in (fake, original):
             copy(collection.out / name, folder / name)
         (folder / "metadata.json").write_text(json.dumps({k: metadata[k] for k in (fake, original)}))
-    result = prepare(src, tmp_path / "out", processes=1)
+    result = prepare(src, tmp_path / "out", compute=Compute(processes=1))
     _, videos = tables(result.out)
     assert result.layout == "dfdc" and result.ok == 4
     for row in videos:
@@ -99,8 +100,9 @@ def test_csv_labels_accept_every_spelling(collection, metadata, tmp_path):
         m = metadata[name]
         lines.append(f"{name},{spellings[m['label']][i % 3]},{m['original'] or ''}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    result = prepare(collection.out, tmp_path / "out", labels=tmp_path / "labels.csv", dataset="mine",
-                     processes=1)
+    result = prepare(collection.out, tmp_path / "out",
+                     collection=CollectionOptions(labels=tmp_path / "labels.csv", dataset="mine"),
+                     compute=Compute(processes=1))
     _, videos = tables(result.out)
     assert result.layout == "csv" and [r["source_path"] for r in videos] == names
     for row in videos:
@@ -117,7 +119,7 @@ def test_class_folders_with_videos_and_images(collection, metadata, tmp_path):
     copy(collection.out / fake, src / "fake" / fake)
     (src / "real" / "portrait.jpg").write_bytes(cv2.imencode(".jpg", astronaut())[1].tobytes())
     (src / "real" / "notes.txt").write_text("not an input")
-    result = prepare(src, tmp_path / "out", processes=1)
+    result = prepare(src, tmp_path / "out", compute=Compute(processes=1))
     manifest, videos = tables(result.out)
     assert result.layout == "folders" and result.ok == 3
     assert {(r["source_path"], r["label"]) for r in videos} == {
@@ -222,7 +224,7 @@ def test_a_collection_of_symbolic_links_is_read_through_them(collection, metadat
     for name in fakes:
         os.symlink(collection.out / name, tmp_path / "tree" / "fakes" / name)
     os.symlink(tmp_path / "tree" / "fakes", src / "fake" / "batch1")  # a linked folder
-    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), compute=Compute(processes=1))
     assert (result.ok, result.errors) == (4, 0), result.summary()
     assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
 
@@ -238,13 +240,13 @@ def test_output_folders_never_nest_never_collide_and_stay_inside_out(collection,
     long_name = "a" * 248 + ".mp4"  # 252 bytes: legal on every common file system
     copy(collection.out / fake, src / "fake" / long_name)
     out = tmp_path / "out"
-    result = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
+    result = prepare(src, out, settings=PrepareSettings(frames=2), compute=Compute(processes=1))
     assert (result.ok, result.errors) == (3, 0), result.summary()
     manifest, videos = tables(out)
     assert {v["video_id"] for v in videos} == {"real/clip", "real/clip/x", "fake/" + "a" * 248}
     for row in manifest:
         assert (out / row["crop_path"]).is_file() and row["crop_path"].count("/") == 2  # faces/<folder>/<crop>
-    again = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
+    again = prepare(src, out, settings=PrepareSettings(frames=2), compute=Compute(processes=1))
     assert again.reused == 3 and tables(out) == (manifest, videos)
     inside = out.resolve()
     assert all(p.resolve().is_relative_to(inside) for p in out.rglob("*"))
@@ -288,12 +290,12 @@ def test_a_rerun_retries_failed_inputs_and_redoes_deleted_crops(collection, meta
         copy(collection.out / name, src / name)
     (src / "metadata.json").write_text(json.dumps({n: metadata[n] for n in names}))
     out = tmp_path / "out"
-    first = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
+    first = prepare(src, out, settings=PrepareSettings(frames=2), compute=Compute(processes=1))
     assert (first.ok, first.errors) == (2, 1)
     copy(collection.out / names[2], src / names[2])  # the missing input arrives (a transient failure)
     manifest, _ = tables(out)
     (out / manifest[0]["crop_path"]).unlink()  # a crop deleted by hand
-    again = prepare(src, out, settings=PrepareSettings(frames=2), processes=1)
+    again = prepare(src, out, settings=PrepareSettings(frames=2), compute=Compute(processes=1))
     assert (again.ok, again.errors, again.reused) == (3, 0, 1)
     manifest, _ = tables(out)
     assert all((out / r["crop_path"]).is_file() for r in manifest)
@@ -320,7 +322,7 @@ def test_sigterm_stops_prepare_and_its_workers_and_a_rerun_completes(collection,
              Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[:1]]
     assert not alive, "worker processes outlived prepare"
     assert not (out / "manifest.parquet").exists()
-    assert prepare(collection.out, out, processes=1).ok == 10
+    assert prepare(collection.out, out, compute=Compute(processes=1)).ok == 10
 
 
 @pytest.mark.parametrize("case", ["missing_src", "no_labels", "out_is_file", "bad_csv", "bad_fps",
@@ -353,21 +355,22 @@ def test_unusable_arguments_exit_2_with_one_line(case, tmp_path, collection):
                 "not_utf8_csv": "not UTF-8 text", "unwritable_out": "cannot write there"}[case]
     assert expected in lines[0]
     with pytest.raises(UsageError):
-        prepare(src, out, labels=extra[1] if case in ("bad_csv", "not_utf8_csv") else None,
-                settings=PrepareSettings() if case != "bad_fps" else PrepareSettings.preset("default", fps=0))
+        prepare(src, out, settings=PrepareSettings() if case != "bad_fps" else PrepareSettings.preset("default", fps=0),
+                collection=CollectionOptions(labels=extra[1] if case in ("bad_csv", "not_utf8_csv") else None))
 
 
 # ------------------------------------------------------------------------------------------------ resume
 
 def test_rerun_reuses_everything_and_gives_the_same_tables(collection, prepared):
-    again = prepare(collection.out, prepared.out, processes=1)
+    again = prepare(collection.out, prepared.out, compute=Compute(processes=1))
     assert again.reused == 10 and tables(again.out) == tables(prepared.out)
 
 
 def test_changed_settings_redo_the_work(collection, tmp_path):
     out = tmp_path / "out"
-    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), processes=1)
-    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0), processes=1)
+    first = prepare(collection.out, out, settings=PrepareSettings(frames=1), compute=Compute(processes=1))
+    second = prepare(collection.out, out, settings=PrepareSettings(frames=1, size=64, margin=0.0),
+                     compute=Compute(processes=1))
     assert first.reused == 0 and second.reused == 0
     manifest, _ = tables(out)
     assert len(manifest) == 10
@@ -388,9 +391,10 @@ def test_only_a_changed_tolerance_redoes_the_work_and_older_preparations_sampled
     assert settings_digest(exact) == hashlib.sha256(json.dumps([RECORD_FORMAT, before], sort_keys=True)
                                                     .encode()).hexdigest()[:16]
     out = tmp_path / "out"
-    assert prepare(collection.out, out, settings=exact, processes=1).reused == 0
-    assert prepare(collection.out, out, settings=exact, processes=1).reused == 10
-    assert prepare(collection.out, out, settings=PrepareSettings(tolerance=0.2), processes=1).reused == 0
+    assert prepare(collection.out, out, settings=exact, compute=Compute(processes=1)).reused == 0
+    assert prepare(collection.out, out, settings=exact, compute=Compute(processes=1)).reused == 10
+    assert prepare(collection.out, out, settings=PrepareSettings(tolerance=0.2),
+                   compute=Compute(processes=1)).reused == 0
     assert load_dataset(out).settings.tolerance == 0.2
     info = json.loads((out / PREPARE_INFO).read_text())
     del info["settings"]["tolerance"]
@@ -401,10 +405,10 @@ def test_only_a_changed_tolerance_redoes_the_work_and_older_preparations_sampled
 def test_a_changed_input_file_is_redone(collection, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(collection.out, src)
-    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
+    prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), compute=Compute(processes=1))
     victim = sorted(src.glob("*.mp4"))[0]
     victim.write_bytes(b"replaced by garbage")
-    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
+    again = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), compute=Compute(processes=1))
     assert again.reused == 9 and again.errors == 1
 
 
@@ -426,7 +430,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.parquet").exists()
-    result = prepare(collection.out, out, processes=1)
+    result = prepare(collection.out, out, compute=Compute(processes=1))
     assert result.reused >= kill_after_records
     assert tables(out) == tables(prepared.out)
     pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("faces/**/*.png"))
@@ -455,12 +459,12 @@ def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(c
     assert not (out / "manifest.parquet").exists()
     half_written = out / STATE_DIR / "records" / ".0123abcd.json.k3x9.tmp"  # as a kill inside a record write leaves
     half_written.write_text('{"format": 3, "sett')
-    assert prepare(collection.out, out, processes=1).ok == 10  # the lock died with its holder
+    assert prepare(collection.out, out, compute=Compute(processes=1)).ok == 10  # the lock died with its holder
     assert not half_written.exists()
 
 
 def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):
-    result = prepare(collection.out, tmp_path / "out", processes=2)
+    result = prepare(collection.out, tmp_path / "out", compute=Compute(processes=2))
     assert tables(result.out) == tables(prepared.out)
 
 
@@ -480,11 +484,12 @@ def test_reference_preset_and_overrides(collection, tmp_path):
 
 
 def test_min_face_and_whole_frame_detector(collection, tmp_path):
-    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000), processes=1)
+    big = prepare(collection.out, tmp_path / "a", settings=PrepareSettings(frames=1, min_face=2000),
+                  compute=Compute(processes=1))
     assert big.no_face == 10 and big.faces == 0
     settings = PrepareSettings(frames=1, detector="none")
     assert settings.margin == 0  # an image that is a face crop is not padded with black
-    whole = prepare(collection.out, tmp_path / "b", settings=settings, processes=1)
+    whole = prepare(collection.out, tmp_path / "b", settings=settings, compute=Compute(processes=1))
     manifest, _ = tables(whole.out)
     video = {v.name: v for v in collection.videos}
     for row in manifest:
@@ -499,7 +504,7 @@ def test_faceforensics_layout_records_method_and_groups(collection, metadata, tm
     copy(collection.out / reals[0], src / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4")
     copy(collection.out / reals[1], src / "manipulated_sequences/Face2Face/c23/videos/001_000.mp4")
     copy(collection.out / reals[1], src / "manipulated_sequences/NeuralTextures/c23/videos/002_005.mp4")
-    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), processes=1)
+    result = prepare(src, tmp_path / "out", settings=PrepareSettings(frames=1), compute=Compute(processes=1))
     _, videos = tables(result.out)
     assert result.layout == "ffpp"
     rows = {r["source_path"].split("/")[1] + "/" + r["source_path"].rsplit("/", 1)[1]: r for r in videos}

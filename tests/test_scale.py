@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from services import mlflow_server, postgres_database, ray_cluster
 
-from fakefinder import PrepareSettings, TuneSettings, load_dataset, prepare
+from fakefinder import Compute, PrepareSettings, TuneSettings, load_dataset, prepare
 from fakefinder.data.manifest import STATE_DIR
 
 GRID = "flags:\n  n_neurons: [16, 64, 128]\n  lr: [1e-3, 3e-2]\nfixed:\n  epochs: 4\n  patience: 2\n"
@@ -35,7 +35,7 @@ def cluster():
 def test_prepare_on_ray_equals_a_local_run(cluster, collection, prepared, tmp_path):
     from fakefinder.scale.ray_executor import RayExecutor
 
-    result = prepare(collection.out, tmp_path / "ray", executor=RayExecutor())
+    result = prepare(collection.out, tmp_path / "ray", compute=Compute(executor=RayExecutor()))
     assert result.executor == "ray" and result.ok == 10
     assert tables(result.out) == tables(prepared.out)  # same rows and crops
 
@@ -50,7 +50,7 @@ def test_prepare_survives_a_worker_node_lost_mid_run(cluster, collection, tmp_pa
 
     def run():
         try:
-            outcome["result"] = prepare(collection.out, out, settings=settings, executor=RayExecutor())
+            outcome["result"] = prepare(collection.out, out, settings=settings, compute=Compute(executor=RayExecutor()))
         except Exception as exc:  # noqa: BLE001 - a lost node may fail the run; a rerun must then complete it
             outcome["error"] = exc
 
@@ -64,9 +64,10 @@ def test_prepare_survives_a_worker_node_lost_mid_run(cluster, collection, tmp_pa
     c.remove_node(nodes[1], allow_graceful=False)
     thread.join(timeout=300)
     if "error" in outcome:
-        outcome["result"] = prepare(collection.out, out, settings=settings, executor=RayExecutor())
+        outcome["result"] = prepare(collection.out, out, settings=settings, compute=Compute(executor=RayExecutor()))
     assert outcome["result"].ok == 10
-    again = prepare(collection.out, out, settings=settings, processes=1)  # a local rerun finds everything done
+    again = prepare(collection.out, out, settings=settings,
+                    compute=Compute(processes=1))  # a local rerun finds everything done
     assert again.reused == 10 and tables(out) == tables(outcome["result"].out)
     manifest, videos = tables(out)
     assert len(videos) == 10 and len({(r["video_id"], r["frame_index"], r["face_index"]) for r in manifest}) == len(
@@ -108,7 +109,7 @@ def test_tune_workers_as_ray_tasks_run_each_configuration_once_despite_a_lost_no
 
     def run():
         outcome["result"] = tune(learnable.out, tmp_path / "grid.yml", TuneSettings(concurrent_trials=2), study="ray",
-                                 storage=storage, launcher=ray_launcher())
+                                 storage=storage, compute=Compute(launcher=ray_launcher()))
 
     thread = threading.Thread(target=run)
     thread.start()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from media import astronaut, coffee
 
-from fakefinder import PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
+from fakefinder import Compute, PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
 from fakefinder.data.crops import eye_angle, square_crop
 from fakefinder.data.faces import create_face_detector
 from fakefinder.data.landmarks import (
@@ -105,7 +105,8 @@ def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(le
     data = load_dataset(learnable.out)
     for path in data.crop_files[data.labels == 0][:40]:
         shutil.copy(path, src / f"{len(list(src.iterdir()))}.png")
-    reals = prepare(tmp_path / "src", tmp_path / "reals", settings=PrepareSettings(detector="none"), processes=1)
+    reals = prepare(tmp_path / "src", tmp_path / "reals", settings=PrepareSettings(detector="none"),
+                    compute=Compute(processes=1))
     assert reals.faces == 40
     kept = load_dataset(reals.out, need_both_classes=False)  # face crops are kept whole, never padded with black
     assert np.array_equal(cv2.imread(str(kept.crop_files[0])), cv2.imread(str(src.parent / f"{kept.video_ids[0]}.png")))
@@ -142,7 +143,8 @@ def test_prepare_stores_each_crops_face_mesh_once_and_a_faceless_or_rewritten_cr
     cv2.imwrite(str(src / "face.png"), crop)
     cv2.imwrite(str(src / "coffee.png"), cv2.resize(coffee(), (224, 224)))
     (src / "broken.png").write_bytes(b"not an image")
-    result = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), processes=1)
+    result = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
+                     compute=Compute(processes=1))
     assert result.faces == 2 and result.errors == 1
     data = load_dataset(result.out, need_both_classes=False)
     store = result.out / LANDMARKS
@@ -152,7 +154,7 @@ def test_prepare_stores_each_crops_face_mesh_once_and_a_faceless_or_rewritten_cr
     assert store.stat().st_mtime_ns == stamp  # prepare measured them: read, not measured again
     assert np.isnan(points["coffee"]).all()  # no face: recorded, not fatal
     assert np.allclose(points["face"], FaceMesh().landmarks(crop))  # in the crop's pixels
-    prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), processes=1)
+    prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), compute=Compute(processes=1))
     assert store.stat().st_mtime_ns == stamp  # a rerun that changed no crop measures nothing
     rewritten = data.crop_files[names.index("face")]
     cv2.imwrite(rewritten, cv2.flip(crop, 1))  # a crop rewritten at its path is measured again
@@ -167,7 +169,8 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
     src.mkdir(parents=True)
     for k in range(3):
         cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
-    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"), processes=1)
+    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
+                    compute=Compute(processes=1))
     settings = TrainSettings(fakes="self-blended", blends=2)
     data = with_pseudo_fakes(load_dataset(reals.out, need_both_classes=False), settings)
     assert list(data.origins) == [-1, -1, -1, 0, 0, 1, 1, 2, 2]

@@ -22,7 +22,7 @@ import pytest
 from media import coffee, huge_png, write_video
 from services import free_port, require
 
-from fakefinder import synth
+from fakefinder import SynthSettings, synth
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -79,10 +79,10 @@ def model_file(baseline):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    one = synth(tmp_path_factory.mktemp("clips") / "one", videos=2, seed=8, seconds=3, sizes=((854, 480),),
-                methods=("swap",))
-    two = synth(tmp_path_factory.mktemp("clips") / "two", videos=2, seed=9, seconds=2, people=2,
-                sizes=((960, 540),), methods=("swap",))
+    one = synth(tmp_path_factory.mktemp("clips") / "one",
+                SynthSettings(videos=2, seed=8, seconds=3, sizes=((854, 480),), methods=("swap",)))
+    two = synth(tmp_path_factory.mktemp("clips") / "two",
+                SynthSettings(videos=2, seed=9, seconds=2, people=2, sizes=((960, 540),), methods=("swap",)))
     return [one.out / f"{v.name}.mp4" for v in one.videos], [two.out / f"{v.name}.mp4" for v in two.videos]
 
 

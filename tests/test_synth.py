@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakefinder import UsageError, create_face_detector, sample_frames, synth
+from fakefinder import SynthSettings, UsageError, create_face_detector, sample_frames, synth
 from fakefinder.data.frames import scan
 from fakefinder.data.synthetic import METHODS, SIZES
 
@@ -50,9 +50,9 @@ def test_fake_differs_from_its_original_only_around_the_face(collection):
 
 
 def test_deterministic_from_seed(tmp_path):
-    a = synth(tmp_path / "a", videos=2, seed=7, seconds=1, sizes=((320, 240),))
-    b = synth(tmp_path / "b", videos=2, seed=7, seconds=1, sizes=((320, 240),))
-    c = synth(tmp_path / "c", videos=2, seed=8, seconds=1, sizes=((320, 240),))
+    a = synth(tmp_path / "a", SynthSettings(videos=2, seed=7, seconds=1, sizes=((320, 240),)))
+    b = synth(tmp_path / "b", SynthSettings(videos=2, seed=7, seconds=1, sizes=((320, 240),)))
+    c = synth(tmp_path / "c", SynthSettings(videos=2, seed=8, seconds=1, sizes=((320, 240),)))
     assert a.videos == b.videos and a.videos != c.videos
     assert a.metadata_path.read_text() == b.metadata_path.read_text()
     for v in a.videos:  # the same pixels up to the encoder (x264 output bytes can vary between runs)
@@ -62,11 +62,12 @@ def test_deterministic_from_seed(tmp_path):
 
 
 def test_mouth_only_collection(tmp_path):
-    result = synth(tmp_path / "m", videos=4, seed=1, seconds=1, methods=("mouth",), sizes=((320, 240),))
+    result = synth(tmp_path / "m", SynthSettings(videos=4, seed=1, seconds=1, methods=("mouth",),
+                                                 sizes=((320, 240),)))
     assert {v.method for v in result.videos if v.label == "FAKE"} == {"mouth"}
 
 
 @pytest.mark.parametrize("kwargs", [{"methods": ("morph",)}, {"videos": 1}])
 def test_bad_arguments(tmp_path, kwargs):
     with pytest.raises(UsageError):
-        synth(tmp_path, **kwargs)
+        synth(tmp_path, SynthSettings(**kwargs))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fakefinder import TrainSettings, fit_detector, load_dataset, train
+from fakefinder import Compute, TrainSettings, fit_detector, load_dataset, train
 from fakefinder.data.manifest import features_dir
 from fakefinder.data.splits import load_split, split_dataset
 from fakefinder.hardware import resolve_precision
@@ -58,7 +58,7 @@ def test_the_core_trains_without_any_tracking_and_leaves_no_global_state_behind(
     import socket
 
     # Libraries set environment variables when first imported (OpenCV, TorchInductor): a first run imports them.
-    fit_detector(learnable.out, TrainSettings(epochs=1), cache_dir=tmp_path / "warm-up")
+    fit_detector(learnable.out, TrainSettings(epochs=1), compute=Compute(cache_dir=tmp_path / "warm-up"))
     torch.manual_seed(1234)
     expected_next = torch.rand(3)
     torch.manual_seed(1234)
@@ -68,8 +68,8 @@ def test_the_core_trains_without_any_tracking_and_leaves_no_global_state_behind(
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # where a default tracking store would appear
-    trained = fit_detector(learnable.out, TrainSettings(epochs=3), cache_dir=tmp_path / "cache",
-                           progress=events.append)
+    trained = fit_detector(learnable.out, TrainSettings(epochs=3), progress=events.append,
+                           compute=Compute(cache_dir=tmp_path / "cache"))
     assert torch.equal(torch.rand(3), expected_next)  # the global torch RNG did not move
     after = (torch.get_num_threads(), socket.getdefaulttimeout(), dict(os.environ),
              logging.getLogger("mlflow").level, np.random.get_state()[1][:4].tolist())
@@ -91,9 +91,9 @@ def test_core_result_is_what_train_records(learnable, tracking, baseline):
 
 def test_feature_cache_means_zero_backbone_passes_on_reuse(learnable, tmp_path):
     n = pq.read_metadata(learnable.manifest_path).num_rows
-    first = train(learnable.out, TrainSettings(epochs=2), cache_dir=tmp_path)
-    second = train(learnable.out, TrainSettings(epochs=2, n_neurons=64, lr=1e-4), cache_dir=tmp_path)
-    flat = train(learnable.out, TrainSettings(epochs=1, pool="flatten"), cache_dir=tmp_path)
+    first = train(learnable.out, TrainSettings(epochs=2), compute=Compute(cache_dir=tmp_path))
+    second = train(learnable.out, TrainSettings(epochs=2, n_neurons=64, lr=1e-4), compute=Compute(cache_dir=tmp_path))
+    flat = train(learnable.out, TrainSettings(epochs=1, pool="flatten"), compute=Compute(cache_dir=tmp_path))
     assert (first.backbone_images, second.backbone_images, flat.backbone_images) == (n, 0, n)
     assert len(list(tmp_path.iterdir())) == 2  # one cache per (backbone key, pooling)
 
@@ -253,7 +253,8 @@ def test_the_bf16_path_is_taken_when_asked_whatever_the_cpu(learnable, tmp_path)
     assert half.dir != full.dir
     a, b = (c.features(files).take(np.arange(16)).astype(np.float32) for c in (half, full))
     assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05 * np.abs(b).max()
-    trained = fit_detector(learnable.out, TrainSettings(epochs=2, precision="bf16"), cache_dir=tmp_path)
+    trained = fit_detector(learnable.out, TrainSettings(epochs=2, precision="bf16"),
+                           compute=Compute(cache_dir=tmp_path))
     assert trained.model.card.precision == "bf16" and np.isfinite(trained.val.frame.log_loss)
 
 

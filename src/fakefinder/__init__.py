@@ -17,9 +17,11 @@ _LOCATIONS = {
     "config": ("PrepareSettings", "TrainSettings", "TrainConfig", "TuneSettings", "ServeSettings"),
     "errors": ("FakefinderError", "UsageError", "InputError", "OptionError"),
     "progress": ("Progress",),
+    # where and how a job runs, beside what it computes
+    "hardware": ("Compute",),
     # the stages, in the order data flows
-    "data.synthetic": ("synth", "SynthResult"),
-    "data.collection": ("discover", "Collection", "VideoItem"),
+    "data.synthetic": ("synth", "SynthSettings", "SynthResult"),
+    "data.collection": ("discover", "CollectionOptions", "Collection", "VideoItem"),
     "data.frames": ("sample_frames", "Frame"),
     "data.faces": ("create_face_detector", "FaceDetector", "Box"),
     "data.preparation": ("prepare", "PrepareResult", "process_video"),
@@ -27,16 +29,17 @@ _LOCATIONS = {
     "models.backbones": ("create_backbone", "backbone_names"),
     "models.modelcard": ("ModelCard",),
     "models.modelfile": ("load_model", "DeepfakeModel"),
-    "training.core": ("fit_detector", "TrainedDetector"),
+    "training.core": ("fit_detector", "RunContext", "TrainedDetector"),
     "training.experiment": ("train", "TrainResult"),
-    "inference.detector": ("load_detector", "Detector", "VideoResult", "FrameResult", "FaceResult", "TrackResult"),
+    "inference.detector": ("load_detector", "LoadOptions", "Detector", "VideoResult", "FrameResult", "FaceResult",
+                           "TrackResult"),
     "inference.evaluation": ("evaluate", "EvaluateResult", "predict"),
     "tuning.search": ("tune", "TuneResult"),
     "workflows.study": ("study", "StudyResult"),
     "workflows.demo": ("demo", "DemoResult"),
     # plug-in points and what is read back
     "scale.executors": ("Executor", "LocalExecutor"),
-    "tracking.trackers": ("Tracker", "resolve_tracker"),
+    "tracking.trackers": ("Tracker", "Recording", "resolve_tracker"),
     "tracking.runs": ("list_runs",),
     "tracking.report": ("run_report", "study_report"),
 }
@@ -45,14 +48,23 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
     from .config import PrepareSettings, ServeSettings, TrainConfig, TrainSettings, TuneSettings
-    from .data.collection import Collection, VideoItem, discover
+    from .data.collection import Collection, CollectionOptions, VideoItem, discover
     from .data.dataset import PreparedDataset, load_dataset
     from .data.faces import Box, FaceDetector, create_face_detector
     from .data.frames import Frame, sample_frames
     from .data.preparation import PrepareResult, prepare, process_video
-    from .data.synthetic import SynthResult, synth
+    from .data.synthetic import SynthResult, SynthSettings, synth
     from .errors import FakefinderError, InputError, OptionError, UsageError
-    from .inference.detector import Detector, FaceResult, FrameResult, TrackResult, VideoResult, load_detector
+    from .hardware import Compute
+    from .inference.detector import (
+        Detector,
+        FaceResult,
+        FrameResult,
+        LoadOptions,
+        TrackResult,
+        VideoResult,
+        load_detector,
+    )
     from .inference.evaluation import EvaluateResult, evaluate, predict
     from .models.backbones import backbone_names, create_backbone
     from .models.modelcard import ModelCard
@@ -61,8 +73,8 @@ if TYPE_CHECKING:
     from .scale.executors import Executor, LocalExecutor
     from .tracking.report import run_report, study_report
     from .tracking.runs import list_runs
-    from .tracking.trackers import Tracker, resolve_tracker
-    from .training.core import TrainedDetector, fit_detector
+    from .tracking.trackers import Recording, Tracker, resolve_tracker
+    from .training.core import RunContext, TrainedDetector, fit_detector
     from .training.experiment import TrainResult, train
     from .tuning.search import TuneResult, tune
     from .workflows.demo import DemoResult, demo

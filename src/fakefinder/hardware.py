@@ -6,8 +6,31 @@ no loss scaling; fp16 (GPUs without bf16) does, with a GradScaler.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from .errors import OptionError
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and how a job computes, apart from what it computes (its settings): one object that `train`,
+    `fit_detector`, `tune`, `study` and `prepare` take instead of a handful of loose arguments.
+
+    `device`: auto, cpu, cuda or cuda:N. `runtime`: what extracts a frozen base's features (torch, or onnx: ONNX
+    Runtime at fp32). `processes`: local worker processes (training's input pipeline, `prepare`'s inputs); None:
+    the default for the job. `executor` spreads per-video and per-shard work (`scale.executors`), `launcher`
+    starts tune's worker loops (`scale.executors.Launcher`); None: local processes. `cache_dir`: the feature
+    cache (default DATA/.fakefinder/features).
+    """
+
+    device: str = "auto"
+    runtime: str = "torch"
+    processes: int | None = None
+    executor: Any = None
+    launcher: Any = None
+    cache_dir: str | Path | None = None
 
 
 def single_threaded_opencv(*_worker_id) -> None:

@@ -157,6 +157,14 @@ def tracking_uri(args: argparse.Namespace) -> str:
     return resolve_tracking_uri(args.tracking_uri)
 
 
+def load_options(args: argparse.Namespace, **more):
+    """How the command's MODEL is loaded: its --device, --tracking-uri, --base-weights and --runtime."""
+    from ..inference.detector import LoadOptions
+
+    return LoadOptions(device=args.device, tracking_uri=tracking_uri(args), base_weights=args.base_weights,
+                       runtime=args.runtime, **more)
+
+
 def renderer(args: argparse.Namespace):
     from ._progress import Renderer
 

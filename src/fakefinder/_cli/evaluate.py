@@ -32,8 +32,7 @@ def run(args) -> int:
             raise UsageError("--split takes one DATA: the part belongs to the model's own run")
         with _options.renderer(args) as progress:
             table = evaluate_collections(args.model, args.data, by=args.by or "method",
-                                         tracking_uri=_options.tracking_uri(args), device=args.device,
-                                         base_weights=args.base_weights, progress=progress, runtime=args.runtime)
+                                         load=_options.load_options(args), progress=progress)
         _options.write_json(table.to_dict(), args.json)
         if args.html:
             from .. import _files
@@ -45,8 +44,7 @@ def run(args) -> int:
         raise UsageError("--html writes the table of several DATA")
     with _options.renderer(args) as progress:
         result = evaluate(args.model, args.data[0], split=args.split, by=args.by,
-                          tracking_uri=_options.tracking_uri(args), device=args.device,
-                          base_weights=args.base_weights, progress=progress, runtime=args.runtime)
+                          load=_options.load_options(args), progress=progress)
     _options.write_json(result.to_dict(), args.json)
     print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0

@@ -30,7 +30,6 @@ def run(args) -> int:
     from .._packages import require
     from ..config import InputLimits
     from ..errors import UsageError
-    from ..inference.detector import load_detector
     from ..inference.evaluation import predict, predictions_table, write_predictions_csv
 
     if args.explain:  # checked before the work, not after it
@@ -38,9 +37,8 @@ def run(args) -> int:
         if args.explain.exists() and not args.explain.is_dir():
             raise UsageError(f"--explain {args.explain}: not a folder")
 
-    detector = load_detector(args.model, device=args.device, tracking_uri=_options.tracking_uri(args),
-                             base_weights=args.base_weights, threshold=args.threshold,
-                             limits=_options.settings_from(args, InputLimits), runtime=args.runtime)
+    detector = _options.load_options(args, threshold=args.threshold,
+                                     limits=_options.settings_from(args, InputLimits)).load(args.model)
     if args.explain and not detector.explains:
         raise UsageError("--explain needs gradients, which ONNX Runtime does not give: Grad-CAM heatmaps need "
                          "--runtime torch and the .safetensors model")

@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..config import InputLimits, PrepareSettings
+    from ..data.collection import CollectionOptions
     from ..data.preparation import prepare
+    from ..hardware import Compute
 
     settings = _options.settings_from(args, PrepareSettings, args.preset)
     executor = None
@@ -43,9 +45,10 @@ def run(args) -> int:
         executor = RayExecutor(_options.ray_address(args))
     with _options.renderer(args) as progress:
         try:
-            result = prepare(args.src, args.out, settings=settings, layout=args.layout, labels=args.labels,
-                             dataset=args.dataset, processes=args.processes, executor=executor, progress=progress,
-                             limits=_options.settings_from(args, InputLimits))
+            result = prepare(args.src, args.out, settings=settings,
+                             collection=CollectionOptions(args.layout, args.labels, args.dataset),
+                             compute=Compute(processes=args.processes, executor=executor),
+                             limits=_options.settings_from(args, InputLimits), progress=progress)
         finally:
             if executor is not None:
                 executor.close()

@@ -24,12 +24,15 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..config import TrainSettings
+    from ..hardware import Compute
+    from ..tracking.trackers import Recording
     from ..workflows.study import study
 
     with _options.renderer(args) as progress:
         result = study(args.train_data, args.test_data, grid=args.grid, out=args.out,
-                       config=TrainSettings.preset(args.preset), tracking=_options.tracking_uri(args),
-                       experiment=args.experiment, storage=args.storage, device=args.device, progress=progress)
+                       config=TrainSettings.preset(args.preset),
+                       tracking=Recording(_options.tracking_uri(args), args.experiment), storage=args.storage,
+                       compute=Compute(args.device), progress=progress)
     print(result.markdown())
     print(f"\nreport: {result.report}")
     return 0

@@ -43,13 +43,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..data.synthetic import METHODS, synth
+    from ..data.synthetic import METHODS, SynthSettings, synth
 
     methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
     with _options.renderer(args) as progress:
-        result = synth(args.out, videos=args.videos, seed=args.seed, seconds=args.seconds, methods=methods,
-                       people=args.people, keyint=args.keyint, progress=progress,
-                       **({"sizes": tuple(args.size)} if args.size else {}))
+        settings = SynthSettings(videos=args.videos, seed=args.seed, seconds=args.seconds, methods=methods,
+                                 people=args.people, keyint=args.keyint,
+                                 **({"sizes": tuple(args.size)} if args.size else {}))
+        result = synth(args.out, settings, progress=progress)
     fakes = sum(v.label == "FAKE" for v in result.videos)
     print(f"wrote {len(result.videos)} videos ({len(result.videos) - fakes} real, {fakes} fake) and "
           f"{result.metadata_path}")

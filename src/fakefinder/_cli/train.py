@@ -42,6 +42,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..config import TrainSettings
+    from ..hardware import Compute
+    from ..tracking.trackers import Recording
     from ..training.experiment import train
 
     config = _options.settings_from(args, TrainSettings, args.preset)
@@ -52,11 +54,11 @@ def run(args) -> int:
         executor = RayExecutor.for_extraction(_options.ray_address(args))
     with _options.renderer(args) as progress:
         try:
-            result = train(args.data, config, tracking=_options.tracking_uri(args), experiment=args.experiment,
-                           out=args.out, split_file=args.split_file, name=args.name, device=args.device,
-                           cache_dir=args.cache, progress=progress, resume=args.resume,
-                           loader_processes=args.loader_processes, executor=executor,
-                           runtime=args.runtime or "torch")
+            result = train(args.data, config,
+                           tracking=Recording(_options.tracking_uri(args), args.experiment, args.name),
+                           compute=Compute(args.device, args.runtime or "torch", args.loader_processes, executor,
+                                           cache_dir=args.cache),
+                           out=args.out, split_file=args.split_file, resume=args.resume, progress=progress)
         finally:
             if executor is not None:
                 executor.close()

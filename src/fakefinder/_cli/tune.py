@@ -8,7 +8,7 @@ from . import _options
 
 
 def add_arguments(p) -> None:
-    from ..config import TuneSettings
+    from ..config import TrainSettings, TuneSettings
 
     p.description = ("Every trial is a tracked MLflow run nested under the study's run; selection uses validation "
                      "data only; the best configuration is then evaluated once on the test part. Run the same "
@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--grid", type=Path, required=True,
                    help="YAML: flags (option: [values]), optional fixed (option: value) and sample (fraction)")
     _options.add_settings(p, TuneSettings)
+    _options.add_presets(p, TrainSettings, "the training settings that the grid's flags and fixed settings change "
+                                           "(default: the defaults)")
     p.add_argument("--study", help="study name (default: DATA's folder name and the grid file's name)")
     _options.add_storage(p, "./optuna.db")
     _options.add_ray(p, "run the --concurrent-trials worker loops as Ray tasks")
@@ -27,7 +29,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..config import TuneSettings
+    from ..config import TrainSettings, TuneSettings
+    from ..hardware import Compute
+    from ..tracking.trackers import Recording
     from ..tuning.search import tune
 
     settings = _options.settings_from(args, TuneSettings)
@@ -37,9 +41,9 @@ def run(args) -> int:
 
         launcher = ray_launcher(_options.ray_address(args))
     with _options.renderer(args) as progress:
-        result = tune(args.data, args.grid, settings, study=args.study, storage=args.storage,
-                      tracking=_options.tracking_uri(args), experiment=args.experiment, cache_dir=args.cache,
-                      device=args.device, progress=progress, launcher=launcher)
+        result = tune(args.data, args.grid, settings, base=TrainSettings.preset(args.preset), study=args.study,
+                      storage=args.storage, tracking=Recording(_options.tracking_uri(args), args.experiment),
+                      compute=Compute(args.device, launcher=launcher, cache_dir=args.cache), progress=progress)
     print(f"\ntop {min(10, len(result.rows))} of {len(result.rows)} completed trials, best first "
           f"(study {result.study}):")
     print(result.table())

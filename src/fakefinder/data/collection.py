@@ -47,6 +47,16 @@ class Collection:
 
 
 @dataclass(frozen=True)
+class CollectionOptions:
+    """How a collection is read: its layout (auto: told by what it holds), a labels CSV
+    (filename,label[,original][,method]), and the dataset name recorded on every row (default: its folder's)."""
+
+    layout: CollectionLayout = "auto"
+    labels: str | Path | None = None
+    dataset: str | None = None
+
+
+@dataclass(frozen=True)
 class _Entry:
     name: str  # as written in the labels, relative to `base`
     base: Path  # folder the name is relative to

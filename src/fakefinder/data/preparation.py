@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import _files
-from ..config import CollectionLayout, InputLimits, PrepareSettings
+from ..config import InputLimits, PrepareSettings
 from ..errors import UsageError, one_line
-from ..hardware import single_threaded_opencv
+from ..hardware import Compute, single_threaded_opencv
 from ..progress import ProgressCallback, emit
-from .collection import Collection, VideoItem, discover
+from .collection import Collection, CollectionOptions, VideoItem, discover
 from .facecrops import FaceCrop, borrowed_detector, face_crops
 from .manifest import (
     MANIFEST,
@@ -233,26 +233,26 @@ def _check_writable(out: Path) -> None:
 
 
 def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | None = None,
-            layout: CollectionLayout = "auto", labels: str | Path | None = None, dataset: str | None = None,
-            processes: int | None = None, executor=None, progress: ProgressCallback | None = None,
-            limits: InputLimits | None = None) -> PrepareResult:
-    """Turn the labelled collection at `src` into face crops and tables under `out`.
+            collection: CollectionOptions | None = None, compute: Compute | None = None,
+            limits: InputLimits | None = None, progress: ProgressCallback | None = None) -> PrepareResult:
+    """Turn the labelled collection at `src` (read as `collection` says) into face crops and tables under `out`.
 
     Bad inputs (those over `limits` too) become rows with a reason; the batch always finishes. Reruns resume.
-    `executor` runs the inputs (default: `processes` local processes, all cores). Raises UsageError for arguments
-    that cannot work (missing SRC, OUT is a file or cannot be written, no labels, no detector weights).
+    `compute.executor` runs the inputs (default: `compute.processes` local processes, all cores). Raises
+    UsageError for arguments that cannot work (missing SRC, OUT is a file or cannot be written, no labels, no
+    detector weights).
     """
     from ..scale.executors import LocalExecutor
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    settings = settings or PrepareSettings()
+    settings, reading, compute = settings or PrepareSettings(), collection or CollectionOptions(), compute or Compute()
     src, out = Path(src), Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
     if src.is_dir() and out.resolve() == src.resolve():
         raise UsageError("OUT must differ from SRC")
-    collection = discover(src, layout=layout, labels=labels, dataset=dataset)
+    found = discover(src, layout=reading.layout, labels=reading.labels, dataset=reading.dataset)
     with borrowed_detector(settings.detector):  # fail fast (missing weights) before any work
         pass
     if settings.landmarks:
@@ -263,19 +263,19 @@ def prepare(src: str | Path, out: str | Path, *, settings: PrepareSettings | Non
         except UsageError as exc:
             raise UsageError(f"{exc}, or give --no-landmarks") from None
     _check_writable(out)
-    executor = executor or LocalExecutor(processes, init=single_threaded_opencv)
+    executor = compute.executor or LocalExecutor(compute.processes, init=single_threaded_opencv)
     with _files.exclusive(out / STATE_DIR / "lock", "prepare"):
         _files.sweep_temporaries(_records_dir(out))  # records that a kill caught mid-write
         for scratch in (out / "faces").glob("*.partial-*"):  # crops of attempts that a kill stopped
             shutil.rmtree(scratch, ignore_errors=True)
-        result = _prepare_locked(collection, out, _PrepareVideo(settings, str(out), limits), executor, progress, t0)
+        result = _prepare_locked(found, out, _PrepareVideo(settings, str(out), limits), executor, progress, t0)
         if settings.landmarks:
             from .landmarks import stored_landmarks
 
             _files.sweep_temporaries(out)  # a mesh store that a kill caught mid-write
             stored_landmarks(out, read_column(out / MANIFEST, "crop_path"), progress=progress, prune=True)
-        info = {"src": str(src.resolve()), "layout": collection.layout, "dataset": result.dataset,
-                "labels": str(Path(labels).resolve()) if labels else None,
+        info = {"src": str(src.resolve()), "layout": found.layout, "dataset": result.dataset,
+                "labels": str(Path(reading.labels).resolve()) if reading.labels else None,
                 "settings": dataclasses.asdict(settings), "settings_digest": settings_digest(settings),
                 "versions": _versions(), "executor": executor.name, "started": started.isoformat(),
                 "finished": datetime.now(timezone.utc).isoformat(),

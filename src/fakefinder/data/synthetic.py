@@ -222,31 +222,48 @@ def _encode(path: Path, frames, size, fps: int, keyint: int) -> None:
     _files.write_with(path, write)
 
 
-def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 4.0,
-          methods: tuple[str, ...] = METHODS, fake_fraction: float = 0.5,
-          sizes: tuple[tuple[int, int], ...] = SIZES, people: int = 1, keyint: int | None = None,
+@dataclass(frozen=True)
+class SynthSettings:
+    """What `synth` writes: how many videos, from which seed, how long, with which manipulations, what share of
+    fakes, at which frame sizes, with how many people, and a keyframe every `keyint` frames (None: every second
+    for half of the originals, every 250 frames, as DFDC's, for the other half). Checked on creation: raises
+    UsageError for an unknown method, fewer than two videos, or a number of people other than 1 or 2."""
+
+    videos: int = 10
+    seed: int = 0
+    seconds: float = 4.0
+    methods: tuple[str, ...] = METHODS
+    fake_fraction: float = 0.5
+    sizes: tuple[tuple[int, int], ...] = SIZES
+    people: int = 1
+    keyint: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(METHODS)
+        if unknown or not self.methods:
+            raise UsageError(f"unknown manipulation method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        if self.videos < 2:
+            raise UsageError("need at least 2 videos (one real and one fake)")
+        if self.people not in (1, 2):
+            raise UsageError(f"people must be 1 or 2, got {self.people}")
+
+
+def synth(out: str | Path, settings: SynthSettings | None = None, *,
           progress: ProgressCallback | None = None) -> SynthResult:
-    """Write `videos` H.264 videos and a DFDC `metadata.json` into `out`; each fake names its original.
+    """Write `settings.videos` H.264 videos and a DFDC `metadata.json` into `out`; each fake names its original.
 
-    Encoded as real uploads are: x264 with B-frames (3, as a pyramid) and a keyframe every `keyint` frames
-    (None: every second for half of the originals, every 250 frames, as DFDC's, for the other half).
-
-    With `people=2` every video shows two people side by side and a fake manipulates only one of them, as
-    DFDC's often do. Reruns keep videos already written (names and content follow from the seed).
-    Raises UsageError for an unknown method, fewer than two videos, or a number of people other than 1 or 2.
+    Encoded as real uploads are: x264 with B-frames (3, as a pyramid). With `people=2` every video shows two
+    people side by side and a fake manipulates only one of them, as DFDC's often do. Reruns keep videos already
+    written (names and content follow from the seed).
     """
-    unknown = set(methods) - set(METHODS)
-    if unknown or not methods:
-        raise UsageError(f"unknown manipulation method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
-    if videos < 2:
-        raise UsageError("need at least 2 videos (one real and one fake)")
-    if people not in (1, 2):
-        raise UsageError(f"people must be 1 or 2, got {people}")
+    settings = settings or SynthSettings()
+    videos, seconds, methods, sizes, people = (settings.videos, settings.seconds, settings.methods, settings.sizes,
+                                               settings.people)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(settings.seed)
     faces, backgrounds = _faces(), _backgrounds()
-    n_fake = min(videos - 1, max(1, round(videos * fake_fraction)))
+    n_fake = min(videos - 1, max(1, round(videos * settings.fake_fraction)))
     n_real = videos - n_fake
     plans = []
     for r in range(n_real):
@@ -254,7 +271,7 @@ def synth(out: str | Path, *, videos: int = 10, seed: int = 0, seconds: float = 
         vrng = np.random.default_rng(vseed)
         size = sizes[int(vrng.integers(len(sizes)))]
         fps = int(vrng.choice([25, 30]))
-        every = keyint or (fps if r % 2 == 0 else 250)
+        every = settings.keyint or (fps if r % 2 == 0 else 250)
         plans.append(SynthVideo(_name(rng), "REAL", None, None, size, fps, every, people))
     fakes = []
     for k in range(n_fake):

@@ -258,6 +258,23 @@ def resolve_model_file(model: str | Path, *, tracking_uri: str | None = None) ->
     return files[0]
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model is loaded (see `load_detector`): what `evaluate`, `evaluate_collections` and `predict` take
+    beside the model, which they load once."""
+
+    device: str = "auto"
+    tracking_uri: str | None = None
+    base_weights: str | Path | None = None
+    threshold: float | None = None
+    batch_size: int = 32
+    limits: InputLimits | None = None
+    runtime: Runtime | None = None
+
+    def load(self, model: str | Path) -> Detector:
+        return load_detector(model, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
 def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str | None = None,
                   base_weights: str | Path | None = None, threshold: float | None = None,
                   batch_size: int = 32, limits: InputLimits | None = None, runtime: Runtime | None = None

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._text import format_table, shown
-from ..config import PARTS, Runtime
+from ..config import PARTS
 from ..data.frames import is_media
 from ..errors import OptionError, UsageError
 from ..metrics import Evaluation, evaluate_scores, sigmoid
 from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback, emit
-from .detector import Detector, VideoResult, load_detector
+from .detector import Detector, LoadOptions, VideoResult
 
 if TYPE_CHECKING:
     from ..data.dataset import PreparedDataset
@@ -80,27 +80,25 @@ def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | 
     return model.file_logits(dataset.crop_files)
 
 
-def _as_detector(model: str | Path | Detector, **load: object) -> Detector:
+def _as_detector(model: str | Path | Detector, load: LoadOptions | None) -> Detector:
     """A detector given as one, or loaded once from a model file, run id or checkpoint with `load`'s options."""
-    return model if isinstance(model, Detector) else load_detector(model, **load)
+    return model if isinstance(model, Detector) else (load or LoadOptions()).load(model)
 
 
 def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *, split: str | None = None,
-             by: str | None = None, tracking_uri: str | None = None, device: str = "auto",
-             base_weights: str | Path | None = None, progress: ProgressCallback | None = None,
-             runtime: Runtime | None = None) -> EvaluateResult:
+             by: str | None = None, load: LoadOptions | None = None, progress: ProgressCallback | None = None
+             ) -> EvaluateResult:
     """Metrics of `model` on prepared `data` (seen or unseen), optionally on one part of its run's split and
     broken down by a manifest column (by `method`: each method's fakes with all the reals, so that each has an
-    AUC). `data` is a prepared folder or a loaded `PreparedDataset`. Raises UsageError for an unknown column, part
-    or model."""
+    AUC). `data` is a prepared folder or a loaded `PreparedDataset`; `load` says how to load `model` (and where its
+    run's split is tracked). Raises UsageError for an unknown column, part or model."""
     import pyarrow.parquet as pq
 
     from ..data.dataset import PreparedDataset, load_dataset
     from ..data.manifest import MANIFEST
     from ..data.splits import load_split
 
-    detector = _as_detector(model, device=device, tracking_uri=tracking_uri, base_weights=base_weights,
-                            runtime=runtime)
+    detector = _as_detector(model, load)
     d = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
     keep = np.ones(len(d), dtype=bool)
     nf_keep = np.ones(len(d.no_face), dtype=bool)
@@ -112,7 +110,7 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
         run_id = detector.card.run_id
         if not run_id:
             raise OptionError("split", "needs a model trained by fakefinder train (its run keeps the split)")
-        split_file = run_artifact(run_id, "split.json", tracking_uri=tracking_uri)
+        split_file = run_artifact(run_id, "split.json", tracking_uri=load.tracking_uri if load else None)
         if split_file is None:
             raise UsageError(f"run {run_id} has no split.json in this tracking store")
         s = load_split(split_file, d)
@@ -223,15 +221,13 @@ class CollectionsResult:
 
 
 def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], *, by: str | None = "method",
-                         tracking_uri: str | None = None, device: str = "auto",
-                         base_weights: str | Path | None = None, progress: ProgressCallback | None = None,
-                         runtime: Runtime | None = None) -> CollectionsResult:
+                         load: LoadOptions | None = None, progress: ProgressCallback | None = None
+                         ) -> CollectionsResult:
     """`model` on each prepared collection and each of its `by` groups (video AUC, AP, log loss, ECE), with how
     each collection's framing differs from the model's training crops. The model loads once."""
     from ..data.dataset import load_dataset
 
-    detector = _as_detector(model, device=device, tracking_uri=tracking_uri, base_weights=base_weights,
-                            runtime=runtime)
+    detector = _as_detector(model, load)
     rows = []
     for data in datas:
         d = load_dataset(data, need_both_classes=False)
@@ -253,15 +249,12 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return out
 
 
-def predict(model: str | Path | Detector, inputs: list[str | Path], *, threshold: float | None = None,
-            tracking_uri: str | None = None, device: str = "auto", base_weights: str | Path | None = None,
-            progress: ProgressCallback | None = None, keep_faces: int = 0, runtime: Runtime | None = None
-            ) -> list[VideoResult]:
+def predict(model: str | Path | Detector, inputs: list[str | Path], *, load: LoadOptions | None = None,
+            keep_faces: int = 0, progress: ProgressCallback | None = None) -> list[VideoResult]:
     """P(fake) and a verdict per input, with every frame's faces and the face tracks (and the crops of its
     `keep_faces` most suspicious faces). Bad inputs get an error and the rest go on. Raises UsageError when
     there are no inputs or the model cannot be loaded."""
-    detector = _as_detector(model, device=device, tracking_uri=tracking_uri, base_weights=base_weights,
-                            threshold=threshold, runtime=runtime)
+    detector = _as_detector(model, load)
     paths = expand_inputs(inputs)
     if not paths:
         raise UsageError("no inputs (give video files, images or folders holding them)")

@@ -180,8 +180,8 @@ class FeatureCache:
             def tick(n: int) -> None:
                 emit(progress, "features", done + n, len(items), "crop")
 
-            done += write_shard(self.dir, self.backbone, self.pool, self.precision, chunk, batch_size=batch_size,
-                                device=device, on_batch=tick, runtime=self.runtime)
+            done += write_shard(self.dir, Extractor(self.backbone, self.pool, self.precision, self.runtime), chunk,
+                                batch_size=batch_size, device=device, on_batch=tick)
 
 
 @dataclass(frozen=True)
@@ -199,19 +199,31 @@ class _ChunkJob:
     def __call__(self, chunk: list[tuple[str, str]]) -> int:
         if self.recipe not in _built:
             _built[self.recipe] = self.recipe.build()
-        return write_shard(Path(self.folder), _built[self.recipe], self.pool, self.precision, chunk,
-                           batch_size=self.batch_size, device=self.device, runtime=self.runtime)
+        return write_shard(Path(self.folder), Extractor(_built[self.recipe], self.pool, self.precision, self.runtime),
+                           chunk, batch_size=self.batch_size, device=self.device)
 
 
-def write_shard(folder: Path, backbone: Backbone, pool: str, precision: str, items: list[tuple[str, str]], *,
-                batch_size: int = 64, device: str = "cpu", on_batch=None, runtime: str = "torch") -> int:
+@dataclass(frozen=True)
+class Extractor:
+    """What turns crops into the vectors a shard holds: a base, its pooling, the precision it computes in, and
+    the runtime that runs it (torch, or onnx: an fp32 export of base and pooling)."""
+
+    backbone: Backbone
+    pool: str
+    precision: str
+    runtime: str = "torch"
+
+
+def write_shard(folder: Path, extractor: Extractor, items: list[tuple[str, str]], *, batch_size: int = 64,
+                device: str = "cpu", on_batch=None) -> int:
     """Extract `items` ((digest, crop path), ...) and commit them as one shard: data, then its sidecar."""
     import torch
 
     from .head import pooled
 
+    backbone, pool, precision = extractor.backbone, extractor.pool, extractor.precision
     name = f"shard-{uuid.uuid4().hex[:16]}"
-    if runtime == "onnx":
+    if extractor.runtime == "onnx":
         base = onnx_base(folder, backbone, pool)
 
         def compute(x):

@@ -10,7 +10,8 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -187,6 +188,26 @@ def resolve_tracker(tracking: Tracker | str | None, experiment: str = DEFAULT_EX
     if isinstance(tracking, str):
         return MlflowTracker(tracking, experiment)
     return tracking
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Where a run is recorded and as what: the tracker (None or "none": nothing recorded; a URI: that MLflow
+    store; or a Tracker), its experiment, the run's name (default: the dataset's and the backbone's), its parent
+    run and extra tags. `train`, `tune` and `study` take it, or a bare tracker (`Recording.of`)."""
+
+    tracker: Tracker | str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    name: str | None = None
+    parent_run_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tracking: Recording | Tracker | str | None) -> Recording:
+        return tracking if isinstance(tracking, Recording) else cls(tracking)
+
+    def resolve(self) -> Tracker:
+        return resolve_tracker(self.tracker, self.experiment)
 
 
 def _checked(uri: str, fn):

@@ -12,18 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import Runtime, TrainSettings
+from ..config import TrainSettings
 from ..data.dataset import PreparedDataset, load_dataset
 from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
 from ..errors import OptionError, UsageError
-from ..hardware import resolve_device, resolve_precision
+from ..hardware import Compute, resolve_device, resolve_precision
 from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid, video_scores
 from ..models.backbones import Recipe
 from ..models.calibration import choose_verdict, fit_calibration
@@ -163,16 +163,27 @@ class _Parts:
 
 
 @dataclass(frozen=True)
+class RunContext:
+    """The recorded run a training belongs to: its id and name (both on the model card; the name defaults to the
+    dataset's and the backbone's), and its checkpoint, written after every fine-tuning epoch, which `resume`
+    continues from."""
+
+    run_id: str = ""
+    name: str | None = None
+    checkpoint: Path | None = None
+    resume: bool = False
+
+
+@dataclass(frozen=True)
 class _Run:
-    """Where and how this run computes."""
+    """Where and how this run computes, and the run it belongs to."""
 
     device: str
     precision: str
     processes: Processes
     progress: ProgressCallback | None
-    loader_processes: int = 0
-    checkpoint: Path | None = None
-    resume: bool = False
+    loader_processes: int
+    context: RunContext
 
 
 def training_data(data: str | Path | PreparedDataset, config: TrainSettings, *,
@@ -192,20 +203,18 @@ def training_data(data: str | Path | PreparedDataset, config: TrainSettings, *,
 
 
 def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | None = None, *,
-                 split_file: str | Path | None = None, device: str = "auto", cache_dir: str | Path | None = None,
-                 evaluate_test: bool = True, progress: ProgressCallback | None = None,
-                 checkpoint: str | Path | None = None, resume: bool = False, loader_processes: int | None = None,
-                 executor=None, run_id: str = "", name: str | None = None, runtime: Runtime = "torch"
-                 ) -> TrainedDetector:
+                 compute: Compute | None = None, split_file: str | Path | None = None, evaluate_test: bool = True,
+                 run: RunContext | None = None, progress: ProgressCallback | None = None) -> TrainedDetector:
     """Train a detector on prepared data. Raises UsageError for unusable data or settings.
 
-    `checkpoint` is written after every fine-tuning epoch; `resume` continues from it. `loader_processes` are the
-    input pipeline's processes; `executor` spreads feature extraction (see `executors`). `name` names the model
-    for people (default: the dataset's name and the backbone's). `runtime` "onnx" extracts a frozen base's
-    features with ONNX Runtime, at fp32 (so the card says fp32).
+    `compute` says where: the device, the input pipeline's processes, an executor that spreads feature extraction
+    (see `executors`), the feature cache, and the runtime ("onnx" extracts a frozen base's features with ONNX
+    Runtime, at fp32, so the card says fp32). `run` is the recorded run it belongs to (its checkpoint included).
     """
     t0 = time.perf_counter()
     config = config or TrainSettings()
+    compute, context = compute or Compute(), run or RunContext()
+    runtime = compute.runtime
     if runtime == "onnx":
         from ..models.onnxfile import require_onnx
 
@@ -229,11 +238,11 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
                    [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin,
                    fresh=fresh, together=None if fresh is None else own,
                    part_boxes=_part_boxes(dataset, own, train_rows, progress) if wants_parts else None)
-    device = resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
-    run = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
-               _distributed(device), progress,
-               default_workers() if loader_processes is None else loader_processes,
-               Path(checkpoint) if checkpoint else None, resume)
+    device = resolve_device(compute.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
+    setup = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
+                 _distributed(device), progress,
+                 default_workers() if compute.processes is None else compute.processes,
+                 replace(context, name=context.name or f"{dataset.name}-{config.backbone}"))
     backbone = Recipe.of(config).build()
     channels, side, _ = backbone.feature_shape()
     head = _new_head(in_features(channels, side, config.pool), config, device)
@@ -242,19 +251,18 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     logits: dict[str, np.ndarray] = {}
     history = probe_history = None
     if config.frozen or config.probe:
-        cache = FeatureCache(cache_dir or features_dir(dataset.root), backbone, config.pool, precision=run.precision,
-                             runtime=runtime)
-        history, logits = _fit_head(cache, head, parts, config, run, executor, score=config.frozen)
+        cache = FeatureCache(compute.cache_dir or features_dir(dataset.root), backbone, config.pool,
+                             precision=setup.precision, runtime=runtime)
+        history, logits = _fit_head(cache, head, parts, config, setup, compute.executor, score=config.frozen)
     if not config.frozen:
         probe_history = history
-        history, logits = _fine_tune(backbone, head, parts, config, run)
+        history, logits = _fine_tune(backbone, head, parts, config, setup)
 
-    model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, run, run_id,
-                                                   name or f"{dataset.name}-{config.backbone}")
-    if run.processes.owned:
+    model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, setup)
+    if setup.processes.owned:
         torch.distributed.destroy_process_group()
     return TrainedDetector(model, dataset, split, history, probe_history, logits, evaluations, uncalibrated,
-                           backbone.images_seen, time.perf_counter() - t0, device, run.processes.main)
+                           backbone.images_seen, time.perf_counter() - t0, device, setup.processes.main)
 
 
 def _part_boxes(dataset: PreparedDataset, own: np.ndarray, train_rows: np.ndarray, progress) -> np.ndarray | None:
@@ -304,7 +312,7 @@ def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, r
 
 
 def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: dict[str, np.ndarray],
-                config: TrainSettings, run: _Run, run_id: str, name: str):
+                config: TrainSettings, run: _Run):
     """The calibration map and threshold fitted on validation, the model with its card (and the evidence a reader
     weighs its verdicts by), and the evaluations of the scored parts, calibrated and not."""
     val_rows = np.flatnonzero(split.parts[:len(dataset)] == "val")
@@ -327,8 +335,10 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
                     str(Path(config.weights).resolve()) if config.frozen and Path(config.weights).is_file() else None)
     card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
                      prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
-                     evidence=_evidence(name, dataset, split, probs.get("test"), evaluations.get("test"), config),
-                     run_id=run_id, seed=config.seed, train=config.to_params(), face_fill=dataset.face_fill())
+                     evidence=_evidence(run.context.name, dataset, split, probs.get("test"),
+                                        evaluations.get("test"), config),
+                     run_id=run.context.run_id, seed=config.seed, train=config.to_params(),
+                     face_fill=dataset.face_fill())
     model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
     return model, evaluations, uncalibrated
 
@@ -385,9 +395,9 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
                 images_per_epoch=len(parts.train_rows),
                 predict_val=(lambda: sigmoid(predict("val"))) if has_val else None,
                 val_y=parts.y[parts.rows["val"]], train_y=parts.y[parts.train_rows], groups=groups,
-                precision=run.precision, checkpoint=run.checkpoint, processes=processes,
+                precision=run.precision, checkpoint=run.context.checkpoint, processes=processes,
                 global_batch=sampler.global_size)
-    history = fit(loop, config, resume=run.resume, progress=run.progress, stage="fine-tune")
+    history = fit(loop, config, resume=run.context.resume, progress=run.progress, stage="fine-tune")
     logits = {p: predict(p) for p in parts.scored}
     for p in backbone.module.parameters():
         p.requires_grad_(False)

@@ -17,12 +17,13 @@ import numpy as np
 
 from .._files import safe_run_id
 from .._text import shown
-from ..config import Runtime, TrainSettings
+from ..config import TrainSettings
 from ..data.splits import is_leaky, load_split
+from ..hardware import Compute
 from ..metrics import Evaluation
 from ..progress import ProgressCallback
-from ..tracking.trackers import DEFAULT_EXPERIMENT, Tag, Tracker, git_commit, resolve_tracker
-from .core import TrainedDetector, fit_detector, training_data
+from ..tracking.trackers import Recording, Tag, Tracker, git_commit, resolve_tracker
+from .core import RunContext, TrainedDetector, fit_detector, training_data
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,13 @@ def _checkpoint_key(config: TrainSettings, data_digest: str, split_file) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tracker | str | None = None,
-          experiment: str = DEFAULT_EXPERIMENT, out: str | Path | None = None, split_file: str | Path | None = None,
-          name: str | None = None, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-          device: str = "auto", cache_dir: str | Path | None = None, evaluate_test: bool = True,
-          progress: ProgressCallback | None = None, resume: bool = False, loader_processes: int | None = None,
-          executor=None, runtime: Runtime = "torch") -> TrainResult:
-    """Train a detector on prepared `data` and record it as one run of `tracking` (None: nothing recorded;
-    a URI: that MLflow store; or a Tracker). The model file goes to `out` (default DATA/models/RUN_ID.safetensors).
-    `name` names the model and its run for people (default: the dataset's name and the backbone's).
+def train(data: str | Path, config: TrainSettings | None = None, *,
+          tracking: Recording | Tracker | str | None = None, compute: Compute | None = None,
+          out: str | Path | None = None, split_file: str | Path | None = None, evaluate_test: bool = True,
+          resume: bool = False, progress: ProgressCallback | None = None) -> TrainResult:
+    """Train a detector on prepared `data` and record it as one run (`tracking`: a `Recording`, or a bare tracker:
+    None records nothing, a URI is that MLflow store). The model file goes to `out` (default
+    DATA/models/RUN_ID.safetensors); `compute` says where it computes.
 
     Raises UsageError for unusable data or settings.
     """
@@ -100,9 +99,11 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
     from ..models.modelfile import save_model
 
     config = config or TrainSettings()
+    compute = compute or Compute()
     dataset = training_data(data, config, progress=progress)  # refused before a run is started for it
     main = int(os.environ.get("RANK", "0")) == 0
-    tracker = resolve_tracker(tracking if main else None, experiment)
+    recording = Recording.of(tracking)
+    tracker = recording.resolve() if main else resolve_tracker(None)
     out_dir = Path(out) if out else dataset.root / "models"
     key = _checkpoint_key(config, dataset.manifest_digest, split_file)
     checkpoint = None if config.frozen else out_dir / ".checkpoints" / f"{key}.pt"
@@ -112,21 +113,20 @@ def train(data: str | Path, config: TrainSettings | None = None, *, tracking: Tr
         resume_id = json.loads(marker.read_text()).get("run_id")
     split_by = load_split(split_file, dataset).by if split_file else config.split
     run_tags = {Tag.DATASET: dataset.name, Tag.MANIFEST_DIGEST: dataset.manifest_digest, Tag.GIT_COMMIT: git_commit(),
-                Tag.DATA: str(dataset.root.resolve()), Tag.LEAKY_SPLIT: str(is_leaky(split_by)), **(tags or {})}
-    name = name or f"{dataset.name}-{config.backbone}"
-    with tracker.start_run(name=name, tags=run_tags, parent_run_id=parent_run_id,
+                Tag.DATA: str(dataset.root.resolve()), Tag.LEAKY_SPLIT: str(is_leaky(split_by)), **recording.tags}
+    name = recording.name or f"{dataset.name}-{config.backbone}"
+    with tracker.start_run(name=name, tags=run_tags, parent_run_id=recording.parent_run_id,
                            resume_run_id=resume_id) as run:
         safe_run_id(run.run_id)  # it names the model file
         if checkpoint is not None and main:
             _files.write_text(marker, json.dumps({"run_id": run.run_id}))
         run.log_params({**config.to_params(), "data": str(dataset.root), "split_file": str(split_file or "")})
-        trained = fit_detector(dataset, config, split_file=split_file, device=device, cache_dir=cache_dir,
-                               evaluate_test=evaluate_test, progress=progress, checkpoint=checkpoint,
-                               resume=resume_id is not None, loader_processes=loader_processes, executor=executor,
-                               run_id=run.run_id, name=name, runtime=runtime)
+        trained = fit_detector(dataset, config, compute=compute, split_file=split_file, evaluate_test=evaluate_test,
+                               run=RunContext(run.run_id, name, checkpoint, resume_id is not None),
+                               progress=progress)
         if not trained.is_main:
             return TrainResult(run.run_id, None, trained)
-        run.log_params({"device": trained.device, "runtime": runtime})  # the one that ran, not "auto"
+        run.log_params({"device": trained.device, "runtime": compute.runtime})  # the one that ran, not "auto"
         model_path = save_model(out_dir / f"{run.run_id}.safetensors", trained.model)
         result = TrainResult(run.run_id, model_path, trained)
         run.log_history(trained.history.epochs)

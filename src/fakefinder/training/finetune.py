@@ -156,6 +156,35 @@ class Loop:
     global_batch: Callable[[int], int] | None = None  # step -> samples in that step's batch over all processes
 
 
+@dataclass
+class _Steps:
+    """What takes a step: the optimiser, its schedule, the loss scaler, the loss and the parameters it clips."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: torch.nn.Module
+    params: list
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load(self, saved: dict) -> None:
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+
+
+@dataclass
+class _Watch:
+    """Early stopping's state: the best monitored loss so far, its weights, and the epochs waited since."""
+
+    loss: float = math.inf
+    state: dict | None = None
+    waited: int = 0
+
+
 def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: ProgressCallback | None = None,
         stage: str = "train", on_epoch: Callable[[int, dict], None] | None = None) -> History:
     """Train until `epochs` or early stopping, restore the best epoch's weights, and return the history."""
@@ -163,25 +192,22 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
     optimizer = make_optimizer(loop.groups, config)
     total_steps = config.epochs * loop.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, config))
-    scaler = torch.amp.GradScaler(device.type, enabled=loop.precision == "fp16")
-    criterion = loss_fn(loop.train_y, config.balance, device)
-    params = [p for g in loop.groups for p in g["params"]]
-    history, best_loss, best_state, waited, start = History(), math.inf, None, 0, 1
+    steps = _Steps(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=loop.precision == "fp16"),
+                   loss_fn(loop.train_y, config.balance, device), [p for g in loop.groups for p in g["params"]])
+    history, best, start = History(), _Watch(), 1
     if resume and loop.checkpoint is not None and loop.checkpoint.is_file():
         saved = torch.load(loop.checkpoint, map_location=device, weights_only=True)
         _unwrap(loop.model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
+        steps.load(saved)
         history = History(list(saved["history"]), int(saved["best_epoch"]))
-        best_loss, best_state, waited = float(saved["best_loss"]), saved["best_state"], int(saved["waited"])
+        best = _Watch(float(saved["best_loss"]), saved["best_state"], int(saved["waited"]))
         start = int(saved["epoch"]) + 1
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for epoch in range(start, config.epochs + 1):
-            if waited >= config.patience > 0:
+            if best.waited >= config.patience > 0:
                 break  # a resumed run that had already stopped early
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, stochastic depth
-            row = _one_epoch(loop, epoch, optimizer, scheduler, scaler, criterion, params, config, progress, stage)
+            row = _one_epoch(loop, epoch, steps, config, progress, stage)
             if loop.predict_val is not None and loop.val_y is not None and len(loop.val_y):
                 p = loop.predict_val()
                 m = binary_metrics(loop.val_y, p)
@@ -190,46 +216,46 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
             if on_epoch:
                 on_epoch(epoch, row)
             monitored = row.get("val_loss", row["train_loss"])
-            if monitored < best_loss - 1e-6:
-                best_loss, waited, history.best_epoch = monitored, 0, epoch
+            if monitored < best.loss - 1e-6:
+                best.loss, best.waited, history.best_epoch = monitored, 0, epoch
                 if config.patience > 0:
-                    best_state = copy.deepcopy({k: v.detach().clone() for k, v in
+                    best.state = copy.deepcopy({k: v.detach().clone() for k, v in
                                                 _unwrap(loop.model).state_dict().items()})
             else:
-                waited += 1
-            stop = loop.processes.agree(config.patience > 0 and "val_loss" in row and waited >= config.patience)
+                best.waited += 1
+            stop = loop.processes.agree(config.patience > 0 and "val_loss" in row and best.waited >= config.patience)
             if loop.checkpoint is not None and loop.processes.main:
-                _save_checkpoint(loop.checkpoint, epoch, loop.model, optimizer, scheduler, scaler, history,
-                                 best_loss, best_state, waited)
+                _save_checkpoint(loop.checkpoint, epoch, loop.model, steps, history, best)
             emit(progress, stage + " epochs", epoch, config.epochs, "epoch", **{k: v for k, v in row.items()})
             if stop:
                 break
-    if config.patience > 0 and best_state is not None:
-        _unwrap(loop.model).load_state_dict(best_state)  # Keras' restore_best_weights
+    if config.patience > 0 and best.state is not None:
+        _unwrap(loop.model).load_state_dict(best.state)  # Keras' restore_best_weights
     else:
         history.best_epoch = history.completed
     loop.model.eval()
     return history
 
 
-def _one_epoch(loop: Loop, epoch: int, optimizer, scheduler, scaler, criterion, params, config: TrainSettings,
-               progress: ProgressCallback | None, stage: str) -> dict:
+def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, progress: ProgressCallback | None,
+               stage: str) -> dict:
     loop.model.train()
+    optimizer, scaler = steps.optimizer, steps.scaler
     total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for step, (x, y) in enumerate(loop.batches(epoch), 1):
         optimizer.zero_grad(set_to_none=True)
         logits = loop.model(x)
-        summed = criterion(logits.float(), y)
+        summed = steps.criterion(logits.float(), y)
         whole = loop.global_batch(step) if loop.global_batch else len(y)
         # DDP's average over processes is then the mean over the whole batch
         loss = summed * loop.processes.world / whole
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(steps.params, config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        steps.scheduler.step()
         total += float(summed.detach())
         correct += int(((logits.detach() >= 0) == (y >= 0.5)).sum())
         seen += len(y)
@@ -247,13 +273,11 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def _save_checkpoint(path: Path, epoch: int, model, optimizer, scheduler, scaler, history: History, best_loss: float,
-                     best_state, waited: int) -> None:
+def _save_checkpoint(path: Path, epoch: int, model, steps: _Steps, history: History, best: _Watch) -> None:
     from .. import _files
 
-    state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": _unwrap(model).state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-             "history": history.epochs, "best_epoch": history.best_epoch, "best_loss": best_loss,
-             "best_state": best_state, "waited": waited}
+    state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": _unwrap(model).state_dict(), **steps.state(),
+             "history": history.epochs, "best_epoch": history.best_epoch, "best_loss": best.loss,
+             "best_state": best.state, "waited": best.waited}
     with _files.atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -31,11 +31,12 @@ from .._text import format_table, shown
 from ..config import TrainSettings, TuneSettings
 from ..data.manifest import features_dir
 from ..errors import OptionError, UsageError, one_line
+from ..hardware import Compute
 from ..metrics import Evaluation, direction, selection_key
 from ..progress import ProgressCallback, emit
 from ..scale.claims import Claims, engine_options
 from ..scale.executors import Launcher, launch_processes
-from ..tracking.trackers import DEFAULT_EXPERIMENT, Role, Tag, Tracker
+from ..tracking.trackers import Recording, Role, Tag, Tracker
 
 FINAL = Role.BEST_ON_TEST.value
 PARENT = "mlflow-parent"
@@ -48,6 +49,7 @@ class Grid:
     flags: dict[str, list]
     fixed: dict[str, Any]
     sample: float | None = None
+    base: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # what the flags change (a preset)
 
     def points(self, seed: int) -> list[dict]:
         """Every grid point in file order, or a seeded random `sample` fraction of them (like tfruns)."""
@@ -60,8 +62,9 @@ class Grid:
         return [grid[i] for i in sorted(keep)]
 
     def config(self, point: dict, seed: int) -> TrainSettings:
-        """A point's training settings: the point's values win over `fixed`, which wins over tune's seed."""
-        return TrainSettings(**{"seed": seed, **self.fixed, **point})
+        """A point's training settings: the point's values win over `fixed`, which wins over tune's seed, which
+        wins over the base settings."""
+        return self.base.replace(**{"seed": seed, **self.fixed, **point})
 
 
 def point_key(point: dict) -> str:
@@ -81,16 +84,16 @@ class GridError(UsageError):
                          + "\n  ".join(self.lines))
 
 
-def load_grid(path: str | Path, *, seed: int = 0) -> Grid:
-    """Read a grid file and check every point it can produce, before anything runs. Raises UsageError
-    (GridError, one line per bad value, for keys and values)."""
+def load_grid(path: str | Path, *, seed: int = 0, base: TrainSettings | None = None) -> Grid:
+    """Read a grid file and check every point it can produce from `base` (default: the default settings), before
+    anything runs. Raises UsageError (GridError, one line per bad value, for keys and values)."""
     try:
-        return _load_grid(path, seed)
+        return _load_grid(path, seed, base or TrainSettings())
     except OptionError as exc:
         raise GridError(path, exc.problems) from None
 
 
-def _load_grid(path: str | Path, seed: int) -> Grid:
+def _load_grid(path: str | Path, seed: int, base: TrainSettings) -> Grid:
     import yaml
 
     try:
@@ -133,7 +136,7 @@ def _load_grid(path: str | Path, seed: int) -> Grid:
             except OptionError as exc:  # left out of the points below, reported with their problems
                 spelled = shown(value, significant=6, quote_text=True)
                 problems += [(f"{key} = {spelled}:", why) for _, why in exc.problems]
-    grid = Grid({k: coerced[k] for k in flags}, {k: coerced[k][0] for k in fixed if coerced[k]}, sample)
+    grid = Grid({k: coerced[k] for k in flags}, {k: coerced[k][0] for k in fixed if coerced[k]}, sample, base)
     problems += _point_problems(grid, seed) if all(coerced.values()) else []
     if problems:
         raise OptionError.many(problems)
@@ -249,11 +252,9 @@ class _StudyJob:
     settings: TuneSettings
     study: str
     storage: str
-    tracking: Tracker | str  # a tracker object must pickle to reach worker processes
-    experiment: str
+    recording: Recording  # its tracker must pickle to reach worker processes
     parent_run_id: str
-    cache_dir: str | None
-    device: str
+    compute: Compute  # without its launcher, which stays with `tune`
     round_id: str
 
     def keys(self) -> list[str]:
@@ -286,10 +287,11 @@ def _run_one(job: _StudyJob, claims: Claims, key: str, number: int, progress: Pr
     start = time.perf_counter()
     try:
         with claims.holding(key):
-            result = train(job.data, job.grid.config(point, job.settings.seed), tracking=job.tracking,
-                           experiment=job.experiment, name=f"{job.study}-{number}",
-                           parent_run_id=job.parent_run_id, evaluate_test=False, cache_dir=job.cache_dir,
-                           device=job.device, tags={Tag.STUDY: job.study, Tag.TRIAL: str(number), Tag.ROLE: Role.TRIAL})
+            recording = dataclasses.replace(job.recording, name=f"{job.study}-{number}",
+                                            parent_run_id=job.parent_run_id,
+                                            tags={Tag.STUDY: job.study, Tag.TRIAL: str(number), Tag.ROLE: Role.TRIAL})
+            result = train(job.data, job.grid.config(point, job.settings.seed), tracking=recording,
+                           compute=job.compute, evaluate_test=False)
     except Exception as exc:
         claims.fail(key, one_line(exc))
         if trial is not None:
@@ -375,15 +377,14 @@ def _once(claims: Claims, key: str, fn, *, poll: float = 1.0) -> dict:
         time.sleep(poll)
 
 
-def _warm_cache(data: str, grid: Grid, seed: int, cache_dir: str | None, device: str,
-                progress: ProgressCallback | None) -> None:
+def _warm_cache(data: str, grid: Grid, seed: int, compute: Compute, progress: ProgressCallback | None) -> None:
     """Extract features once, before workers start, for every frozen base and pooling the grid uses."""
     from ..data.dataset import load_dataset
     from ..hardware import resolve_device, resolve_precision
     from ..models.backbones import Recipe
     from ..models.features import FeatureCache
 
-    dev = resolve_device(device)
+    dev = resolve_device(compute.device)
     seen, files = set(), None
     for point in grid.points(seed):
         config = grid.config(point, seed)
@@ -393,8 +394,8 @@ def _warm_cache(data: str, grid: Grid, seed: int, cache_dir: str | None, device:
             continue
         seen.add(key)
         files = files if files is not None else list(load_dataset(data).crop_files)
-        FeatureCache(cache_dir or features_dir(data), key[0].build(), config.pool, precision=precision).features(
-            files, device=dev, progress=progress)
+        FeatureCache(compute.cache_dir or features_dir(data), key[0].build(), config.pool,
+                     precision=precision).features(files, device=dev, progress=progress)
 
 
 def _report_claims(job: _StudyJob, claims: Claims, keys: list[str], seen: set[str],
@@ -415,49 +416,49 @@ def _report_claims(job: _StudyJob, claims: Claims, keys: list[str], seen: set[st
              message=f"trial {number}: {job.describe(key)} -> {text}")
 
 
-def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = None, *, study: str | None = None,
-         storage: str | None = None, tracking: Tracker | str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-         cache_dir: str | Path | None = None, device: str = "auto", progress: ProgressCallback | None = None,
-         launcher: Launcher | None = None) -> TuneResult:
+def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = None, *,
+         base: TrainSettings | None = None, study: str | None = None, storage: str | None = None,
+         tracking: Recording | Tracker | str | None = None, compute: Compute | None = None,
+         progress: ProgressCallback | None = None) -> TuneResult:
     """Search training flags on the validation part; evaluate the best configuration once on the test part.
 
-    Any number of `tune` commands (on any machines) may run on one study at once; rerunning resumes. `launcher`
+    The grid's flags and fixed settings change `base` (default: the default settings; a preset, say). Any number
+    of `tune` commands (on any machines) may run on one study at once; rerunning resumes. `compute.launcher`
     starts the `settings.concurrent_trials` worker loops (default: local processes; `ray_executor.ray_launcher`
     for a Ray cluster). Raises UsageError for a bad grid, bad settings or unusable data.
     """
     from ..data.dataset import load_dataset
-    from ..tracking.trackers import resolve_tracker
     from ..training.experiment import train
 
     settings = settings or TuneSettings()
-    spec = load_grid(grid, seed=settings.seed)
+    compute = compute or Compute()
+    spec = load_grid(grid, seed=settings.seed, base=base)
     load_dataset(data)  # fail fast on unusable data
     name = study or f"{Path(data).resolve().name}-{Path(grid).stem}"
     url = resolve_storage(storage)
-    tracking = tracking or "none"
+    recording = Recording.of(tracking or "none")
     _optuna_study(url, name, settings.metric, settings.search, settings.seed)
     claims = Claims(url, name)
 
     def parent_run() -> dict:
-        tracker = resolve_tracker(tracking, experiment)
-        with tracker.start_run(name=f"study {name}", tags={Tag.STUDY: name, Tag.ROLE: Role.STUDY}
-                               ) as run:
+        with recording.resolve().start_run(name=f"study {name}", tags={Tag.STUDY: name, Tag.ROLE: Role.STUDY}
+                                           ) as run:
             run.log_params({"grid": str(Path(grid).resolve()), **{f"tune.{k}": v for k, v in
                                                                   settings.to_params().items()},
                             "flags": str(spec.flags), "fixed": str(spec.fixed), "sample": str(spec.sample)})
             return {"run_id": run.run_id}
 
     parent = _once(claims, PARENT, parent_run)["run_id"]
-    job = _StudyJob(str(data), spec, settings, name, url, tracking, experiment, parent,
-                    str(cache_dir) if cache_dir else None, device, uuid.uuid4().hex)
+    job = _StudyJob(str(data), spec, settings, name, url, recording, parent,
+                    dataclasses.replace(compute, launcher=None), uuid.uuid4().hex)
     keys = job.keys()
     emit(progress, "tune", 0, len(keys), "trial",
          message=f"study {name} ({settings.search}, {len(keys)} configurations, selecting on val {settings.metric}) "
                  f"in {url}")
     states = claims.all()
     if not all(k in states and states[k].state == "done" for k in keys):
-        _warm_cache(str(data), spec, settings.seed, job.cache_dir, device, progress)
-        problems = _run_workers(job, settings.concurrent_trials, claims, keys, progress, launcher)
+        _warm_cache(str(data), spec, settings.seed, compute, progress)
+        problems = _run_workers(job, settings.concurrent_trials, claims, keys, progress, compute.launcher)
         states = claims.all()
         left = [k for k in keys if k not in states or states[k].state not in ("done", "failed")]
         if left:  # the workers stopped without finishing: never rank or test a partial study
@@ -469,9 +470,11 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
     best = rows[0]
 
     def final() -> dict:
-        result = train(data, spec.config(best.flags, settings.seed), tracking=tracking, experiment=experiment,
-                       name=f"{name}-best-on-test", parent_run_id=parent, cache_dir=cache_dir, device=device,
-                       tags={Tag.STUDY: name, Tag.ROLE: Role.BEST_ON_TEST, Tag.TRIAL: str(best.number)})
+        final_run = dataclasses.replace(recording, name=f"{name}-best-on-test", parent_run_id=parent,
+                                        tags={Tag.STUDY: name, Tag.ROLE: Role.BEST_ON_TEST,
+                                              Tag.TRIAL: str(best.number)})
+        result = train(data, spec.config(best.flags, settings.seed), tracking=final_run,
+                       compute=dataclasses.replace(compute, launcher=None))
         if result.test is None:
             raise UsageError(f"study {name}: the best configuration has no test part to be scored on (a grid "
                              f"with test: 0, or test videos without a face); its run is {result.run_id}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._files import sqlite_url
 from ..config import PrepareSettings
-from ..data.synthetic import SynthResult, synth
+from ..data.synthetic import SynthResult, SynthSettings, synth
 from ..progress import ProgressCallback
 
 DEMO_GRID = """flags:
@@ -49,15 +49,15 @@ class DemoResult:
 def demo(out: str | Path = "demo", *, videos: int = 30, seconds: float = 2.0, seed: int = 0,
          grid: str | None = DEMO_GRID, progress: ProgressCallback | None = None) -> DemoResult:
     """Synthesise A and B under `out`, run the study on them and predict a few of B's videos."""
+    from ..inference.detector import LoadOptions
     from ..inference.evaluation import predict
     from .study import study
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    a = synth(out / "full-face-swaps", videos=videos, seconds=seconds, seed=seed, methods=("swap",),
-              sizes=((640, 360), (854, 480)))
-    b = synth(out / "mouth-edits", videos=videos, seconds=seconds, seed=seed + 1, methods=("mouth",),
-              sizes=((640, 360), (854, 480)))
+    shared = dict(videos=videos, seconds=seconds, sizes=((640, 360), (854, 480)))
+    a = synth(out / "full-face-swaps", SynthSettings(seed=seed, methods=("swap",), **shared))
+    b = synth(out / "mouth-edits", SynthSettings(seed=seed + 1, methods=("mouth",), **shared))
     grid_path = None
     if grid:
         grid_path = out / "grid.yml"
@@ -68,5 +68,6 @@ def demo(out: str | Path = "demo", *, videos: int = 30, seconds: float = 2.0, se
                    progress=progress)
     picks = [v for v in b.videos if v.label == "REAL"][:2] + [v for v in b.videos if v.label == "FAKE"][:2]
     baseline = next(r for r in result.rows if r.step == "1 baseline")
-    predictions = predict(baseline.run_id, [b.out / f"{v.name}.mp4" for v in picks], tracking_uri=tracking)
+    predictions = predict(baseline.run_id, [b.out / f"{v.name}.mp4" for v in picks],
+                          load=LoadOptions(tracking_uri=tracking))
     return DemoResult((a, b), result, predictions, tracking)

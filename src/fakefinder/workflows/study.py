@@ -9,6 +9,7 @@ per-frame split against the source split.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ from .._text import shown
 from ..config import PrepareSettings, TrainSettings
 from ..data.manifest import MANIFEST
 from ..data.preparation import prepare
+from ..hardware import Compute
 from ..metrics import Evaluation
 from ..progress import ProgressCallback
-from ..tracking.trackers import DEFAULT_EXPERIMENT, Tracker, resolve_tracker
+from ..tracking.trackers import Recording, Tracker
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,16 @@ def ensure_prepared(path: str | Path, out: Path, settings: PrepareSettings | Non
 
 
 def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | None = None,
-          out: str | Path = "study", config: TrainSettings | None = None, tracking: Tracker | str | None = None,
-          storage: str | None = None, experiment: str = DEFAULT_EXPERIMENT, settings: PrepareSettings | None = None,
-          device: str = "auto", progress: ProgressCallback | None = None) -> StudyResult:
+          out: str | Path = "study", config: TrainSettings | None = None,
+          tracking: Recording | Tracker | str | None = None, storage: str | None = None,
+          settings: PrepareSettings | None = None, compute: Compute | None = None,
+          progress: ProgressCallback | None = None) -> StudyResult:
     """Run the cross-dataset study; writes `out/study.md` and `out/report.html` and returns the table.
 
-    `tracking` is an MLflow URI or a Tracker (every step is a run there), or None (nothing recorded).
+    `tracking` is a `Recording`, an MLflow URI or a Tracker (every step is a run there), or None (nothing
+    recorded). `config` is every step's training settings, the tuning step's base too.
     """
+    from ..inference.detector import LoadOptions
     from ..inference.evaluation import evaluate
     from ..tracking.report import _page, _table, run_section
     from ..training.experiment import train
@@ -86,29 +91,35 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     b = ensure_prepared(test_data, out / "prepared-B", settings, progress)
     name_a, name_b = f"A ({Path(train_data).name})", f"B ({Path(test_data).name})"
     config = config or TrainSettings()
-    common = dict(tracking=tracking, experiment=experiment, progress=progress, device=device)
-    rows = []
+    compute = compute or Compute()
+    recording = Recording.of(tracking)
+    load = LoadOptions(device=compute.device)
 
-    base = train(a, config, name="study-1-train-A", **common)
+    def step(data: Path, settings: TrainSettings, name: str):
+        return train(data, settings, tracking=dataclasses.replace(recording, name=name), compute=compute,
+                     progress=progress)
+
+    rows = []
+    base = step(a, config, "study-1-train-A")
     rows.append(StudyRow("1 baseline", name_a, f"{name_a} test part", base.test, base.run_id))
     rows.append(StudyRow("1 cross-dataset", name_a, f"all of {name_b}",
-                         evaluate(base.model_path, b, device=device).overall, base.run_id))
-    on_b = train(b, config, name="study-2-train-B", **common)
+                         evaluate(base.model_path, b, load=load).overall, base.run_id))
+    on_b = step(b, config, "study-2-train-B")
     rows.append(StudyRow("2 retrained", name_b, f"{name_b} test part", on_b.test, on_b.run_id))
     back = [("4 retrained, back", on_b.model_path, on_b.run_id)]
     if grid:
-        tuned = tune(b, grid, study=f"study-{Path(test_data).name}", storage=storage or
-                     sqlite_url(out / "optuna.db"), tracking=tracking, experiment=experiment,
-                     device=device, progress=progress)
+        tuned = tune(b, grid, base=config, study=f"study-{Path(test_data).name}",
+                     storage=storage or sqlite_url(out / "optuna.db"), tracking=recording, compute=compute,
+                     progress=progress)
         rows.append(StudyRow("3 tuned", name_b, f"{name_b} test part", tuned.test, tuned.test_run_id))
         back.append(("4 tuned, back", tuned.test_model_path, tuned.test_run_id))
-    for step, model_path, run_id in back:
-        rows.append(StudyRow(step, name_b, f"all of {name_a}", evaluate(model_path, a, device=device).overall, run_id))
-    leaky = train(a, config.replace(split="frame"), name="study-leak-frame-split", **common)
+    for label, model_path, run_id in back:
+        rows.append(StudyRow(label, name_b, f"all of {name_a}", evaluate(model_path, a, load=load).overall, run_id))
+    leaky = step(a, config.replace(split="frame"), "study-leak-frame-split")
     leak = (StudyRow("leak: frame split", name_a, f"{name_a} test part (leaky)", leaky.test, leaky.run_id),
             StudyRow("leak: source split", name_a, f"{name_a} test part", base.test, base.run_id))
     result = StudyResult(tuple(rows), leak, out / "report.html")
-    uri = resolve_tracker(tracking, experiment).uri  # where the report reads the baseline's run back
+    uri = recording.resolve().uri  # where the report reads the baseline's run back
     _files.write_text(out / "study.md", result.markdown() + "\n")
     table = _table(list(StudyResult.HEAD), result.cells())
     body = (f"<p>Video-level metrics. Every model is selected on validation data only.</p>{table}"
