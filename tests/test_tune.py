@@ -261,6 +261,44 @@ def test_random_and_tpe_searches_run_the_asked_number_of_trials(search, learnabl
         TuneSettings(search=search)
 
 
+EIGHT = "flags:\n  n_neurons: [16, 32, 64, 128]\n  lr: [1e-3, 3e-2]\nfixed:\n  epochs: 1\n"
+
+
+def sampled(storage: str, study: str) -> list[tuple]:
+    """The configuration of each completed trial, in the order Optuna numbered them."""
+    return [tuple(sorted(t.params.items())) for t in sorted(completed(storage, study), key=lambda t: t.number)]
+
+
+@pytest.mark.parametrize("search", ["random", "tpe"])
+def test_sampled_searches_draw_different_configurations_reproducibly(search, learnable, tmp_path):
+    """Six trials over a grid of eight draw at least three configurations (a sampler drawing with replacement
+    gives fewer 0.7% of the time; TPE's first ten trials are its random start-up), and the same seed draws the
+    same sequence again."""
+    (tmp_path / "eight.yml").write_text(EIGHT)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tune(learnable.out, tmp_path / "eight.yml", TuneSettings(search=search, trials=6), study="six", storage=storage)
+    six = sampled(storage, "six")
+    assert len(six) == 6 and len(set(six)) >= 3, six
+    tune(learnable.out, tmp_path / "eight.yml", TuneSettings(search=search, trials=3), study="three", storage=storage)
+    assert sampled(storage, "three") == six[:3]
+
+
+def test_a_random_search_shared_by_two_processes_draws_different_configurations(learnable, tmp_path):
+    """Two worker processes on one study: each draws its own configurations, not the other's sequence again."""
+    (tmp_path / "eight.yml").write_text(EIGHT)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tune(learnable.out, tmp_path / "eight.yml", TuneSettings(search="random", trials=6, concurrent_trials=2),
+         study="pair", storage=storage)
+    points = sampled(storage, "pair")
+    assert len(points) == 6 and len(set(points)) >= 3, points
+    claims = Claims(storage, "pair")
+    try:
+        owners = Counter(c.owner for k, c in claims.all().items() if k.startswith("trial-") and c.state == "done")
+    finally:
+        claims.dispose()
+    assert sum(owners.values()) == 6 and len(owners) == 2, owners  # both processes drew trials
+
+
 def test_a_study_without_a_test_part_says_so_in_one_line(learnable, tracking, tmp_path):
     grid = tmp_path / "no-test.yml"
     grid.write_text("flags:\n  n_neurons: [16, 32]\nfixed:\n  epochs: 2\n  test: 0\n")

@@ -3,9 +3,12 @@
 
 The grid is checked whole before anything runs. Each configuration is a unit of `claims`: exactly one worker
 runs it, a worker that dies is replaced once its heartbeat stops, and a rerun resumes. Optuna keeps the study
-(its samplers drive random and TPE searches, and every finished trial is recorded there), MLflow every trial's
-run. Selection uses the validation part only; the best configuration is then trained once more and evaluated on
-the test part, once per study: a rerun of a finished study reports that result and trains nothing.
+(every finished trial is recorded there) and, for random and TPE searches, samples each trial's point: every
+worker process loads the study once, with one sampler for all its trials, seeded from the study's seed and the
+number of the first trial it claims, so workers sharing a study draw different points and a single process with
+the same seed draws the same sequence again. MLflow keeps every trial's run. Selection uses the validation part
+only; the best configuration is then trained once more and evaluated on the test part, once per study: a rerun of
+a finished study reports that result and trains nothing.
 """
 
 from __future__ import annotations
@@ -271,13 +274,20 @@ class _StudyJob:
         return point_text(self.grid_point(key)) if self.settings.search == "grid" else key
 
 
-def _run_one(job: _StudyJob, claims: Claims, key: str, number: int, progress: ProgressCallback | None) -> None:
-    """Train one configuration (claimed by us) on train/val and record it in the claims and in Optuna."""
+def _worker_seed(seed: int, first: int) -> int:
+    """The sampler seed of a worker process whose first trial is number `first`. Claims give each trial to one
+    worker, so workers running at once differ; a single process from the start is seeded alike every time."""
+    return int(np.random.SeedSequence([seed, first]).generate_state(1)[0])
+
+
+def _run_one(job: _StudyJob, study, claims: Claims, key: str, number: int,
+             progress: ProgressCallback | None) -> None:
+    """Train one configuration (claimed by us) on train/val and record it in the claims and in `study`, this
+    worker's Optuna study, whose sampler chooses the point of a random or TPE trial."""
     import optuna
 
     from ..training.experiment import train
 
-    study = _optuna_study(job.storage, job.study, job.settings.metric, job.settings.search, job.settings.seed)
     trial = None
     if job.settings.search == "grid":
         point = job.grid_point(key)
@@ -333,6 +343,7 @@ def work(job: _StudyJob, parent: int | None = None, progress: ProgressCallback |
     """
     claims = Claims(job.storage, job.study, round_id=job.round_id)
     keys = job.keys()
+    study = None  # loaded at the first claim, and kept: one sampler draws all of this worker's points
     try:
         while parent is None or os.getppid() == parent:
             states = claims.all()
@@ -342,7 +353,10 @@ def work(job: _StudyJob, parent: int | None = None, progress: ProgressCallback |
                 if state is not None and state.state == "done":
                     continue
                 if claims.claim(key):
-                    _run_one(job, claims, key, number, progress)
+                    if study is None:
+                        study = _optuna_study(job.storage, job.study, job.settings.metric, job.settings.search,
+                                              _worker_seed(job.settings.seed, number))
+                    _run_one(job, study, claims, key, number, progress)
                     if finished is not None:
                         finished.add(key)
                     ran = True
