@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fakefinder import TuneSettings, UsageError, load_dataset
+from fakefinder import TrainSettings, TuneSettings, UsageError, load_dataset
 from fakefinder.data.splits import split_dataset
 from fakefinder.scale.claims import Claims
 from fakefinder.tracking.runs import compare_runs, list_runs, show_run, write_csv
@@ -363,3 +363,16 @@ def test_tune_records_into_any_tracker_object_and_says_when_one_cannot_reach_wor
     with pytest.raises(UsageError, match="^tracking cannot reach worker processes .*: give a URI"):
         tune(learnable.out, tmp_path / "grid.yml", TuneSettings(concurrent_trials=2), study="two",
              storage=f"sqlite:///{tmp_path / 'b.db'}", tracking=MemoryTracker())
+
+
+def test_a_grid_changes_its_base_settings(tmp_path):
+    """`tune --preset` and `study --preset`: the grid's flags and fixed settings change the preset, not the
+    defaults; the study's seed still wins over the preset's, and the flags over everything."""
+    (tmp_path / "g.yml").write_text("flags:\n  lr: [1.0e-4, 1.0e-3]\nfixed:\n  epochs: 2\n")
+    grid = load_grid(tmp_path / "g.yml", seed=5, base=TrainSettings.preset("self-blended"))
+    configs = [grid.config(point, 5) for point in grid.points(5)]
+    assert [c.lr for c in configs] == [1e-4, 1e-3]
+    assert all(c.fakes == "self-blended" and c.trainable_blocks == "all" and c.epochs == 2 and c.seed == 5
+               for c in configs)
+    plain = load_grid(tmp_path / "g.yml", seed=5)
+    assert plain.config(plain.points(5)[0], 5).fakes == "real"
