@@ -3,8 +3,9 @@
 Each family registers its members in its own module of this package with a `BackboneSpec`: how to build it,
 its input size, normalisation and feature channels, and where its ImageNet weights come from. That spec is the
 only source of the preprocessing settings, and with the weights' digest it keys the feature cache, so adding a
-backbone means adding (or editing) one family file. Families are imported on first use: listing the options of
-`fakefinder` never loads PyTorch.
+backbone means adding (or editing) one family file, and its name to `registries.BACKBONES`, the names the settings
+validate against (the families must register exactly those). Families are imported on first use: listing the
+options of `fakefinder` never loads PyTorch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import options
+from ... import options, registries
 from ...config import TrainSettings
 from ...errors import OptionError, UsageError
 from ._weights import WeightSource, file_digest, load_state_dict
@@ -32,6 +33,7 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "lite": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),  # EfficientNet-Lite's TensorFlow training
     "rescale": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),  # the reference: plain 0-1 pixels
 }
+registries.implements("normalization", registries.NORMALIZATIONS, NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,15 @@ def register(spec: BackboneSpec) -> BackboneSpec:
 
 
 def _load_families() -> None:
-    """Import every family module of this package (each registers its members)."""
+    """Import every family module of this package (each registers its members): together they register exactly
+    the backbones that the settings declare (`registries.BACKBONES`)."""
     global _loaded
     if not _loaded:
         _loaded = True
         for info in pkgutil.iter_modules(__path__):
             if not info.name.startswith("_"):
                 import_module(f"{__name__}.{info.name}")
+        registries.implements("backbone", registries.BACKBONES, _REGISTRY)
 
 
 def backbone_names() -> list[str]:
