@@ -1,7 +1,7 @@
 """ImageNet convolutional bases behind one registry, as timm's: `create_backbone(name, weights=...)`.
 
-Each family registers its members in its own module of this package with a `BackboneSpec`: how to build it,
-its input size, normalisation and feature channels, and where its ImageNet weights come from. That spec is the
+Each family registers its members in its own module of this package with a `BackboneSpec` (`_spec`): how to build
+it, its input size, normalisation and feature channels, and where its ImageNet weights come from. That spec is the
 only source of the preprocessing settings, and with the weights' digest it keys the feature cache, so adding a
 backbone means adding (or editing) one family file, and its name to `registries.BACKBONES`, the names the settings
 validate against (the families must register exactly those). Families are imported on first use: listing the
@@ -11,7 +11,6 @@ options of `fakefinder` never loads PyTorch.
 from __future__ import annotations
 
 import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 from ... import options, registries
 from ...config import TrainSettings
 from ...errors import OptionError, UsageError
-from ._weights import WeightSource, file_digest, load_state_dict
+from ._spec import _REGISTRY, BackboneSpec, WeightSource, register
+from ._weights import file_digest, load_state_dict
 
 __all__ = ["BackboneSpec", "WeightSource", "Backbone", "Recipe", "NORMALIZATIONS", "register", "backbone_names",
            "get_spec", "create_backbone", "load_state_dict", "file_digest"]
@@ -34,31 +34,7 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "rescale": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),  # the reference: plain 0-1 pixels
 }
 registries.implements("normalization", registries.NORMALIZATIONS, NORMALIZATIONS)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Everything fakefinder knows about a base; registered once, next to its code."""
-
-    name: str
-    family: str
-    build: Callable[[], object]  # a fresh torch module, random weights, with forward_features/feature_blocks
-    input_size: int
-    normalization: str  # a name in NORMALIZATIONS
-    channels: int  # of the feature map
-    feature_side: Callable[[int], int]  # side of the feature map for an input side
-    imagenet: WeightSource | None = None  # where `--weights imagenet` comes from
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
 _loaded = False
-
-
-def register(spec: BackboneSpec) -> BackboneSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
 
 
 def _load_families() -> None:
