@@ -196,20 +196,18 @@ def _from_checkpoint(path: Path) -> DeepfakeModel:
     import torch
 
     from ..config import PrepareSettings
-    from .backbones import create_backbone, file_digest, get_spec
-    from .backbones._weights import read_tensors
-    from .checkpoints import identify
+    from .backbones import create_backbone, file_digest, get_spec, read_checkpoint
     from .head import Head
 
-    tensors = read_tensors(path)
-    layout = identify(tensors)
+    checkpoint = read_checkpoint(path)
+    layout = checkpoint.layout
     if layout is None:
         raise UsageError(f"{path}: neither a fakefinder model file nor a published detector that fakefinder "
                          "knows (DFDC winner, FaceForensics++ Xception)")
-    name = layout.backbone(tensors)
+    name = checkpoint.backbone()
     spec = get_spec(name)
     backbone = create_backbone(name, weights=path, input_size=layout.input_size, normalization=layout.normalization)
-    weight, bias = layout.head(tensors)
+    weight, bias = checkpoint.head()
     head_spec = HeadSpec(in_features=spec.channels, n_layers=0, pool="avg")
     head = Head(head_spec)
     with torch.no_grad():

@@ -21,10 +21,10 @@ from ... import options, registries
 from ...config import TrainSettings
 from ...errors import OptionError, UsageError
 from ._spec import _REGISTRY, BackboneSpec, WeightSource, register
-from ._weights import file_digest, load_state_dict
+from ._weights import file_digest, read_checkpoint
 
 __all__ = ["BackboneSpec", "WeightSource", "Backbone", "Recipe", "NORMALIZATIONS", "register", "backbone_names",
-           "get_spec", "create_backbone", "load_state_dict", "file_digest"]
+           "get_spec", "create_backbone", "read_checkpoint", "file_digest"]
 
 # Per-channel mean and std in 0-255 RGB units, applied after resizing.
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -184,7 +184,7 @@ def create_backbone(name: str, *, weights: str | Path = "imagenet", input_size: 
             path = spec.imagenet.fetch(name)
         else:
             path = Path(weights)
-        _load_into(module, load_state_dict(path, backbone=name), path, name)
+        _load_into(module, read_checkpoint(path).base_state(backbone=name), path, name)
         digest = file_digest(path)
     module.eval().to(memory_format=torch.channels_last)
     for p in module.parameters():

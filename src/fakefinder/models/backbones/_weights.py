@@ -1,5 +1,6 @@
-"""How weights files are read: every format a base's weights come in, and a published detector's checkpoint.
-Reading never unpickles arbitrary objects. (Where ImageNet weights come from: `_spec`.)
+"""How weights files are read: every format a base's weights come in, and the one reader of a file that may be a
+published detector's checkpoint (`read_checkpoint`). Reading never unpickles arbitrary objects. (Where ImageNet
+weights come from: `_spec`.)
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from ..._files import sha256_file
 from ...errors import UsageError
+from ..checkpoints import Checkpoint, identify
 
 _digests: dict[tuple[str, int, int], str] = {}
 
@@ -64,15 +66,9 @@ def _read(path: Path) -> dict:
                          f"{reason})") from None
 
 
-def load_state_dict(path: str | Path, *, backbone: str | None = None) -> dict:
-    """The base's parameters from a file, under our names: a plain state dict of the base, or a published
-    detector checkpoint whose layout `checkpoints` knows (its base part, renamed)."""
-    from ..checkpoints import identify
-
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """A weights file read once, and recognised: a published detector's checkpoint whose layout `checkpoints`
+    knows, or (layout None) a plain state dict of a base. What `--weights FILE`, a checkpoint given as the model
+    and a head started from one all read. Raises UsageError as `read_tensors`."""
     tensors = read_tensors(path)
-    layout = identify(tensors)
-    if layout is not None:
-        if backbone is not None and layout.backbone(tensors) != backbone:
-            raise UsageError(f"{path}: a {layout.name} checkpoint of {layout.backbone(tensors)}, not {backbone}")
-        return layout.base_state(tensors)
-    return tensors
+    return Checkpoint(Path(path), tensors, identify(tensors))
