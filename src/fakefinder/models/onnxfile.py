@@ -175,7 +175,7 @@ class OnnxModel:
 
     def file_logits(self, paths, *, chunk: int = 256) -> np.ndarray:
         """Logits for face-crop image files, read `chunk` at a time so that memory stays bounded."""
-        from .features import load_crops
+        from ..data.crops import load_crops
 
         return np.concatenate([self.face_logits(load_crops(paths[s:s + chunk]))
                                for s in range(0, len(paths), chunk)] or [np.zeros(0)])
