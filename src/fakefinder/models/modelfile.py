@@ -20,21 +20,19 @@ from ..metrics import finite_scores
 from .backbones import Backbone
 from .backbones._weights import finite_tensors
 from .modelcard import BaseCard, Calibration, HeadSpec, ModelCard, Verdict
+from .scoring import ScoresFromLogits
 
 HEADER_KEY = "fakefinder"
 
 
 @dataclass
-class DeepfakeModel:
-    """A base, a head and the card that says how to use them: face crops in, calibrated P(fake) out."""
+class DeepfakeModel(ScoresFromLogits):
+    """A base, a head and the card that says how to use them: face crops in, calibrated P(fake) out. A
+    `scoring.DifferentiableModel` (hence a `ScoringModel`)."""
 
     backbone: Backbone
     head: object  # head.Head
     card: ModelCard
-
-    @property
-    def threshold(self) -> float:
-        return self.card.verdict.threshold
 
     @property
     def device(self):
@@ -55,17 +53,6 @@ class DeepfakeModel:
                 maps = self.backbone.features(x, precision=self.card.precision)
                 out.append(self.head(pooled(maps, self.card.head.pool)).double().cpu().numpy())
         return finite_scores(np.concatenate(out) if out else np.zeros(0))
-
-    def predict_faces(self, images: list[np.ndarray]) -> np.ndarray:
-        """Calibrated P(fake) for BGR uint8 face crops."""
-        return self.card.calibration.apply(self.face_logits(images))
-
-    def file_logits(self, paths, *, chunk: int = 256) -> np.ndarray:
-        """Logits for face-crop image files, read `chunk` at a time so that memory stays bounded."""
-        from ..data.crops import load_crops
-
-        return np.concatenate([self.face_logits(load_crops(paths[s:s + chunk]))
-                               for s in range(0, len(paths), chunk)] or [np.zeros(0)])
 
     def to(self, device: str) -> DeepfakeModel:
         self.backbone.module.to(device)
