@@ -174,6 +174,50 @@ def test_a_trained_model_has_base_and_head_on_one_device(model_file):
 
 
 
+def _protocol_members(protocol) -> tuple[dict, set, set]:
+    """(methods by name, properties, plain attributes) that a protocol class declares itself."""
+    import inspect
+
+    own = {n: v for n, v in vars(protocol).items() if not n.startswith("_")}
+    methods = {n: v for n, v in own.items() if inspect.isfunction(v)}
+    return methods, {n for n, v in own.items() if isinstance(v, property)}, set(protocol.__annotations__)
+
+
+def _parameters(function) -> list[tuple]:
+    import inspect
+
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_both_runtimes_implement_the_one_scoring_protocol_with_its_signatures():
+    """`scoring.ScoringModel` is the one spelling of a scoring model: the PyTorch and the ONNX Runtime models both
+    have each of its members, with its parameters (names, kinds, defaults); only PyTorch's is differentiable."""
+    from fakefinder.models.modelfile import DeepfakeModel
+    from fakefinder.models.onnxfile import OnnxModel
+    from fakefinder.models.scoring import DifferentiableModel, ScoringModel
+
+    methods, properties, attributes = _protocol_members(ScoringModel)
+    assert set(methods) == {"face_logits", "predict_faces", "file_logits"} and properties == {"threshold"}
+    assert attributes == {"card"}
+    for cls in (DeepfakeModel, OnnxModel):
+        for name, declared in methods.items():
+            assert _parameters(getattr(cls, name)) == _parameters(declared), f"{cls.__name__}.{name}"
+        for name in properties:
+            assert isinstance(getattr(cls, name), property), f"{cls.__name__}.{name}"
+    torch_methods, torch_properties, torch_attributes = _protocol_members(DifferentiableModel)
+    assert not torch_methods and torch_properties == {"device"} and torch_attributes == {"backbone", "head"}
+    assert {"backbone", "head", "card"} <= set(DeepfakeModel.__dataclass_fields__)
+    assert isinstance(DeepfakeModel.device, property) and not hasattr(OnnxModel, "backbone")
+
+
+def test_a_loaded_model_is_a_scoring_model(model_file):
+    from fakefinder.models.scoring import DifferentiableModel, ScoringModel
+
+    model = load_model(model_file)
+    assert isinstance(model, ScoringModel) and isinstance(model, DifferentiableModel)
+    assert not isinstance(object(), ScoringModel)
+
+
 def _with_head(model_file, path, change) -> str:
     """The model with its last head bias (or weight) changed; returns that tensor's name."""
     tensors = load_file(str(model_file))

@@ -55,10 +55,12 @@ def video(learnable):
 
 def test_the_onnx_detector_gives_pytorchs_fp32_scores_and_carries_its_card(baseline, exported, crops):
     from fakefinder.models.onnxfile import OnnxModel, load_onnx
+    from fakefinder.models.scoring import DifferentiableModel, ScoringModel
 
     model = load_model(baseline.model_path)
     onnx_model = load_onnx(exported)
     assert isinstance(onnx_model, OnnxModel) and onnx_model.card == model.card
+    assert isinstance(onnx_model, ScoringModel) and not isinstance(onnx_model, DifferentiableModel)
     assert onnx_model.threshold == model.threshold and onnx_model.compute == "fp32"
     want = fp32(model).face_logits(crops)
     got = onnx_model.face_logits(crops)

@@ -55,6 +55,30 @@ def test_choices_come_from_the_registries():
         TrainSettings(backbone="resnet")
 
 
+def test_each_stage_implements_exactly_the_names_the_settings_validate_against():
+    """The registries' names live below the settings (`registries`); each stage's own registry must agree with
+    them, so that neither a setting nor a stage can gain or lose a name alone."""
+    import dataclasses
+
+    from fakefinder import metrics, registries
+    from fakefinder.data.faces import FACE_DETECTORS
+    from fakefinder.models import backbones
+    from fakefinder.training.augment import AUGMENTATIONS
+
+    declared_train, declared_prepare = declared(TrainSettings), declared(PrepareSettings)
+    assert set(declared_prepare["detector"].choices()) == set(FACE_DETECTORS) == set(registries.FACE_DETECTORS)
+    assert set(declared_train["backbone"].choices()) == set(backbones.backbone_names()) == set(registries.BACKBONES)
+    assert set(backbones._REGISTRY) == set(registries.BACKBONES)
+    assert set(declared_train["normalization"].choices()) == set(backbones.NORMALIZATIONS)
+    assert set(registries.NORMALIZATIONS) == set(backbones.NORMALIZATIONS)
+    assert set(AUGMENTATIONS) == set(registries.AUGMENTATIONS)
+    assert set(declared(TuneSettings)["metric"].choices()) == set(metrics.SELECTION_METRICS)
+    measured = {f.name for f in dataclasses.fields(metrics.Metrics)} - {"n"}
+    assert measured == set(registries.DIRECTIONS)  # every metric computed has a direction, and no other
+    with pytest.raises(RuntimeError, match=r"undeclared \['resnet'\], not implemented \['vgg16'\]"):
+        registries.implements("backbone", ["vgg16", "xception"], ["resnet", "xception"])
+
+
 def test_library_errors_name_the_setting_and_the_cli_names_the_flag(prepared):
     with pytest.raises(OptionError) as info:
         TrainSettings(lr=-1, n_layers=9)

@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from . import options
+from . import options, registries
 from .errors import UsageError
 from .options import option
 
@@ -27,27 +27,19 @@ PARTS: tuple[Part, ...] = typing.get_args(Part)
 
 
 def _detectors():
-    from .data.faces import FACE_DETECTORS
-
-    return FACE_DETECTORS
+    return registries.FACE_DETECTORS
 
 
 def _backbones():
-    from .models.backbones import backbone_names
-
-    return backbone_names()
+    return registries.BACKBONES
 
 
 def _normalizations():
-    from .models.backbones import NORMALIZATIONS
-
-    return NORMALIZATIONS
+    return registries.NORMALIZATIONS
 
 
 def _metrics():
-    from .metrics import SELECTION_METRICS
-
-    return SELECTION_METRICS
+    return registries.SELECTION_METRICS
 
 
 class _Settings(options.Checked):
@@ -273,11 +265,9 @@ class TrainSettings(_Settings):
         return self.trainable_blocks == 0
 
     def _cross_check(self) -> list[tuple[str, str]]:
-        from .training.augment import parse_augment
-
         found = fraction_problems(self.val, self.test)
         try:
-            parse_augment(self.augment)
+            registries.parse_augment(self.augment)
         except ValueError as exc:
             found.append(("augment", str(exc)))
         return found

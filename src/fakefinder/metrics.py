@@ -1,5 +1,6 @@
 """Frame- and video-level metrics, written once: accuracy, ROC AUC, AP, log loss (the DFDC metric), EER and
-expected calibration error; and the one registry of metric names and directions that tune, runs and report use.
+expected calibration error; the metric names and directions that tune, runs and report use are declared in
+`registries`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import numpy as np
 from .config import VideoRule
 from .errors import InputError
 
+# The metric names are declared with the settings' other choices; still importable from here.
+from .registries import DIRECTIONS, LEVELS, SELECTION_METRICS  # noqa: F401
+
 EPS = 1e-15  # DFDC clips predictions to [1e-15, 1 - 1e-15]
 ECE_BINS = 15
 
-# Every metric of a part at a level, and whether lower is better.
-DIRECTIONS = {"accuracy": "maximize", "auc": "maximize", "ap": "maximize", "log_loss": "minimize",
-              "eer": "minimize", "ece": "minimize"}
-LEVELS = ("video", "frame")
-# What `tune --metric` selects on: validation metrics, named level_metric (e.g. video_log_loss).
-SELECTION_METRICS = {f"{level}_{name}": direction for level in LEVELS for name, direction in DIRECTIONS.items()}
 # Per-epoch metrics of `fit`, as trackers record them.
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc")
 

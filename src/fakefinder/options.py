@@ -2,7 +2,7 @@
 
 Validation, the CLI's flags, grid-file coercion and the params a tracker records are all derived from these
 declarations, as scikit-learn derives validation from `_parameter_constraints`. Choices that come from a
-registry are given as a function, so that reading the declarations never imports the registry's heavy code.
+registry are given as a function returning its names (declared in `registries`, below every stage).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ _REGISTRIES: contextvars.ContextVar[bool] = contextvars.ContextVar("fakefinder_r
 @contextlib.contextmanager
 def without_registries() -> Iterator[None]:
     """Within it, a setting whose choices come from a registry takes any value of its type: for records of a
-    self-contained artefact (an ONNX detector names its base but never builds it), so that reading one does not
-    import the registry's heavy code (the backbones' PyTorch)."""
+    self-contained artefact (an ONNX detector names its base but never builds it), which this fakefinder need not
+    know how to build."""
     token = _REGISTRIES.set(False)
     try:
         yield

@@ -1,12 +1,15 @@
 """Square face crops with a margin, padded with black where the square leaves the frame; upright (the eyes level)
-when aligned."""
+when aligned; and crops read back from their files."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from .faces import Box
 
 
@@ -48,3 +51,17 @@ def square_crop(image: np.ndarray, box: Box, *, margin: float, size: int, align:
         crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
     interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
     return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def read_crop(path: str | Path) -> np.ndarray:
+    """A face crop as BGR uint8. Raises UsageError for a deleted or damaged one (the dataset needs repair)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UsageError(f"{path}: cannot read face crop (deleted or damaged); rerun `fakefinder prepare` to redo it")
+    return image
+
+
+def load_crops(paths: Sequence[str | Path]) -> list[np.ndarray]:
+    return [read_crop(p) for p in paths]

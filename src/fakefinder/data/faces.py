@@ -14,9 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
+from .. import registries
 from .._packages import package_file
 from ..errors import UsageError
 from ..metrics import sigmoid
+from ..registries import implements
 
 LANDMARKS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")  # BlazeFace's six, in order
 
@@ -186,6 +188,7 @@ def _clip(box: Box, w: int, h: int) -> Box:
 
 
 FACE_DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarDetector, "none": WholeFrame}
+implements("face detector", registries.FACE_DETECTORS, FACE_DETECTORS)
 DEFAULT_FACE_DETECTOR = "blazeface"
 
 

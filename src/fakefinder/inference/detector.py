@@ -21,7 +21,7 @@ from ..config import InputLimits, PrepareSettings, Runtime
 from ..errors import OptionError, UsageError, one_line
 from ..metrics import video_scores
 from ..models.modelcard import Verdict
-from ..models.modelfile import DeepfakeModel
+from ..models.scoring import DifferentiableModel, ScoringModel
 
 SCORE_GROUP = 8  # faces scored together as a verdict's frames come in: small enough to overlap the decoding
 
@@ -116,7 +116,7 @@ class VideoResult:
 class Detector:
     """A loaded model with everything needed to give a verdict on a new video or image."""
 
-    model: DeepfakeModel  # or an onnxfile.OnnxModel: the same members, run by ONNX Runtime
+    model: ScoringModel  # run by PyTorch (modelfile) or ONNX Runtime (onnxfile)
     verdict: Verdict  # the card's rule, or the card's with the threshold a caller gave
     settings: PrepareSettings = field(default_factory=PrepareSettings)
     batch_size: int = 32
@@ -138,7 +138,7 @@ class Detector:
     @property
     def explains(self) -> bool:
         """Whether Grad-CAM heatmaps can be had: they need gradients, which only the PyTorch runtime gives."""
-        return isinstance(self.model, DeepfakeModel)
+        return isinstance(self.model, DifferentiableModel)
 
     @property
     def video_rule(self) -> str:
@@ -294,6 +294,7 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
         raise OptionError("runtime", f"must be one of {', '.join(typing.get_args(Runtime))}, not {runtime!r}")
     if onnx_file and runtime == "torch":
         raise OptionError("runtime", f"must be onnx for {path.name}, an ONNX file (or give its .safetensors model)")
+    loaded: ScoringModel  # the runtime is chosen here; the detector speaks only to the protocol
     if onnx_file:
         from ..models.onnxfile import load_onnx
 

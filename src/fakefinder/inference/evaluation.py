@@ -19,7 +19,7 @@ from ..config import PARTS
 from ..data.frames import is_media
 from ..errors import OptionError, UsageError
 from ..metrics import Evaluation, evaluate_scores, sigmoid
-from ..models.modelfile import DeepfakeModel
+from ..models.scoring import DifferentiableModel
 from ..progress import ProgressCallback, emit
 from .detector import Detector, LoadOptions, VideoResult
 
@@ -71,7 +71,7 @@ def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | 
     from ..models.features import FeatureCache, FeatureRows, head_logits
 
     model = detector.model
-    if isinstance(model, DeepfakeModel) and not model.card.base.included:
+    if isinstance(model, DifferentiableModel) and not model.card.base.included:
         device = str(model.device)
         table = FeatureCache(features_dir(dataset.root), model.backbone, model.card.head.pool,
                              precision=model.card.precision).features(list(dataset.crop_files), device=device,

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.modelfile import DeepfakeModel
+from ..models.scoring import DifferentiableModel
 
 _locks: dict[int, threading.Lock] = {}  # captum hooks the model: one explanation at a time per model
 
 
-def _modules(model: DeepfakeModel):
+def _modules(model: DifferentiableModel):
     import torch
 
     from ..models.head import pooled
@@ -42,7 +42,7 @@ def _modules(model: DeepfakeModel):
     return features, torch.nn.Sequential(features, Logit())
 
 
-def gradcam(model: DeepfakeModel, crops: list[np.ndarray]) -> list[np.ndarray]:
+def gradcam(model: DifferentiableModel, crops: list[np.ndarray]) -> list[np.ndarray]:
     """One heatmap per BGR face crop: float32 in [0, 1], the crop's size, warm where the face looks fake."""
     import cv2
     import torch
@@ -77,7 +77,7 @@ def overlay(crop: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.nd
     return cv2.addWeighted(crop, 1 - alpha, colours, alpha, 0)
 
 
-def heatmap_pngs(model, faces) -> list[tuple[object, bytes]]:
+def heatmap_pngs(model: DifferentiableModel, faces) -> list[tuple[object, bytes]]:
     """(face, PNG of its heatmap over its crop) for each of `faces` (FaceResults with crops), in their order."""
     import cv2
 

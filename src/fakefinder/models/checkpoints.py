@@ -9,6 +9,8 @@ are: does the winners' model work on my data?
 - The FaceForensics++ Xception baseline (Rössler et al.): `TransferModel` whose `model` is Cadene's Xception
   with `last_linear` = (Dropout, Linear(2048, 2)), index 1 = fake, pickled whole; 299 px in [-1, 1], faces
   enlarged 1.3 times.
+
+A file is read and recognised once, by `backbones.read_checkpoint`, into a `Checkpoint`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
 
 # timm's EfficientNet names -> lukemelas' (our) names, per block kind.
 _TIMM_DS = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "se.conv_reduce": "_se_reduce",
@@ -108,3 +113,31 @@ LAYOUTS = (
 def identify(state: dict) -> CheckpointLayout | None:
     """The published layout these tensors follow, or None for a plain state dict of a base."""
     return next((layout for layout in LAYOUTS if layout.matches(state)), None)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A weights file's tensors as read (`backbones.read_checkpoint`), and the published layout they follow."""
+
+    path: Path
+    tensors: dict
+    layout: CheckpointLayout | None  # None: a plain state dict of a base
+
+    def backbone(self) -> str:
+        """The name of our backbone that a published checkpoint's base is."""
+        assert self.layout is not None, "a plain state dict does not say its backbone"
+        return self.layout.backbone(self.tensors)
+
+    def base_state(self, *, backbone: str | None = None) -> dict:
+        """The base's parameters under our names: a plain state dict as it is, a published checkpoint's base part
+        renamed. Raises UsageError for a published checkpoint of another backbone than `backbone`."""
+        if self.layout is None:
+            return self.tensors
+        if backbone is not None and self.backbone() != backbone:
+            raise UsageError(f"{self.path}: a {self.layout.name} checkpoint of {self.backbone()}, not {backbone}")
+        return self.layout.base_state(self.tensors)
+
+    def head(self) -> tuple:
+        """A published checkpoint's classifier: (weight (1, C), bias (1,)) of one logit of P(fake)."""
+        assert self.layout is not None, "a plain state dict has no classifier"
+        return self.layout.head(self.tensors)

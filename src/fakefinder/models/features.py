@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _files
-from ..errors import OptionError, UsageError
+from ..data.crops import load_crops, read_crop  # noqa: F401 - read from here too
+from ..errors import OptionError
 from ..metrics import finite_scores
 from ..progress import ProgressCallback, emit
 from .backbones import Backbone, Recipe
@@ -44,20 +45,6 @@ RESIDENT_BYTES = 2 << 30  # features up to this size are copied to the device; l
 
 def crop_digest(path: str | Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-
-
-def read_crop(path: str | Path) -> np.ndarray:
-    """A face crop as BGR uint8. Raises UsageError for a deleted or damaged one (the dataset needs repair)."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UsageError(f"{path}: cannot read face crop (deleted or damaged); rerun `fakefinder prepare` to redo it")
-    return image
-
-
-def load_crops(paths: Sequence[str | Path]) -> list[np.ndarray]:
-    return [read_crop(p) for p in paths]
 
 
 @dataclass

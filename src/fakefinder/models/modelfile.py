@@ -20,21 +20,19 @@ from ..metrics import finite_scores
 from .backbones import Backbone
 from .backbones._weights import finite_tensors
 from .modelcard import BaseCard, Calibration, HeadSpec, ModelCard, Verdict
+from .scoring import ScoresFromLogits
 
 HEADER_KEY = "fakefinder"
 
 
 @dataclass
-class DeepfakeModel:
-    """A base, a head and the card that says how to use them: face crops in, calibrated P(fake) out."""
+class DeepfakeModel(ScoresFromLogits):
+    """A base, a head and the card that says how to use them: face crops in, calibrated P(fake) out. A
+    `scoring.DifferentiableModel` (hence a `ScoringModel`)."""
 
     backbone: Backbone
     head: object  # head.Head
     card: ModelCard
-
-    @property
-    def threshold(self) -> float:
-        return self.card.verdict.threshold
 
     @property
     def device(self):
@@ -55,17 +53,6 @@ class DeepfakeModel:
                 maps = self.backbone.features(x, precision=self.card.precision)
                 out.append(self.head(pooled(maps, self.card.head.pool)).double().cpu().numpy())
         return finite_scores(np.concatenate(out) if out else np.zeros(0))
-
-    def predict_faces(self, images: list[np.ndarray]) -> np.ndarray:
-        """Calibrated P(fake) for BGR uint8 face crops."""
-        return self.card.calibration.apply(self.face_logits(images))
-
-    def file_logits(self, paths, *, chunk: int = 256) -> np.ndarray:
-        """Logits for face-crop image files, read `chunk` at a time so that memory stays bounded."""
-        from .features import load_crops
-
-        return np.concatenate([self.face_logits(load_crops(paths[s:s + chunk]))
-                               for s in range(0, len(paths), chunk)] or [np.zeros(0)])
 
     def to(self, device: str) -> DeepfakeModel:
         self.backbone.module.to(device)
@@ -196,20 +183,18 @@ def _from_checkpoint(path: Path) -> DeepfakeModel:
     import torch
 
     from ..config import PrepareSettings
-    from .backbones import create_backbone, file_digest, get_spec
-    from .backbones._weights import read_tensors
-    from .checkpoints import identify
+    from .backbones import create_backbone, file_digest, get_spec, read_checkpoint
     from .head import Head
 
-    tensors = read_tensors(path)
-    layout = identify(tensors)
+    checkpoint = read_checkpoint(path)
+    layout = checkpoint.layout
     if layout is None:
         raise UsageError(f"{path}: neither a fakefinder model file nor a published detector that fakefinder "
                          "knows (DFDC winner, FaceForensics++ Xception)")
-    name = layout.backbone(tensors)
+    name = checkpoint.backbone()
     spec = get_spec(name)
     backbone = create_backbone(name, weights=path, input_size=layout.input_size, normalization=layout.normalization)
-    weight, bias = layout.head(tensors)
+    weight, bias = checkpoint.head()
     head_spec = HeadSpec(in_features=spec.channels, n_layers=0, pool="avg")
     head = Head(head_spec)
     with torch.no_grad():

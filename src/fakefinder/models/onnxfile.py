@@ -24,6 +24,7 @@ from ..metrics import finite_scores
 from .backbones import NORMALIZATIONS, Preprocess
 from .modelcard import ModelCard
 from .modelfile import HEADER_KEY, DeepfakeModel
+from .scoring import ScoresFromLogits
 
 FORMAT = "fakefinder-onnx/1"
 FORMAT_KEY, DIGEST_KEY, COMPUTE_KEY = "fakefinder_format", "fakefinder_sha256", "fakefinder_compute"
@@ -142,9 +143,9 @@ def session(data: bytes):
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-class OnnxModel:
-    """What `Detector` and evaluation use of a `DeepfakeModel` (card, threshold, face logits, calibrated P(fake)),
-    computed by ONNX Runtime. Gradients, hence Grad-CAM heatmaps, are not available."""
+class OnnxModel(ScoresFromLogits):
+    """A `scoring.ScoringModel` (card, threshold, face logits, calibrated P(fake)) computed by ONNX Runtime.
+    Gradients, hence Grad-CAM heatmaps, are not available: not a `DifferentiableModel`."""
 
     device = "cpu"
 
@@ -159,26 +160,11 @@ class OnnxModel:
         """A PyTorch model exported in memory (seconds) and run by ONNX Runtime."""
         return cls(detector_graph(model), model.card)
 
-    @property
-    def threshold(self) -> float:
-        return self.card.verdict.threshold
-
     def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
         """Uncalibrated logits for BGR uint8 face crops of any size."""
         out = [self.session.run([OUTPUT], {INPUT: self.preprocess_one.batch(images[s:s + batch_size])})[0]
                for s in range(0, len(images), batch_size)]
         return finite_scores(np.concatenate(out).astype(np.float64) if out else np.zeros(0))
-
-    def predict_faces(self, images: list[np.ndarray]) -> np.ndarray:
-        """Calibrated P(fake) for BGR uint8 face crops."""
-        return self.card.calibration.apply(self.face_logits(images))
-
-    def file_logits(self, paths, *, chunk: int = 256) -> np.ndarray:
-        """Logits for face-crop image files, read `chunk` at a time so that memory stays bounded."""
-        from .features import load_crops
-
-        return np.concatenate([self.face_logits(load_crops(paths[s:s + chunk]))
-                               for s in range(0, len(paths), chunk)] or [np.zeros(0)])
 
 
 def _refuse(path: Path, why: str) -> UsageError:

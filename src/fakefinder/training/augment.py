@@ -5,6 +5,7 @@ strength scales how hard an augmentation hits; each is applied to a crop with pr
 strength; keras, a pipeline of its own, always). Deepfake artefacts live in fine texture, blending seams and
 colour mismatch around the face, so the augmentations degrade exactly those (re-compression, resampling, blur,
 noise, colour) or hide the parts a detector leans on (eyes, nose, mouth), forcing it to look at the whole face.
+The names and the grammar of a spec are declared in `registries`, which the settings validate against.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from .. import registries
+from ..registries import implements, parse_augment
 
 Augmentation = Callable[[np.ndarray, np.random.Generator, float, "FaceParts"], np.ndarray]  # image, rng, strength,
 # where the face's parts are
@@ -175,29 +179,7 @@ AUGMENTATIONS: dict[str, tuple[Augmentation, str]] = {
     "parts": (_parts, "black out the eyes, nose or mouth, located by the crop's face mesh (else its geometry)"),
     "keras": (keras, "the reference's Keras augmentation (rotation, shifts, shear, zoom, flip)"),
 }
-NAMED = {"default": "flip,jpeg=0.6,downscale=0.5,blur=0.3,noise=0.3,colour=0.5,parts=0.5,cutout=0.3",
-         "none": "", "keras": "keras"}
-
-
-def parse_augment(spec: str) -> tuple[tuple[str, float], ...]:
-    """`default`, `none`, `keras` or `NAME[=STRENGTH],...` -> ((name, strength), ...) in the order they apply.
-
-    Raises ValueError saying what is wrong (the text follows the option's name in the error).
-    """
-    items = []
-    for part in filter(None, (p.strip() for p in NAMED.get(spec, spec).split(","))):
-        name, _, value = part.partition("=")
-        if name not in AUGMENTATIONS:
-            raise ValueError(f"has no augmentation {name!r} (choose from {', '.join(AUGMENTATIONS)}, or "
-                             f"{', '.join(NAMED)})")
-        try:
-            strength = float(value) if value else 1.0
-        except ValueError:
-            raise ValueError(f"{name}: strength {value!r} is not a number") from None
-        if not 0 < strength <= 1:
-            raise ValueError(f"{name}: strength must be in (0, 1], got {value}")
-        items.append((name, strength))
-    return tuple(items)
+implements("augmentation", registries.AUGMENTATIONS, AUGMENTATIONS)
 
 
 @dataclass(frozen=True)

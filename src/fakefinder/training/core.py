@@ -123,16 +123,14 @@ def _new_head(in_features: int, config: TrainSettings, device: str):
 
 def _start_head_from_checkpoint(head, weights: str) -> None:
     """A published detector's classifier starts the head when the head has its shape (n_layers 0, avg)."""
-    from ..models.backbones._weights import read_tensors
-    from ..models.checkpoints import identify
+    from ..models.backbones import read_checkpoint
 
     if weights in ("imagenet", "none") or not Path(weights).is_file():
         return
-    tensors = read_tensors(weights)
-    layout = identify(tensors)
-    if layout is None or head.spec.n_layers != 0 or head.spec.pool != "avg":
+    checkpoint = read_checkpoint(weights)
+    if checkpoint.layout is None or head.spec.n_layers != 0 or head.spec.pool != "avg":
         return
-    weight, bias = layout.head(tensors)
+    weight, bias = checkpoint.head()
     if tuple(weight.shape) == tuple(head.layers[0].weight.shape):
         with torch.no_grad():
             head.layers[0].weight.copy_(weight.float())

@@ -36,7 +36,7 @@ class CropDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, key: tuple[int, int]):
-        from ..models.features import read_crop
+        from ..data.crops import read_crop
 
         row, epoch = key
         image = self.fresh.image(self.files, row, epoch_rng(self.seed, epoch, row, 1)) if self.fresh else None

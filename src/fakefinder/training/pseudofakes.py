@@ -149,9 +149,9 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
     the prepared folder (measured there now when `prepare` did not). Raises UsageError when it has no real crop."""
     import cv2
 
+    from ..data.crops import read_crop
     from ..data.landmarks import stored_landmarks
     from ..data.manifest import STATE_DIR
-    from ..models.features import read_crop
 
     reals = np.flatnonzero(dataset.labels == 0)
     if reals.size == 0:
@@ -235,7 +235,7 @@ class FreshBlends:
 
     def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
         """The row's new pseudo-fake, or None for a crop of the data's own (read as it is)."""
-        from ..models.features import read_crop
+        from ..data.crops import read_crop
 
         origin = int(self.origins[row])
         if origin < 0:

@@ -1,29 +1,30 @@
 """ImageNet convolutional bases behind one registry, as timm's: `create_backbone(name, weights=...)`.
 
-Each family registers its members in its own module of this package with a `BackboneSpec`: how to build it,
-its input size, normalisation and feature channels, and where its ImageNet weights come from. That spec is the
+Each family registers its members in its own module of this package with a `BackboneSpec` (`_spec`): how to build
+it, its input size, normalisation and feature channels, and where its ImageNet weights come from. That spec is the
 only source of the preprocessing settings, and with the weights' digest it keys the feature cache, so adding a
-backbone means adding (or editing) one family file. Families are imported on first use: listing the options of
-`fakefinder` never loads PyTorch.
+backbone means adding (or editing) one family file, and its name to `registries.BACKBONES`, the names the settings
+validate against (the families must register exactly those). Families are imported on first use: listing the
+options of `fakefinder` never loads PyTorch.
 """
 
 from __future__ import annotations
 
 import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
-from ... import options
+from ... import options, registries
 from ...config import TrainSettings
 from ...errors import OptionError, UsageError
-from ._weights import WeightSource, file_digest, load_state_dict
+from ._spec import _REGISTRY, BackboneSpec, WeightSource, register
+from ._weights import file_digest, read_checkpoint
 
 __all__ = ["BackboneSpec", "WeightSource", "Backbone", "Recipe", "NORMALIZATIONS", "register", "backbone_names",
-           "get_spec", "create_backbone", "load_state_dict", "file_digest"]
+           "get_spec", "create_backbone", "read_checkpoint", "file_digest"]
 
 # Per-channel mean and std in 0-255 RGB units, applied after resizing.
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -32,41 +33,20 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "lite": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),  # EfficientNet-Lite's TensorFlow training
     "rescale": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),  # the reference: plain 0-1 pixels
 }
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Everything fakefinder knows about a base; registered once, next to its code."""
-
-    name: str
-    family: str
-    build: Callable[[], object]  # a fresh torch module, random weights, with forward_features/feature_blocks
-    input_size: int
-    normalization: str  # a name in NORMALIZATIONS
-    channels: int  # of the feature map
-    feature_side: Callable[[int], int]  # side of the feature map for an input side
-    imagenet: WeightSource | None = None  # where `--weights imagenet` comes from
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
+registries.implements("normalization", registries.NORMALIZATIONS, NORMALIZATIONS)
 _loaded = False
 
 
-def register(spec: BackboneSpec) -> BackboneSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
 def _load_families() -> None:
-    """Import every family module of this package (each registers its members)."""
+    """Import every family module of this package (each registers its members): together they register exactly
+    the backbones that the settings declare (`registries.BACKBONES`)."""
     global _loaded
     if not _loaded:
         _loaded = True
         for info in pkgutil.iter_modules(__path__):
             if not info.name.startswith("_"):
                 import_module(f"{__name__}.{info.name}")
+        registries.implements("backbone", registries.BACKBONES, _REGISTRY)
 
 
 def backbone_names() -> list[str]:
@@ -204,7 +184,7 @@ def create_backbone(name: str, *, weights: str | Path = "imagenet", input_size: 
             path = spec.imagenet.fetch(name)
         else:
             path = Path(weights)
-        _load_into(module, load_state_dict(path, backbone=name), path, name)
+        _load_into(module, read_checkpoint(path).base_state(backbone=name), path, name)
         digest = file_digest(path)
     module.eval().to(memory_format=torch.channels_last)
     for p in module.parameters():

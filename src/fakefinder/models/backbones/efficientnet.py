@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import BackboneSpec, WeightSource, register
+from ._spec import BackboneSpec, WeightSource, register
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-B0's stages.
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),

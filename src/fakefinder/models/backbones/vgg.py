@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ...errors import UsageError
-from . import BackboneSpec, WeightSource, register
+from ._spec import BackboneSpec, WeightSource, register
 
 CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 

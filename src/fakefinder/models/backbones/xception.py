@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import BackboneSpec, WeightSource, register
+from ._spec import BackboneSpec, WeightSource, register
 
 
 class SeparableConv2d(nn.Module):
