@@ -78,3 +78,84 @@ def colour(lr: float) -> Colour:
     if lr >= MODERATE:
         return "red"
     return "green" if lr <= 1 / MODERATE else "amber"
+
+
+def _labels(labels, n: int, what: str) -> np.ndarray:
+    """`labels` as 0/1 int64 of length `n`, with both classes. Raises UsageError."""
+    y = np.asarray(labels).ravel()
+    if len(y) != n:
+        raise UsageError(f"{n} {what} but {len(y)} labels")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise UsageError("labels must be 0 (real) or 1 (fake)")
+    y = y.astype(np.int64)
+    if y.all() or not y.any():
+        raise UsageError(f"needs both real and fake videos, got {int((y == 0).sum())} real and {int(y.sum())} "
+                         "fake")
+    return y
+
+
+def _scores(scores, labels, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Finite float64 scores (P(fake) in [0, 1] with `probabilities`) and their labels. Raises UsageError."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not np.isfinite(s).all():
+        raise UsageError(f"scores must be finite numbers ({int((~np.isfinite(s)).sum())} of {len(s)} are not)")
+    if probabilities and len(s) and not (s.min() >= 0 and s.max() <= 1):
+        raise UsageError(f"scores must be P(fake) in [0, 1], got {s.min():g} to {s.max():g}")
+    return s, _labels(labels, len(s), "scores")
+
+
+def _cllr_log2(log2_lr: np.ndarray, y: np.ndarray) -> float:
+    """Cllr from log2 LRs (+-inf allowed): the mean cost in bits of each proposition's LRs, averaged over the two.
+    In base 2 an LR of 1 costs exactly one bit (logaddexp2(0, 0) is 1), so saying nothing scores exactly 1."""
+    fake = np.logaddexp2(0.0, -log2_lr[y == 1])  # log2(1 + 1/LR)
+    real = np.logaddexp2(0.0, log2_lr[y == 0])  # log2(1 + LR)
+    return float((fake.mean() + real.mean()) / 2)
+
+
+def cllr(lrs, labels) -> float:
+    """Log-likelihood-ratio cost (Brümmer and du Preez 2006), in bits: 0 for LRs that are right and infinitely
+    sure, 1 for LR 1 everywhere (no better than saying nothing), above 1 for LRs that mislead. It punishes both
+    poor discrimination and poor calibration. LRs may be 0 or infinite (infinitely costly where wrong, free where
+    right). Raises UsageError for a negative or NaN LR, or without both real and fake videos."""
+    lr = np.asarray(lrs, dtype=np.float64).ravel()
+    if np.isnan(lr).any() or (lr < 0).any():
+        raise UsageError("likelihood ratios must be >= 0 (infinity allowed), not negative or NaN")
+    y = _labels(labels, len(lr), "likelihood ratios")
+    with np.errstate(divide="ignore"):
+        return _cllr_log2(np.log2(lr), y)
+
+
+def pav_log2_lr(scores, labels) -> np.ndarray:
+    """The LRs (log2) that pool-adjacent-violators gives `scores` on their own labels: the best any monotone map
+    of these scores can do on them. PAV fits P(fake | score) as a non-decreasing step function (tied scores are
+    pooled, so they share one LR); dividing its odds by the data's own prior odds (n_fake / n_real) makes them
+    LRs. A step holding only fakes (or only reals) gets an infinite (or zero) LR, as in the literature: it is
+    never misleading on the data it was fitted to, and costs nothing. Overfits on small sets: for measuring, not
+    for stating a verdict. Raises UsageError as `cllr_min`."""
+    from sklearn.isotonic import IsotonicRegression
+
+    s, y = _scores(scores, labels)
+    p = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(s, y.astype(np.float64))
+    prior = math.log2(y.sum()) - math.log2(len(y) - y.sum())
+    with np.errstate(divide="ignore"):
+        return np.log2(p) - np.log2(1 - p) - prior
+
+
+def cllr_min(scores, labels) -> float:
+    """Cllr after the best monotone recalibration (PAV, with the prior correction): what the scores could reach
+    if perfectly calibrated, so that Cllr - Cllr_min is the cost of calibration and Cllr_min that of
+    discrimination. At most 1 (PAV can always fall back to LR 1); 0 for scores that separate the classes.
+    Higher scores must mean more likely fake. Raises UsageError for a non-finite score, labels other than 0/1,
+    or without both real and fake videos."""
+    s, y = _scores(scores, labels)
+    return _cllr_log2(pav_log2_lr(s, y), y)
+
+
+def eer(scores, labels) -> float:
+    """The equal error rate of `scores` (higher = more likely fake): where the share of real videos flagged equals
+    the share of fakes missed, as `metrics.binary_metrics` measures it. Raises UsageError as `cllr_min`."""
+    from ..metrics import eer_crossing
+
+    s, y = _scores(scores, labels)
+    i, fpr, tpr, _ = eer_crossing(y, s)
+    return float((fpr[i] + 1 - tpr[i]) / 2)
