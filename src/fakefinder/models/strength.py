@@ -179,17 +179,19 @@ def elub(log10_lrs, labels) -> tuple[float, float]:
     likelihood ratios outputted by LR systems are often based on extrapolation: when to stop extrapolating?",
     Science & Justice 56): beyond them its validation data no longer show that its LRs help.
 
-    Computed exactly, not by the n_real + 1 approximation. For a threshold t, decide "manipulated" where LR > t:
-    the Bayes decision at prior odds 1/t with equal costs. The system's expected benefit there, per unit of the
-    authentic prior, is C_fake / t + C_real (C: the share of each proposition's videos decided right); the
-    neutral system (LR 1 for every video) gets max(1, 1/t). The data are first extended with one misleading
-    pseudo-observation per proposition (a real video whose LR is above every threshold, a fake one below), which
-    the neutral system decides like any other. The upper bound is the lowest t > 1 where the system stops beating
-    the neutral one, the lower bound the highest t < 1 (the same question with the propositions swapped). The
-    counts change only at the validation LRs, so within each interval between them the crossing is found in closed
-    form, t = C_fake / (1 - C_real): no grid. With every fake above t and every real below, t = (n_real + 1) n_fake
-    / (n_fake + 1), so the bounds always lie strictly within the approximation [1/(n_fake + 1), n_real + 1] and
-    come to about that for well separated data; for a system no better than LR 1 they close on 1 (log10 0).
+    Computed, not approximated by n_real + 1, as we read the paper's definition (no code of theirs or of NFI's
+    `lir` was used; a brute-force search over thresholds agrees, see the tests). For a threshold t, decide
+    "manipulated" where LR > t: the Bayes decision at prior odds 1/t with equal costs. The system's expected
+    benefit there, per unit of the authentic prior, is C_fake / t + C_real (C: the share of each proposition's
+    videos decided right); the neutral system (LR 1 for every video) gets max(1, 1/t). The data are first
+    extended with one misleading pseudo-observation per proposition (a real video whose LR is above every
+    threshold, a fake one below every threshold), which the neutral system decides like any other. The upper
+    bound is the lowest t > 1 where the system stops beating the neutral one, the lower bound the highest t < 1
+    (the same question with the propositions swapped). The counts change only at the validation LRs, so within
+    each interval between them the crossing is found in closed form, t = C_fake / (1 - C_real): no grid. With
+    every fake above t and every real below, t = (n_real + 1) n_fake / (n_fake + 1), so the bounds always lie
+    strictly within the approximation [1/(n_fake + 1), n_real + 1] and come to about that for well separated data;
+    for a system no better than LR 1 they close on 1 (log10 0).
     LRs may be infinite (log10 +-inf); raises UsageError for NaN, bad labels or one class only.
     """
     lr = np.asarray(log10_lrs, dtype=np.float64).ravel()
@@ -361,18 +363,17 @@ class StrengthMap(options.Checked):
             why = _scores_problem(getattr(self, name), min(n, KEPT))
             if why:
                 found.append((name, why))
-        if self.log10_upper > math.log10(self.n_real + 1) + 1e-9:
-            found.append(("log10_upper", (f"must be <= {math.log10(self.n_real + 1):.4f}: {self.n_real} real "
-                                         "validation videos cannot support more")))
-        if self.log10_lower < -math.log10(self.n_fake + 1) - 1e-9:
-            found.append(("log10_lower", (f"must be >= {-math.log10(self.n_fake + 1):.4f}: {self.n_fake} fake "
-                                         "validation videos cannot support more")))
+        most, least = math.log10(self.n_real + 1), -math.log10(self.n_fake + 1)
+        if self.log10_upper > most + 1e-9:
+            found.append(("log10_upper", f"must be <= {most:.4f}: {self.n_real} real videos cannot support more"))
+        if self.log10_lower < least - 1e-9:
+            found.append(("log10_lower", f"must be >= {least:.4f}: {self.n_fake} fake videos cannot support more"))
         if self.fakes == "self-blended" and self.cap > PSEUDO_CAP + 1e-12:
-            found.append(("cap", (f"must be <= {PSEUDO_CAP:.4f} with self-blended fakes: pseudo-fakes are not "
-                                 "deepfakes, and support at most weak evidence")))
+            why = f"must be <= {PSEUDO_CAP:.4f} with self-blended fakes: pseudo-fakes are not deepfakes"
+            found.append(("cap", why + ", and support at most weak evidence"))
         return found
 
-    def log10_lrs(self, scores) -> tuple[np.ndarray, np.ndarray]:
+    def _log10_lrs(self, scores) -> tuple[np.ndarray, np.ndarray]:
         """(bounded log10 LRs, unbounded ones) of P(fake) `scores`. Raises UsageError for a score that is not a
         number in [0, 1]."""
         p = np.asarray(scores, dtype=np.float64)
@@ -383,14 +384,14 @@ class StrengthMap(options.Checked):
         return np.clip(raw, low, high), raw
 
     def likelihood_ratios(self, scores) -> np.ndarray:
-        """The bounded LRs of many P(fake) scores: for Cllr of test videos. Raises UsageError as `log10_lrs`."""
-        return 10 ** self.log10_lrs(scores)[0]
+        """The bounded LRs of many P(fake) scores: for Cllr of test videos. Raises UsageError as `assess`."""
+        return 10 ** self._log10_lrs(scores)[0]
 
     def assess(self, score: float) -> Strength:
         """The strength of evidence of one video's P(fake). Raises UsageError for a score not in [0, 1]."""
         if isinstance(score, bool) or not isinstance(score, (int, float, np.floating, np.integer)):
             raise UsageError(f"a score must be P(fake), a number in [0, 1], got {score!r}")
-        bounded, raw = (float(v) for v in self.log10_lrs(float(score)))
+        bounded, raw = (float(v) for v in self._log10_lrs(float(score)))
         limit: Limit = "none"
         if raw >= min(self.log10_upper, self.cap):
             limit = "pseudo-fakes" if self.cap < self.log10_upper else "validation"
