@@ -14,6 +14,7 @@ import numpy as np
 from .._packages import package_file
 from ..errors import UsageError
 from ..metrics import sigmoid
+from .crops import scaled_margin
 
 POINTS = 468
 INPUT = 192  # the model's input side: the crop is resized to it
@@ -154,5 +155,5 @@ def median_fill(root: str | Path, crop_paths, side: int, *, sample: int = 300) -
 
 def margin_for_fill(fill: float, margin: float, wanted: float) -> float:
     """The margin that makes crops cut with `margin`, whose face fills `fill`, fill `wanted` instead (a crop's side
-    is the box's times 1 + 2 margin)."""
-    return max(0.0, ((1 + 2 * margin) * fill / wanted - 1) / 2)
+    is the box's times crops.crop_scale(margin))."""
+    return max(0.0, scaled_margin(margin, fill / wanted))

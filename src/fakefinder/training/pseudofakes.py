@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import _files
 from ..config import TrainSettings
+from ..data.crops import crop_scale
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
 
@@ -28,7 +29,7 @@ RATIOS = (0.25, 0.5, 0.75)  # blend ratios other than 1
 
 def face_side(shape: tuple[int, ...], margin: float) -> float:
     """The side of the face box in a square crop cut with `margin` around it (`square_crop`)."""
-    return min(shape[:2]) / (1 + 2 * margin)
+    return min(shape[:2]) / crop_scale(margin)
 
 
 def hull_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, margin: float) -> np.ndarray:
