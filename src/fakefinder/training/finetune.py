@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..config import TrainSettings
-from ..metrics import binary_metrics
+from ..metrics import binary_log_loss, binary_metrics
 from ..progress import ProgressCallback, emit
 
 CHECKPOINT_FORMAT = 1
@@ -102,8 +102,7 @@ def loss_fn(y: np.ndarray, how: str, device) -> torch.nn.Module:
 
 def val_loss(y: np.ndarray, p: np.ndarray) -> float:
     """The loss early stopping watches, clipped as Keras clips (1e-7), not as the DFDC log loss (1e-15)."""
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return binary_log_loss(y, p, eps=1e-7)
 
 
 @dataclass(frozen=True)
