@@ -49,8 +49,7 @@ RECORD_FORMAT = 3  # 2: frames turned upright; 3: crops in faces/<slug>-<digest>
 
 def settings_digest(settings: PrepareSettings) -> str:
     """Part of every record's key, so changing a setting redoes the work."""
-    text = json.dumps([RECORD_FORMAT, settings.digest_fields()], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _files.json_digest([RECORD_FORMAT, settings.digest_fields()])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +139,7 @@ def blend_grid(crop: np.ndarray, landmarks: np.ndarray | None, seeds: list[int],
 def blends_key(dataset, settings: TrainSettings) -> str:
     """What the pseudo-fakes of a dataset depend on: its crops, the blend settings, their number and the seed."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k.startswith("blend") or k == "seed"}
-    text = json.dumps([dataset.manifest_digest, fields], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _files.json_digest([dataset.manifest_digest, fields])
 
 
 def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCallback | None = None):
