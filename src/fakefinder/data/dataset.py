@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import PrepareSettings
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from .manifest import MANIFEST, PREPARE_INFO, VIDEOS
 
 
@@ -89,8 +89,8 @@ def _read(path: Path, columns: list[str]) -> dict:
     try:
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        reason = " ".join(str(exc).split())[:160]
-        raise UsageError(f"{path}: unreadable ({reason}); rerun `fakefinder prepare` to rebuild it") from None
+        raise UsageError(f"{path}: unreadable ({one_line(exc, limit=160, typed=False)}); rerun `fakefinder prepare` "
+                         "to rebuild it") from None
     return table.to_pydict()
 
 

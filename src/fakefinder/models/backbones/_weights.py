@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..._files import sha256_file
 from ..._packages import package_file
-from ...errors import UsageError
+from ...errors import UsageError, one_line
 
 DOWNLOAD_TIMEOUT_S = 20
 
@@ -124,9 +124,8 @@ def _read(path: Path) -> dict:
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001
-        reason = " ".join(str(exc).split())[:200]
-        raise UsageError(f"{path}: cannot read weights: not a model or weights file ({type(exc).__name__}: "
-                         f"{reason})") from None
+        raise UsageError(f"{path}: cannot read weights: not a model or weights file "
+                         f"({one_line(exc, limit=200)})") from None
 
 
 def load_state_dict(path: str | Path, *, backbone: str | None = None) -> dict:
