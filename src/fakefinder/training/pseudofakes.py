@@ -148,7 +148,6 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
     the prepared folder (measured there now when `prepare` did not). Raises UsageError when it has no real crop."""
     import cv2
 
-    from ..data.landmarks import stored_landmarks
     from ..data.manifest import STATE_DIR
     from ..models.features import read_crop
 
@@ -157,7 +156,7 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
         raise UsageError(f"{dataset.root}: no real face crops to make self-blended pseudo-fakes from")
     folder = dataset.root / STATE_DIR / "blends" / blends_key(dataset, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals], progress=progress)
+    meshes = dataset.landmarks(reals, progress=progress)
     paths, done = [], 0
     emit(progress, "pseudo-fakes", 0, len(reals), "crop")
     for i, landmarks in zip(reals, meshes):
@@ -226,10 +225,8 @@ class FreshBlends:
     def of(cls, dataset, settings: TrainSettings) -> FreshBlends | None:
         if dataset.origins is None or not (dataset.origins >= 0).any():
             return None
-        from ..data.landmarks import stored_landmarks
-
         reals = np.unique(dataset.origins[dataset.origins >= 0])
-        meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals])
+        meshes = dataset.landmarks(reals)
         return cls(dataset.origins, {int(r): _outline(m) for r, m in zip(reals, meshes)}, settings, dataset.margin)
 
     def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
