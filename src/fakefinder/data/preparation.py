@@ -212,8 +212,10 @@ def _load_record(out: Path, item: VideoItem, settings: PrepareSettings) -> dict 
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": sys.version.split()[0]}
-    for name in ("fakefinder", "av", "opencv-python-headless", "numpy", "pyarrow"):
+    from .._version import __version__
+
+    out = {"python": sys.version.split()[0], "fakefinder": __version__}  # this code's, whatever pip installed
+    for name in ("av", "opencv-python-headless", "numpy", "pyarrow"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
