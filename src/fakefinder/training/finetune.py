@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..config import TrainSettings
+from ..errors import UsageError
 from ..metrics import binary_log_loss, binary_metrics
 from ..progress import ProgressCallback, emit
 
@@ -167,7 +168,7 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
     params = [p for g in loop.groups for p in g["params"]]
     history, best_loss, best_state, waited, start = History(), math.inf, None, 0, 1
     if resume and loop.checkpoint is not None and loop.checkpoint.is_file():
-        saved = torch.load(loop.checkpoint, map_location=device, weights_only=True)
+        saved = read_checkpoint(loop.checkpoint, device)
         _unwrap(loop.model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -244,6 +245,16 @@ def _one_epoch(loop: Loop, epoch: int, optimizer, scheduler, scaler, criterion, 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def read_checkpoint(path: Path, device) -> dict:
+    """What `_save_checkpoint` wrote at `path`. Raises UsageError for a checkpoint of another format."""
+    saved = torch.load(path, map_location=device, weights_only=True)
+    found = saved.get("format") if isinstance(saved, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path}: a checkpoint of format {found}, not {CHECKPOINT_FORMAT}: resume it with the "
+                         "fakefinder that wrote it, or train again without --resume")
+    return saved
 
 
 def _save_checkpoint(path: Path, epoch: int, model, optimizer, scheduler, scaler, history: History, best_loss: float,
