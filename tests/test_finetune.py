@@ -40,6 +40,19 @@ def test_the_input_pipeline_gives_the_same_batches_whatever_the_number_of_worker
     np.testing.assert_array_equal(a.logits["test"], b.logits["test"])
 
 
+def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_it(tmp_path):
+    from fakefinder.errors import UsageError
+    from fakefinder.training.finetune import CHECKPOINT_FORMAT, read_checkpoint
+
+    path = tmp_path / "run.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "epoch": 2}, path)
+    assert read_checkpoint(path, torch.device("cpu"))["epoch"] == 2
+    torch.save({"format": CHECKPOINT_FORMAT + 1, "epoch": 2}, path)
+    with pytest.raises(UsageError, match=f"^{path}: a checkpoint of format {CHECKPOINT_FORMAT + 1}, not ") as caught:
+        read_checkpoint(path, torch.device("cpu"))
+    assert "\n" not in str(caught.value)
+
+
 def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path):
     """Kill a fine-tuning run after its second epoch's checkpoint (SIGKILL: nothing runs on exit), resume it, and
     compare with the same run left alone: the same epochs, the same weights, the same test scores."""

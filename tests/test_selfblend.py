@@ -15,6 +15,7 @@ import pytest
 from media import astronaut, coffee
 
 from fakefinder import Compute, PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
+from fakefinder.data import landmarks
 from fakefinder.data.crops import eye_angle, square_crop
 from fakefinder.data.faces import create_face_detector
 from fakefinder.data.landmarks import (
@@ -163,7 +164,7 @@ def test_prepare_stores_each_crops_face_mesh_once_and_a_faceless_or_rewritten_cr
     assert np.allclose(again["face"], FaceMesh().landmarks(cv2.flip(crop, 1)))
 
 
-def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(face, tmp_path):
+def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(face, tmp_path, monkeypatch):
     crop, _ = face
     src = tmp_path / "src" / "real"
     src.mkdir(parents=True)
@@ -171,10 +172,14 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
         cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
     reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
                     compute=Compute(processes=1))
+    reads = []
+    read = landmarks.read_landmarks
+    monkeypatch.setattr(landmarks, "read_landmarks", lambda root: reads.append(root) or read(root))
     settings = TrainSettings(fakes="self-blended", blends=2)
     data = with_pseudo_fakes(load_dataset(reals.out, need_both_classes=False), settings)
     assert list(data.origins) == [-1, -1, -1, 0, 0, 1, 1, 2, 2]
     fresh = FreshBlends.of(data, settings)
+    assert data.face_fill() is not None and len(reads) == 1  # landmarks.npz read once for the blends and the fill
     assert fresh.image(data.crop_files, 0, np.random.default_rng(0)) is None  # a real is read as it is
     first, second = (fresh.image(data.crop_files, 3, np.random.default_rng(e)) for e in (0, 1))
     real = cv2.imread(str(data.crop_files[0]))

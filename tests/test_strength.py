@@ -12,8 +12,21 @@ import pytest
 
 from fakefinder.errors import OptionError, UsageError
 from fakefinder.metrics import binary_metrics
-from fakefinder.models.strength import (BANDS, KEPT, PSEUDO_CAP, Strength, StrengthMap, cllr, cllr_min, colour, eer,
-                                        elub, fit_strength, headline, support)
+from fakefinder.models.strength import (
+    BANDS,
+    KEPT,
+    PSEUDO_CAP,
+    Strength,
+    StrengthMap,
+    cllr,
+    cllr_min,
+    colour,
+    eer,
+    elub,
+    fit_strength,
+    headline,
+    support,
+)
 
 UP = 1 + 1e-9  # just past an edge, well beyond rounding
 DOWN = 1 - 1e-9

@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -173,6 +174,26 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
     assert rerun.returncode == 0, rerun.stderr
     counts = Counter(tuple(sorted(t.params.items())) for t in completed(storage, "orphans"))
     assert len(counts) == 12 and set(counts.values()) == {1}
+
+
+def _until_stopped(job, parent) -> None:
+    """A worker loop that never runs out of work: only a stop ends it."""
+    try:
+        while True:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+
+
+def test_closing_local_worker_loops_stops_those_still_running():
+    """What `tune` does when it is interrupted (Ctrl-C, SIGTERM): its workers stop too, not after the grid."""
+    from fakefinder.scale.executors import launch_processes
+
+    workers = launch_processes(_until_stopped, None, 2)
+    closing = threading.Thread(target=workers.close, daemon=True)
+    closing.start()
+    closing.join(timeout=120)
+    assert not closing.is_alive() and workers.done()
 
 
 def test_workers_that_die_leave_a_clear_error_not_a_partial_study(learnable, tracking, tmp_path):

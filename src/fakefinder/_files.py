@@ -4,6 +4,7 @@ plain names where a name comes from outside, streamed digests, SQLite URLs."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -118,6 +119,12 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def json_digest(value, *, length: int = 16) -> str:
+    """The first `length` hex digits of the sha256 of `value` as JSON with sorted keys: a settings object's key,
+    the same in every process and run."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def sqlite_url(path: str | Path) -> str:

@@ -1,3 +1,3 @@
-"""The package version, a leaf that every stage may import."""
+"""The package version, a leaf that every stage may import; pyproject.toml reads it from here."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

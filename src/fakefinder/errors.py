@@ -35,7 +35,9 @@ class OptionError(UsageError):
         return "; ".join(f"{name(option)} {why}" for option, why in self.problems)
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as a single line, for `reason` columns and error output."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, FakefinderError) else f"{type(exc).__name__}: {text}"
+def one_line(exc: BaseException, *, limit: int | None = None, typed: bool | None = None) -> str:
+    """An exception as a single line, for `reason` columns and error output: its text with white space folded, cut
+    to `limit` characters, after its type's name when `typed` (by default: unless it is one of fakefinder's own)."""
+    text, name = " ".join(str(exc).split())[:limit], type(exc).__name__
+    typed = not isinstance(exc, FakefinderError) if typed is None else typed
+    return (f"{name}: {text}" if typed else text) if text else name

@@ -136,6 +136,17 @@ def add_runtime(parser, what: str) -> None:
     parser.add_argument("--runtime", choices=typing.get_args(Runtime), help=what)
 
 
+def add_model_argument(parser: argparse.ArgumentParser, *, file: str = "a model file", several: bool = False) -> None:
+    """MODEL, the model a command runs: `file` (what kind of model file it takes), or the run or the published
+    checkpoint that gives one; with `several`, `--model [NAME=]MODEL` given once or more (`args.model`, a list)."""
+    what = f"{file}, the MLflow run id that logged one, or a published checkpoint"
+    if several:
+        parser.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
+                            help=f"{what} (repeat to offer several)")
+    else:
+        parser.add_argument("model", help=what)
+
+
 def add_model(parser: argparse.ArgumentParser) -> None:
     """How `evaluate`, `predict` and `serve` find and run a model."""
     add_device(parser)

@@ -11,7 +11,7 @@ from . import _options
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
+    _options.add_model_argument(p)
     p.add_argument("data", type=Path, nargs="+", help="a folder made by `fakefinder prepare`; several give one "
                    "table: a row per collection and per manipulation method, with how each is framed")
     p.add_argument("--split", choices=PARTS, help="only this part of the model's run split (one DATA)")

@@ -11,8 +11,7 @@ def add_arguments(p) -> None:
     p.description = ("Base and head as one ONNX graph at fp32 (preprocessed NCHW float32 face crops in, the "
                      "uncalibrated logit out, any batch size), with the model card in its metadata: "
                      "`predict`, `evaluate` and `serve` score with it by ONNX Runtime (no Grad-CAM heatmaps).")
-    p.add_argument("model", help="a .safetensors model file, the MLflow run id that logged one, or a published "
-                   "checkpoint")
+    _options.add_model_argument(p, file="a .safetensors model file")
     p.add_argument("out", type=Path, help="the ONNX file to write (OUT.onnx)")
     _options.add_model_file(p)
 

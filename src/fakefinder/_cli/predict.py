@@ -9,7 +9,7 @@ from . import _options
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="a model file, the MLflow run id that logged one, or a published checkpoint")
+    _options.add_model_argument(p)
     p.add_argument("inputs", nargs="+", help="video files, images, or folders of them")
     from ..models.modelcard import Verdict
 

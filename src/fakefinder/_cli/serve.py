@@ -11,8 +11,7 @@ def add_arguments(p) -> None:
     p.description = ("A local web app: drop in a video or an image, see P(fake), what the threshold means, a "
                      "timeline with each sampled frame and its faces, face tracks and Grad-CAM heatmaps; a JSON "
                      "API for programs (POST /api/predict). Works offline.")
-    p.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
-                   help="a model file, run id or published checkpoint (repeat to offer several)")
+    _options.add_model_argument(p, several=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--token", help="required on every request (Bearer header, or ?token= once in the browser)")

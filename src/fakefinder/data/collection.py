@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..config import CollectionLayout
-from ..errors import OptionError, UsageError
+from ..errors import OptionError, UsageError, one_line
 from .frames import VIDEO_SUFFIXES, is_media
 
 LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}  # 1 = FAKE everywhere in fakefinder
@@ -122,7 +122,7 @@ def _dfdc_entries(src: Path) -> list[_Entry]:
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{meta}: unreadable metadata ({' '.join(str(exc).split())})") from None
+            raise UsageError(f"{meta}: unreadable metadata ({one_line(exc, typed=False)})") from None
         for name, info in sorted(data.items()):
             info = info if isinstance(info, dict) else {}
             original = info.get("original")

@@ -22,6 +22,16 @@ def eye_angle(box: Box) -> float | None:
     return math.degrees(math.atan2(ly - ry, lx - rx))
 
 
+def crop_scale(margin: float) -> float:
+    """A crop's side over its face box's long side when cut with `margin` (the one statement of the geometry)."""
+    return 1 + 2 * margin
+
+
+def scaled_margin(margin: float, factor: float) -> float:
+    """The margin whose crops are `factor` times as wide as those cut with `margin` around the same box."""
+    return (crop_scale(margin) * factor - 1) / 2
+
+
 def square_crop(image: np.ndarray, box: Box, *, margin: float, size: int, align: bool = False) -> np.ndarray:
     """The square around `box` grown by `margin` of its long side on every side, resized to `size`; with `align`,
     turned about the box's centre so that the eyes are level (where the detector found them).
@@ -33,14 +43,14 @@ def square_crop(image: np.ndarray, box: Box, *, margin: float, size: int, align:
     angle = eye_angle(box) if align else None
     if angle:
         # A square wide enough for any turn, shrunk as the plain crop is, then turned and its middle cut.
-        wide = square_crop(image, box, margin=(math.sqrt(2) * (1 + 2 * margin) - 1) / 2,
+        wide = square_crop(image, box, margin=scaled_margin(margin, math.sqrt(2)),
                            size=math.ceil(size * math.sqrt(2)))
         middle = wide.shape[0] / 2
         turned = cv2.warpAffine(wide, cv2.getRotationMatrix2D((middle, middle), angle, 1.0), wide.shape[:2][::-1],
                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         start = round(middle - size / 2)
         return np.ascontiguousarray(turned[start:start + size, start:start + size])
-    side = max(box.w, box.h) * (1.0 + 2.0 * margin)
+    side = max(box.w, box.h) * crop_scale(margin)
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
     s = max(1, round(side))

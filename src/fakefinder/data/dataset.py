@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..config import PrepareSettings
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from .manifest import MANIFEST, PREPARE_INFO, VIDEOS
 
 
@@ -44,6 +44,9 @@ class PreparedDataset:
     manifest_digest: str  # sha256 prefix of manifest.parquet: which data a model was trained on
     settings: PrepareSettings | None  # how the crops were made (None for folders made by hand)
     origins: np.ndarray | None = None  # per row, the row of the real crop a pseudo-fake was made from, else -1
+    # landmarks.npz as `landmarks` first read it (None: not yet); a dataset made from this one by
+    # `dataclasses.replace` (pseudo-fakes added) keeps it
+    _landmarks: dict | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,15 +56,26 @@ class PreparedDataset:
         """Around the face box in every crop: as prepared, else prepare's default (crops made by hand)."""
         return (self.settings or PrepareSettings()).margin
 
-    def face_fill(self) -> float | None:
-        """How much of their crops the faces fill (data.landmarks.median_fill; pseudo-fakes, framed as their reals,
-        left out); None for crops made by hand or without the face mesh model."""
-        from .landmarks import median_fill
+    def landmarks(self, rows: np.ndarray, *, progress=None) -> np.ndarray:
+        """The face meshes of these rows' crops (data.landmarks.stored_landmarks: NaN where none was found), measured
+        where the folder's landmarks.npz lacks them; the file is read once, by the first call."""
+        from .landmarks import read_landmarks, stored_landmarks
 
-        if self.settings is None:
+        if self._landmarks is None:
+            object.__setattr__(self, "_landmarks", read_landmarks(self.root))
+        return stored_landmarks(self.root, self.crop_paths[rows], progress=progress, known=self._landmarks)
+
+    def face_fill(self, *, sample: int = 300) -> float | None:
+        """How much of their crops the faces fill: data.landmarks.median_fill of up to `sample` crops spread over the
+        rows (pseudo-fakes, framed as their reals, left out); None for crops made by hand or without the face mesh
+        model (not measured)."""
+        from .landmarks import face_mesh_installed, median_fill
+
+        own = np.arange(len(self)) if self.origins is None else np.flatnonzero(self.origins < 0)
+        if self.settings is None or len(own) == 0 or not face_mesh_installed():
             return None
-        own = self.crop_paths if self.origins is None else self.crop_paths[self.origins < 0]
-        return median_fill(self.root, own, self.settings.size)
+        picked = own[np.unique(np.linspace(0, len(own) - 1, min(sample, len(own))).astype(int))]
+        return median_fill(self.landmarks(picked), self.settings.size)
 
     @property
     def crop_files(self) -> np.ndarray:
@@ -89,8 +103,8 @@ def _read(path: Path, columns: list[str]) -> dict:
     try:
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        reason = " ".join(str(exc).split())[:160]
-        raise UsageError(f"{path}: unreadable ({reason}); rerun `fakefinder prepare` to rebuild it") from None
+        raise UsageError(f"{path}: unreadable ({one_line(exc, limit=160, typed=False)}); rerun `fakefinder prepare` "
+                         "to rebuild it") from None
     return table.to_pydict()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import InputLimits
+from ..config import InputLimits, PrepareSettings
 from ..errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -154,13 +154,14 @@ def tolerance_applies(fplan: FramePlan, time_base: float, tolerance: float) -> b
 
 
 def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
-                  max_side: int | None = 1000, tolerance: float = 0.0,
+                  max_side: int | None = 1000, tolerance: float = PrepareSettings.tolerance,
                   limits: InputLimits | None = None) -> Iterator[Frame]:
     """Yield the sampled frames of a video or image, in order; each frame's index and timestamp are its own.
 
-    `tolerance` (seconds): a sample may be the nearest frame that other frames reference, so that unreferenced
-    frames are never decoded; 0 decodes each sample's exact frame. Raises InputError when the file cannot be
-    opened, is over `limits` (checked before anything is decoded), or yields no frame at all.
+    `tolerance` (seconds, by default `PrepareSettings.tolerance`'s): a sample may be the nearest frame that other
+    frames reference, so that unreferenced frames are never decoded; 0 decodes each sample's exact frame. Raises
+    InputError when the file cannot be opened, is over `limits` (checked before anything is decoded), or yields no
+    frame at all.
     """
     limits = limits or InputLimits()
     if is_image(path):

@@ -14,6 +14,7 @@ import numpy as np
 from .._packages import package_file
 from ..errors import UsageError
 from ..metrics import sigmoid
+from .crops import scaled_margin
 
 POINTS = 468
 INPUT = 192  # the model's input side: the crop is resized to it
@@ -76,15 +77,31 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool = False) -> np.ndarray:
-    """(n, 468, 2) float32 meshes of the crops at `crop_paths` (relative to `root`), in each crop's pixels; NaN where
-    the mesh found no face or the crop cannot be read (recorded, never fatal). Read from `root/landmarks.npz`; the
-    crops it lacks are measured and the file rewritten atomically, so each crop's mesh is computed once. `prune`
-    (for `prepare`, which holds the folder's lock) keeps only these crops' meshes. A folder that cannot be written
-    (shared, read-only) still gets its meshes, measured again next time. Raises UsageError when the mesh model is
-    not installed and a mesh is missing."""
-    import io
+def read_landmarks(root: str | Path) -> dict[str, np.ndarray]:
+    """The meshes `root/landmarks.npz` holds, by crop key (see `stored_landmarks`); none when it is missing or
+    damaged (they are measured again)."""
     import zipfile
+
+    store = Path(root) / LANDMARKS
+    if store.is_file():
+        try:
+            with np.load(store) as z:
+                return dict(zip(z["keys"].tolist(), z["points"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass
+    return {}
+
+
+def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool = False,
+                     known: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """(n, 468, 2) float32 meshes of the crops at `crop_paths` (relative to `root`), in each crop's pixels; NaN where
+    the mesh found no face or the crop cannot be read (recorded, never fatal). Read from `root/landmarks.npz` (or
+    from `known`, what `read_landmarks` read from it before, kept up to date here: for a caller that asks more than
+    once, `PreparedDataset.landmarks`); the crops it lacks are measured and the file rewritten atomically, so each
+    crop's mesh is computed once. `prune` (for `prepare`, which holds the folder's lock) keeps only these crops'
+    meshes. A folder that cannot be written (shared, read-only) still gets its meshes, measured again next time.
+    Raises UsageError when the mesh model is not installed and a mesh is missing."""
+    import io
 
     import cv2
 
@@ -93,20 +110,15 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool
 
     root = Path(root)
     keys = [f"{p}|{_stamp(root / p)}" for p in crop_paths]
-    known: dict[str, np.ndarray] = {}
+    known = read_landmarks(root) if known is None else known
     store = root / LANDMARKS
-    if store.is_file():
-        try:
-            with np.load(store) as z:
-                known = dict(zip(z["keys"].tolist(), z["points"]))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: measured again
-            known = {}
     missing = [k for k in dict.fromkeys(keys) if k not in known]
     changed = bool(missing)
     if prune:
-        wanted = set(keys)
-        changed |= any(k not in wanted for k in known)
-        known = {k: v for k, v in known.items() if k in wanted}
+        stale = set(known) - set(keys)
+        changed |= bool(stale)
+        for key in stale:
+            del known[key]
 
     def save() -> None:  # otherwise every mesh known is kept: callers ask for some crops (a sample, the reals)
         buffer = io.BytesIO()
@@ -141,18 +153,14 @@ def face_fill(points: np.ndarray, side: int) -> float:
     return float(np.sqrt(width * height) / side)
 
 
-def median_fill(root: str | Path, crop_paths, side: int, *, sample: int = 300) -> float | None:
-    """The median face_fill of up to `sample` crops spread over `crop_paths` (None when no mesh was found or the
-    mesh model is not installed: not measured)."""
-    crop_paths = np.asarray(crop_paths, dtype=object)
-    if len(crop_paths) == 0 or not face_mesh_installed():
-        return None
-    picked = crop_paths[np.unique(np.linspace(0, len(crop_paths) - 1, min(sample, len(crop_paths))).astype(int))]
-    fills = [face_fill(p, side) for p in stored_landmarks(root, picked) if not np.isnan(p).any()]
+def median_fill(meshes: np.ndarray, side: int) -> float | None:
+    """The median face_fill of the crops whose `meshes` (as `stored_landmarks` gives them) found a face; None when
+    none did."""
+    fills = [face_fill(p, side) for p in meshes if not np.isnan(p).any()]
     return float(np.median(fills)) if fills else None
 
 
 def margin_for_fill(fill: float, margin: float, wanted: float) -> float:
     """The margin that makes crops cut with `margin`, whose face fills `fill`, fill `wanted` instead (a crop's side
-    is the box's times 1 + 2 margin)."""
-    return max(0.0, ((1 + 2 * margin) * fill / wanted - 1) / 2)
+    is the box's times crops.crop_scale(margin))."""
+    return max(0.0, scaled_margin(margin, fill / wanted))

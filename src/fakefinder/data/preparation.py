@@ -49,8 +49,7 @@ RECORD_FORMAT = 3  # 2: frames turned upright; 3: crops in faces/<slug>-<digest>
 
 def settings_digest(settings: PrepareSettings) -> str:
     """Part of every record's key, so changing a setting redoes the work."""
-    text = json.dumps([RECORD_FORMAT, settings.digest_fields()], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _files.json_digest([RECORD_FORMAT, settings.digest_fields()])
 
 
 @dataclass(frozen=True)
@@ -213,8 +212,10 @@ def _load_record(out: Path, item: VideoItem, settings: PrepareSettings) -> dict 
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": sys.version.split()[0]}
-    for name in ("fakefinder", "av", "opencv-python-headless", "numpy", "pyarrow"):
+    from .._version import __version__
+
+    out = {"python": sys.version.split()[0], "fakefinder": __version__}  # this code's, whatever pip installed
+    for name in ("av", "opencv-python-headless", "numpy", "pyarrow"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -7,7 +7,6 @@ Units are shuffled with the seed inside label strata and dealt to test, val and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import typing
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ class Split:
         return is_leaky(self.by)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps([self.by, sorted(self.assignment.items())]).encode()).hexdigest()[:16]
+        return _files.json_digest([self.by, sorted(self.assignment.items())])
 
     def mask(self, part: str) -> np.ndarray:
         return self.parts == part

@@ -86,12 +86,11 @@ class FeatureCache:
         if runtime == "onnx" and precision != "fp32":
             raise OptionError("runtime", f"onnx computes the base at fp32, not {precision}")
         self.backbone, self.pool, self.precision, self.runtime = backbone, pool, precision, runtime
-        key = json.dumps({**backbone.key, "pool": pool, "precision": precision,
-                          "store": np.dtype(STORE_DTYPE).name}, sort_keys=True)
-        self.dir = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:20]
+        key = {**backbone.key, "pool": pool, "precision": precision, "store": np.dtype(STORE_DTYPE).name}
+        self.dir = Path(root) / _files.json_digest(key, length=20)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "key.json").is_file():  # what the folder holds, for people; its name is the key's digest
-            _files.write_text(self.dir / "key.json", key + "\n")
+            _files.write_text(self.dir / "key.json", json.dumps(key, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------------ the index, from committed sidecars
 

@@ -242,7 +242,8 @@ def _run_id(value: str) -> str:
 
 
 def _upgrade_v3(h: dict) -> dict:
-    """fakefinder 0.3's header: every model then learnt from real fakes; the face's fill was not measured."""
+    """Format 3's header (fakefinder 0.3 before format 4): every model then learnt from real fakes; the face's fill
+    was not measured."""
     return {**h, "evidence": {**_part(h, "evidence"), "val_fakes": "real"}, "face_fill": None}
 
 

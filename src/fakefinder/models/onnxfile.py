@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _files, options
 from .._packages import require
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from ..metrics import finite_scores
 from .backbones import NORMALIZATIONS, Preprocess
 from .modelcard import ModelCard
@@ -78,8 +78,7 @@ def _graph(module, example, *, what: str, output: str = OUTPUT):
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},))
         return program.model_proto
     except Exception as exc:  # noqa: BLE001 - the exporter's failures are many and long: one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(f"cannot export {what} to ONNX ({type(exc).__name__}: {first[:200]})") from None
+        raise UsageError(f"cannot export {what} to ONNX ({one_line(exc, limit=200)})") from None
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
@@ -192,7 +191,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
         with options.without_registries():  # the graph is the base: this fakefinder need not know how to build it
             card = ModelCard.from_json(json.loads(meta[HEADER_KEY]))
     except (ValueError, UsageError) as exc:
-        raise _refuse(path, f"its model card does not parse: {str(exc).splitlines()[0][:200]}") from None
+        raise _refuse(path, f"its model card does not parse: {one_line(exc, limit=200, typed=False)}") from None
     compute = meta.get(COMPUTE_KEY, "")
     if meta.get(DIGEST_KEY) != _digest(proto, meta[HEADER_KEY], compute):
         raise _refuse(path, "its graph or card changed since it was written: the digest does not match")

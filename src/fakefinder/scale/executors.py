@@ -9,6 +9,7 @@ work, and says when they have all returned.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -17,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+STOP_GRACE_S = 30.0  # how long a stopped worker loop may take to end as Ctrl-C ends it, before it is killed
 
 
 class Executor(Protocol):
@@ -145,8 +147,17 @@ class _Processes:
         return [f"a worker process exited with code {p.exitcode}" for p in self.processes if p.exitcode]
 
     def close(self) -> None:
+        """Stop the loops still running as Ctrl-C stops them (SIGINT: a trial ends as an interrupted run, and a
+        rerun takes its configuration up again), kill one that has not ended within STOP_GRACE_S, and wait for
+        all. Loops that returned are only joined."""
         for process in self.processes:
-            process.join()
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+        for process in self.processes:
+            process.join(timeout=STOP_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def launch_processes(loop: WorkerLoop, job: Any, count: int) -> Workers:

@@ -35,7 +35,7 @@ def connect(address: str | None = None):
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"cannot reach a Ray cluster at {address}: {' '.join(str(exc).split())[:160]}") from None
+        raise UsageError(f"cannot reach a Ray cluster at {address}: {one_line(exc, limit=160, typed=False)}") from None
     return ray, True
 
 

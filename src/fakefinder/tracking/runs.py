@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._files import safe_run_id
 from .._text import format_table, shown
-from ..errors import OptionError, UsageError
+from ..errors import OptionError, UsageError, one_line
 from ..metrics import EPOCH_METRICS, direction
 from .trackers import DEFAULT_EXPERIMENT, Role, Tag, mlflow_client
 
@@ -71,7 +71,7 @@ def list_runs(*, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPE
         found = client.search_runs([found_experiment.experiment_id], filter_string=" and ".join(clauses),
                                    order_by=order_by, max_results=latest or 50000)
     except Exception as exc:  # noqa: BLE001 - MLflow reports a bad filter with its own exception types
-        raise UsageError(f"cannot list runs: {' '.join(str(exc).split())[:200]}") from None
+        raise UsageError(f"cannot list runs: {one_line(exc, limit=200, typed=False)}") from None
     runs = [_info(r) for r in found if r.data.tags.get(Tag.ROLE) != Role.STUDY]
     if order:  # MLflow puts runs without the metric anywhere; put them last
         runs.sort(key=lambda r: _metric(order) not in r.metrics)

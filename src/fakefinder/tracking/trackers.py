@@ -212,15 +212,14 @@ class Recording:
 
 def _checked(uri: str, fn):
     """`fn()`, with whatever a damaged database, a server that is down or a bad URI raises as one line."""
-    from ..errors import UsageError
+    from ..errors import UsageError, one_line
 
     try:
         return fn()
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for an unusable store
-        reason = " ".join(str(exc).split())[:160]
-        raise UsageError(f"tracking store {uri}: unusable ({type(exc).__name__}: {reason})") from None
+        raise UsageError(f"tracking store {uri}: unusable ({one_line(exc, limit=160)})") from None
 
 
 def _client(uri: str):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import registries
+from ..data.crops import crop_scale
 from ..registries import implements, parse_augment
 
 Augmentation = Callable[[np.ndarray, np.random.Generator, float, "FaceParts"], np.ndarray]  # image, rng, strength,
@@ -84,8 +85,8 @@ FACE_PARTS = {"eyes": (0.12, 0.22, 0.88, 0.48), "nose": (0.33, 0.38, 0.67, 0.72)
 
 def face_part_box(part: str, side: int, margin: float) -> tuple[int, int, int, int]:
     """A part's pixel box in a square crop of `side` cut with `margin` around the face box (prepare's geometry:
-    the face box is the middle 1 / (1 + 2 margin) of the crop)."""
-    face = side / (1 + 2 * margin)
+    the face box is the middle 1 / crop_scale(margin) of the crop)."""
+    face = side / crop_scale(margin)
     offset = (side - face) / 2
     x0, y0, x1, y1 = FACE_PARTS[part]
     return (round(offset + x0 * face), round(offset + y0 * face), round(offset + x1 * face),

@@ -266,13 +266,13 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
 def _part_boxes(dataset: PreparedDataset, own: np.ndarray, train_rows: np.ndarray, progress) -> np.ndarray | None:
     """Per row, the boxes of its face's parts from the face mesh of its crop (a pseudo-fake's: its real's); NaN for
     rows that are not trained on. None without the mesh model: the crops' geometry places the parts."""
-    from ..data.landmarks import face_mesh_installed, stored_landmarks
+    from ..data.landmarks import face_mesh_installed
     from .augment import FACE_PARTS, mesh_part_boxes
 
     if not face_mesh_installed():
         return None
     crops, inverse = np.unique(own[train_rows], return_inverse=True)
-    meshes = stored_landmarks(dataset.root, dataset.crop_paths[crops], progress=progress)
+    meshes = dataset.landmarks(crops, progress=progress)
     boxes = np.full((len(dataset), len(FACE_PARTS), 4), np.nan, dtype=np.float32)
     boxes[train_rows] = np.stack([mesh_part_boxes(m) for m in meshes])[inverse]
     return boxes

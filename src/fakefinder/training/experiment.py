@@ -5,7 +5,6 @@ and honest metrics. With `resume`, a killed fine-tuning run continues from its l
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import safe_run_id
+from .._files import json_digest, safe_run_id
 from .._text import shown
 from ..config import TrainSettings
 from ..data.splits import is_leaky, load_split
@@ -81,8 +80,7 @@ class TrainResult:
 
 
 def _checkpoint_key(config: TrainSettings, data_digest: str, split_file) -> str:
-    text = json.dumps([config.to_params(), data_digest, str(split_file or "")], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest([config.to_params(), data_digest, str(split_file or "")])
 
 
 def train(data: str | Path, config: TrainSettings | None = None, *,

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..config import TrainSettings
-from ..metrics import binary_metrics
+from ..errors import UsageError
+from ..metrics import binary_log_loss, binary_metrics
 from ..progress import ProgressCallback, emit
 
 CHECKPOINT_FORMAT = 1
@@ -102,8 +103,7 @@ def loss_fn(y: np.ndarray, how: str, device) -> torch.nn.Module:
 
 def val_loss(y: np.ndarray, p: np.ndarray) -> float:
     """The loss early stopping watches, clipped as Keras clips (1e-7), not as the DFDC log loss (1e-15)."""
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return binary_log_loss(y, p, eps=1e-7)
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
                    loss_fn(loop.train_y, config.balance, device), [p for g in loop.groups for p in g["params"]])
     history, best, start = History(), _Watch(), 1
     if resume and loop.checkpoint is not None and loop.checkpoint.is_file():
-        saved = torch.load(loop.checkpoint, map_location=device, weights_only=True)
+        saved = read_checkpoint(loop.checkpoint, device)
         _unwrap(loop.model).load_state_dict(saved["model"])
         steps.load(saved)
         history = History(list(saved["history"]), int(saved["best_epoch"]))
@@ -271,6 +271,16 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def read_checkpoint(path: Path, device) -> dict:
+    """What `_save_checkpoint` wrote at `path`. Raises UsageError for a checkpoint of another format."""
+    saved = torch.load(path, map_location=device, weights_only=True)
+    found = saved.get("format") if isinstance(saved, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path}: a checkpoint of format {found}, not {CHECKPOINT_FORMAT}: resume it with the "
+                         "fakefinder that wrote it, or train again without --resume")
+    return saved
 
 
 def _save_checkpoint(path: Path, epoch: int, model, steps: _Steps, history: History, best: _Watch) -> None:

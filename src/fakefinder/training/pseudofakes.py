@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .. import _files
 from ..config import TrainSettings
+from ..data.crops import crop_scale
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
 
@@ -28,7 +28,7 @@ RATIOS = (0.25, 0.5, 0.75)  # blend ratios other than 1
 
 def face_side(shape: tuple[int, ...], margin: float) -> float:
     """The side of the face box in a square crop cut with `margin` around it (`square_crop`)."""
-    return min(shape[:2]) / (1 + 2 * margin)
+    return min(shape[:2]) / crop_scale(margin)
 
 
 def hull_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, margin: float) -> np.ndarray:
@@ -139,8 +139,7 @@ def blend_grid(crop: np.ndarray, landmarks: np.ndarray | None, seeds: list[int],
 def blends_key(dataset, settings: TrainSettings) -> str:
     """What the pseudo-fakes of a dataset depend on: its crops, the blend settings, their number and the seed."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k.startswith("blend") or k == "seed"}
-    text = json.dumps([dataset.manifest_digest, fields], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _files.json_digest([dataset.manifest_digest, fields])
 
 
 def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCallback | None = None):
@@ -150,7 +149,6 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
     import cv2
 
     from ..data.crops import read_crop
-    from ..data.landmarks import stored_landmarks
     from ..data.manifest import STATE_DIR
 
     reals = np.flatnonzero(dataset.labels == 0)
@@ -158,7 +156,7 @@ def with_pseudo_fakes(dataset, settings: TrainSettings, *, progress: ProgressCal
         raise UsageError(f"{dataset.root}: no real face crops to make self-blended pseudo-fakes from")
     folder = dataset.root / STATE_DIR / "blends" / blends_key(dataset, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals], progress=progress)
+    meshes = dataset.landmarks(reals, progress=progress)
     paths, done = [], 0
     emit(progress, "pseudo-fakes", 0, len(reals), "crop")
     for i, landmarks in zip(reals, meshes):
@@ -227,10 +225,8 @@ class FreshBlends:
     def of(cls, dataset, settings: TrainSettings) -> FreshBlends | None:
         if dataset.origins is None or not (dataset.origins >= 0).any():
             return None
-        from ..data.landmarks import stored_landmarks
-
         reals = np.unique(dataset.origins[dataset.origins >= 0])
-        meshes = stored_landmarks(dataset.root, dataset.crop_paths[reals])
+        meshes = dataset.landmarks(reals)
         return cls(dataset.origins, {int(r): _outline(m) for r, m in zip(reals, meshes)}, settings, dataset.margin)
 
     def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:

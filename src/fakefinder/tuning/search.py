@@ -104,7 +104,7 @@ def _load_grid(path: str | Path, seed: int, base: TrainSettings) -> Grid:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read grid ({exc.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:160]})") from None
+        raise UsageError(f"{path}: not valid YAML ({one_line(exc, limit=160, typed=False)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with 'flags' (and optionally 'fixed', 'sample')")
     unknown_top = set(data) - {"flags", "fixed", "sample"}

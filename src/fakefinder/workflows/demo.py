@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._files import sqlite_url
 from ..config import PrepareSettings
 from ..data.synthetic import SynthResult, SynthSettings, synth
 from ..progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from ..inference.detector import VideoResult
 
 DEMO_GRID = """flags:
   n_neurons: [64, 256]
@@ -28,7 +32,7 @@ fixed:
 class DemoResult:
     collections: tuple[SynthResult, SynthResult]
     study: object  # study.StudyResult
-    predictions: list  # inference.Prediction
+    predictions: list[VideoResult]  # what `predict` gave for some of B's videos
     tracking_uri: str
 
     def summary(self) -> str:

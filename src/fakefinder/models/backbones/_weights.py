@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..._files import sha256_file
-from ...errors import UsageError
+from ...errors import UsageError, one_line
 from ..checkpoints import Checkpoint, identify
 
 _digests: dict[tuple[str, int, int], str] = {}
@@ -61,9 +61,8 @@ def _read(path: Path) -> dict:
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001
-        reason = " ".join(str(exc).split())[:200]
-        raise UsageError(f"{path}: cannot read weights: not a model or weights file ({type(exc).__name__}: "
-                         f"{reason})") from None
+        raise UsageError(f"{path}: cannot read weights: not a model or weights file "
+                         f"({one_line(exc, limit=200)})") from None
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
