@@ -299,6 +299,7 @@ def test_a_rerun_retries_failed_inputs_and_redoes_deleted_crops(collection, meta
     assert all((out / r["crop_path"]).is_file() for r in manifest)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_prepare_and_its_workers_and_a_rerun_completes(collection, prepared, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
@@ -404,6 +405,7 @@ def test_a_changed_input_file_is_redone(collection, tmp_path):
     assert again.reused == 9 and again.errors == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_records", [0, 3, 7])
 def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collection, prepared, tmp_path,
                                                                          kill_after_records):
@@ -431,6 +433,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     assert sorted(p.suffix for p in records.iterdir()) == [".json"] * 10  # no temporaries a kill left mid-write
 
 
+@pytest.mark.slow
 def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(collection, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
@@ -453,6 +456,7 @@ def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(c
     assert not half_written.exists()
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):
     result = prepare(collection.out, tmp_path / "out", processes=2)
     assert tables(result.out) == tables(prepared.out)
@@ -460,6 +464,7 @@ def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_pat
 
 # ------------------------------------------------------------------------------------------------ options
 
+@pytest.mark.slow
 def test_reference_preset_and_overrides(collection, tmp_path):
     out = tmp_path / "ref"
     proc = cli("prepare", collection.out, out, "--preset", "reference", "--frames", "1", "--processes", "1", "--quiet")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,7 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second():
     assert test in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow
 def test_first_command_runs_the_whole_demo_on_a_tiny_setting(tmp_path):
     """The demo end to end in a reduced mode: two collections, the study with tuning, predictions, a report."""
     cmd = quickstart_commands()[0].split()
@@ -36,3 +39,4 @@ def test_first_command_runs_the_whole_demo_on_a_tiny_setting(tmp_path):
     assert proc.stdout.count(".mp4  ") == 4  # four verdicts
     report = tmp_path / "study" / "report.html"
     assert report.is_file() and f"report: {report}" in proc.stdout
+

@@ -24,6 +24,8 @@ from services import free_port, require, started, wait_until
 
 from fakefinder import synth
 
+pytestmark = pytest.mark.slow  # a trained model served by real servers (and Chromium: `services`)
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
@@ -167,6 +169,7 @@ def predict_json(model_file: Path, clip: Path, *extra) -> dict:
     return json.loads(proc.stdout)[0]
 
 
+@pytest.mark.services
 def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heatmaps(
         running, browser, clips, model_file, tmp_path):
     url, _, _ = running
@@ -233,6 +236,7 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
     page.close()
 
 
+@pytest.mark.services
 def test_a_two_person_clip_shows_two_tracks(running, browser, clips, model_file):
     url, _, _ = running
     clip = clips[1][1]
@@ -248,6 +252,7 @@ def test_a_two_person_clip_shows_two_tracks(running, browser, clips, model_file)
 
 @pytest.mark.parametrize("case,message", [("text", "not a video or an image (text"), ("empty", "the file is empty"),
                                           ("too_big", "larger than the 1 MB limit")])
+@pytest.mark.services
 def test_bad_uploads_get_a_clear_message_and_the_server_keeps_serving(running, browser, tmp_path, case, message):
     url, proc, _ = running
     bad = tmp_path / "clip.mp4"

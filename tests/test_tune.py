@@ -18,6 +18,8 @@ from fakefinder.scale.claims import Claims
 from fakefinder.tracking.runs import compare_runs, list_runs, show_run, write_csv
 from fakefinder.tuning.search import load_grid, tune
 
+pytestmark = pytest.mark.slow  # every test tunes on `learnable` (or checks a grid against it)
+
 GRID = """
 flags:
   n_neurons: [16, 64, 128]
