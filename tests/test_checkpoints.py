@@ -108,6 +108,7 @@ def ffpp_file(tmp_path_factory, learnable):
     return folder / "full_c23.p", torch.load(folder / "expected.pt"), crops
 
 
+@pytest.mark.slow
 def test_the_dfdc_winners_checkpoint_runs_as_a_detector(dfdc_winner_file, learnable):
     path, base, state = dfdc_winner_file
     detector = load_detector(path)
@@ -130,6 +131,7 @@ def test_the_dfdc_winners_checkpoint_runs_as_a_detector(dfdc_winner_file, learna
     assert result.error is None and result.p_fake is not None
 
 
+@pytest.mark.slow
 def test_the_faceforensics_xception_pickle_is_read_without_running_it(ffpp_file):
     path, expected, crops = ffpp_file
     detector = load_detector(path)
@@ -138,6 +140,7 @@ def test_the_faceforensics_xception_pickle_is_read_without_running_it(ffpp_file)
     np.testing.assert_allclose(detector.predict_faces(crops), expected.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_published_checkpoint_starts_training(dfdc_winner_file, learnable, tmp_path):
     path, base, state = dfdc_winner_file
     config = TrainSettings(backbone="efficientnet_b0", weights=str(path), n_layers=0, epochs=1, input_size=64,
@@ -150,6 +153,7 @@ def test_a_published_checkpoint_starts_training(dfdc_winner_file, learnable, tmp
         fit_detector(learnable.out, TrainSettings(weights=str(path), epochs=1), compute=Compute(cache_dir=tmp_path))
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_take_the_checkpoint_file_as_the_model(ffpp_file, prepared, collection):
     path, _, _ = ffpp_file
     video = collection.out / f"{collection.videos[0].name}.mp4"

@@ -8,6 +8,7 @@ import sys
 import time
 
 import mlflow
+import pytest
 
 
 def cli(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -15,6 +16,7 @@ def cli(*args, **kwargs) -> subprocess.CompletedProcess:
                           **kwargs)
 
 
+@pytest.mark.slow
 def test_fine_tuning_reports_each_epoch_with_speed_and_eta_when_output_is_a_file(prepared, tmp_path):
     proc = cli("train", prepared.out, "--trainable-blocks", "2", "--epochs", "2", "--batch-size", "4",
                "--input-size", "64", "--loader-processes", "0", "--tracking-uri", "none", "--out", tmp_path)
@@ -26,6 +28,7 @@ def test_fine_tuning_reports_each_epoch_with_speed_and_eta_when_output_is_a_file
     assert [line.split()[2] for line in epochs] == ["1/2", "2/2"]
 
 
+@pytest.mark.slow
 def test_sigterm_ends_training_like_ctrl_c_run_killed_and_no_temporaries(prepared, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", str(prepared.out), "--trainable-blocks",
@@ -47,6 +50,7 @@ def test_sigterm_ends_training_like_ctrl_c_run_killed_and_no_temporaries(prepare
     assert list((tmp_path / "models" / ".checkpoints").glob("*.pt"))  # what --resume continues from
 
 
+@pytest.mark.slow
 def test_output_piped_into_a_reader_that_quits_ends_quietly(learnable, baseline):
     """`fakefinder predict ... | head -c 0`: the reader is gone before the first write; no traceback."""
     video = sorted((learnable.out.parent / "swap").glob("*.mp4"))[0]
@@ -94,6 +98,7 @@ def test_predict_threshold_is_checked_against_the_model_cards_declaration():
     assert proc.returncode == 2 and "--threshold: must be in [0, 1], got 2.0" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_synth_and_predict_show_progress_and_ctrl_c_promises_no_resume_it_cannot_keep(baseline, tmp_path):
     """synth says how far it is; predict shows progress within a long video, and Ctrl-C there says
     'interrupted' without 'rerun to resume' (predict keeps nothing to resume from)."""

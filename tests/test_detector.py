@@ -25,6 +25,7 @@ def trained(baseline):
     return baseline
 
 
+@pytest.mark.slow
 def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, tmp_path):
     import cv2
 
@@ -50,6 +51,7 @@ def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, t
     assert by_run.threshold == detector.threshold and by_run.card == detector.card
 
 
+@pytest.mark.slow
 def test_progress_while_a_video_is_read(trained, learnable):
     detector = load_detector(trained.model_path)
     video = learnable.out.parent / "swap" / f"{load_dataset(learnable.out).video_ids[0]}.mp4"
@@ -58,6 +60,7 @@ def test_progress_while_a_video_is_read(trained, learnable):
     assert [f for f, _ in seen] == [1, 2, 3, 4] and seen[-1][1] >= 3
 
 
+@pytest.mark.slow
 def test_two_people_make_two_tracks_and_the_most_suspicious_one_decides(trained, tmp_path):
     made = synth(tmp_path / "two", SynthSettings(videos=2, seed=3, seconds=2, people=2, sizes=((960, 540),),
                                                  methods=("swap",)))
@@ -79,6 +82,7 @@ def test_face_tracks_follow_people_across_frames():
     assert link_tracks([]) == [] and link_tracks([[], [left]]) == [[], [0]]
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_batching(trained, learnable):
     crops = load_crops(load_dataset(learnable.out).crop_files[:10])
     detector = load_detector(trained.model_path)
@@ -87,6 +91,7 @@ def test_scores_do_not_depend_on_batching(trained, learnable):
     np.testing.assert_allclose(whole, pieces, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_still_video_keeps_its_most_suspicious_faces_despite_equal_scores(trained, learnable, tmp_path):
     """Every frame the same (lossless FFV1): equal scores must not make the ranking compare faces."""
     import av

@@ -25,6 +25,7 @@ def test_finds_the_face_in_a_real_photo_and_none_in_coffee(name):
     assert create_face_detector("blazeface").detect(coffee()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["blazeface", "haar"])
 def test_detection_rate_on_synthetic_videos_is_at_least_90_percent(collection, name):
     detector = create_face_detector(name)

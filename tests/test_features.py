@@ -14,6 +14,8 @@ from fakefinder.models.backbones import create_backbone
 from fakefinder.models.features import FeatureCache, load_crops
 from fakefinder.models.head import pooled
 
+pytestmark = pytest.mark.slow  # feature extraction racing in processes, and training on the cache
+
 EXTRACT = """
 import sys
 from fakefinder.models.backbones import create_backbone

@@ -25,6 +25,7 @@ def without_timing(epochs: list[dict]) -> list[dict]:
     return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in epochs]
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
     trained = fit_detector(learnable.out, TrainSettings(**SMALL), compute=Compute(cache_dir=tmp_path, processes=0))
     losses = [e["train_loss"] for e in trained.history.epochs]
@@ -32,6 +33,7 @@ def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
     assert trained.model.card.base.included and trained.val.frame.auc > 0.8
 
 
+@pytest.mark.slow
 def test_the_input_pipeline_gives_the_same_batches_whatever_the_number_of_workers(prepared, tmp_path):
     config = TrainSettings(**TINY)
     a = fit_detector(prepared.out, config, compute=Compute(cache_dir=tmp_path, processes=0))
@@ -53,6 +55,7 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_it(tmp_pat
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path):
     """Kill a fine-tuning run after its second epoch's checkpoint (SIGKILL: nothing runs on exit), resume it, and
     compare with the same run left alone: the same epochs, the same weights, the same test scores."""
@@ -94,6 +97,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path)
     assert len(runs) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
 def test_two_processes_under_torchrun_match_one_process_at_the_same_global_batch(prepared, tmp_path):
     """DDP averages the two halves' gradients: the same as one process on the whole batch, up to float error

@@ -30,6 +30,8 @@ from fakefinder.models.features import load_crops
 from fakefinder.models.modelfile import load_model
 from fakefinder.workflows.study import study
 
+pytestmark = pytest.mark.slow  # every test scores with a trained model, or trains one
+
 
 @pytest.fixture(scope="module")
 def model(baseline):

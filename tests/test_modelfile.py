@@ -36,6 +36,7 @@ def rewrite(src, dst, change=None, tensors=None) -> None:
     save_file(data, str(dst), metadata={HEADER_KEY: json.dumps(header)})
 
 
+@pytest.mark.slow
 def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
     card = read_card(model_file)
     assert ModelCard.from_json(card.to_json()) == card
@@ -44,6 +45,7 @@ def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
     assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest", "evidence"} <= set(header)
 
 
+@pytest.mark.slow
 def test_the_card_says_how_much_to_trust_the_model(baseline, model_file):
     """What a reader weighs a verdict by: the model's name, the data's name and size, the test AUC with its
     bootstrap interval, the rates at the threshold with the number of videos behind them, the inconclusive band."""
@@ -92,6 +94,7 @@ def _load_in_subprocess(path, limit_bytes: int) -> subprocess.CompletedProcess:
     ("backbone", "resnet", "base.backbone must be one of efficientnet_b0"),
     ("run_id", "../../../tmp/elsewhere", "run_id must be a run id, got '../../../tmp/elsewhere'"),
 ])
+@pytest.mark.slow
 def test_bad_header_values_are_refused_before_anything_is_allocated(model_file, tmp_path, field, value, message):
     def change(h):
         part = {"input_size": "base", "backbone": "base", "n_neurons": "head", "in_features": "head",
@@ -111,6 +114,7 @@ def test_bad_header_values_are_refused_before_anything_is_allocated(model_file, 
 
 @pytest.mark.parametrize("case", ["missing_field", "wrong_type", "future_version", "not_a_model", "truncated",
                                   "extra_tensor", "weights_elsewhere"])
+@pytest.mark.slow
 def test_damaged_or_foreign_files_are_one_line_errors(model_file, tmp_path, case):
     bad = tmp_path / "bad.safetensors"
     if case == "missing_field":
@@ -143,6 +147,7 @@ def test_damaged_or_foreign_files_are_one_line_errors(model_file, tmp_path, case
     assert len(lines) == 1 and expected in lines[0], lines
 
 
+@pytest.mark.slow
 def test_a_version_1_model_of_fakefinder_0_1_still_loads(model_file, tmp_path):
     v2 = header_of(model_file)
     v1 = {"format": "fakefinder-model/1", "fakefinder": "0.1.0", "label": "1 = FAKE; outputs are P(fake)",
@@ -157,6 +162,7 @@ def test_a_version_1_model_of_fakefinder_0_1_still_loads(model_file, tmp_path):
     assert model.card.calibration.method == "none" and model.threshold == 0.5 and model.card.source == "fakefinder 0.1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_model_files_get_the_users_umask(model_file, tmp_path, umask):
     previous = os.umask(umask)
@@ -167,6 +173,7 @@ def test_model_files_get_the_users_umask(model_file, tmp_path, umask):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_a_trained_model_has_base_and_head_on_one_device(model_file):
     model = load_model(model_file)
     devices = {p.device for p in model.backbone.module.parameters()} | {p.device for p in model.head.parameters()}
@@ -227,6 +234,7 @@ def _with_head(model_file, path, change) -> str:
     return name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_model_with_non_finite_weights_is_refused_by_every_command(model_file, collection, prepared, tmp_path,
                                                                      value):
@@ -242,6 +250,7 @@ def test_a_model_with_non_finite_weights_is_refused_by_every_command(model_file,
         assert f"tensor {name} holds non-finite values" in lines[0] and str(bad) in lines[0]
 
 
+@pytest.mark.slow
 def test_a_score_that_is_not_a_number_is_an_error_never_a_verdict(model_file, collection, tmp_path):
     """Finite weights that overflow (a head weight of 1e38 makes every logit infinite)."""
     from fakefinder import predict

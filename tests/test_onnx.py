@@ -21,8 +21,9 @@ from fakefinder.models.features import load_crops
 from fakefinder.models.modelfile import load_model
 
 HAVE_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
-pytestmark = pytest.mark.skipif(not HAVE_ONNX and os.environ.get("CI") != "true",
-                                reason="the onnx extra is not installed: pip install 'fakefinder[onnx]'")
+pytestmark = [pytest.mark.skipif(not HAVE_ONNX and os.environ.get("CI") != "true",
+                                 reason="the onnx extra is not installed: pip install 'fakefinder[onnx]'"),
+              pytest.mark.slow]  # exports and scores the trained baseline
 
 # ONNX Runtime and PyTorch both compute in fp32 but sum in different orders (and kernels differ by CPU): logits
 # agree to about 1e-5 here; 1e-3 of a logit (at most 2.5e-4 of P(fake)) leaves room for any CPU and still catches a

@@ -6,13 +6,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import pyarrow.parquet as pq
 import pytest
 from media import astronaut, coffee, copy, truncate, write_video, zero_payload
+from services import children, exited, wait_until
 
 from fakefinder import CollectionOptions, Compute, PrepareSettings, UsageError, prepare
 from fakefinder.data.manifest import STATE_DIR, crops_folder
@@ -301,26 +301,23 @@ def test_a_rerun_retries_failed_inputs_and_redoes_deleted_crops(collection, meta
     assert all((out / r["crop_path"]).is_file() for r in manifest)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_prepare_and_its_workers_and_a_rerun_completes(collection, prepared, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
                              "--processes", "2", "--fps", "10", "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    children: set[int] = set()
-    while time.monotonic() < deadline and proc.poll() is None and len(children) < 2:
-        for task in Path(f"/proc/{proc.pid}/task").glob("*/children"):
-            children |= {int(c) for c in task.read_text().split()}
-        time.sleep(0.05)
-    time.sleep(1.0)  # workers busy
-    assert proc.poll() is None and children
+    records = out / STATE_DIR / "records"
+    workers = wait_until(lambda: proc.poll() is None and len(found := children(proc.pid)) >= 2 and found,
+                         "two workers")
+    wait_until(lambda: list(records.glob("*.json")), "a first record")  # workers busy
+    assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
-    time.sleep(1.0)
-    alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in
-             Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[:1]]
-    assert not alive, "worker processes outlived prepare"
+    written = sorted(records.glob("*.json"))
+    wait_until(lambda: all(exited(w) for w in workers), "the workers' end")  # workers that outlive prepare fail here
+    assert sorted(records.glob("*.json")) == written, "workers went on working after prepare stopped"
     assert not (out / "manifest.parquet").exists()
     assert prepare(collection.out, out, compute=Compute(processes=1)).ok == 10
 
@@ -412,6 +409,7 @@ def test_a_changed_input_file_is_redone(collection, tmp_path):
     assert again.reused == 9 and again.errors == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_records", [0, 3, 7])
 def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collection, prepared, tmp_path,
                                                                          kill_after_records):
@@ -419,13 +417,13 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     records = out / STATE_DIR / "records"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
                              "--processes", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if kill_after_records == 0 or (records.is_dir() and len(list(records.glob("*.json"))) >= kill_after_records):
-            break
-        time.sleep(0.005)
-    if kill_after_records == 0:
-        time.sleep(0.8)  # inside start-up or the first video
+    lock = out / STATE_DIR / "lock"
+    if kill_after_records == 0:  # inside start-up or the first video: the lock is taken, the work begins
+        wait_until(lambda: proc.poll() is not None or lock.is_file() and lock.read_text().startswith("pid "),
+                   "prepare holding its lock")
+    else:
+        wait_until(lambda: proc.poll() is not None or len(list(records.glob("*.json"))) >= kill_after_records,
+                   f"{kill_after_records} records")
     assert proc.poll() is None, "finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -439,15 +437,14 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(collect
     assert sorted(p.suffix for p in records.iterdir()) == [".json"] * 10  # no temporaries a kill left mid-write
 
 
+@pytest.mark.slow
 def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(collection, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(out),
                              "--processes", "1", "--fps", "30", "--quiet"],  # every frame: slow enough to overlap
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not list((out / STATE_DIR / "records").glob("*.json")) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: list((out / STATE_DIR / "records").glob("*.json")), "a first record")
         second = cli("prepare", str(collection.out), str(out), "--processes", "1", "--quiet")
         assert second.returncode == 2, second.stderr
         assert proc.poll() is None, "the first run finished before the second started"
@@ -463,6 +460,7 @@ def test_a_second_prepare_into_the_same_folder_is_refused_while_the_first_runs(c
     assert not half_written.exists()
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_path):
     result = prepare(collection.out, tmp_path / "out", compute=Compute(processes=2))
     assert tables(result.out) == tables(prepared.out)
@@ -470,6 +468,7 @@ def test_two_workers_give_the_same_manifest_as_one(collection, prepared, tmp_pat
 
 # ------------------------------------------------------------------------------------------------ options
 
+@pytest.mark.slow
 def test_reference_preset_and_overrides(collection, tmp_path):
     out = tmp_path / "ref"
     proc = cli("prepare", collection.out, out, "--preset", "reference", "--frames", "1", "--processes", "1", "--quiet")

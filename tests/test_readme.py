@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,7 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second():
     assert test in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow
 def test_first_command_runs_the_whole_demo_on_a_tiny_setting(tmp_path):
     """The demo end to end in a reduced mode: two collections, the study with tuning, predictions, a report."""
     cmd = quickstart_commands()[0].split()
@@ -36,3 +39,27 @@ def test_first_command_runs_the_whole_demo_on_a_tiny_setting(tmp_path):
     assert proc.stdout.count(".mp4  ") == 4  # four verdicts
     report = tmp_path / "study" / "report.html"
     assert report.is_file() and f"report: {report}" in proc.stdout
+
+
+def test_the_fast_tier_is_one_command_that_leaves_out_slow_and_services_tests(monkeypatch):
+    """`bootstrap.py test --fast` runs pytest on the tests marked neither `slow` nor `services` (both declared),
+    passing the other arguments on; `test` alone runs the whole suite."""
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("bootstrap", ROOT / "bootstrap.py")
+    bootstrap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bootstrap)
+    ran = []
+    monkeypatch.setattr(bootstrap, "ensure_venv", lambda: None)
+    monkeypatch.setattr(bootstrap.subprocess, "run",
+                        lambda args, cwd: ran.append(args[1:]) or subprocess.CompletedProcess(args, 0))
+    assert bootstrap.main(["test", "--fast", "-x", "tests/test_metrics.py"]) == 0
+    assert bootstrap.main(["test", "-q"]) == 0
+    assert ran == [["-m", "pytest", "-m", "not slow and not services", "-x", "tests/test_metrics.py"],
+                   ["-m", "pytest", "-q"]]
+    pytest_options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    declared = {m.split(":")[0] for m in pytest_options["markers"]}
+    assert {"slow", "services"} <= declared and "--strict-markers" in pytest_options["addopts"]
+    quickstart = (ROOT / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert "`python3 bootstrap.py test --fast`" in quickstart

@@ -11,6 +11,8 @@ from fakefinder import TrainSettings, train
 from fakefinder.tracking.report import run_report, study_report
 from fakefinder.tuning.search import tune
 
+pytestmark = pytest.mark.slow  # reports of trained runs and of a tuned study
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI installs Chromium: there, a missing one is a failure, not a reason to skip.
 needs_chromium = pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
@@ -50,6 +52,7 @@ def test_run_report_of_a_frame_split_run_carries_the_leaky_banner(learnable, tra
     assert "LEAKY frame-level split" in html
 
 
+@pytest.mark.services
 @needs_chromium
 def test_study_report_opens_in_headless_chromium_with_every_plot(learnable, tracking, tmp_path):
     (tmp_path / "grid.yml").write_text("flags:\n  n_neurons: [16, 64]\n  lr: [1e-3, 1e-2]\nfixed:\n  epochs: 3\n")

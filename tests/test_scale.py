@@ -17,6 +17,8 @@ from services import mlflow_server, postgres_database, ray_cluster
 from fakefinder import Compute, PrepareSettings, TuneSettings, load_dataset, prepare
 from fakefinder.data.manifest import STATE_DIR
 
+pytestmark = pytest.mark.services  # a Ray cluster, PostgreSQL, an MLflow server
+
 GRID = "flags:\n  n_neurons: [16, 64, 128]\n  lr: [1e-3, 3e-2]\nfixed:\n  epochs: 4\n  patience: 2\n"
 
 

@@ -100,6 +100,7 @@ def test_blend_writes_a_grid_per_crop_and_a_bad_file_is_one_line(face, tmp_path)
     assert np.array_equal(grid[:224, :224], crop)  # the real beside its mask and its pseudo-fake
 
 
+@pytest.mark.slow
 def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(learnable, tmp_path):
     src = tmp_path / "src" / "real"
     src.mkdir(parents=True)

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -20,46 +20,95 @@ from urllib.parse import urlsplit
 
 import pytest
 from media import coffee, huge_png, write_video
-from services import free_port, require
+from services import free_port, require, started, wait_until
 
 from fakefinder import SynthSettings, synth
+
+pytestmark = pytest.mark.slow  # a trained model served by real servers (and Chromium: `services`)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
 
 
+# `fakefinder serve` with its verdicts held: each one, as it starts, says "verdict held" on stdout and waits for a
+# permit, which the test gives by writing a count on stdin (end of input gives them all). A test then knows that
+# verdicts are running, and keeps them running while it looks: no sleeping, no clocks.
+HOLD_VERDICTS = """
+import sys, threading
+from fakefinder.inference.detector import Detector
+permits, say = threading.Semaphore(0), threading.Lock()
+def give():
+    for line in sys.stdin:
+        permits.release(int(line))
+    permits.release(10_000)
+threading.Thread(target=give, daemon=True).start()
+verdict = Detector.predict_video
+def held(self, *args, **kwargs):
+    with say:
+        sys.stdout.write("verdict held\\n")
+        sys.stdout.flush()
+    permits.acquire()
+    return verdict(self, *args, **kwargs)
+Detector.predict_video = held
+from fakefinder._cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @contextmanager
-def server(*args, host: str = "127.0.0.1"):
+def server(*args, host: str = "127.0.0.1", hold: bool = False, env: dict | None = None):
+    """`fakefinder serve ARGS` on a free port, once it answers: its URL and its process (or, with `hold`, its
+    `Held` verdicts)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--host", host, "--port", str(port),
-                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://{host}:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/models", timeout=5)
-            break
-        except urllib.error.HTTPError:
-            break  # it answers (maybe 401): it is up
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"serve did not start: {proc.stderr.read()[-2000:]}")
-            time.sleep(0.3)
-    try:
-        yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    start = ["-c", HOLD_VERDICTS] if hold else ["-m", "fakefinder"]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE} if hold else {}
+    with started([sys.executable, *start, "serve", "--host", host, "--port", str(port), *map(str, args)], url,
+                 ready="/api/models", env=env, **pipes) as proc:
+        yield url, Held(proc) if hold else proc
 
 
-def http(method: str, url: str, *, data: bytes | None = None, headers: dict | None = None):
+class Held:
+    """The held verdicts of a server started with `hold`."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self._started = proc, threading.Semaphore(0)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.strip() == "verdict held":
+                self._started.release()
+
+    def started(self, count: int) -> None:
+        """Until `count` more verdicts have started (each now waits for its permit)."""
+        for n in range(count):
+            assert self._started.acquire(timeout=120), f"only {n} of {count} verdicts started"
+
+    def release(self, count: int) -> None:
+        self.proc.stdin.write(f"{count}\n")
+        self.proc.stdin.flush()
+
+
+def http(method: str, url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = 120):
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=120) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read(), dict(e.headers)
+
+
+def finished(url: str, location: str) -> tuple[int, bytes]:
+    """A job's answer once its verdict is in (200, or 422 when it failed); until then it is 202 and says how far."""
+    def ready():
+        status, raw, _ = http("GET", url + location)
+        if status != 202:
+            return status, raw
+        assert json.loads(raw)["state"] in ("queued", "running")
+
+    return wait_until(ready, f"the verdict of {location}")
 
 
 def multipart(path: Path, model: str | None = None) -> tuple[bytes, dict]:
@@ -94,6 +143,13 @@ def running(model_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def held(model_file):
+    """A server whose verdicts wait until the test lets them go: as many at once as 40 waiting uploads."""
+    with server("--model", f"lite={model_file}", "--concurrent-verdicts", "40", "--queue", "64", hold=True) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
 def browser():
     require(CHROMIUM is not None, "Chromium is not installed (.ci/run installs Debian's chromium)")
     try:
@@ -113,6 +169,7 @@ def predict_json(model_file: Path, clip: Path, *extra) -> dict:
     return json.loads(proc.stdout)[0]
 
 
+@pytest.mark.services
 def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heatmaps(
         running, browser, clips, model_file, tmp_path):
     url, _, _ = running
@@ -179,6 +236,7 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
     page.close()
 
 
+@pytest.mark.services
 def test_a_two_person_clip_shows_two_tracks(running, browser, clips, model_file):
     url, _, _ = running
     clip = clips[1][1]
@@ -194,6 +252,7 @@ def test_a_two_person_clip_shows_two_tracks(running, browser, clips, model_file)
 
 @pytest.mark.parametrize("case,message", [("text", "not a video or an image (text"), ("empty", "the file is empty"),
                                           ("too_big", "larger than the 1 MB limit")])
+@pytest.mark.services
 def test_bad_uploads_get_a_clear_message_and_the_server_keeps_serving(running, browser, tmp_path, case, message):
     url, proc, _ = running
     bad = tmp_path / "clip.mp4"
@@ -220,19 +279,13 @@ def test_the_json_api_answers_202_then_the_verdict_of_predict_json(running, clip
     body, headers = multipart(clip, "lite")
     status, raw, answer_headers = http("POST", f"{url}/api/predict", data=body, headers=headers)
     assert status == 202 and answer_headers["location"].startswith("/api/jobs/")
-    deadline = time.monotonic() + 120
-    while True:
-        status, raw, _ = http("GET", url + answer_headers["location"])
-        if status != 202 or time.monotonic() > deadline:
-            break
-        assert json.loads(raw)["state"] in ("queued", "running")
-        time.sleep(0.2)
+    status, raw = finished(url, answer_headers["location"])
     assert status == 200
     got, expected = json.loads(raw), predict_json(model_file, clip)
     assert {k: v for k, v in got.items() if k != "input"} == {k: v for k, v in expected.items() if k != "input"}
     status_url = url + answer_headers["location"] + "/status"  # the heatmaps come after the verdict: it says when
-    while (job := json.loads(http("GET", status_url)[1]))["heatmaps"] == "pending" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    job = wait_until(lambda: (j := json.loads(http("GET", status_url)[1]))["heatmaps"] != "pending" and j,
+                     "the heatmaps")
     assert job["state"] == "done" and job["heatmaps"] == "ready"
     view = json.loads(http("GET", url + answer_headers["location"] + "/view")[1])
     assert 1 <= len(view["heatmaps"]) <= 4
@@ -250,26 +303,26 @@ def test_downloads_of_an_upload_with_a_non_latin_name(running, clips, tmp_path):
     status, raw, answer = http("POST", f"{url}/api/predict", data=body, headers=headers)
     assert status == 202, raw
     job = {k.lower(): v for k, v in answer.items()}["location"]
-    deadline = time.monotonic() + 120
-    while http("GET", url + job)[0] == 202 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    assert finished(url, job)[0] == 200
     status, _, answer = http("GET", f"{url}{job}/report.html")
     assert status == 200, answer
     disposition = {k.lower(): v for k, v in answer.items()}["content-disposition"]
     assert "filename*=UTF-8''%D0%B2%D0%B8%D0%B4%D0%B5%D0%BE%20%D0%BA%D0%BB%D0%B8%D0%BF-verdict.html" in disposition
 
 
-def test_several_uploads_run_at_once_without_blocking_the_server(running, clips):
-    url, _, _ = running
+def test_several_uploads_run_at_once_without_blocking_the_server(held, clips):
+    """Four uploads: their four verdicts run at once (held while they run), the server answers meanwhile, and let
+    go, each gives the same verdict."""
+    url, verdicts = held
     body, headers = multipart(clips[0][0])
     with ThreadPoolExecutor(4) as pool:
-        started = time.monotonic()
         futures = [pool.submit(http, "POST", f"{url}/api/predict?wait=120", data=body, headers=headers)
                    for _ in range(4)]
-        status, _, _ = http("GET", f"{url}/api/models")  # answered while the verdicts run
-        answered = time.monotonic() - started
+        verdicts.started(4)
+        status, _, _ = http("GET", f"{url}/api/models", timeout=30)  # answered while the verdicts run
+        assert status == 200 and not any(f.done() for f in futures)
+        verdicts.release(4)
         results = [f.result() for f in futures]
-    assert status == 200 and answered < 5
     assert [s for s, _, _ in results] == [200] * 4 and len({json.loads(b)["p_fake"] for _, b, _ in results}) == 1
 
 
@@ -378,23 +431,24 @@ def test_a_chunked_upload_over_the_limit_is_cut_off_at_the_limit(running):
     assert http("GET", f"{url}/api/models")[0] == 200  # and it goes on serving
 
 
-def test_waiting_clients_do_not_starve_other_requests(model_file, clips):
-    """40 uploads waiting for their verdicts (more than any default thread pool) while one verdict runs at a
-    time: the model list and a bad upload are still answered at once."""
-    body, headers = multipart(clips[0][0])
-    with server("--model", model_file, "--concurrent-verdicts", "1", "--queue", "64") as (url, _):
-        with ThreadPoolExecutor(40) as pool:
-            waiting = [pool.submit(http, "POST", f"{url}/api/predict?wait=600", data=body, headers=headers)
-                       for _ in range(40)]
-            time.sleep(2)  # every upload in and waiting (verdicts run one at a time, about 0.2 s each here)
-            assert sum(not f.done() for f in waiting) > 20
-            for method, path, data in (("GET", "/api/models", None), ("POST", "/api/predict", b"twelve bytes")):
-                started = time.monotonic()
-                status, _, _ = http(method, url + path, data=data,
-                                    headers={"Content-Type": "multipart/form-data; boundary=x"} if data else None)
-                assert time.monotonic() - started < 1.0 and status in (200, 400), (path, status)
-            for future in waiting:
-                future.cancel()
+def test_waiting_clients_do_not_starve_other_requests(held, tmp_path):
+    """40 uploads waiting for their verdicts (more than any default thread pool), every verdict held: the model list
+    (read in a thread) and a bad upload are still answered."""
+    url, verdicts = held
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(4096))  # an MP4 by its first bytes: fails once let go
+    body, headers = multipart(clip)
+    with ThreadPoolExecutor(40) as pool:
+        waiting = [pool.submit(http, "POST", f"{url}/api/predict?wait=600", data=body, headers=headers)
+                   for _ in range(40)]
+        verdicts.started(40)  # every upload in and waiting
+        for method, path, data in (("GET", "/api/models", None), ("POST", "/api/predict", b"twelve bytes")):
+            status, _, _ = http(method, url + path, data=data, timeout=30,
+                                headers={"Content-Type": "multipart/form-data; boundary=x"} if data else None)
+            assert status in (200, 400), (path, status)
+        assert not any(f.done() for f in waiting)
+        verdicts.release(40)
+        assert [f.result()[0] for f in waiting] == [422] * 40
 
 
 def test_only_the_bound_host_names_and_the_servers_own_pages_are_answered(running, model_file):
@@ -466,17 +520,20 @@ def test_serve_checks_its_port_and_says_when_it_is_taken(model_file):
 
 
 def test_the_server_refuses_inputs_over_its_stricter_limits_at_once(running, tmp_path):
-    """A 2 KB PNG claiming 16000x16000 pixels and an hour of 32 px video: each refused in a second with one line
-    (serve's limits: 40 megapixels, 10 minutes; the CLI's are 100 and 240)."""
+    """A 2 KB PNG claiming 16000x16000 pixels and an hour of 32 px video: each refused before a frame is decoded,
+    with one line (serve's limits: 40 megapixels, 10 minutes; the CLI's are 100 and 240)."""
     url, _, _ = running
     bomb = huge_png(tmp_path / "bomb.png", 16000, 16000)
     hour = write_video(tmp_path / "hour.mp4", coffee(), seconds=3600, fps=1, size=(32, 32))
     for path, message in ((bomb, "16000x16000: 256 megapixels, over the limit of 40"),
                           (hour, "the video lasts 60.0 minutes, over the limit of 10")):
         data, headers = multipart(path)
-        started = time.monotonic()
-        status, raw, _ = http("POST", f"{url}/api/predict?wait=60", data=data, headers=headers)
-        assert (status, json.loads(raw)["error"]) == (422, message) and time.monotonic() - started < 5
+        status, raw, headers = http("POST", f"{url}/api/predict", data=data, headers=headers)
+        assert status == 202, raw
+        job = {k.lower(): v for k, v in headers.items()}["location"]
+        status, raw = finished(url, job)
+        assert (status, json.loads(raw)["error"]) == (422, message)
+        assert json.loads(http("GET", f"{url}{job}/status")[1])["frames"] == 0  # at once: nothing was decoded
 
 
 def test_ctrl_c_during_a_verdict_leaves_no_upload_behind(model_file, tmp_path):
@@ -486,36 +543,17 @@ def test_ctrl_c_during_a_verdict_leaves_no_upload_behind(model_file, tmp_path):
     long_clip = write_video(tmp_path / "long.mp4", coffee(), seconds=120, fps=5, size=(320, 240))
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "serve", "--model", str(model_file), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(scratch)})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while http_ready(url) is False and time.monotonic() < deadline:
-            time.sleep(0.3)
+    with server("--model", model_file, env={**os.environ, "TMPDIR": str(scratch)}) as (url, proc):
         data, headers = multipart(long_clip)
         status, raw, _ = http("POST", f"{url}/api/predict", data=data, headers=headers)
         assert status == 202, raw
         job = json.loads(raw)["id"]
-        while json.loads(http("GET", f"{url}/api/jobs/{job}/status")[1])["frames"] < 2:
-            time.sleep(0.2)  # running: frames are being sampled and thumbnails written
+        wait_until(lambda: json.loads(http("GET", f"{url}/api/jobs/{job}/status")[1])["frames"] >= 2,
+                   "two frames sampled")  # running: frames are being sampled and thumbnails written
         assert list(scratch.iterdir())  # its folder exists while it serves
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert list(scratch.iterdir()) == []
-
-
-def http_ready(url: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{url}/api/models", timeout=5)
-        return True
-    except OSError:
-        return False
 
 
 def test_malformed_requests_get_a_json_4xx_that_says_what_was_wrong(running):

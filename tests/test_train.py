@@ -19,6 +19,8 @@ from fakefinder.hardware import resolve_precision
 from fakefinder.models.features import FeatureCache, load_crops
 from fakefinder.models.modelfile import load_model, read_card, save_model
 
+pytestmark = pytest.mark.slow  # every test trains, or reads the trained baseline
+
 METRIC_KEYS = {"accuracy", "auc", "ap", "log_loss", "eer", "n", "ece"}
 
 

@@ -12,12 +12,15 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from services import children, exited, wait_until
 
 from fakefinder import TrainSettings, TuneSettings, UsageError, load_dataset
 from fakefinder.data.splits import split_dataset
 from fakefinder.scale.claims import Claims
 from fakefinder.tracking.runs import compare_runs, list_runs, show_run, write_csv
 from fakefinder.tuning.search import load_grid, tune
+
+pytestmark = pytest.mark.slow  # every test tunes on `learnable` (or checks a grid against it)
 
 GRID = """
 flags:
@@ -136,7 +139,8 @@ def test_resume_after_sigkill_runs_every_configuration_once(learnable, tracking,
         seen += line.startswith("trial ")
         if seen == 2:
             break
-    time.sleep(0.15)  # inside the third trial
+    wait_until(lambda: proc.poll() is not None or claim_states(storage, "killed")["running"],
+               "the third trial")  # inside it: its claim is the dead one's to take over
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = completed(storage, "killed")
@@ -157,16 +161,13 @@ def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable,
     log = tmp_path / "tune.log"
     with open(log, "w") as out:  # a file, not a pipe: orphaned workers may write on after the kill
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=out, text=True)
-        deadline = time.monotonic() + 120
-        while log.read_text().count("trial ") < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+        wait_until(lambda: proc.poll() is not None or log.read_text().count("trial ") >= 2, "two trials")
+        workers = children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         at_kill = claim_states(storage, "orphans")["done"]  # at least what had finished when it died
-        deadline = time.monotonic() + 60  # the workers finish the trials they are in, and then?
-        while claim_states(storage, "orphans")["running"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(3)
+        # The workers finish the trials they are in, and then? Those that went on would run the whole grid.
+        wait_until(lambda: all(exited(w) for w in workers), "the workers' end", timeout=300)
     states = claim_states(storage, "orphans")
     # Each worker finished at most the trial it was in; without the stop they would run all twelve.
     assert 2 <= at_kill <= states["done"] <= at_kill + 2 < 12, (at_kill, states)
@@ -205,9 +206,7 @@ def test_workers_that_die_leave_a_clear_error_not_a_partial_study(learnable, tra
     with open(log, "w") as out:
         proc = subprocess.Popen(tune_cmd(learnable.out, grid, "dying", storage, tracking, "--concurrent-trials", "2"),
                                 stdout=subprocess.DEVNULL, stderr=out, text=True)
-        deadline = time.monotonic() + 120
-        while log.read_text().count("trial ") < 1 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+        wait_until(lambda: proc.poll() is not None or log.read_text().count("trial ") >= 1, "a first trial")
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         for pid in children:
             subprocess.run(["kill", "-9", pid])
