@@ -152,7 +152,7 @@ def test_imagenet_weights_from_a_server_that_never_answers_fail_by_the_timeout_s
     import threading
 
     from fakefinder.models import backbones
-    from fakefinder.models.backbones import _weights
+    from fakefinder.models.backbones import _spec
 
     spec = get_spec(name)
     with socket.socket() as held:
@@ -162,7 +162,7 @@ def test_imagenet_weights_from_a_server_that_never_answers_fail_by_the_timeout_s
         unreachable = dataclasses.replace(spec.imagenet, url=held_url)
         monkeypatch.setitem(backbones._REGISTRY, name, dataclasses.replace(spec, imagenet=unreachable))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch.hub cache
-        monkeypatch.setitem(_weights.download.__kwdefaults__, "timeout", 0.5)
+        monkeypatch.setitem(_spec.download.__kwdefaults__, "timeout", 0.5)
         before = socket.getdefaulttimeout()
         hang_guard = threading.Timer(60, held.close)  # a download without a timeout then ends reset, not timed out
         hang_guard.start()
