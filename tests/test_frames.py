@@ -188,3 +188,13 @@ def test_a_video_stamped_to_last_years_is_refused_by_its_length_before_sampling_
     refusal, planned, grown = proc.stdout.splitlines()
     assert refusal == "the video lasts 1666666.7 minutes, over the limit of 1", proc.stderr
     assert planned == "2" and int(grown) < 300_000, (planned, grown)  # KiB
+
+
+def test_a_stream_that_grows_its_frames_mid_way_is_refused_by_megapixels(tmp_path):
+    """The header says 64x64; the third frame is 4000x3000: each frame's size is checked before it is converted."""
+    from fakefinder.config import InputLimits
+
+    video = jpeg_video(tmp_path / "grows.mkv", [(0, (64, 64)), (1, (64, 64)), (2, (4000, 3000))])
+    with pytest.raises(InputError, match=r"^4000x3000: 12 megapixels, over the limit of 1$"):
+        list(sample_frames(video, limits=InputLimits(max_megapixels=1)))
+    assert len(list(sample_frames(video))) == 3  # within the default limit: every frame, each at its own size

@@ -230,6 +230,8 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
                 if frame is None:
                     break
                 pos = index_of.get(frame.pts, target)
+                # a stream may change size mid-way (a new SPS, a JPEG per frame): the header's size is not enough
+                _check_pixels(frame.width * frame.height, limits, f"{frame.width}x{frame.height}: ")
                 w, h, scale = working_size(frame.width, frame.height, max_side)
                 image = _upright(frame.to_ndarray(format="bgr24", width=w, height=h), frame.rotation)
                 yield Frame(index=pos, timestamp=(frame.pts - pts[0]) * time_base, image=image, scale=scale)
