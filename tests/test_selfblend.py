@@ -227,3 +227,16 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended", "--trainable-blocks", "0"])
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
     assert TrainSettings.preset(fakes="both") == TrainSettings(fakes="both")  # the default recipe otherwise
+
+
+def test_blend_reads_a_crop_whose_name_is_not_utf8(tmp_path):
+    """OpenCV's imread crashes the process on such a name: read in Python, each crop gets its grid."""
+    crop = cv2.imencode(".png", cv2.resize(astronaut()[0:256, 100:356], (128, 128)))[1].tobytes()
+    odd, good = tmp_path / os.fsdecode(b"\xff\xfe.png"), tmp_path / "good.png"
+    odd.write_bytes(crop)
+    good.write_bytes(crop)
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "blend", str(odd), str(good), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_-blends.png", "good-blends.png"]
+

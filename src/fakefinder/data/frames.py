@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from ..config import InputLimits, PrepareSettings
 from ..errors import InputError
 
@@ -325,7 +326,7 @@ def _read_image(path: str | Path, max_side: int | None, limits: InputLimits) -> 
         _check_pixels(int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0), limits)
     except (UnidentifiedImageError, OSError):
         pass  # not an image Pillow knows: OpenCV says whether it can read it (over 2^30 pixels it refuses)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = _files.read_image(path)
     if image is None:
         raise InputError("cannot read as image")
     h, w = image.shape[:2]

@@ -103,8 +103,6 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool
     Raises UsageError when the mesh model is not installed and a mesh is missing."""
     import io
 
-    import cv2
-
     from .. import _files
     from ..progress import emit
 
@@ -132,7 +130,7 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool
     mesh = None
     emit(progress, "landmarks", 0, len(missing), "crop")
     for done, key in enumerate(missing, 1):
-        image = cv2.imread(str(root / key.rsplit("|", 1)[0]), cv2.IMREAD_COLOR)
+        image = _files.read_image(root / key.rsplit("|", 1)[0])
         mesh = mesh or FaceMesh()
         points = mesh.landmarks(image) if image is not None else None
         known[key] = points if points is not None else np.full((POINTS, 2), np.nan, dtype=np.float32)

@@ -254,7 +254,7 @@ def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainS
     out.mkdir(parents=True, exist_ok=True)
     mesh, taken, results = None, set(), []
     for crop_path in map(Path, crops):
-        crop = cv2.imread(str(crop_path), cv2.IMREAD_COLOR) if crop_path.is_file() else None
+        crop = _files.read_image(crop_path) if crop_path.is_file() else None
         if crop is None:
             results.append((crop_path, None, "cannot read as an image" if crop_path.exists() else "file not found"))
             continue
