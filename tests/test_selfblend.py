@@ -174,7 +174,7 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
                     compute=Compute(processes=1))
     reads = []
     read = landmarks.read_landmarks
-    monkeypatch.setattr(landmarks, "read_landmarks", lambda root: reads.append(root) or read(root))
+    monkeypatch.setattr(landmarks, "read_landmarks", lambda root, **kw: reads.append(root) or read(root, **kw))
     settings = TrainSettings(fakes="self-blended", blends=2)
     data = with_pseudo_fakes(load_dataset(reals.out, need_both_classes=False), settings)
     assert list(data.origins) == [-1, -1, -1, 0, 0, 1, 1, 2, 2]
@@ -240,3 +240,82 @@ def test_blend_reads_a_crop_whose_name_is_not_utf8(tmp_path):
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_-blends.png", "good-blends.png"]
 
+
+def _npz(path: Path, **arrays) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def test_a_corrupt_landmarks_file_is_measured_again_and_never_makes_a_card_its_reader_refuses(face, tmp_path):
+    """Meshes of 1e30, inf, the wrong shape or type, or a header declaring 10^12 floats: each is measured again
+    (no traceback, no MemoryError), and training with self-blended fakes writes a model that loads."""
+    import io
+    import zipfile
+
+    crop, _ = face
+    src = tmp_path / "src" / "real"
+    src.mkdir(parents=True)
+    for k in range(3):
+        cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
+    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
+                    compute=Compute(processes=1))
+    store = reals.out / LANDMARKS
+    with np.load(store) as z:
+        keys, good = z["keys"], z["points"]
+    assert np.isfinite(good).all()
+    data = load_dataset(reals.out, need_both_classes=False)
+    corrupt = {"1e30": dict(keys=keys, points=np.full_like(good, 1e30)),
+               "inf": dict(keys=keys, points=np.where(np.arange(2) == 0, np.inf, good).astype(np.float32)),
+               "far": dict(keys=keys, points=good + 400),  # finite, but far outside a 224 px crop
+               "shape": dict(keys=keys, points=good[:, :100]),
+               "type": dict(keys=keys, points=good.astype(np.int64)),
+               "count": dict(keys=keys[:1], points=good)}
+    for case, arrays in corrupt.items():
+        _npz(store, **arrays)
+        fresh = load_dataset(reals.out, need_both_classes=False)
+        np.testing.assert_allclose(fresh.landmarks(np.arange(3)), good, atol=1e-3, err_msg=case)
+    _npz(store, keys=keys, points=good)
+    with zipfile.ZipFile(store) as z:
+        entry = z.read("points.npy")
+    payload = io.BytesIO(entry)
+    np.lib.format.read_magic(payload)
+    np.lib.format.read_array_header_1_0(payload)  # leaves `payload` at the array's bytes
+    with zipfile.ZipFile(store, "w") as z:  # stored, not compressed, as np.savez writes
+        z.writestr("keys.npy", _npy_bytes(keys))
+        z.writestr("points.npy", _npy_header(np.dtype("<f4"), (10**9, 468, 2)) + payload.read())
+    assert landmarks.read_landmarks(reals.out) == {}  # refused from the header: nothing allocated
+    np.testing.assert_allclose(load_dataset(reals.out, need_both_classes=False).landmarks(np.arange(3)), good,
+                               atol=1e-3)
+
+    _npz(store, keys=keys, points=np.full_like(good, 1e30))
+    trained = train(reals.out, TrainSettings(fakes="self-blended", blends=1, epochs=1), tracking=None)
+    assert 0 < load_detector(trained.model_path).card.face_fill < 1  # measured again: a face fills part of its crop
+    import dataclasses
+
+    from fakefinder.models.modelfile import load_model, save_model
+
+    model = load_model(trained.model_path)
+    broken = dataclasses.replace(model, card=dataclasses.replace(model.card, face_fill=float("inf")))
+    with pytest.raises(UsageError, match=r"not written: its model card would not load \(.*face_fill"):
+        save_model(tmp_path / "broken.safetensors", broken)
+    assert not (tmp_path / "broken.safetensors").exists()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
