@@ -260,3 +260,18 @@ def test_what_export_writes_for_each_backbone_family_is_within_the_allowed_opera
                              pool=pool)).eval()
         proto = _traced(backbone, pool, head, what=name, output=OUTPUT)
         assert foreign_operator(proto) is None, (name, pool, foreign_operator(proto))
+
+
+def test_a_graph_onnx_runtime_cannot_load_is_refused_in_one_line(tmp_path):
+    """Stamped like an export, allowed operators only, but not a valid graph: one line, not ONNX Runtime's
+    traceback."""
+    from onnx import helper
+
+    broken = [helper.make_node("Add", ["image", "nowhere"], ["sum"]),
+              helper.make_node("ReduceMean", ["sum"], ["logit"], keepdims=0)]
+    _stamped_graph(broken, tmp_path / "broken.onnx")
+    _refused(tmp_path / "broken.onnx", "ONNX Runtime cannot load it")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "broken.onnx"),
+                           str(tmp_path / "broken.onnx")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

@@ -223,5 +223,13 @@ def load_onnx(path: str | Path) -> OnnxModel:
     side = card.base.input_size
     if len(inputs) != 1 or inputs[0][1:] != [3, side, side] or [o.name for o in proto.graph.output] != [OUTPUT]:
         raise _refuse(path, f"its graph does not take (N, 3, {side}, {side}) to a logit as its card implies")
-    return OnnxModel(proto, card, compute=compute, path=path)
+    return _session_of(path, proto, card, compute)
+
+
+def _session_of(path: Path, proto, card: ModelCard, compute: str) -> OnnxModel:
+    """The checked graph given to ONNX Runtime; what it refuses is one line naming the file, not its traceback."""
+    try:
+        return OnnxModel(proto, card, compute=compute, path=path)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors have no common base but Exception
+        raise _refuse(path, f"ONNX Runtime cannot load it: {one_line(exc, limit=200, typed=False)}") from None
 
