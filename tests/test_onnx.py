@@ -189,12 +189,12 @@ def test_a_frozen_base_extracts_pytorchs_fp32_features_with_onnx_runtime(learnab
     assert trained.model.card.precision == "fp32" and trained.evaluations["test"].frame.n > 0
 
 
-def _stamped_graph(nodes, path, *, functions=()) -> None:
+def _stamped_graph(nodes, path, *, functions=(), evidence=None) -> None:
     """A graph (N, 3, 224, 224) -> logit stamped as `export` stamps its files: card, format marker and digest."""
     import onnx
     from onnx import TensorProto, helper
 
-    from fakefinder.models.modelcard import BaseCard, Calibration, HeadSpec, ModelCard, Verdict
+    from fakefinder.models.modelcard import BaseCard, Calibration, Evidence, HeadSpec, ModelCard, Verdict
     from fakefinder.models.onnxfile import OPSET, _stamp
 
     graph = helper.make_graph(nodes, "swapped", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
@@ -202,7 +202,8 @@ def _stamped_graph(nodes, path, *, functions=()) -> None:
                               [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["n"])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], functions=list(functions))
     card = ModelCard(base=BaseCard(backbone="efficientnet_lite0"), head=HeadSpec(in_features=1280),
-                     calibration=Calibration(), verdict=Verdict(), precision="fp32", prepare=None)
+                     calibration=Calibration(), verdict=Verdict(), precision="fp32", prepare=None,
+                     evidence=evidence or Evidence(), dataset="data")
     onnx.save(_stamp(model, card, "fp32"), str(path))
 
 
@@ -275,3 +276,24 @@ def test_a_graph_onnx_runtime_cannot_load_is_refused_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "broken.onnx"),
                            str(tmp_path / "broken.onnx")], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_card_text_printed_to_the_terminal_has_no_control_characters(tmp_path):
+    """A card's text is anyone's: an escape sequence in its name would be obeyed by the terminal predict prints
+    to. Printed without them (the JSON keeps the text as written, escaped by JSON)."""
+    import cv2
+    from media import coffee
+    from onnx import helper
+
+    from fakefinder.models.modelcard import Evidence
+
+    name = "m\x1b]0;owned\x07\x1b[2J\u202eevil"
+    _stamped_graph([helper.make_node("ReduceMean", ["image"], ["logit"], keepdims=0)], tmp_path / "m.onnx",
+                   evidence=Evidence(name=name, train_videos=10, val_videos=5, test_videos=0))
+    cv2.imwrite(str(tmp_path / "coffee.jpg"), coffee())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "m.onnx"),
+                           str(tmp_path / "coffee.jpg")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "m]0;owned[2Jevil was trained on 10 videos" in proc.stdout, proc.stdout
+    assert not any(c in proc.stdout + proc.stderr for c in "\x1b\x07\u202e")

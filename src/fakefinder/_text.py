@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # C0 but \t \n, DEL, C1, bidi
 
 
 def shown(value, decimals: int | None = None, *, significant: int = 4, quote_text: bool = False) -> str:
@@ -19,13 +22,14 @@ def shown(value, decimals: int | None = None, *, significant: int = 4, quote_tex
 
 def printable(text) -> str:
     """`text` as a terminal or a UTF-8 file can take it: a file name's bytes that are not UTF-8 (Python keeps them
-    as surrogates) written as escapes, e.g. bad\\xff.jpg."""
+    as surrogates) written as escapes, e.g. bad\\xff.jpg, and control characters other than tab and newline (a
+    model card's escape sequences, which a terminal would obey) removed."""
     text = str(text)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = os.fsencode(text).decode("utf-8", "backslashreplace")
-    return text
+    return _CONTROL.sub("", text)
 
 
 def format_table(head: list[str], rows: list[list[str]]) -> str:

@@ -72,6 +72,7 @@ def _sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .._text import printable
     from ..errors import OptionError, UsageError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fakefinder {args.command}: error: {_flag_names(exc)}", file=sys.stderr)
         return 2
     except UsageError as exc:
-        print(f"fakefinder {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fakefinder {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted" + ("; rerun the same command to resume" if args.command in RESUMABLE else ""),
