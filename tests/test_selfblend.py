@@ -266,7 +266,6 @@ def test_a_corrupt_landmarks_file_is_measured_again_and_never_makes_a_card_its_r
     with np.load(store) as z:
         keys, good = z["keys"], z["points"]
     assert np.isfinite(good).all()
-    data = load_dataset(reals.out, need_both_classes=False)
     corrupt = {"1e30": dict(keys=keys, points=np.full_like(good, 1e30)),
                "inf": dict(keys=keys, points=np.where(np.arange(2) == 0, np.inf, good).astype(np.float32)),
                "far": dict(keys=keys, points=good + 400),  # finite, but far outside a 224 px crop
