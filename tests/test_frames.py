@@ -198,3 +198,20 @@ def test_a_stream_that_grows_its_frames_mid_way_is_refused_by_megapixels(tmp_pat
     with pytest.raises(InputError, match=r"^4000x3000: 12 megapixels, over the limit of 1$"):
         list(sample_frames(video, limits=InputLimits(max_megapixels=1)))
     assert len(list(sample_frames(video))) == 3  # within the default limit: every frame, each at its own size
+
+
+def test_an_hdr_image_named_png_is_held_to_the_megapixel_limit(tmp_path):
+    """OpenCV decodes Radiance HDR by its content whatever the name; Pillow cannot read its size first: refused,
+    not decoded. A real PNG over the limit is refused by its header as before."""
+    from fakefinder.config import InputLimits
+
+    hdr = tmp_path / "photo.png"
+    ok, data = cv2.imencode(".hdr", np.ones((2000, 1000, 3), np.float32))
+    hdr.write_bytes(data.tobytes())
+    assert cv2.imdecode(np.frombuffer(hdr.read_bytes(), np.uint8), cv2.IMREAD_COLOR).shape == (2000, 1000, 3)
+    with pytest.raises(InputError, match="^cannot read as image"):
+        list(sample_frames(hdr, limits=InputLimits(max_megapixels=1)))
+    png = tmp_path / "big.png"
+    png.write_bytes(cv2.imencode(".png", np.zeros((2000, 1000, 3), np.uint8))[1].tobytes())
+    with pytest.raises(InputError, match="^1000x2000: 2 megapixels, over the limit of 1$"):
+        list(sample_frames(png, limits=InputLimits(max_megapixels=1)))

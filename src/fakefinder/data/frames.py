@@ -314,18 +314,33 @@ def _check_minutes(minutes: float, limit: float) -> None:
         raise InputError(f"the video lasts {minutes:.1f} minutes, over the limit of {limit:g}")
 
 
-def _read_image(path: str | Path, max_side: int | None, limits: InputLimits) -> Frame:
-    import cv2
-    from PIL import Image, UnidentifiedImageError  # reads the size from the header, decoding nothing
+def check_image_size(data: bytes, limits: InputLimits) -> None:
+    """Raises InputError for an image over `limits`, from its header (Pillow reads it, decoding nothing), whatever
+    its name says; an image whose size cannot be read that way (not a format Pillow knows: Radiance HDR, say,
+    which OpenCV would decode in full) is refused, not decoded to find out."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as header:
+        with Image.open(io.BytesIO(data)) as header:
             _check_pixels(header.width * header.height, limits, f"{header.width}x{header.height}: ")
     except Image.DecompressionBombError as exc:  # Pillow's own cap, far above any photograph, names the size
         found = re.search(r"\((\d+) pixels\)", str(exc))
         _check_pixels(int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0), limits)
     except (UnidentifiedImageError, OSError):
-        pass  # not an image Pillow knows: OpenCV says whether it can read it (over 2^30 pixels it refuses)
+        raise InputError("cannot read as image (not JPEG, PNG, BMP, WebP or TIFF, whose size is checked before "
+                         "decoding)") from None
+
+
+def _read_image(path: str | Path, max_side: int | None, limits: InputLimits) -> Frame:
+    import cv2
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})") from None
+    check_image_size(data, limits)
     image = _files.read_image(path)
     if image is None:
         raise InputError("cannot read as image")
