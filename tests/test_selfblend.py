@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from media import astronaut, coffee
+from media import astronaut, coffee, huge_png
 
 from fakefinder import Compute, PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
 from fakefinder.data import landmarks
@@ -318,3 +318,25 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                   "fortran_order": False, "shape": shape})
     return buffer.getvalue()
+
+
+def test_blend_has_predicts_input_limits_and_one_line_errors(tmp_path):
+    """A PNG bomb is refused from its header (the other crops go on); --seeds beyond its bound, a bad --margin and
+    OUT being a file are one line each."""
+    good = tmp_path / "good.png"
+    good.write_bytes(cv2.imencode(".png", cv2.resize(astronaut()[0:256, 100:356], (96, 96)))[1].tobytes())
+    bomb = huge_png(tmp_path / "bomb.png", 30000, 30000)
+
+    def blend(*argv):
+        return subprocess.run([sys.executable, "-m", "fakefinder", "blend", *map(str, argv)], capture_output=True,
+                              text=True, timeout=120)
+
+    proc = blend(bomb, good, tmp_path / "out")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{bomb}: 900 megapixels, over the limit of 100" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good-blends.png"]
+    for argv, shown in (((good, tmp_path / "out", "--seeds", "3000"), "--seeds must be an integer in [1, 32]"),
+                        ((good, tmp_path / "out", "--margin", "-1"), "--margin must be"),
+                        ((good, good), "not a folder")):
+        proc = blend(*argv)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and shown in proc.stderr, proc.stderr
