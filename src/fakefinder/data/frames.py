@@ -186,8 +186,8 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
 
     `tolerance` (seconds, by default `PrepareSettings.tolerance`'s): a sample may be the nearest frame that other
     frames reference, so that unreferenced frames are never decoded; 0 decodes each sample's exact frame. Raises
-    InputError when the file cannot be opened, is over `limits` (checked before anything is decoded), or yields no
-    frame at all.
+    InputError when the file cannot be opened, is over `limits` (its length and its header's size before anything
+    is decoded, each frame's size before it is converted), or yields no frame at all.
     """
     limits = limits or InputLimits()
     if is_image(path):
