@@ -272,8 +272,9 @@ def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainS
     for crop_path in map(Path, crops):
         try:
             check_image_size(crop_path.read_bytes(), limits)
-        except InputError as exc:
-            results.append((crop_path, None, str(exc)))
+        except InputError as exc:  # over the limits, or not an image whose size can be read first
+            results.append((crop_path, None, "cannot read as an image" if str(exc).startswith("cannot read") else
+                            str(exc)))
             continue
         except OSError:
             pass  # said below
