@@ -43,6 +43,26 @@ def write_video(path: Path, image: np.ndarray, *, seconds: float = 2.0, fps: int
     return path
 
 
+def jpeg_video(path: Path, frames: list[tuple[float, tuple[int, int]]]) -> Path:
+    """An MJPEG video in Matroska written packet by packet: one grey JPEG per (time in seconds, (width, height)),
+    each at its own time and size whatever the stream's header says (the header has the first frame's)."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=1)
+        stream.width, stream.height = frames[0][1]
+        stream.pix_fmt, stream.time_base = "yuvj420p", fractions.Fraction(1, 1000)
+        for t, (w, h) in frames:
+            ok, jpg = cv2.imencode(".jpg", np.full((h, w, 3), 120, np.uint8))
+            packet = av.Packet(jpg.tobytes())
+            packet.pts = packet.dts = round(t * 1000)
+            packet.time_base, packet.stream, packet.is_keyframe = stream.time_base, stream, True
+            container.mux(packet)
+    return path
+
+
 def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])

@@ -114,3 +114,23 @@ def test_synth_and_predict_show_progress_and_ctrl_c_promises_no_resume_it_cannot
     proc.send_signal(signal.SIGINT)
     _, rest = proc.communicate(timeout=60)
     assert proc.returncode == 130 and rest.strip().splitlines()[-1] == "interrupted", rest
+
+
+def test_a_setting_error_names_a_flag_only_where_the_command_has_it(monkeypatch, capsys):
+    """A model met by a command without --base-weights (say) is not told to use it."""
+    from fakefinder._cli import _module, main
+    from fakefinder.errors import OptionError
+
+    def refuse(args):
+        raise OptionError("base_weights", "must name the file with sha256 0123456789ab...: it is not there")
+
+    for command, argv, shown in (("predict", ["model.safetensors", "clip.mp4"], "--base-weights must name"),
+                                 ("report", ["run-id"], "error: base weights must name")):
+        monkeypatch.setattr(_module(command), "run", refuse)
+        try:
+            code = main([command, *argv])
+        except SystemExit as exc:  # the arguments did not parse: the test's own mistake
+            raise AssertionError(capsys.readouterr().err) from exc
+        err = capsys.readouterr().err
+        assert code == 2 and shown in err and err.count("\n") == 1, err
+        assert command != "report" or "--base-weights" not in err

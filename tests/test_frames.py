@@ -4,7 +4,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from media import astronaut, coffee, huge_png, write_video
+from media import astronaut, coffee, huge_png, jpeg_video, write_video
 
 from fakefinder import InputError, sample_frames
 from fakefinder.data.frames import make_plan, target_indices, working_size
@@ -159,3 +159,59 @@ def test_inputs_over_the_limits_are_refused_before_anything_is_decoded(tmp_path)
     clip = write_video(tmp_path / "clip.mp4", coffee(), seconds=1, size=(320, 240))
     with pytest.raises(InputError, match=r"^320x240: 0.0768 megapixels, over the limit of 0.05$"):
         list(sample_frames(clip, limits=InputLimits(max_megapixels=0.05)))
+
+
+def test_a_video_stamped_to_last_years_is_refused_by_its_length_before_sampling_holds_anything(tmp_path):
+    """Two frames, the second stamped 10^8 s: refused naming minutes (by the container's duration, and by the
+    timestamps as they arrive), and planning it without a limit holds one entry per frame, not per second."""
+    import os
+    import subprocess
+    import sys
+
+    video = jpeg_video(tmp_path / "stamped.mkv", [(0, (64, 48)), (1e8, (64, 48))])
+    code = """if True:
+        import resource, sys
+        from fakefinder import InputError, sample_frames
+        from fakefinder.config import InputLimits
+        from fakefinder.data import frames
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            list(sample_frames(sys.argv[1], limits=InputLimits(max_minutes=1)))
+        except InputError as exc:
+            print(exc)
+        print(len(frames.make_plan(sys.argv[1]).steps))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """
+    proc = subprocess.run([sys.executable, "-c", code, str(video)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    refusal, planned, grown = proc.stdout.splitlines()
+    assert refusal == "the video lasts 1666666.7 minutes, over the limit of 1", proc.stderr
+    assert planned == "2" and int(grown) < 300_000, (planned, grown)  # KiB
+
+
+def test_a_stream_that_grows_its_frames_mid_way_is_refused_by_megapixels(tmp_path):
+    """The header says 64x64; the third frame is 4000x3000: each frame's size is checked before it is converted."""
+    from fakefinder.config import InputLimits
+
+    video = jpeg_video(tmp_path / "grows.mkv", [(0, (64, 64)), (1, (64, 64)), (2, (4000, 3000))])
+    with pytest.raises(InputError, match=r"^4000x3000: 12 megapixels, over the limit of 1$"):
+        list(sample_frames(video, limits=InputLimits(max_megapixels=1)))
+    assert len(list(sample_frames(video))) == 3  # within the default limit: every frame, each at its own size
+
+
+def test_an_hdr_image_named_png_is_held_to_the_megapixel_limit(tmp_path):
+    """OpenCV decodes Radiance HDR by its content whatever the name; Pillow cannot read its size first: refused,
+    not decoded. A real PNG over the limit is refused by its header as before."""
+    from fakefinder.config import InputLimits
+
+    hdr = tmp_path / "photo.png"
+    ok, data = cv2.imencode(".hdr", np.ones((2000, 1000, 3), np.float32))
+    hdr.write_bytes(data.tobytes())
+    assert cv2.imdecode(np.frombuffer(hdr.read_bytes(), np.uint8), cv2.IMREAD_COLOR).shape == (2000, 1000, 3)
+    with pytest.raises(InputError, match="^cannot read as image"):
+        list(sample_frames(hdr, limits=InputLimits(max_megapixels=1)))
+    png = tmp_path / "big.png"
+    png.write_bytes(cv2.imencode(".png", np.zeros((2000, 1000, 3), np.uint8))[1].tobytes())
+    with pytest.raises(InputError, match="^1000x2000: 2 megapixels, over the limit of 1$"):
+        list(sample_frames(png, limits=InputLimits(max_megapixels=1)))

@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from media import coffee, write_video
+from media import astronaut, coffee, write_video
 from safetensors.torch import save_file
 from sklearn import metrics as sk
 
@@ -229,3 +229,24 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
     many = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),
                            str(tight.out), "--split", "test"], capture_output=True, text=True, timeout=300)
     assert many.returncode == 2 and "--split takes one DATA" in many.stderr
+
+
+def test_an_image_name_that_is_not_utf8_is_read_like_any_other(model, tmp_path):
+    """OpenCV's imread crashes the process (SIGSEGV) on such a name: the batch would be lost. Read in Python, the
+    odd name is scored and shown as escapes, and so are the others."""
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    face = cv2.imencode(".jpg", astronaut())[1].tobytes()
+    (folder / os.fsdecode(b"\xff\xfe.jpg")).write_bytes(face)
+    (folder / "astronaut.jpg").write_bytes(face)
+    (folder / "coffee.jpg").write_bytes(cv2.imencode(".jpg", coffee())[1].tobytes())
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(model.model_path), str(folder),
+                           "--json", str(tmp_path / "out.json"), "--csv", str(tmp_path / "out.csv")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    results = {os.path.basename(r["input"]): r for r in json.loads((tmp_path / "out.json").read_text())}
+    assert len(results) == 3 and not any(r["error"] for r in results.values()), results
+    assert results[os.fsdecode(b"\xff\xfe.jpg")]["p_fake"] == results["astronaut.jpg"]["p_fake"] is not None
+    assert "\\xff\\xfe.jpg" in proc.stdout and "\\xff\\xfe.jpg" in (tmp_path / "out.csv").read_text()

@@ -188,3 +188,113 @@ def test_a_frozen_base_extracts_pytorchs_fp32_features_with_onnx_runtime(learnab
     trained = fit_detector(learnable.out, TrainSettings(epochs=2), compute=Compute(cache_dir=tmp_path / "onnx",
                                                                                    runtime="onnx"))
     assert trained.model.card.precision == "fp32" and trained.evaluations["test"].frame.n > 0
+
+
+def _stamped_graph(nodes, path, *, functions=(), evidence=None) -> None:
+    """A graph (N, 3, 224, 224) -> logit stamped as `export` stamps its files: card, format marker and digest."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fakefinder.models.modelcard import BaseCard, Calibration, Evidence, HeadSpec, ModelCard, Verdict
+    from fakefinder.models.onnxfile import OPSET, _stamp
+
+    graph = helper.make_graph(nodes, "swapped", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                               ["n", 3, 224, 224])],
+                              [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], functions=list(functions))
+    card = ModelCard(base=BaseCard(backbone="efficientnet_lite0"), head=HeadSpec(in_features=1280),
+                     calibration=Calibration(), verdict=Verdict(), precision="fp32", prepare=None,
+                     evidence=evidence or Evidence(), dataset="data")
+    onnx.save(_stamp(model, card, "fp32"), str(path))
+
+
+def test_a_graph_with_operators_export_never_writes_is_refused_at_load(tmp_path):
+    """A Loop of 10^15 turns (stamped again, as anyone can) would hang predict: refused before a session exists,
+    in the graph, inside a subgraph, or as a custom-domain operator."""
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph([helper.make_node("Identity", ["cond"], ["cond_out"]),
+                              helper.make_node("Identity", ["x"], ["x_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None)])
+    turns = helper.make_tensor("turns", TensorProto.INT64, [], [10**15])
+    go = helper.make_tensor("go", TensorProto.BOOL, [], [True])
+    loop = [helper.make_node("Constant", [], ["turns"], value=turns), helper.make_node("Constant", [], ["go"], value=go),
+            helper.make_node("Loop", ["turns", "go", "image"], ["looped"], body=body),
+            helper.make_node("ReduceMean", ["looped"], ["logit"], keepdims=0)]
+    _stamped_graph(loop, tmp_path / "loop.onnx")
+    _refused(tmp_path / "loop.onnx", "operator 'Loop'")
+
+    mean = helper.make_node("ReduceMean", ["image"], ["logit"], keepdims=0)
+    branch = helper.make_graph([helper.make_node("Loop", ["turns", "go", "image"], ["y"], body=body)], "then", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    hidden = helper.make_node("If", ["go"], ["unused"], then_branch=branch, else_branch=branch)
+    _stamped_graph([helper.make_node("Constant", [], ["go"], value=go), hidden, mean], tmp_path / "if.onnx")
+    _refused(tmp_path / "if.onnx", "operator 'If'")
+
+    custom = helper.make_node("Spin", ["image"], ["logit"], domain="com.example")
+    _stamped_graph([custom], tmp_path / "custom.onnx")
+    _refused(tmp_path / "custom.onnx", "operator 'com.example.Spin'")
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "loop.onnx"),
+                           str(tmp_path / "loop.onnx")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "'Loop'" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_lite0", "vgg16", "xception"])
+def test_what_export_writes_for_each_backbone_family_is_within_the_allowed_operators(name):
+    """OPERATORS is declared, not guessed: one member of each family (b0 and lite0 differ), both poolings, a head
+    with dropout, exported as `export` does, uses only those operators."""
+    from fakefinder.models.backbones import create_backbone
+    from fakefinder.models.head import Head, in_features
+    from fakefinder.models.modelcard import HeadSpec
+    from fakefinder.models.onnxfile import OUTPUT, _traced, foreign_operator
+
+    backbone = create_backbone(name, weights="none")
+    channels, side, _ = backbone.feature_shape()
+    for pool in ("flatten", "avg"):
+        head = Head(HeadSpec(in_features=in_features(channels, side, pool), n_layers=1, n_neurons=4, dropout=0.5,
+                             pool=pool)).eval()
+        proto = _traced(backbone, pool, head, what=name, output=OUTPUT)
+        assert foreign_operator(proto) is None, (name, pool, foreign_operator(proto))
+
+
+def test_a_graph_onnx_runtime_cannot_load_is_refused_in_one_line(tmp_path):
+    """Stamped like an export, allowed operators only, but not a valid graph: one line, not ONNX Runtime's
+    traceback."""
+    from onnx import helper
+
+    broken = [helper.make_node("Add", ["image", "nowhere"], ["sum"]),
+              helper.make_node("ReduceMean", ["sum"], ["logit"], keepdims=0)]
+    _stamped_graph(broken, tmp_path / "broken.onnx")
+    _refused(tmp_path / "broken.onnx", "ONNX Runtime cannot load it")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "broken.onnx"),
+                           str(tmp_path / "broken.onnx")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_card_text_printed_to_the_terminal_has_no_control_characters(tmp_path):
+    """A card's text is anyone's: an escape sequence in its name would be obeyed by the terminal predict prints
+    to. Printed without them (the JSON keeps the text as written, escaped by JSON)."""
+    import cv2
+    from media import coffee
+    from onnx import helper
+
+    from fakefinder.models.modelcard import Evidence
+
+    name = "m\x1b]0;owned\x07\x1b[2J\u202eevil"
+    _stamped_graph([helper.make_node("ReduceMean", ["image"], ["logit"], keepdims=0)], tmp_path / "m.onnx",
+                   evidence=Evidence(name=name, train_videos=10, val_videos=5, test_videos=0))
+    cv2.imwrite(str(tmp_path / "coffee.jpg"), coffee())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "m.onnx"),
+                           str(tmp_path / "coffee.jpg")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "m]0;owned[2Jevil was trained on 10 videos" in proc.stdout, proc.stdout
+    assert not any(c in proc.stdout + proc.stderr for c in "\x1b\x07\u202e")

@@ -123,3 +123,27 @@ def test_coercion_follows_the_declared_types():
     for field, value in (("epochs", "2.5"), ("epochs", True), ("lr", "fast"), ("probe", "maybe")):
         with pytest.raises(OptionError, match=field):
             d[field].coerce(value)
+
+
+def test_a_cards_backbone_is_a_registered_name_and_a_refusal_quotes_a_bounded_part_of_it():
+    """Checked against the registry where the base is built (.safetensors); a bounded plain name where it is not
+    (an ONNX graph is its own base); a 50 MB name is refused in a short line."""
+    from fakefinder import options
+    from fakefinder.errors import UsageError
+    from fakefinder.models.modelcard import BaseCard, Calibration, HeadSpec, ModelCard, Verdict
+
+    card = ModelCard(base=BaseCard(backbone="efficientnet_lite0"), head=HeadSpec(in_features=1280),
+                     calibration=Calibration(), verdict=Verdict(), precision="fp32", prepare=None).to_json()
+    for name, registered, bare in (("nope", "must be one of", None), ("x" * 50 * 2**20, "must be one of", "a name"),
+                                   ("a b\x1b[2J", "must be one of", "a name")):
+        card["base"]["backbone"] = name
+        with pytest.raises(UsageError, match=registered) as caught:
+            ModelCard.from_json(card)
+        assert len(str(caught.value)) < 400
+        with options.without_registries():
+            if bare is None:
+                assert ModelCard.from_json(card).base.backbone == name
+            else:
+                with pytest.raises(UsageError, match=bare) as caught:
+                    ModelCard.from_json(card)
+                assert len(str(caught.value)) < 200

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from media import astronaut, coffee
+from media import astronaut, coffee, huge_png
 
 from fakefinder import Compute, PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
 from fakefinder.data import landmarks
@@ -175,7 +175,7 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
                     compute=Compute(processes=1))
     reads = []
     read = landmarks.read_landmarks
-    monkeypatch.setattr(landmarks, "read_landmarks", lambda root: reads.append(root) or read(root))
+    monkeypatch.setattr(landmarks, "read_landmarks", lambda root, **kw: reads.append(root) or read(root, **kw))
     settings = TrainSettings(fakes="self-blended", blends=2)
     data = with_pseudo_fakes(load_dataset(reals.out, need_both_classes=False), settings)
     assert list(data.origins) == [-1, -1, -1, 0, 0, 1, 1, 2, 2]
@@ -228,3 +228,116 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended", "--trainable-blocks", "0"])
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
     assert TrainSettings.preset(fakes="both") == TrainSettings(fakes="both")  # the default recipe otherwise
+
+
+def test_blend_reads_a_crop_whose_name_is_not_utf8(tmp_path):
+    """OpenCV's imread crashes the process on such a name: read in Python, each crop gets its grid."""
+    crop = cv2.imencode(".png", cv2.resize(astronaut()[0:256, 100:356], (128, 128)))[1].tobytes()
+    odd, good = tmp_path / os.fsdecode(b"\xff\xfe.png"), tmp_path / "good.png"
+    odd.write_bytes(crop)
+    good.write_bytes(crop)
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "blend", str(odd), str(good), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_-blends.png", "good-blends.png"]
+
+
+def _npz(path: Path, **arrays) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def test_a_corrupt_landmarks_file_is_measured_again_and_never_makes_a_card_its_reader_refuses(face, tmp_path):
+    """Meshes of 1e30, inf, the wrong shape or type, or a header declaring 10^12 floats: each is measured again
+    (no traceback, no MemoryError), and training with self-blended fakes writes a model that loads."""
+    import io
+    import zipfile
+
+    crop, _ = face
+    src = tmp_path / "src" / "real"
+    src.mkdir(parents=True)
+    for k in range(3):
+        cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
+    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
+                    compute=Compute(processes=1))
+    store = reals.out / LANDMARKS
+    with np.load(store) as z:
+        keys, good = z["keys"], z["points"]
+    assert np.isfinite(good).all()
+    corrupt = {"1e30": dict(keys=keys, points=np.full_like(good, 1e30)),
+               "inf": dict(keys=keys, points=np.where(np.arange(2) == 0, np.inf, good).astype(np.float32)),
+               "far": dict(keys=keys, points=good + 400),  # finite, but far outside a 224 px crop
+               "shape": dict(keys=keys, points=good[:, :100]),
+               "type": dict(keys=keys, points=good.astype(np.int64)),
+               "count": dict(keys=keys[:1], points=good)}
+    for case, arrays in corrupt.items():
+        _npz(store, **arrays)
+        fresh = load_dataset(reals.out, need_both_classes=False)
+        np.testing.assert_allclose(fresh.landmarks(np.arange(3)), good, atol=1e-3, err_msg=case)
+    _npz(store, keys=keys, points=good)
+    with zipfile.ZipFile(store) as z:
+        entry = z.read("points.npy")
+    payload = io.BytesIO(entry)
+    np.lib.format.read_magic(payload)
+    np.lib.format.read_array_header_1_0(payload)  # leaves `payload` at the array's bytes
+    with zipfile.ZipFile(store, "w") as z:  # stored, not compressed, as np.savez writes
+        z.writestr("keys.npy", _npy_bytes(keys))
+        z.writestr("points.npy", _npy_header(np.dtype("<f4"), (10**9, 468, 2)) + payload.read())
+    assert landmarks.read_landmarks(reals.out) == {}  # refused from the header: nothing allocated
+    np.testing.assert_allclose(load_dataset(reals.out, need_both_classes=False).landmarks(np.arange(3)), good,
+                               atol=1e-3)
+
+    _npz(store, keys=keys, points=np.full_like(good, 1e30))
+    trained = train(reals.out, TrainSettings(fakes="self-blended", blends=1, epochs=1), tracking=None)
+    assert 0 < load_detector(trained.model_path).card.face_fill < 1  # measured again: a face fills part of its crop
+    import dataclasses
+
+    from fakefinder.models.modelfile import load_model, save_model
+
+    model = load_model(trained.model_path)
+    broken = dataclasses.replace(model, card=dataclasses.replace(model.card, face_fill=float("inf")))
+    with pytest.raises(UsageError, match=r"not written: its model card would not load \(.*face_fill"):
+        save_model(tmp_path / "broken.safetensors", broken)
+    assert not (tmp_path / "broken.safetensors").exists()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def test_blend_has_predicts_input_limits_and_one_line_errors(tmp_path):
+    """A PNG bomb is refused from its header (the other crops go on); --seeds beyond its bound, a bad --margin and
+    OUT being a file are one line each."""
+    good = tmp_path / "good.png"
+    good.write_bytes(cv2.imencode(".png", cv2.resize(astronaut()[0:256, 100:356], (96, 96)))[1].tobytes())
+    bomb = huge_png(tmp_path / "bomb.png", 30000, 30000)
+
+    def blend(*argv):
+        return subprocess.run([sys.executable, "-m", "fakefinder", "blend", *map(str, argv)], capture_output=True,
+                              text=True, timeout=120)
+
+    proc = blend(bomb, good, tmp_path / "out")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{bomb}: 900 megapixels, over the limit of 100" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good-blends.png"]
+    for argv, shown in (((good, tmp_path / "out", "--seeds", "3000"), "--seeds must be an integer in [1, 32]"),
+                        ((good, tmp_path / "out", "--margin", "-1"), "--margin must be"),
+                        ((good, good), "not a folder")):
+        proc = blend(*argv)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and shown in proc.stderr, proc.stderr

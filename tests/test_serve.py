@@ -569,3 +569,31 @@ def test_malformed_requests_get_a_json_4xx_that_says_what_was_wrong(running):
                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     error = json.loads(raw)["error"]
     assert 400 <= status < 500 and error.startswith("not a multipart form with a file (") and "Exception" not in error
+
+
+def test_a_verdict_past_the_inference_timeout_fails_in_one_line_and_its_upload_goes(tmp_path):
+    """A video that never ends (a detector reading frames for ever here) holds its slot until the deadline, then
+    fails with a one-line error, and its upload is deleted."""
+    from fakefinder import ServeSettings
+    from fakefinder.serve.jobs import JobQueue
+
+    class Endless:
+        explains = False
+
+        def predict_video(self, path, *, on_progress, **_):
+            for frames in range(1, 10**12):
+                on_progress(frames, 0)
+
+    clip = write_video(tmp_path / "clip.mp4", coffee(), seconds=1, fps=5, size=(64, 48))
+    queue = JobQueue({"m": str(tmp_path / "never-loaded.safetensors")}, ServeSettings(inference_timeout=1),
+                     root=tmp_path / "jobs")
+    queue.models.detector = lambda name: Endless()
+    try:
+        job = queue.new_job("clip.mp4", None)
+        shutil.copy(clip, queue.input_path(job))
+        queue.submit_file(job)
+        queue.wait(job, 60)
+        assert job.state == "failed" and "\n" not in job.error and "--inference-timeout" in job.error, job.error
+        assert job.frames > 0 and not queue.input_path(job).exists()
+    finally:
+        queue.close()

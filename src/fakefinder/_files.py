@@ -54,6 +54,30 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def read_image(path: str | Path, flags: int | None = None):
+    """An image file as OpenCV decodes it (BGR uint8 unless `flags` say otherwise), read as bytes by Python: OpenCV's
+    own `imread` crashes the process (SIGSEGV) on a name that is not UTF-8. None when it cannot be read or decoded."""
+    import cv2
+    import numpy as np
+
+    try:
+        data = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR if flags is None else flags) if data.size else None
+
+
+def encode_image(image, suffix: str = ".png") -> bytes:
+    """`image` encoded by OpenCV as `suffix` says; raises OSError when it cannot be (write the bytes with
+    `write_bytes`: OpenCV's own `imwrite` shares `imread`'s trouble with names)."""
+    import cv2
+
+    ok, data = cv2.imencode(suffix, image)
+    if not ok:
+        raise OSError(f"cannot encode an image as {suffix}")
+    return data.tobytes()
+
+
 def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 

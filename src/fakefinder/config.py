@@ -304,3 +304,5 @@ class ServeSettings(_Settings):
     upload_limit: int = option(500, "largest upload, in MB", low=1, high=1_000_000, metavar="MB")
     retention: float = option(60.0, "finished jobs (and their thumbnails) are deleted after this many minutes",
                               low=0, high=525_600, metavar="MINUTES")
+    inference_timeout: float = option(600.0, "a verdict still running after this many seconds fails and its upload "
+                                             "is deleted", low=1, high=86_400, metavar="SECONDS")

@@ -12,6 +12,7 @@ import contextvars
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,6 +53,8 @@ def like(settings: type, name: str, **changes: Any) -> Any:
 
 
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+# Without the registries (see without_registries), a registry's name is still a name: short, plain characters.
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _REGISTRIES: contextvars.ContextVar[bool] = contextvars.ContextVar("fakefinder_registries", default=True)
 
 
@@ -65,6 +68,12 @@ def without_registries() -> Iterator[None]:
         yield
     finally:
         _REGISTRIES.reset(token)
+
+
+def _cut(value: Any, limit: int = 60) -> str:
+    """`value`'s repr, cut to `limit` characters: a message quotes what it refuses, not 50 MB of it."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= 4 * limit else repr(value[:4 * limit])
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ class Declared:
         if isinstance(value, str) and value in self.literals:
             return None
         if self.kind is None:
-            return f"must be one of {', '.join(self.literals)}, got {value!r}"
+            return f"must be one of {', '.join(self.literals)}, got {_cut(value)}"
         ok_type = isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             ok_type = True
@@ -150,7 +159,9 @@ class Declared:
             return f"must be a finite number, got {value!r}"
         choices = self.choices()
         if choices is not None and value not in choices:
-            return f"must be one of {', '.join(choices)}, got {value!r}"
+            return f"must be one of {', '.join(choices)}, got {_cut(value)}"
+        if self.option.choices is not None and not (isinstance(value, str) and REGISTERED_NAME.fullmatch(value)):
+            return f"must be a name (letters, digits, _ . + -; at most 64), got {_cut(value)}"
         o = self.option
         too_low = o.low is not None and (value < o.low or (o.low_open and value == o.low))
         too_high = o.high is not None and (value > o.high or (o.high_open and value == o.high))

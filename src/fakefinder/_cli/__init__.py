@@ -45,9 +45,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_names(error) -> str:
-    """An OptionError as the user typed it: flags, not setting names."""
-    return error.render(lambda option: "--" + option.replace("_", "-"))
+def _flag_names(error, flags: set[str] | None = None) -> str:
+    """An OptionError as the user typed it: flags, not setting names; a setting the command has no flag for (`flags`:
+    those it has) keeps its name in words (a model's base weights, say, met by a command without --base-weights)."""
+    def name(option: str) -> str:
+        flag = "--" + option.replace("_", "-")
+        return flag if flags is None or flag in flags else option.replace("_", " ")
+
+    return error.render(name)
+
+
+def _flags(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """The option strings `command`'s parser knows."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {flag for action in sub._actions for flag in action.option_strings}
 
 
 TUNING = {"tune", "study", "demo"}
@@ -72,11 +83,13 @@ def _sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .._text import printable
     from ..errors import OptionError, UsageError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
     _quiet_libraries(args.command)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
@@ -84,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return code
     except OptionError as exc:
-        print(f"fakefinder {args.command}: error: {_flag_names(exc)}", file=sys.stderr)
+        print(f"fakefinder {args.command}: error: {printable(_flag_names(exc, _flags(parser, args.command)))}",
+              file=sys.stderr)
         return 2
     except UsageError as exc:
-        print(f"fakefinder {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fakefinder {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted" + ("; rerun the same command to resume" if args.command in RESUMABLE else ""),

@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from .._text import printable
     from ..errors import UsageError
     from ..inference.evaluation import evaluate, evaluate_collections
 
@@ -46,5 +47,5 @@ def run(args) -> int:
         result = evaluate(args.model, args.data[0], split=args.split, by=args.by,
                           load=_options.load_options(args), progress=progress)
     _options.write_json(result.to_dict(), args.json)
-    print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
+    print(printable(result.summary()), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0

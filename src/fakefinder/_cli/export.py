@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from .._text import printable
     from ..errors import UsageError
     from ..inference.detector import resolve_model_file
     from ..models.modelfile import load_model
@@ -29,6 +30,6 @@ def run(args) -> int:
                        base_weights=args.base_weights)
     written = export_onnx(model, args.out)
     card = load_onnx(written).card  # read back as predict will: a file that does not load is not left unsaid
-    print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB): {card.base.backbone}, "
-          f"{card.verdict.meaning()}")
+    print(printable(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB): {card.base.backbone}, "
+                    f"{card.verdict.meaning()}"))
     return 0

@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .._packages import require
+    from .._text import printable
     from ..config import InputLimits
     from ..errors import UsageError
     from ..inference.evaluation import predict, predictions_table, write_predictions_csv
@@ -54,5 +55,5 @@ def run(args) -> int:
         write_predictions_csv(results, args.csv)
     shown_on = sys.stderr if args.json == "-" else sys.stdout
     print(predictions_table(results), file=shown_on)
-    print(f"\n{detector.describe()}", file=shown_on)
+    print(f"\n{printable(detector.describe())}", file=shown_on)
     return 1 if all(r.error for r in results) else 0

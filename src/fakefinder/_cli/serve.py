@@ -66,6 +66,7 @@ def run(args) -> int:
     require("serve", ("fastapi", "uvicorn", "python_multipart", "captum"), what="fakefinder serve")
     import uvicorn
 
+    from .._text import printable
     from ..config import InputLimits, ServeSettings
     from ..errors import UsageError
     from ..serve import create_app
@@ -80,7 +81,7 @@ def run(args) -> int:
                      limits=_options.settings_from(args, InputLimits, "serve"), runtime=args.runtime)
     try:
         for model in queue.describe_models():  # load every model now: a bad one fails here, not in a request
-            print(f"model {model['name']}: {model['backbone']}, {model['meaning']}", flush=True)
+            print(printable(f"model {model['name']}: {model['backbone']}, {model['meaning']}"), flush=True)
         port = sock.getsockname()[1]
         print(f"fakefinder serve: http://{args.host}:{port}/  (Ctrl-C to stop)", flush=True)
         config = uvicorn.Config(create_app(queue, token=args.token, host=args.host), log_level="warning")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from ..errors import UsageError
 from .faces import Box
 
@@ -65,9 +66,7 @@ def square_crop(image: np.ndarray, box: Box, *, margin: float, size: int, align:
 
 def read_crop(path: str | Path) -> np.ndarray:
     """A face crop as BGR uint8. Raises UsageError for a deleted or damaged one (the dataset needs repair)."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = _files.read_image(path)
     if image is None:
         raise UsageError(f"{path}: cannot read face crop (deleted or damaged); rerun `fakefinder prepare` to redo it")
     return image

@@ -62,7 +62,8 @@ class PreparedDataset:
         from .landmarks import read_landmarks, stored_landmarks
 
         if self._landmarks is None:
-            object.__setattr__(self, "_landmarks", read_landmarks(self.root))
+            object.__setattr__(self, "_landmarks", read_landmarks(self.root,
+                                                                  side=self.settings.size if self.settings else None))
         return stored_landmarks(self.root, self.crop_paths[rows], progress=progress, known=self._landmarks)
 
     def face_fill(self, *, sample: int = 300) -> float | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from ..config import InputLimits, PrepareSettings
 from ..errors import InputError
 
@@ -28,6 +29,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 # A seek flushes the decoder and reads from the keyframe; counted as this many decoded frames.
 SEEK_OVERHEAD_FRAMES = 3
+TICK_CHUNK = 4096  # sampling ticks placed at a time
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,23 @@ def target_indices(times: np.ndarray, *, fps: float | None, frames: int | None) 
         return sorted(set(np.linspace(0, n - 1, num=min(frames, n)).round().astype(int).tolist()))
     if not fps or fps <= 0:
         raise ValueError("fps must be positive")
-    ticks = np.arange(0.0, times[-1] + 1e-9, 1.0 / fps)
+    step = 1.0 / fps
+    count = int(np.ceil((times[-1] + 1e-9) / step))  # the ticks of np.arange(0, times[-1] + 1e-9, step)
     # Half a frame of tolerance so that a tick that falls on a frame's timestamp picks that frame.
     half_frame = 0.5 * float(np.median(np.diff(times))) if n > 1 else 0.0
-    idx = np.searchsorted(times, ticks - half_frame, side="left")
-    return sorted(set(int(i) for i in idx if i < n))
+    # Ticks a chunk at a time, jumping over the ticks of a gap (they all pick the frame after it): what this holds
+    # is bounded by the frames, never by the time their timestamps claim.
+    chosen: set[int] = set()
+    k = 0
+    while k < count:
+        ticks = np.arange(k, min(count, k + TICK_CHUNK), dtype=np.float64) * step
+        idx = np.searchsorted(times, ticks - half_frame, side="left")
+        chosen.update(int(i) for i in idx if i < n)
+        last = int(idx[-1])
+        if last >= n:
+            break
+        k = max(k + len(ticks), int((times[last] + half_frame) / step))  # no later tick before it picks another
+    return sorted(chosen)
 
 
 def keyframe_before(keyframes, target: int) -> int:
@@ -117,28 +131,40 @@ def plan(keyframes: list[int], targets: list[int]) -> list[tuple[int, int | None
     return steps
 
 
-def scan(path: str | Path) -> tuple[list[int], list[int], float]:
-    """Demux (no decode) to get every frame's pts, the keyframe indices and the stream time base."""
+def scan(path: str | Path, *, max_minutes: float | None = None) -> tuple[list[int], list[int], float]:
+    """Demux (no decode) to get every frame's pts, the keyframe indices and the stream time base.
+
+    With `max_minutes`, raises InputError as soon as the container's or the stream's declared duration, or a
+    packet's time from the first, is over it: a video's length is known before anything is held for it."""
     import av
 
     with _open(path) as container:
         stream = _video_stream(container, path)
+        time_base = float(stream.time_base)
+        if max_minutes is not None:
+            _check_minutes((container.duration or 0) / av.time_base / 60, max_minutes)
+            _check_minutes((stream.duration or 0) * time_base / 60, max_minutes)
         entries = []
+        first = None
         try:
             for packet in container.demux(stream):
                 if packet.pts is not None and packet.size:
+                    first = packet.pts if first is None else first
+                    if max_minutes is not None:
+                        _check_minutes((packet.pts - first) * time_base / 60, max_minutes)
                     entries.append((packet.pts, bool(packet.is_keyframe)))
         except av.error.FFmpegError:
             pass  # a damaged tail: keep what could be read, decode will tell whether it is usable
-        time_base = float(stream.time_base)
     entries.sort()
     pts = [p for p, _ in entries]
     keyframes = [i for i, (_, key) in enumerate(entries) if key]
     return pts, keyframes, time_base
 
 
-def make_plan(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None) -> FramePlan:
-    pts, keys, time_base = scan(path)
+def make_plan(path: str | Path, *, fps: float | None = 1.0, frames: int | None = None,
+              max_minutes: float | None = None) -> FramePlan:
+    """Raises InputError for a video over `max_minutes` (before any frame is planned)."""
+    pts, keys, time_base = scan(path, max_minutes=max_minutes)
     times = (np.asarray(pts, dtype=np.float64) - (pts[0] if pts else 0)) * time_base
     targets = target_indices(times, fps=fps, frames=frames)
     return FramePlan(tuple(pts), tuple(keys), tuple(plan(keys, targets)))
@@ -160,8 +186,8 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
 
     `tolerance` (seconds, by default `PrepareSettings.tolerance`'s): a sample may be the nearest frame that other
     frames reference, so that unreferenced frames are never decoded; 0 decodes each sample's exact frame. Raises
-    InputError when the file cannot be opened, is over `limits` (checked before anything is decoded), or yields no
-    frame at all.
+    InputError when the file cannot be opened, is over `limits` (its length and its header's size before anything
+    is decoded, each frame's size before it is converted), or yields no frame at all.
     """
     limits = limits or InputLimits()
     if is_image(path):
@@ -169,7 +195,7 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
         return
     import av
 
-    fplan = make_plan(path, fps=fps, frames=frames)
+    fplan = make_plan(path, fps=fps, frames=frames, max_minutes=limits.max_minutes)
     if not fplan.steps:
         raise InputError("no decodable frames")
     pts = fplan.pts
@@ -181,9 +207,7 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
         time_base = float(stream.time_base)
         w, h = stream.codec_context.width, stream.codec_context.height
         _check_pixels(w * h, limits, f"{w}x{h}: ")
-        minutes = (pts[-1] - pts[0]) * time_base / 60
-        if minutes > limits.max_minutes:
-            raise InputError(f"the video lasts {minutes:.1f} minutes, over the limit of {limits.max_minutes:g}")
+        _check_minutes((pts[-1] - pts[0]) * time_base / 60, limits.max_minutes)
         nearest = tolerance_applies(fplan, time_base, tolerance)
         slack = round(tolerance / time_base) if nearest else 0  # the tolerance in pts units
         context = stream.codec_context
@@ -207,6 +231,8 @@ def sample_frames(path: str | Path, *, fps: float | None = 1.0, frames: int | No
                 if frame is None:
                     break
                 pos = index_of.get(frame.pts, target)
+                # a stream may change size mid-way (a new SPS, a JPEG per frame): the header's size is not enough
+                _check_pixels(frame.width * frame.height, limits, f"{frame.width}x{frame.height}: ")
                 w, h, scale = working_size(frame.width, frame.height, max_side)
                 image = _upright(frame.to_ndarray(format="bgr24", width=w, height=h), frame.rotation)
                 yield Frame(index=pos, timestamp=(frame.pts - pts[0]) * time_base, image=image, scale=scale)
@@ -283,19 +309,39 @@ def _check_pixels(pixels: int, limits: InputLimits, size: str = "") -> None:
         raise InputError(f"{size}{pixels / 1e6:.3g} megapixels, over the limit of {limits.max_megapixels:g}")
 
 
-def _read_image(path: str | Path, max_side: int | None, limits: InputLimits) -> Frame:
-    import cv2
-    from PIL import Image, UnidentifiedImageError  # reads the size from the header, decoding nothing
+def _check_minutes(minutes: float, limit: float) -> None:
+    if minutes > limit:
+        raise InputError(f"the video lasts {minutes:.1f} minutes, over the limit of {limit:g}")
+
+
+def check_image_size(data: bytes, limits: InputLimits) -> None:
+    """Raises InputError for an image over `limits`, from its header (Pillow reads it, decoding nothing), whatever
+    its name says; an image whose size cannot be read that way (not a format Pillow knows: Radiance HDR, say,
+    which OpenCV would decode in full) is refused, not decoded to find out."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as header:
+        with Image.open(io.BytesIO(data)) as header:
             _check_pixels(header.width * header.height, limits, f"{header.width}x{header.height}: ")
     except Image.DecompressionBombError as exc:  # Pillow's own cap, far above any photograph, names the size
         found = re.search(r"\((\d+) pixels\)", str(exc))
         _check_pixels(int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0), limits)
     except (UnidentifiedImageError, OSError):
-        pass  # not an image Pillow knows: OpenCV says whether it can read it (over 2^30 pixels it refuses)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        raise InputError("cannot read as image (not JPEG, PNG, BMP, WebP or TIFF, whose size is checked before "
+                         "decoding)") from None
+
+
+def _read_image(path: str | Path, max_side: int | None, limits: InputLimits) -> Frame:
+    import cv2
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})") from None
+    check_image_size(data, limits)
+    image = _files.read_image(path)
     if image is None:
         raise InputError("cannot read as image")
     h, w = image.shape[:2]

@@ -66,6 +66,8 @@ class FaceMesh:
 
 LANDMARKS = "landmarks.npz"  # in a prepared folder, beside manifest.parquet: every crop's mesh
 SAVE_EVERY = 5000  # meshes measured between saves
+MESH_SLACK = 0.5  # a stored mesh may reach this fraction of its crop's side beyond it (a face cut by the crop's edge)
+MAX_SIDE = 2048  # largest crop side prepare writes (PrepareSettings.size): the bound where the side is not known
 
 
 def _stamp(path: Path) -> str:
@@ -77,19 +79,52 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def read_landmarks(root: str | Path) -> dict[str, np.ndarray]:
+def read_landmarks(root: str | Path, *, side: int | None = None) -> dict[str, np.ndarray]:
     """The meshes `root/landmarks.npz` holds, by crop key (see `stored_landmarks`); none when it is missing or
-    damaged (they are measured again)."""
+    damaged (they are measured again). Its arrays' shapes and types are read from their headers first: a file
+    whose arrays are not (n,) keys and (n, 468, 2) floats, or claim more bytes than the file holds, counts as
+    damaged. A mesh that is not finite (all NaN stays: no face was found) or lies outside the crop (of `side`
+    pixels where given) by more than MESH_SLACK of it is left out, and measured again."""
     import zipfile
 
     store = Path(root) / LANDMARKS
-    if store.is_file():
-        try:
-            with np.load(store) as z:
-                return dict(zip(z["keys"].tolist(), z["points"]))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass
-    return {}
+    if not store.is_file():
+        return {}
+    try:
+        with zipfile.ZipFile(store) as z:
+            n = {name: _npy_rows(z, name, store.stat().st_size) for name in ("keys.npy", "points.npy")}
+        if n["keys.npy"] != n["points.npy"]:
+            return {}
+        with np.load(store, allow_pickle=False) as z:
+            keys, points = z["keys"], z["points"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return {}
+    high = side * (1 + MESH_SLACK) if side else MAX_SIDE
+    low = -side * MESH_SLACK if side else -MAX_SIDE
+    known = {}
+    for key, mesh in zip(keys.tolist(), points):
+        if np.isnan(mesh).all() or (np.isfinite(mesh).all() and low <= mesh.min() and mesh.max() <= high):
+            known[str(key)] = mesh.astype(np.float32)
+    return known
+
+
+def _npy_rows(z, name: str, file_size: int) -> int:
+    """The row count of an array stored (not compressed) in an npz, from its header alone; raises ValueError for
+    any other shape or type, or an array larger than the file."""
+    info = z.getinfo(name)
+    if info.compress_type != 0 or info.file_size > file_size:
+        raise ValueError(f"{name}: compressed, or larger than its file")
+    with z.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    want = (POINTS, 2) if name == "points.npy" else ()
+    kind = "f" if name == "points.npy" else "U"
+    if len(shape) != 1 + len(want) or tuple(shape[1:]) != want or dtype.kind != kind or dtype.hasobject:
+        raise ValueError(f"{name}: {shape} {dtype}")
+    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+        raise ValueError(f"{name}: declares more than it holds")
+    return int(shape[0])
 
 
 def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool = False,
@@ -102,8 +137,6 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool
     meshes. A folder that cannot be written (shared, read-only) still gets its meshes, measured again next time.
     Raises UsageError when the mesh model is not installed and a mesh is missing."""
     import io
-
-    import cv2
 
     from .. import _files
     from ..progress import emit
@@ -132,7 +165,7 @@ def stored_landmarks(root: str | Path, crop_paths, *, progress=None, prune: bool
     mesh = None
     emit(progress, "landmarks", 0, len(missing), "crop")
     for done, key in enumerate(missing, 1):
-        image = cv2.imread(str(root / key.rsplit("|", 1)[0]), cv2.IMREAD_COLOR)
+        image = _files.read_image(root / key.rsplit("|", 1)[0])
         mesh = mesh or FaceMesh()
         points = mesh.landmarks(image) if image is not None else None
         known[key] = points if points is not None else np.full((POINTS, 2), np.nan, dtype=np.float32)

@@ -121,8 +121,6 @@ def _video_row(item: VideoItem, status: str, reason: str, sampled: int, kept: in
 def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folder: str,
                 limits: InputLimits | None) -> tuple[list[dict], int]:
     """Sample, detect and crop; crops go into `scratch`. Returns (manifest rows, frames sampled)."""
-    import cv2
-
     rows, sampled = [], 0
 
     def count(_frame) -> None:
@@ -131,8 +129,7 @@ def _crop_faces(item: VideoItem, settings: PrepareSettings, scratch: Path, folde
 
     for face in face_crops(item.path, settings, on_frame=count, limits=limits):
         name = f"{face.frame_index}_{face.face_index}.png"
-        if not cv2.imwrite(str(scratch / name), face.crop):
-            raise OSError(f"cannot write {scratch / name}")
+        (scratch / name).write_bytes(_files.encode_image(face.crop))  # a scratch folder: moved into place whole
         b = face.box
         rows.append({**_provenance(item), "frame_index": face.frame_index, "timestamp": face.timestamp,
                      "face_index": face.face_index, "x": b.x, "y": b.y, "w": b.w, "h": b.h, "score": b.score,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._text import format_table, shown
+from .._text import format_table, printable, shown
 from ..config import PARTS
 from ..data.frames import is_media
 from ..errors import OptionError, UsageError
@@ -281,7 +281,7 @@ def write_predictions_csv(predictions: list[VideoResult], path: str | Path) -> P
             w.writerow(["input", "p_fake", "verdict", "threshold", "frames_used", "faces", "tracks", "error"])
             for r in predictions:
                 tracks = " ".join(f"{t.track}:{t.p_fake:.4f}" for t in r.tracks)
-                w.writerow([r.input, "" if r.p_fake is None else r.p_fake, r.verdict or "", r.threshold,
+                w.writerow([printable(r.input), "" if r.p_fake is None else r.p_fake, r.verdict or "", r.threshold,
                             len(r.frames), r.faces, tracks, r.error or ""])
 
     _files.write_with(path, write)

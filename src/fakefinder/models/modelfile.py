@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _files
-from ..errors import OptionError, UsageError
+from ..errors import OptionError, UsageError, one_line
 from ..metrics import finite_scores
 from .backbones import Backbone
 from .backbones._weights import finite_tensors
@@ -65,14 +65,25 @@ def save_model(path: str | Path, model: DeepfakeModel) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
+    header = json.dumps(readable_card(model.card, path).to_json())
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if model.card.base.included:
         tensors.update({f"base.{k}": v.detach().cpu().contiguous()
                         for k, v in model.backbone.module.state_dict().items()})
     with _files.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(model.card.to_json())})
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: header})
         os.chmod(tmp, 0o666 & ~_files.umask())  # safetensors recreates the file with mode 0600
     return path
+
+
+def readable_card(card: ModelCard, path: Path) -> ModelCard:
+    """`card` when its reader takes it back as it is written; else UsageError (one line): no command writes a model
+    file that no command can load (a face fill of inf from damaged meshes, say)."""
+    try:
+        ModelCard.from_json(json.loads(json.dumps(card.to_json())))
+    except (UsageError, ValueError) as exc:
+        raise UsageError(f"{path}: not written: its model card would not load ({one_line(exc, typed=False)})") from None
+    return card
 
 
 def _tensor_shapes(path: Path) -> tuple[dict | None, dict[str, tuple[int, ...]]]:

@@ -30,6 +30,14 @@ FORMAT = "fakefinder-onnx/1"
 FORMAT_KEY, DIGEST_KEY, COMPUTE_KEY = "fakefinder_format", "fakefinder_sha256", "fakefinder_compute"
 OPSET = 18
 INPUT, OUTPUT, FEATURES = "image", "logit", "features"
+# The operators `export` writes for every registered base and head (default domain only; tests/test_onnx.py exports
+# one member of each family with both poolings and checks its graph stays within these), plus a few plain tensor
+# operators another PyTorch version may write for the same modules. No control flow (Loop, If, Scan), no custom
+# domain: a graph using anything else was not written by `export`, and could run for ever.
+OPERATORS = frozenset({
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Flatten",
+    "Gather", "Gemm", "GlobalAveragePool", "HardSigmoid", "HardSwish", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
+    "Range", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Sub", "Transpose", "Unsqueeze"})
 
 
 def require_onnx(what: str) -> None:
@@ -170,9 +178,23 @@ def _refuse(path: Path, why: str) -> UsageError:
     return UsageError(f"{path}: not an ONNX model fakefinder wrote ({why})")
 
 
+def foreign_operator(proto) -> str | None:
+    """The first operator in `proto` (its graph, any subgraph, any local function) that `export` never writes, as
+    "domain.Op" or "Op"; None when every node is one of OPERATORS in the default domain."""
+    graphs = [proto.graph, *proto.functions]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in OPERATORS:
+                return f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+            for attr in node.attribute:  # an allowed operator never has a subgraph, but look anyway
+                graphs += [attr.g, *attr.graphs] if attr.HasField("g") else list(attr.graphs)
+    return None
+
+
 def load_onnx(path: str | Path) -> OnnxModel:
     """An ONNX file written by `export_onnx`, checked before ONNX Runtime sees it: its format marker, its card
-    and its digest, and its input against the card. Raises UsageError (one line, naming the file)."""
+    and its digest, its operators (OPERATORS only), and its input against the card. Raises UsageError (one line, naming the file)."""
     path = Path(path)
     require_onnx(f"the ONNX model {path.name}")
     import onnx
@@ -195,9 +217,19 @@ def load_onnx(path: str | Path) -> OnnxModel:
     compute = meta.get(COMPUTE_KEY, "")
     if meta.get(DIGEST_KEY) != _digest(proto, meta[HEADER_KEY], compute):
         raise _refuse(path, "its graph or card changed since it was written: the digest does not match")
+    if (operator := foreign_operator(proto)) is not None:
+        raise _refuse(path, f"its graph uses operator {operator[:60]!r}, which export never writes")
     inputs = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input]
     side = card.base.input_size
     if len(inputs) != 1 or inputs[0][1:] != [3, side, side] or [o.name for o in proto.graph.output] != [OUTPUT]:
         raise _refuse(path, f"its graph does not take (N, 3, {side}, {side}) to a logit as its card implies")
-    return OnnxModel(proto, card, compute=compute, path=path)
+    return _session_of(path, proto, card, compute)
+
+
+def _session_of(path: Path, proto, card: ModelCard, compute: str) -> OnnxModel:
+    """The checked graph given to ONNX Runtime; what it refuses is one line naming the file, not its traceback."""
+    try:
+        return OnnxModel(proto, card, compute=compute, path=path)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors have no common base but Exception
+        raise _refuse(path, f"ONNX Runtime cannot load it: {one_line(exc, limit=200, typed=False)}") from None
 

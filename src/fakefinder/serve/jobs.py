@@ -40,6 +40,7 @@ class JobQueue:
         self.uploads = Uploads(settings.upload_limit * 2**20, Path(allow_dir).resolve() if allow_dir else None)
         self.store = JobStore(root)
         self.max_queued = settings.queue
+        self.timeout = settings.inference_timeout
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrent_verdicts, thread_name_prefix="verdict")
         self.heatmaps = Heatmaps(self.store)
         self._stop = threading.Event()
@@ -111,6 +112,7 @@ class JobQueue:
         import cv2
 
         job.state = "running"
+        deadline = time.monotonic() + self.timeout
         try:
             detector = self.models.detector(job.model)
             thumbs = job.folder / "frames"
@@ -120,6 +122,9 @@ class JobQueue:
             def progress(frames: int, faces: int) -> None:
                 if self._stop.is_set():  # the server is stopping (Ctrl-C): end this verdict at the next frame
                     raise JobError("the server is stopping", 503)
+                if time.monotonic() > deadline:  # checked at every frame: a verdict cannot hold its slot for ever
+                    raise JobError(f"the verdict took longer than the {self.timeout:g} s this server gives one "
+                                   "(--inference-timeout)", 504)
                 job.frames, job.faces = frames, faces
 
             def thumbnail(frame) -> None:
@@ -152,6 +157,7 @@ class JobQueue:
             if job.heatmaps == "pending":
                 self.heatmaps.submit(job, detector.model, result.suspicious, view)
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported with the job, the server goes on
+            self.input_path(job).unlink(missing_ok=True)  # gone before the job says it failed
             job.error, job.finished = one_line(exc), time.time()
             job.state, job.heatmaps = "failed", "none"
         finally:

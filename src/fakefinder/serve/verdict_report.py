@@ -7,6 +7,8 @@ import base64
 import html
 from pathlib import Path
 
+from .. import _files
+
 COLOURS = ((229, 136, 30), (57, 57, 229), (71, 160, 67), (0, 140, 251), (170, 36, 142), (123, 137, 0))  # BGR
 
 
@@ -45,7 +47,7 @@ def _timeline_svg(result: dict, width: int = 640, height: int = 180) -> str:
 def _frame_with_boxes(path: Path, frame: dict, size: list[int] | None) -> str:
     import cv2
 
-    image = cv2.imread(str(path))
+    image = _files.read_image(path)
     if image is None or size is None:
         return ""
     k = size[0] / size[2]

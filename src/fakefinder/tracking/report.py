@@ -118,7 +118,7 @@ def run_section(run_id: str, *, tracking_uri: str | None = None, hardest: int = 
         faces = [c for c, v in zip(crops, vid) if v == video][:4]
         thumbs = []
         for c in faces:
-            image = cv2.imread(str(data / c))
+            image = _files.read_image(data / c)
             if image is not None:
                 ok, png = cv2.imencode(".png", cv2.resize(image, (96, 96), interpolation=cv2.INTER_AREA))
                 thumbs.append(_img(png.tobytes(), c, 96))

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import _files
-from ..config import TrainSettings
+from ..config import InputLimits, PrepareSettings, TrainSettings
 from ..data.crops import crop_scale
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
 
 METHOD = "self-blended"
 RATIOS = (0.25, 0.5, 0.75)  # blend ratios other than 1
+MAX_GRID_SEEDS = 32  # rows of one crop's grid in `blend` (a grid is seeds x 3 crops: 32 rows is 7000 px high at 224)
 
 
 def face_side(shape: tuple[int, ...], margin: float) -> float:
@@ -240,21 +241,44 @@ class FreshBlends:
 
 
 def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainSettings | None = None, *,
-                      seeds: int = 3, margin: float = 0.3) -> list[tuple[Path, Path | None, str]]:
+                      seeds: int = 3, margin: float = 0.3, limits: InputLimits | None = None
+                      ) -> list[tuple[Path, Path | None, str]]:
     """For each face crop, `blend_grid` over `seeds` seeds (from `settings.seed` on) as OUT/<name>-blends.png.
-    Returns (crop, written file or None, problem): an unreadable crop is one problem, the rest go on."""
+    Returns (crop, written file or None, problem): an unreadable crop, or one over `limits` (checked from its header
+    before it is decoded), is one problem, the rest go on. Raises OptionError for `seeds` outside 1-MAX_GRID_SEEDS
+    or a `margin` that `prepare` would refuse, UsageError when OUT is not a folder."""
     import re
 
     import cv2
 
+    from ..data.frames import check_image_size
     from ..data.landmarks import FaceMesh
+    from ..errors import InputError, OptionError
+    from ..options import declared
 
-    s = settings or TrainSettings()
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_GRID_SEEDS:
+        raise OptionError("seeds", f"must be an integer in [1, {MAX_GRID_SEEDS}], got {seeds!r}")
+    if (problem := declared(PrepareSettings)["margin"].problem(margin)) is not None:
+        raise OptionError("margin", problem)
+    s, limits = settings or TrainSettings(), limits or InputLimits()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: not a folder (OUT is the folder the grids go into)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot make the folder ({exc.strerror})") from None
     mesh, taken, results = None, set(), []
     for crop_path in map(Path, crops):
-        crop = cv2.imread(str(crop_path), cv2.IMREAD_COLOR) if crop_path.is_file() else None
+        try:
+            check_image_size(crop_path.read_bytes(), limits)
+        except InputError as exc:  # over the limits, or not an image whose size can be read first
+            results.append((crop_path, None, "cannot read as an image" if str(exc).startswith("cannot read") else
+                            str(exc)))
+            continue
+        except OSError:
+            pass  # said below
+        crop = _files.read_image(crop_path) if crop_path.is_file() else None
         if crop is None:
             results.append((crop_path, None, "cannot read as an image" if crop_path.exists() else "file not found"))
             continue
