@@ -49,5 +49,6 @@ class Models:
                         "threshold": d.threshold, "inconclusive_band": d.verdict.band, "meaning": d.verdict.meaning(),
                         "calibration": d.card.calibration.method, "dataset": d.card.dataset,
                         "evidence": dataclasses.asdict(d.card.evidence),
-                        "evidence_summary": d.card.evidence.summary(d.card.dataset)})
+                        "evidence_summary": d.card.evidence.summary(d.card.dataset),
+                        "strength_summary": d.strength_summary()})
         return out
