@@ -23,7 +23,6 @@ from .._version import __version__
 from ..config import Precision, PrepareSettings, TrainSettings, VideoRule
 from ..errors import OptionError, UsageError
 from ..options import option
-from .strength import CONCLUSIVE, StrengthMap
 
 FORMAT = "fakefinder-model"
 VERSION = 5  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band; 3: no val_fakes, no
@@ -170,7 +169,9 @@ class StrengthCard(options.Checked):
     test_cllr_min: float | None = option(None, "Cllr after the best monotone recalibration (PAV): discrimination "
                                          "alone", low=0, high=1)
     test_eer: float | None = option(None, "equal error rate of the test videos' scores", low=0, high=1)
-    map: StrengthMap | None = field(default=None)  # checked by its own declarations (StrengthMap.from_dict)
+    # A StrengthMap or None, checked by its own declarations (StrengthMap.from_dict); typed Any here because the
+    # declarations are read with get_type_hints, and strength (NumPy) is imported on first use, not for `--help`.
+    map: Any = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"propositions": list(PROPOSITIONS), "conclusive": self.conclusive, "test_videos": self.test_videos,
@@ -188,7 +189,11 @@ class StrengthCard(options.Checked):
         if propositions != list(PROPOSITIONS):
             raise OptionError("strength.propositions", f"must be {list(PROPOSITIONS)}, got {propositions!r}")
         card = options.build(cls, values, what="strength field", complete=True, prefix="strength.")
-        return card if raw_map is None else replace(card, map=StrengthMap.from_dict(raw_map, prefix="strength.map."))
+        if raw_map is None:
+            return card
+        from .strength import StrengthMap
+
+        return replace(card, map=StrengthMap.from_dict(raw_map, prefix="strength.map."))
 
     def summary(self) -> str:
         """One sentence on how good the model's LRs were, e.g. "Its likelihood ratios cost 0.41 bits (Cllr; 0.30
