@@ -43,7 +43,9 @@ def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, t
     assert result.strength == detector.card.strength.map.assess(p)
     assert result.verdict == headline(result.strength.likelihood_ratio, conclusive=detector.card.strength.conclusive)
     assert result.decision == ("FAKE" if p >= t else "REAL")
-    assert result.to_dict()["rule"] == detector.verdict.meaning() and "swap-efficientnet_lite0" in detector.describe()
+    assert result.to_dict()["rule"] == detector.rule.meaning() and "swap-efficientnet_lite0" in detector.describe()
+    # With a strength map the LR decides INCONCLUSIVE: the threshold's rule has no band
+    assert detector.rule.band == result.to_dict()["inconclusive_band"] == 0 < detector.verdict.band
     crop = load_dataset(learnable.out).crop_files[0]
     cv2.imwrite(str(tmp_path / "face.png"), cv2.imread(str(crop)))
     image = detector.predict(tmp_path / "face.png")

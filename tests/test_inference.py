@@ -141,7 +141,7 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     assert out[str(inputs[5])]["error"] == "file not found"
     assert "no face found" in proc.stderr  # the human-readable table, and what its verdicts mean
     assert "strength of evidence" in proc.stderr and "\nstrength: FAKE at likelihood ratio >= 3" in proc.stderr
-    assert f"\nverdict: {r['rule']}\n" in proc.stderr and "\nmodel: swap-efficientnet_lite0 was trained" in proc.stderr
+    assert f"\ndecision: {r['rule']}\n" in proc.stderr and "\nmodel: swap-efficientnet_lite0 was trained" in proc.stderr
     for row in out.values():
         assert set(row) >= {"input", "p_fake", "verdict", "decision", "strength", "strength_note", "error", "faces",
                             "frames", "tracks", "threshold", "rule", "inconclusive_band"}

@@ -151,7 +151,7 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
     assert evidence.startswith("swap-efficientnet_lite0 was trained on ") and "test AUC is" in evidence, evidence
     assert "95% interval" in evidence and "videos never used to choose anything" in evidence
     assert page.locator("#meaning").inner_text().endswith(expected["rule"])
-    assert "INCONCLUSIVE within 0.05" in expected["rule"] and "too few videos" in expected["rule"]
+    assert "INCONCLUSIVE" not in expected["rule"] and "too few videos" in expected["rule"]  # the LR decides that
     assert page.locator("#verdict-word").inner_text() == expected["verdict"]
     # The page leads with the strength of evidence in words, coloured by the scale, and keeps the decision
     strength = expected["strength"]

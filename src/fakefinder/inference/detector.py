@@ -158,10 +158,22 @@ class Detector:
     def threshold(self) -> float:
         return self.verdict.threshold
 
+    @property
+    def has_strength(self) -> bool:
+        """Whether the card has a strength-of-evidence map: then the verdict follows the LR, not the threshold."""
+        return self.card.strength is not None and self.card.strength.map is not None
+
+    @property
+    def rule(self) -> Verdict:
+        """How the threshold's call follows from P(fake): the verdict's without a strength map, else the decision's
+        (no inconclusive band: the LR decides when the headline is INCONCLUSIVE)."""
+        return dataclasses.replace(self.verdict, band=0.0) if self.has_strength else self.verdict
+
     def describe(self) -> str:
         """What a reader needs to weigh this detector's verdicts, in three lines: the model and its evidence, what
-        its threshold means, and how good its strength of evidence was."""
-        return (f"model: {self.card.evidence.summary(self.card.dataset)}\nverdict: {self.verdict.meaning()}\n"
+        its threshold means (its decision, with a strength map), and how good its strength of evidence was."""
+        label = "decision" if self.has_strength else "verdict"
+        return (f"model: {self.card.evidence.summary(self.card.dataset)}\n{label}: {self.rule.meaning()}\n"
                 f"strength: {self.strength_summary()}")
 
     def strength_summary(self) -> str:
@@ -226,7 +238,7 @@ class Detector:
         from .tracks import link_tracks
 
         if not path.is_file():
-            return VideoResult(str(path), None, None, "file not found", self.verdict)
+            return VideoResult(str(path), None, None, "file not found", self.rule)
         frames: dict[int, tuple[float, list]] = {}
         pending: list = []
         counts = [0, 0]
@@ -265,14 +277,14 @@ class Detector:
             if pending:
                 flush()
         except Exception as exc:  # noqa: BLE001 - one unusable input never stops the batch
-            return VideoResult(str(path), None, None, one_line(exc), self.verdict, frames_sampled=counts[0])
+            return VideoResult(str(path), None, None, one_line(exc), self.rule, frames_sampled=counts[0])
         ordered = sorted(frames.items())
         track_of = link_tracks([[box for box, _ in faces] for _, (_, faces) in ordered])
         result = tuple(FrameResult(i, t, tuple(FaceResult(box, p, track_of[k][j]) for j, (box, p) in enumerate(faces)))
                        for k, (i, (t, faces)) in enumerate(ordered))
         tracks = self._tracks(result)
         if not tracks:
-            return VideoResult(str(path), None, None, None, self.verdict, result, (), counts[0])
+            return VideoResult(str(path), None, None, None, self.rule, result, (), counts[0])
         score = max(t.p_fake for t in tracks)  # a fake often swaps one of two people: the most suspicious wins
         position = {i: k for k, i in enumerate(i for i, _ in ordered)}
         suspicious = tuple(SuspiciousFace(face.frame_index, face.timestamp,
@@ -280,7 +292,7 @@ class Detector:
                                           result[position[face.frame_index]].faces[face.face_index].box, face.crop)
                            for p, _, face in sorted(kept, key=lambda e: -e[0]))
         judged = self.judge(score)
-        return VideoResult(str(path), score, judged.pop("verdict"), None, self.verdict, result, tracks, counts[0],
+        return VideoResult(str(path), score, judged.pop("verdict"), None, self.rule, result, tracks, counts[0],
                            suspicious, **judged)
 
     def _tracks(self, frames: tuple[FrameResult, ...]) -> tuple[TrackResult, ...]:

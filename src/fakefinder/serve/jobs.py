@@ -139,7 +139,7 @@ class JobQueue:
             data = result.to_dict()
             data["input"] = job.name
             view = {"heatmaps": [], "thumbnails": {str(k): v for k, v in sizes.items()},
-                    "meaning": detector.verdict.meaning(), "model": job.model,
+                    "meaning": detector.rule.meaning(), "model": job.model,
                     "evidence": detector.card.evidence.summary(detector.card.dataset),
                     "strength": detector.strength_summary(),
                     "calibration": detector.card.calibration.method,

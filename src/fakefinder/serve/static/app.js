@@ -33,7 +33,8 @@ async function loadModels() {
   const note = () => {
     const m = body.find((x) => x.name === select.value);
     $("model-evidence").textContent = m ? `${m.evidence_summary}.` : "";
-    $("model-note").textContent = m ? `Its verdicts: ${m.meaning}.` : "";
+    const rule = m && m.headline === "likelihood ratio" ? "Its threshold's decisions" : "Its verdicts";
+    $("model-note").textContent = m ? `${rule}: ${m.meaning}.` : "";
     $("model-strength").textContent = m ? `Strength of evidence: ${m.strength_summary}` : "";
   };
   select.addEventListener("change", note);
