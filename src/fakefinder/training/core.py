@@ -372,7 +372,9 @@ def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarra
         _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], probs[part], rule=config.video_rule)
         return vy, vp
 
-    both = lambda y: len(np.unique(y)) == 2  # noqa: E731
+    def both(y: np.ndarray) -> bool:
+        return len(np.unique(y)) == 2
+
     vy, vp = videos("val")
     if not both(vy):
         return StrengthCard(config.conclusive_lr)
