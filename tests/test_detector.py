@@ -18,6 +18,7 @@ from fakefinder import (
 )
 from fakefinder.inference.tracks import link_tracks
 from fakefinder.models.features import load_crops
+from fakefinder.models.strength import headline
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,14 @@ def test_load_once_predict_video_image_and_faces(trained, learnable, tracking, t
     assert all(isinstance(f, FrameResult) and all(isinstance(x, FaceResult) for x in f.faces) for f in result.frames)
     assert [isinstance(t, TrackResult) for t in result.tracks] == [True]
     assert result.p_fake == pytest.approx(result.tracks[0].p_fake)
-    p, t, band = result.p_fake, detector.threshold, detector.verdict.band
-    assert result.verdict == ("INCONCLUSIVE" if abs(p - t) < band else "FAKE" if p >= t else "REAL")
-    assert result.to_dict()["rule"] == detector.verdict.meaning() and "swap-efficientnet_lite0" in detector.describe()
+    p, t = result.p_fake, detector.threshold
+    # The headline follows the strength of evidence; the threshold's yes/no is the decision
+    assert result.strength == detector.card.strength.map.assess(p)
+    assert result.verdict == headline(result.strength.likelihood_ratio, conclusive=detector.card.strength.conclusive)
+    assert result.decision == ("FAKE" if p >= t else "REAL")
+    assert result.to_dict()["rule"] == detector.rule.meaning() and "swap-efficientnet_lite0" in detector.describe()
+    # With a strength map the LR decides INCONCLUSIVE: the threshold's rule has no band
+    assert detector.rule.band == result.to_dict()["inconclusive_band"] == 0 < detector.verdict.band
     crop = load_dataset(learnable.out).crop_files[0]
     cv2.imwrite(str(tmp_path / "face.png"), cv2.imread(str(crop)))
     image = detector.predict(tmp_path / "face.png")

@@ -28,6 +28,7 @@ from fakefinder.inference.evaluation import dataset_logits, evaluate, predict
 from fakefinder.models.backbones import create_backbone
 from fakefinder.models.features import load_crops
 from fakefinder.models.modelfile import load_model
+from fakefinder.models.strength import cllr, cllr_min
 from fakefinder.workflows.study import study
 
 pytestmark = pytest.mark.slow  # every test scores with a trained model, or trains one
@@ -59,6 +60,12 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     vy = np.array([y[data.video_ids == v][0] for v in videos])
     assert result.overall.video.auc == pytest.approx(sk.roc_auc_score(vy, vp))
     assert result.overall.video.log_loss == pytest.approx(sk.log_loss(vy, vp))
+    # The cost of the card's likelihood ratios over these videos, and after the best recalibration
+    strength_map = detector.card.strength.map
+    assert result.cost.cllr == pytest.approx(cllr(strength_map.likelihood_ratios(vp), vy))
+    assert result.cost.cllr_min == pytest.approx(cllr_min(vp, vy))
+    assert result.to_dict()["cllr"] == result.cost.cllr and "Cllr_min" in result.summary()
+    assert result.cost_by["swap"].cllr is not None and result.to_dict()["by"]["swap"]["cllr_min"] is not None
     (tn, fp), (fn, tp) = result.overall.confusion
     assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= t).ravel())
     assert set(result.by) == {"swap", "resample", "warp", "colour", "mouth"}  # each method's fakes and all reals
@@ -105,7 +112,23 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     assert proc.returncode == 0, proc.stderr
     out = {r["input"]: r for r in json.loads(proc.stdout)}
     r, f = out[str(inputs[0])], out[str(inputs[1])]
-    assert f["p_fake"] > r["p_fake"] and f["verdict"] == "FAKE" and r["verdict"] == "REAL"
+    assert f["p_fake"] > r["p_fake"] and f["decision"] == "FAKE" and r["decision"] == "REAL"  # the threshold's
+    scored = sorted((row for row in out.values() if row["p_fake"] is not None), key=lambda row: row["p_fake"])
+    assert len(scored) == 3
+    for row in scored:  # every scored verdict states the strength of its evidence, within what its data can show
+        s = row["strength"]
+        assert set(s) >= {"likelihood_ratio", "bounded", "real_percentile", "fake_percentile", "support", "n_real",
+                          "n_fake", "fakes", "sentence", "colour"} and s["fakes"] == "real"
+        assert 1 / (s["n_fake"] + 2) <= s["likelihood_ratio"] <= s["n_real"] + 2
+        assert 0 <= s["real_percentile"] <= 1 and 0 <= s["fake_percentile"] <= 1
+        assert row["decision"] in ("FAKE", "REAL") and row["conclusive_lr"] == 3
+        if 1 / 3 < s["likelihood_ratio"] < 3:  # the headline never claims more than the evidence
+            assert row["verdict"] == "INCONCLUSIVE"
+        else:
+            assert row["verdict"] == ("FAKE" if s["likelihood_ratio"] >= 3 else "REAL")
+        assert s["sentence"].startswith("Scores like this are ") and s["support"] in s["sentence"]
+    ratios = [row["strength"]["likelihood_ratio"] for row in scored]
+    assert ratios == sorted(ratios) and ratios[-1] > ratios[0]  # the LR rises with P(fake)
     assert r["faces"] == 4 and len(r["frames"]) == 4  # 2 s at the model's 2 fps
     face = r["frames"][1]["faces"][0]
     assert r["frames"][1]["t"] == pytest.approx(0.5, abs=0.1)  # within the card's sampling tolerance
@@ -114,13 +137,16 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     assert photo["faces"] == 1 and photo["verdict"] in ("REAL", "FAKE", "INCONCLUSIVE") and photo["error"] is None
     faceless = out[str(inputs[3])]
     assert faceless["p_fake"] is None and faceless["verdict"] is None and faceless["error"] is None
+    assert faceless["strength"] is None and faceless["strength_note"] == "no score: no face found"
+    assert faceless["decision"] is None
     assert out[str(inputs[4])]["error"].startswith("cannot open as video")
     assert out[str(inputs[5])]["error"] == "file not found"
     assert "no face found" in proc.stderr  # the human-readable table, and what its verdicts mean
-    assert f"\nverdict: {r['rule']}\n" in proc.stderr and "\nmodel: swap-efficientnet_lite0 was trained" in proc.stderr
+    assert "strength of evidence" in proc.stderr and "\nstrength: FAKE at likelihood ratio >= 3" in proc.stderr
+    assert f"\ndecision: {r['rule']}\n" in proc.stderr and "\nmodel: swap-efficientnet_lite0 was trained" in proc.stderr
     for row in out.values():
-        assert set(row) >= {"input", "p_fake", "verdict", "error", "faces", "frames", "tracks", "threshold", "rule",
-                            "inconclusive_band"}
+        assert set(row) >= {"input", "p_fake", "verdict", "decision", "strength", "strength_note", "error", "faces",
+                            "frames", "tracks", "threshold", "rule", "inconclusive_band"}
     assert [t["track"] for t in r["tracks"]] == [0] and r["tracks"][0]["faces"] == 4  # one person, one track
     with open(tmp_path / "verdicts.csv", newline="") as f:  # the same verdicts, one row per input
         table = {row["input"]: row for row in csv.DictReader(f)}
@@ -128,6 +154,10 @@ def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tm
     for name, row in table.items():
         assert row["verdict"] == (out[name]["verdict"] or "") and row["error"] == (out[name]["error"] or "")
         assert row["p_fake"] == ("" if out[name]["p_fake"] is None else str(out[name]["p_fake"]))
+        assert row["decision"] == (out[name]["decision"] or "")
+        strength = out[name]["strength"] or {}
+        assert row["likelihood_ratio"] == str(strength.get("likelihood_ratio", ""))
+        assert row["support"] == strength.get("support", "")
         assert int(row["faces"]) == out[name]["faces"] and int(row["frames_used"]) == len(out[name]["frames"])
 
 
@@ -212,6 +242,7 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
                            str(tmp_path / "table.html"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    assert all({"cllr", "cllr_min"} <= set(r) for r in rows) and rows[0]["cllr"] is not None
     methods = ["colour", "mouth", "resample", "swap", "warp"]
     assert [(r["collection"], r["group"]) for r in rows] == [
         (name, group) for name in ("syn", "tight") for group in [None, *methods]]
@@ -224,6 +255,7 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
                         r"prepare --margin 0.30 frames it so", rows[6]["framing"])
     table = proc.stdout
     assert "video AUC" in table and "ECE" in table and "as trained" in table and "margin 0 (model: 0.3)" in table
+    assert "Cllr" in table and "Cllr_min" in table
     page = (tmp_path / "table.html").read_text()  # the same table for a report
     assert page.count("<tr>") == len(rows) + 1 and f"<td>{rows[6]['framing']}</td>" in page and "<td>tight</td>" in page
     many = subprocess.run([sys.executable, "-m", "fakefinder", "evaluate", str(model.model_path), str(prepared.out),

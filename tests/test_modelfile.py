@@ -41,8 +41,54 @@ def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
     card = read_card(model_file)
     assert ModelCard.from_json(card.to_json()) == card
     header = header_of(model_file)
-    assert header["format"] == "fakefinder-model/4" and header["label"].startswith("1 = FAKE")
-    assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest", "evidence"} <= set(header)
+    assert header["format"] == "fakefinder-model/5" and header["label"].startswith("1 = FAKE")
+    assert {"base", "head", "calibration", "verdict", "precision", "prepare", "data_digest", "evidence",
+            "strength"} <= set(header)
+
+
+def test_the_card_keeps_a_strength_of_evidence_map_fitted_on_validation_videos_and_its_test_cllr(baseline, model_file):
+    """Format 5: the two propositions, the score-to-LR map of the validation videos (counted by video), its LRs'
+    Cllr, Cllr_min and EER on the test videos, and the LR from which the headline says FAKE or REAL."""
+    from fakefinder.metrics import video_scores
+    from fakefinder.models.strength import cllr
+
+    card, trained = read_card(model_file), baseline.trained
+    strength = card.strength
+    assert header_of(model_file)["strength"]["propositions"] == ["manipulated", "authentic"]
+    assert strength.conclusive == 3.0 and strength.map is not None and strength.map.fakes == "real"
+    val = trained.part_rows("val")
+    labels = {v: y for v, y in zip(trained.dataset.video_ids[val], trained.dataset.labels[val])}
+    assert (strength.map.n_real, strength.map.n_fake) == (sum(y == 0 for y in labels.values()),
+                                                          sum(y == 1 for y in labels.values()))
+    test = trained.part_rows("test")
+    p = card.calibration.apply(trained.logits["test"])
+    _, vy, vp = video_scores(trained.dataset.video_ids[test], trained.dataset.labels[test], p,
+                             rule=card.verdict.video_rule)
+    assert strength.test_videos == len(vy) == card.evidence.test_videos
+    assert strength.test_cllr == pytest.approx(cllr(strength.map.likelihood_ratios(vp), vy))
+    assert 0 <= strength.test_cllr_min <= 1 and 0 <= strength.test_eer <= 1
+    assert card.evidence == baseline.trained.model.card.evidence  # the data's evidence is kept apart, unchanged
+
+
+def test_a_card_of_format_4_reads_as_strength_unknown(model_file, tmp_path, collection):
+    from fakefinder import load_detector
+    from fakefinder.models.modelcard import UNKNOWN_OLD
+
+    def as_v4(h):
+        h.update(format="fakefinder-model/4")
+        h.pop("strength")
+
+    old = tmp_path / "v4.safetensors"
+    rewrite(model_file, old, as_v4)
+    detector = load_detector(old)
+    assert detector.card.strength is None
+    judged = detector.judge(0.99)
+    assert judged["strength"] is None and judged["strength_note"] == UNKNOWN_OLD == "strength unknown (model card format < 5)"
+    assert judged["verdict"] == detector.verdict.call(0.99) and judged["decision"] == "FAKE"  # today's behaviour
+    video = next(collection.out.glob("*.mp4"))
+    row = detector.predict(video).to_dict()
+    assert row["strength"] is None and row["strength_note"] == UNKNOWN_OLD and row["decision"] in ("FAKE", "REAL")
+    assert f"strength: {UNKNOWN_OLD}" in detector.describe()
 
 
 @pytest.mark.slow
@@ -93,12 +139,18 @@ def _load_in_subprocess(path, limit_bytes: int) -> subprocess.CompletedProcess:
     ("scale", "big", "scale must be a number, got 'big'"),
     ("backbone", "resnet", "base.backbone must be one of efficientnet_b0"),
     ("run_id", "../../../tmp/elsewhere", "run_id must be a run id, got '../../../tmp/elsewhere'"),
+    ("log10_upper", 5.0, "strength.map.log10_upper must be <= "),  # a map claiming more than its videos can show
+    ("cap", 11.0, "strength.map.cap must be in [0, 10]"),
+    ("conclusive", 1.0, "strength.conclusive must be in (1, 1e+06]"),
 ])
 @pytest.mark.slow
 def test_bad_header_values_are_refused_before_anything_is_allocated(model_file, tmp_path, field, value, message):
     def change(h):
         part = {"input_size": "base", "backbone": "base", "n_neurons": "head", "in_features": "head",
-                "threshold": "verdict", "scale": "calibration"}.get(field)
+                "threshold": "verdict", "scale": "calibration", "conclusive": "strength"}.get(field)
+        if field in ("log10_upper", "cap"):
+            h["strength"]["map"][field] = value
+            return
         (h[part] if part else h)[field] = value
 
     bad = tmp_path / "bad.safetensors"

@@ -222,7 +222,8 @@ def test_a_graph_with_operators_export_never_writes_is_refused_at_load(tmp_path)
                               helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None)])
     turns = helper.make_tensor("turns", TensorProto.INT64, [], [10**15])
     go = helper.make_tensor("go", TensorProto.BOOL, [], [True])
-    loop = [helper.make_node("Constant", [], ["turns"], value=turns), helper.make_node("Constant", [], ["go"], value=go),
+    loop = [helper.make_node("Constant", [], ["turns"], value=turns), helper.make_node("Constant", [], ["go"],
+                                                                                       value=go),
             helper.make_node("Loop", ["turns", "go", "image"], ["looped"], body=body),
             helper.make_node("ReduceMean", ["looped"], ["logit"], keepdims=0)]
     _stamped_graph(loop, tmp_path / "loop.onnx")

@@ -131,6 +131,13 @@ def test_a_collection_of_real_faces_alone_trains_on_self_blended_pseudo_fakes(le
     assert settings.detector == "blazeface" and settings.margin == pytest.approx((0.95 / fill - 1) / 2, abs=1e-3)
     assert abs(settings.margin - 0.3) < 0.1  # these crops were cut from videos at margin 0.3
     assert "(reals and their self-blended pseudo-fakes)" in trained.model.card.evidence.summary("src")
+    # Its strength of evidence says plainly that its figures are against its own pseudo-fakes, and stays weak
+    detector = load_detector(result.model_path, device="cpu")
+    assert detector.card.strength.map.fakes == "self-blended"
+    assert "against its own self-blended pseudo-fakes" in detector.describe()
+    strength = detector.judge(1.0)["strength"]
+    assert strength.likelihood_ratio < 10 and strength.fakes == "self-blended"
+    assert "self-blended (pseudo-fake) validation videos" in strength.sentence()
     blends = sorted((reals.out / ".fakefinder" / "blends").rglob("*.png"))
     assert len(blends) == 40
     stamps = [p.stat().st_mtime_ns for p in blends]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -207,8 +208,15 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
     assert evidence.startswith("swap-efficientnet_lite0 was trained on ") and "test AUC is" in evidence, evidence
     assert "95% interval" in evidence and "videos never used to choose anything" in evidence
     assert page.locator("#meaning").inner_text().endswith(expected["rule"])
-    assert "INCONCLUSIVE within 0.05" in expected["rule"] and "too few videos" in expected["rule"]
+    assert "INCONCLUSIVE" not in expected["rule"] and "too few videos" in expected["rule"]  # the LR decides that
     assert page.locator("#verdict-word").inner_text() == expected["verdict"]
+    # The page leads with the strength of evidence in words, coloured by the scale, and keeps the decision
+    strength = expected["strength"]
+    assert page.locator("#strength").inner_text() == strength["sentence"]
+    assert strength["sentence"].startswith("Scores like this are ") and strength["support"] in strength["sentence"]
+    assert page.locator("#strength").get_attribute("class") == f"lead {strength['colour']}"
+    assert f"decision is {expected['decision']}" in page.locator("#plain").inner_text()
+    assert "Cllr" in page.locator("#strength-summary").inner_text()
     points.nth(1).hover()
     page.wait_for_function("() => { const i = document.getElementById('thumb'); "
                            "return i.complete && i.naturalWidth > 0 && i.dataset.index === '"
@@ -228,6 +236,7 @@ def test_a_clip_dropped_on_the_page_gets_a_verdict_with_timeline_frames_and_heat
         page.click("#download-report")
     report = Path(info.value.path()).read_text()
     assert "fakefinder verdict" in report and "data:image/png;base64," in report
+    assert f'<p class="lead {strength["colour"]}">' in report and html.escape(strength["sentence"]) in report
     assert not re.search(r'(src|href)="(https?:)?//', report)  # self-contained: nothing to fetch
     page.reload()  # the job survives a reload
     page.wait_for_selector("#verdict:not([hidden])", timeout=60_000)

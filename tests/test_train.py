@@ -165,6 +165,9 @@ def test_test_part_never_influences_training(learnable, tracking, baseline, tmp_
     assert flipped.model.card.calibration == baseline.trained.model.card.calibration
     assert flipped.model.card.verdict == baseline.trained.model.card.verdict
     assert flipped.test.video.auc <= 0.1 < baseline.test.video.auc
+    # The strength-of-evidence map is fitted on validation videos alone; only its test Cllr sees the flip
+    flipped_strength, strength = flipped.model.card.strength, baseline.trained.model.card.strength
+    assert flipped_strength.map == strength.map and flipped_strength.test_cllr > strength.test_cllr
 
 
 def test_frame_split_is_flagged_leaky(learnable):

@@ -228,10 +228,14 @@ class TrainSettings(_Settings):
         "eer", "video verdict threshold on calibrated P(fake); eer: chosen on validation at the equal error rate",
         low=0, high=1, group="verdict")
     inconclusive: float = option(0.05, "a video scored within this much of the threshold reads INCONCLUSIVE, not "
-                                 "FAKE or REAL", low=0, high=0.5, group="verdict")
+                                 "FAKE or REAL, where a model has no strength-of-evidence map (else --conclusive-lr "
+                                 "decides)", low=0, high=0.5, group="verdict")
     target_fpr: float | None = option(None, "instead: the threshold that flags at most this fraction of real "
                                       "validation videos", low=0, low_open=True, high=1, high_open=True,
                                       group="verdict")
+    conclusive_lr: float = option(3.0, "the headline says FAKE where a video's likelihood ratio is at least this, "
+                                  "REAL where at most its reciprocal, INCONCLUSIVE between (kept on the card)", low=1,
+                                  low_open=True, high=1e6, group="verdict")
 
     _REFERENCE = dict(backbone="vgg16", input_size=150, normalization="rescale", pool="flatten", n_layers=1,
                       n_neurons=256, optimizer="rmsprop", lr=2e-5, base_lr_scale=1.0, weight_decay=0.0,

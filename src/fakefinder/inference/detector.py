@@ -4,7 +4,7 @@ settings its training data had, its calibration, threshold and video rule), load
 
     detector = fakefinder.load_detector("model.safetensors")      # or an MLflow run id, or a published checkpoint
     result = detector.predict_video("clip.mp4")                   # VideoResult: per frame, per face, per video
-    result.p_fake, result.verdict, result.frames[0].faces[0].box
+    result.p_fake, result.verdict, result.strength, result.decision, result.frames[0].faces[0].box
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import numpy as np
 from ..config import InputLimits, PrepareSettings, Runtime
 from ..errors import OptionError, UsageError, one_line
 from ..metrics import video_scores
-from ..models.modelcard import Verdict
+from ..models.modelcard import UNKNOWN_NO_MAP, UNKNOWN_OLD, StrengthCard, Verdict
 from ..models.scoring import DifferentiableModel, ScoringModel
+from ..models.strength import Strength, colour
 
 SCORE_GROUP = 8  # faces scored together as a verdict's frames come in: small enough to overlap the decoding
 
@@ -80,17 +81,28 @@ class SuspiciousFace:
 
 @dataclass(frozen=True)
 class VideoResult:
-    """One input's verdict; `p_fake` and `verdict` are None when no face was found or the input is unusable."""
+    """One input's verdict; `p_fake`, `verdict`, `decision` and `strength` are None when no face was found or the
+    input is unusable.
+
+    With a card of format 5, `verdict` follows the strength of evidence: FAKE where the likelihood ratio is at least
+    the card's `conclusive` setting, REAL where at most its reciprocal, INCONCLUSIVE between; `decision` is the
+    threshold's yes/no (FAKE/REAL), for pipelines. With an older card, `verdict` is the threshold's call with its
+    inconclusive band, and `strength` is None ("strength unknown").
+    """
 
     input: str
     p_fake: float | None
     verdict: str | None
     error: str | None
-    rule: Verdict  # how `verdict` follows from `p_fake`
+    rule: Verdict  # how `decision` (and, without a strength map, `verdict`) follows from `p_fake`
     frames: tuple[FrameResult, ...] = ()
     tracks: tuple[TrackResult, ...] = ()
     frames_sampled: int = 0
     suspicious: tuple[SuspiciousFace, ...] = field(default=(), repr=False, compare=False)
+    decision: str | None = None  # FAKE or REAL at the threshold
+    strength: Strength | None = None
+    strength_note: str = ""  # why `strength` is None, when a score could not give one
+    conclusive: float | None = None  # the LR from which `verdict` says FAKE or REAL; None without a strength map
 
     @property
     def threshold(self) -> float:
@@ -104,8 +116,24 @@ class VideoResult:
     def note(self) -> str:
         return self.error or ("no face found" if self.p_fake is None else "")
 
+    @property
+    def why_no_strength(self) -> str:
+        """Why `strength` is None ("" when it is not): no score, or a card without a strength map."""
+        if self.strength is not None:
+            return ""
+        return self.strength_note if self.p_fake is not None else f"no score: {self.note}"
+
+    def strength_dict(self) -> dict | None:
+        """`strength` as the JSON has it: its fields, the sentence a page leads with, and its colour."""
+        if self.strength is None:
+            return None
+        return {**self.strength.to_dict(), "sentence": self.strength.sentence(),
+                "colour": colour(self.strength.likelihood_ratio)}
+
     def to_dict(self) -> dict:
-        return {"input": self.input, "p_fake": self.p_fake, "verdict": self.verdict, "error": self.error,
+        return {"input": self.input, "p_fake": self.p_fake, "verdict": self.verdict, "decision": self.decision,
+                "strength": self.strength_dict(), "strength_note": self.why_no_strength or None,
+                "conclusive_lr": self.conclusive, "error": self.error,
                 "threshold": self.threshold, "inconclusive_band": self.rule.band, "rule": self.rule.meaning(),
                 "frames_sampled": self.frames_sampled, "frames_used": len(self.frames),
                 "faces": self.faces, "tracks": [t.to_dict() for t in self.tracks],
@@ -130,10 +158,48 @@ class Detector:
     def threshold(self) -> float:
         return self.verdict.threshold
 
+    @property
+    def has_strength(self) -> bool:
+        """Whether the card has a strength-of-evidence map: then the verdict follows the LR, not the threshold."""
+        return self.card.strength is not None and self.card.strength.map is not None
+
+    @property
+    def rule(self) -> Verdict:
+        """How the threshold's call follows from P(fake): the verdict's without a strength map, else the decision's
+        (no inconclusive band: the LR decides when the headline is INCONCLUSIVE)."""
+        return dataclasses.replace(self.verdict, band=0.0) if self.has_strength else self.verdict
+
     def describe(self) -> str:
-        """What a reader needs to weigh this detector's verdicts, in two lines: the model and its evidence, and
-        what its verdicts mean."""
-        return f"model: {self.card.evidence.summary(self.card.dataset)}\nverdict: {self.verdict.meaning()}"
+        """What a reader needs to weigh this detector's verdicts, in three lines: the model and its evidence, what
+        its threshold means (its decision, with a strength map), and how good its strength of evidence was."""
+        label = "decision" if self.has_strength else "verdict"
+        return (f"model: {self.card.evidence.summary(self.card.dataset)}\n{label}: {self.rule.meaning()}\n"
+                f"strength: {self.strength_summary()}")
+
+    def strength_summary(self) -> str:
+        """How the headline follows the likelihood ratio and how good the LRs were on test videos; or why the
+        strength of evidence is unknown."""
+        card = self.card.strength
+        if card is None:
+            return UNKNOWN_OLD
+        if card.map is None:
+            return UNKNOWN_NO_MAP
+        return (f"FAKE at likelihood ratio >= {card.conclusive:g}, REAL at <= 1/{card.conclusive:g}, INCONCLUSIVE "
+                f"between. {card.summary()}")
+
+    def judge(self, score: float) -> dict:
+        """The verdict of a video score: `verdict`, `decision`, `strength`, `strength_note` and `conclusive` as
+        VideoResult has them."""
+        decision = "FAKE" if score >= self.verdict.threshold else "REAL"
+        card: StrengthCard | None = self.card.strength
+        if card is None or card.map is None:
+            return {"verdict": self.verdict.call(score), "decision": decision, "strength": None,
+                    "strength_note": UNKNOWN_OLD if card is None else UNKNOWN_NO_MAP}
+        from ..models.strength import headline
+
+        strength = card.map.assess(score)
+        return {"verdict": headline(strength.likelihood_ratio, conclusive=card.conclusive), "decision": decision,
+                "strength": strength, "conclusive": card.conclusive}
 
     @property
     def explains(self) -> bool:
@@ -172,7 +238,7 @@ class Detector:
         from .tracks import link_tracks
 
         if not path.is_file():
-            return VideoResult(str(path), None, None, "file not found", self.verdict)
+            return VideoResult(str(path), None, None, "file not found", self.rule)
         frames: dict[int, tuple[float, list]] = {}
         pending: list = []
         counts = [0, 0]
@@ -211,22 +277,23 @@ class Detector:
             if pending:
                 flush()
         except Exception as exc:  # noqa: BLE001 - one unusable input never stops the batch
-            return VideoResult(str(path), None, None, one_line(exc), self.verdict, frames_sampled=counts[0])
+            return VideoResult(str(path), None, None, one_line(exc), self.rule, frames_sampled=counts[0])
         ordered = sorted(frames.items())
         track_of = link_tracks([[box for box, _ in faces] for _, (_, faces) in ordered])
         result = tuple(FrameResult(i, t, tuple(FaceResult(box, p, track_of[k][j]) for j, (box, p) in enumerate(faces)))
                        for k, (i, (t, faces)) in enumerate(ordered))
         tracks = self._tracks(result)
         if not tracks:
-            return VideoResult(str(path), None, None, None, self.verdict, result, (), counts[0])
+            return VideoResult(str(path), None, None, None, self.rule, result, (), counts[0])
         score = max(t.p_fake for t in tracks)  # a fake often swaps one of two people: the most suspicious wins
         position = {i: k for k, i in enumerate(i for i, _ in ordered)}
         suspicious = tuple(SuspiciousFace(face.frame_index, face.timestamp,
                                           result[position[face.frame_index]].faces[face.face_index].track, p,
                                           result[position[face.frame_index]].faces[face.face_index].box, face.crop)
                            for p, _, face in sorted(kept, key=lambda e: -e[0]))
-        return VideoResult(str(path), score, self.verdict.call(score), None, self.verdict,
-                           result, tracks, counts[0], suspicious)
+        judged = self.judge(score)
+        return VideoResult(str(path), score, judged.pop("verdict"), None, self.rule, result, tracks, counts[0],
+                           suspicious, **judged)
 
     def _tracks(self, frames: tuple[FrameResult, ...]) -> tuple[TrackResult, ...]:
         by_track: dict[int, list[tuple[float, float]]] = {}

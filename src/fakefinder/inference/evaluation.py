@@ -3,7 +3,8 @@ the detector API (`detector`).
 
 A model is a model file, the MLflow run that logged one, or a published checkpoint. `evaluate` reports the
 calibrated probabilities at the model's threshold and video rule, and log loss and calibration error before
-and after calibration, at frame and video level.
+and after calibration, at frame and video level, and the cost of its likelihood ratios (Cllr, through the card's
+strength-of-evidence map, and Cllr_min) over the videos.
 """
 
 from __future__ import annotations
@@ -28,30 +29,58 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What a model's likelihood ratios cost on some videos, in bits (0 perfect, 1 no better than saying nothing,
+    above 1 misleading): `cllr` through the card's strength map (None without one), `cllr_min` after the best
+    monotone recalibration of the video scores; both None without real and fake videos."""
+
+    cllr: float | None = None
+    cllr_min: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"cllr": self.cllr, "cllr_min": self.cllr_min}
+
+    @classmethod
+    def of(cls, strength_map, video_ids, y, p, rule: str) -> Cost:
+        """The cost of the videos of face scores `p` (labels `y`), scored by the video `rule`."""
+        from ..metrics import video_scores
+        from ..models.strength import cllr, cllr_min
+
+        _, vy, vp = video_scores(video_ids, y, p, rule=rule)
+        if len(np.unique(vy)) < 2:
+            return cls()
+        return cls(None if strength_map is None else cllr(strength_map.likelihood_ratios(vp), vy), cllr_min(vp, vy))
+
+
+@dataclass(frozen=True)
 class EvaluateResult:
     overall: Evaluation  # calibrated P(fake), the model's threshold
     uncalibrated: Evaluation  # sigmoid of the raw logits, same threshold
     by: dict[str, Evaluation] = field(default_factory=dict)
     model_path: Path | None = None
     verdict: str = ""  # what the threshold means
+    cost: Cost = field(default_factory=Cost)  # of the likelihood ratios over every video
+    cost_by: dict[str, Cost] = field(default_factory=dict)  # and over each of `by`'s groups
 
     def to_dict(self) -> dict:
         out = self.overall.to_dict()
         out["uncalibrated"] = self.uncalibrated.to_dict()
         out["threshold"] = self.verdict
+        out.update(self.cost.to_dict())
         if self.by:
-            out["by"] = {k: v.to_dict() for k, v in self.by.items()}
+            out["by"] = {k: {**v.to_dict(), **self.cost_by.get(k, Cost()).to_dict()} for k, v in self.by.items()}
         return out
 
     def summary(self) -> str:
-        def line(name: str, ev: Evaluation) -> str:
+        def line(name: str, ev: Evaluation, cost: Cost) -> str:
             f, v = ev.frame, ev.video
             return (f"{name:16} video: acc {shown(v.accuracy, 3)} AUC {shown(v.auc, 3)} AP {shown(v.ap, 3)} "
-                    f"log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} (n={v.n}) | "
+                    f"log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} "
+                    f"Cllr {shown(cost.cllr, 3)} Cllr_min {shown(cost.cllr_min, 3)} (n={v.n}) | "
                     f"frame: AUC {shown(f.auc, 3)} log loss {shown(f.log_loss, 3)} (n={f.n})")
 
-        lines = [line("all", self.overall)]
-        lines += [line(str(k), ev) for k, ev in self.by.items()]
+        lines = [line("all", self.overall, self.cost)]
+        lines += [line(str(k), ev, self.cost_by.get(k, Cost())) for k, ev in self.by.items()]
         u, c = self.uncalibrated, self.overall
         lines.append(f"calibration: log loss {shown(u.frame.log_loss, 3)} -> {shown(c.frame.log_loss, 3)} (frame), "
                      f"{shown(u.video.log_loss, 3)} -> {shown(c.video.log_loss, 3)} (video); "
@@ -123,8 +152,15 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
         return evaluate_scores(d.video_ids[mask], d.labels[mask], p[mask], threshold=detector.threshold,
                                rule=detector.video_rule, no_face_videos=nf)
 
+    strength = detector.card.strength
+    strength_map = strength.map if strength else None
+
+    def cost(mask: np.ndarray) -> Cost:
+        return Cost.of(strength_map, d.video_ids[mask], d.labels[mask], calibrated[mask], detector.video_rule)
+
     overall = ev(keep, int(nf_keep.sum()))
     groups: dict[str, Evaluation] = {}
+    masks: dict[str, np.ndarray] = {}
     if by:
         columns = pq.read_schema(d.root / MANIFEST).names
         if by not in columns:
@@ -134,11 +170,13 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
         if by == "method":  # as the field reports it: each method's fakes against all the reals
             reals = keep & (d.labels == 0)
             for value in sorted(set(values[keep & (d.labels == 1)])):
-                groups[value or "(none)"] = ev(reals | (keep & (d.labels == 1) & (values == value)), 0)
+                masks[value or "(none)"] = reals | (keep & (d.labels == 1) & (values == value))
         else:
             for value in sorted(set(values[keep])):
-                groups[value or "(none)"] = ev(keep & (values == value), 0)
-    return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning())
+                masks[value or "(none)"] = keep & (values == value)
+        groups = {name: ev(mask, 0) for name, mask in masks.items()}
+    return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning(),
+                          cost(keep), {name: cost(mask) for name, mask in masks.items()})
 
 
 # The settings that decide how a face is framed in its crop: a detector scores the framing it was trained on.
@@ -180,10 +218,11 @@ class CollectionRow:
     group: str  # "" for the whole collection
     evaluation: Evaluation
     framing: str  # framing_difference: "" when framed as the model's training crops
+    cost: Cost = field(default_factory=Cost)  # of the likelihood ratios
 
     def to_dict(self) -> dict:
         return {"collection": self.collection, "group": self.group or None, **self.evaluation.to_dict(),
-                "faces_per_video": self.faces_per_video, "framing": self.framing or None}
+                **self.cost.to_dict(), "faces_per_video": self.faces_per_video, "framing": self.framing or None}
 
     @property
     def faces_per_video(self) -> float | None:
@@ -202,11 +241,12 @@ class CollectionsResult:
         return {"threshold": self.verdict, "rows": [r.to_dict() for r in self.rows]}
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
-        head = ["collection", "method", "video AUC", "AP", "log loss", "ECE", "videos", "frame AUC", "faces/video",
-                "framing"]
+        head = ["collection", "method", "video AUC", "AP", "log loss", "ECE", "Cllr", "Cllr_min", "videos",
+                "frame AUC", "faces/video", "framing"]
         return head, [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3),
                        shown(r.evaluation.video.ap, 3), shown(r.evaluation.video.log_loss, 3),
-                       shown(r.evaluation.video.ece, 3), str(r.evaluation.video.n), shown(r.evaluation.frame.auc, 3),
+                       shown(r.evaluation.video.ece, 3), shown(r.cost.cllr, 3), shown(r.cost.cllr_min, 3),
+                       str(r.evaluation.video.n), shown(r.evaluation.frame.auc, 3),
                        shown(r.faces_per_video), r.framing or "as trained"] for r in self.rows]
 
     def table(self) -> str:
@@ -233,8 +273,8 @@ def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], 
         d = load_dataset(data, need_both_classes=False)
         result = evaluate(detector, d, by=by, progress=progress)
         framing = framing_difference(detector.card.prepare, d.settings, detector.card.face_fill, d.face_fill())
-        rows.append(CollectionRow(d.name, "", result.overall, framing))
-        rows += [CollectionRow(d.name, group, ev, framing) for group, ev in result.by.items()]
+        rows.append(CollectionRow(d.name, "", result.overall, framing, result.cost))
+        rows += [CollectionRow(d.name, group, ev, framing, result.cost_by[group]) for group, ev in result.by.items()]
     return CollectionsResult(tuple(rows), detector.verdict.meaning())
 
 
@@ -269,6 +309,10 @@ def predict(model: str | Path | Detector, inputs: list[str | Path], *, load: Loa
     return results
 
 
+STRENGTH_COLUMNS = ("likelihood_ratio", "bounded", "real_percentile", "fake_percentile", "support", "n_real", "n_fake",
+                    "fakes")
+
+
 def write_predictions_csv(predictions: list[VideoResult], path: str | Path) -> Path:
     """One row per input (and its tracks' scores); the per-frame detail is in the JSON."""
     import csv
@@ -278,10 +322,13 @@ def write_predictions_csv(predictions: list[VideoResult], path: str | Path) -> P
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["input", "p_fake", "verdict", "threshold", "frames_used", "faces", "tracks", "error"])
+            w.writerow(["input", "p_fake", "verdict", "decision", *STRENGTH_COLUMNS, "strength_note", "threshold",
+                        "frames_used", "faces", "tracks", "error"])
             for r in predictions:
                 tracks = " ".join(f"{t.track}:{t.p_fake:.4f}" for t in r.tracks)
-                w.writerow([printable(r.input), "" if r.p_fake is None else r.p_fake, r.verdict or "", r.threshold,
+                strength = r.strength.to_dict() if r.strength else {}
+                w.writerow([printable(r.input), "" if r.p_fake is None else r.p_fake, r.verdict or "", r.decision or "",
+                            *(strength.get(k, "") for k in STRENGTH_COLUMNS), r.why_no_strength, r.threshold,
                             len(r.frames), r.faces, tracks, r.error or ""])
 
     _files.write_with(path, write)
@@ -289,6 +336,15 @@ def write_predictions_csv(predictions: list[VideoResult], path: str | Path) -> P
 
 
 def predictions_table(predictions: list[VideoResult]) -> str:
-    rows = [[p.input, shown(p.p_fake, 3), p.verdict or "-", str(len(p.frames)), str(p.faces),
-             " ".join(f"#{t.track} {t.p_fake:.2f}" for t in p.tracks) or "-", p.note] for p in predictions]
-    return format_table(["input", "P(fake)", "verdict", "frames", "faces", "tracks (P(fake))", "note"], rows)
+    """One line per input: its headline verdict, the strength of evidence behind it (the likelihood ratio and its
+    words), the threshold's decision, P(fake), and why there is no verdict or no strength."""
+    def lr(p: VideoResult) -> str:
+        return "-" if p.strength is None else f"{p.strength.likelihood_ratio:.3g}"
+
+    rows = [[p.input, p.verdict or "-", lr(p), p.strength.support if p.strength else "-", p.decision or "-",
+             shown(p.p_fake, 3), str(len(p.frames)), str(p.faces),
+             " ".join(f"#{t.track} {t.p_fake:.2f}" for t in p.tracks) or "-",
+             "; ".join(n for n in (p.note, p.why_no_strength if p.p_fake is not None else "") if n)]
+            for p in predictions]
+    return format_table(["input", "verdict", "LR", "strength of evidence", "decision", "P(fake)", "frames", "faces",
+                         "tracks (P(fake))", "note"], rows)

@@ -3,8 +3,10 @@
 It names the base and its weights' digest, the input size and normalisation, the head, the calibration map,
 the decision threshold, its inconclusive band and what it means (with how many validation videos its rates come
 from), the video rule, the preparation settings (so `predict` crops new videos as the training data was
-cropped), the digest of the training data, and the evidence a reader weighs a verdict by (the model's name, how
-many videos trained, calibrated and tested it, the test AUC with its interval). A shared model file is untrusted
+cropped), the digest of the training data, the evidence a reader weighs a verdict by (the model's name, how
+many videos trained, calibrated and tested it, the test AUC with its interval), and, apart from it, what a verdict
+needs to state the strength of its evidence (the score-to-likelihood-ratio map fitted on the validation videos, and
+Cllr, Cllr_min and EER on the test videos; see `strength`). A shared model file is untrusted
 input: every value is type-checked and bounded by its declaration when read, and a card of an unknown version
 is refused with one line.
 """
@@ -12,7 +14,7 @@ is refused with one line.
 from __future__ import annotations
 
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from .. import options
@@ -23,10 +25,13 @@ from ..errors import OptionError, UsageError
 from ..options import option
 
 FORMAT = "fakefinder-model"
-VERSION = 4  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band; 3: no val_fakes, no
-# face_fill. All upgraded.
+VERSION = 5  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band; 3: no val_fakes, no
+# face_fill; 4: no strength of evidence (read as "strength unknown"). All upgraded.
 MIN_RATE_VIDEOS = 20  # fewer real (or fake) validation videos than this, and a rate is too uncertain to state
 LABEL = "1 = FAKE; outputs are P(fake)"
+PROPOSITIONS = ("manipulated", "authentic")  # what a likelihood ratio weighs: the video was manipulated, or not
+UNKNOWN_OLD = "strength unknown (model card format < 5)"
+UNKNOWN_NO_MAP = "strength unknown (its validation videos were not both real and fake)"
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,64 @@ class Evidence(options.Checked):
 
 
 @dataclass(frozen=True)
+class StrengthCard(options.Checked):
+    """What a verdict needs to state the strength of its evidence: the likelihood ratio of "manipulated" against
+    "authentic", through `map` (fitted on the validation videos' calibrated video scores, counted by video; None when
+    they were not both real and fake), how good those LRs were on the test videos (Cllr, Cllr_min, EER; None when
+    the test videos were not both real and fake), and the LR from which the headline says FAKE or REAL. Kept apart
+    from `Evidence`, which is about the data."""
+
+    conclusive: float = options.like(TrainSettings, "conclusive_lr")
+    test_videos: int | None = option(None, "test videos Cllr, Cllr_min and EER were measured on", low=0, high=1e9)
+    test_cllr: float | None = option(None, "log-likelihood-ratio cost of the map's LRs on the test videos, in bits "
+                                     "(0 perfect, 1 no better than saying nothing)", low=0, high=1e6)
+    test_cllr_min: float | None = option(None, "Cllr after the best monotone recalibration (PAV): discrimination "
+                                         "alone", low=0, high=1)
+    test_eer: float | None = option(None, "equal error rate of the test videos' scores", low=0, high=1)
+    # A StrengthMap or None, checked by its own declarations (StrengthMap.from_dict); typed Any here because the
+    # declarations are read with get_type_hints, and strength (NumPy) is imported on first use, not for `--help`.
+    map: Any = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"propositions": list(PROPOSITIONS), "conclusive": self.conclusive, "test_videos": self.test_videos,
+                "test_cllr": self.test_cllr, "test_cllr_min": self.test_cllr_min, "test_eer": self.test_eer,
+                "map": self.map.to_dict() if self.map else None}
+
+    @classmethod
+    def from_dict(cls, values: Any) -> StrengthCard:
+        """From the card's JSON, untrusted: every field required and checked, the map by its declarations.
+        Raises OptionError naming each bad field."""
+        if not isinstance(values, dict):
+            raise OptionError("strength", "must be an object")
+        values = dict(values)
+        propositions, raw_map = values.pop("propositions", None), values.pop("map", None)
+        if propositions != list(PROPOSITIONS):
+            raise OptionError("strength.propositions", f"must be {list(PROPOSITIONS)}, got {propositions!r}")
+        card = options.build(cls, values, what="strength field", complete=True, prefix="strength.")
+        if raw_map is None:
+            return card
+        from .strength import StrengthMap
+
+        return replace(card, map=StrengthMap.from_dict(raw_map, prefix="strength.map."))
+
+    def summary(self) -> str:
+        """One sentence on how good the model's LRs were, e.g. "Its likelihood ratios cost 0.41 bits (Cllr; 0.30
+        after the best recalibration, 1 is no better than saying nothing) on 12 test videos", with what its
+        fakes were when they were pseudo-fakes."""
+        if self.map is None:
+            return UNKNOWN_NO_MAP
+        fakes = self.map.fakes
+        against = {"real": "", "self-blended": "; its figures are against its own self-blended pseudo-fakes, not "
+                   "deepfakes, so its likelihood ratios claim no more than weak support",
+                   "both": "; its validation fakes included self-blended pseudo-fakes"}[fakes]
+        head = (f"Its likelihood ratios come from {self.map.n_real} real and {self.map.n_fake} fake validation videos")
+        if self.test_cllr is None:
+            return f"{head}; they were not tested (the test videos were not both real and fake){against}"
+        return (f"{head}; on {self.test_videos} test videos they cost Cllr {self.test_cllr:.2f} bits (Cllr_min "
+                f"{self.test_cllr_min:.2f}; 0 is perfect, 1 no better than saying nothing){against}")
+
+
+@dataclass(frozen=True)
 class ModelCard:
     base: BaseCard
     head: HeadSpec
@@ -165,11 +228,13 @@ class ModelCard:
     train: dict[str, str] = field(default_factory=dict)  # the training settings, as text
     source: str = "fakefinder"  # or the published detector it was imported from
     face_fill: float | None = None  # data.landmarks.face_fill of the training crops (median); None: not measured
+    strength: StrengthCard | None = None  # None: strength unknown (a card of format < 5, or a published detector)
     version: int = VERSION
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["prepare"] = asdict(self.prepare) if self.prepare else None
+        out["strength"] = self.strength.to_dict() if self.strength else None
         return {"format": f"{FORMAT}/{VERSION}", "fakefinder": __version__, "label": LABEL, **out}
 
     @classmethod
@@ -190,6 +255,8 @@ class ModelCard:
             header = _upgrade_v2(header)
         if int(version) <= 3:
             header = _upgrade_v3(header)
+        if int(version) <= 4:
+            header = _upgrade_v4(header)
         try:
             return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
                                           prefix="base."),
@@ -205,7 +272,9 @@ class ModelCard:
                                               complete=True, prefix="evidence."),
                        run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
                        train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
-                       source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")))
+                       source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")),
+                       strength=(StrengthCard.from_dict(header["strength"])
+                                 if header.get("strength") is not None else None))
         except OptionError as exc:
             raise UsageError(f"bad model header: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -239,6 +308,11 @@ def _run_id(value: str) -> str:
         return safe_run_id(value) if value else value
     except UsageError:
         raise OptionError("run_id", f"must be a run id, got {value!r}") from None
+
+
+def _upgrade_v4(h: dict) -> dict:
+    """Format 4's header: no strength of evidence; its verdicts read as "strength unknown"."""
+    return {**h, "strength": None}
 
 
 def _upgrade_v3(h: dict) -> dict:

@@ -144,8 +144,9 @@ class JobQueue:
             data = result.to_dict()
             data["input"] = job.name
             view = {"heatmaps": [], "thumbnails": {str(k): v for k, v in sizes.items()},
-                    "meaning": detector.verdict.meaning(), "model": job.model,
+                    "meaning": detector.rule.meaning(), "model": job.model,
                     "evidence": detector.card.evidence.summary(detector.card.dataset),
+                    "strength": detector.strength_summary(),
                     "calibration": detector.card.calibration.method,
                     "heatmaps_note": "" if detector.explains else "no heatmaps: Grad-CAM needs gradients, which "
                                                                   "the ONNX runtime does not give"}

@@ -46,8 +46,10 @@ class Models:
         for name in self.sources:
             d = self.detector(name)
             out.append({"name": name, "source": d.card.source, "backbone": d.card.base.backbone,
-                        "threshold": d.threshold, "inconclusive_band": d.verdict.band, "meaning": d.verdict.meaning(),
+                        "threshold": d.threshold, "inconclusive_band": d.rule.band, "meaning": d.rule.meaning(),
                         "calibration": d.card.calibration.method, "dataset": d.card.dataset,
                         "evidence": dataclasses.asdict(d.card.evidence),
-                        "evidence_summary": d.card.evidence.summary(d.card.dataset)})
+                        "evidence_summary": d.card.evidence.summary(d.card.dataset),
+                        "strength_summary": d.strength_summary(),
+                        "headline": "likelihood ratio" if d.has_strength else "threshold"})
         return out

@@ -1,5 +1,5 @@
-"""One self-contained HTML file of a verdict (images embedded, nothing fetched): the score and what it means, the
-timeline of P(fake), every sampled frame with its face boxes, the face tracks and the Grad-CAM heatmaps."""
+"""One self-contained HTML file of a verdict (images embedded, nothing fetched): the strength of evidence in words
+first, then the score and what it means, the timeline of P(fake), every sampled frame with its face boxes, the face tracks and the Grad-CAM heatmaps."""
 
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ def verdict_report(result: dict, view: dict, folder: str | Path) -> str:
     esc = html.escape
     p, verdict = result["p_fake"], result["verdict"] or "no face found"
     score = "-" if p is None else f"{p:.3f}"
+    strength = result.get("strength")
+    tone = strength["colour"] if strength else verdict
+    lead = strength["sentence"] if strength else (result.get("strength_note") or "")
+    decision = f" &nbsp; decision at the threshold: <b>{esc(result['decision'])}</b>" if result.get("decision") else ""
     tracks = "".join(f"<tr><td>#{t['track']}</td><td>{t['faces']}</td><td>{t['first_t']:.1f}-{t['last_t']:.1f} s</td>"
                      f"<td>{t['p_fake']:.3f}</td></tr>" for t in result["tracks"])
     thumbnails = view.get("thumbnails", {})
@@ -84,13 +88,15 @@ def verdict_report(result: dict, view: dict, folder: str | Path) -> str:
     title = f"fakefinder verdict: {esc(result['input'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
-.big{{font-size:2.4em;font-weight:bold}}.FAKE{{color:#c62828}}.REAL{{color:#2e7d32}}.INCONCLUSIVE{{color:#b26a00}}
+.big{{font-size:2.4em;font-weight:bold}}.FAKE,.red{{color:#c62828}}.REAL,.green{{color:#2e7d32}}
+.INCONCLUSIVE,.amber{{color:#b26a00}}.lead{{font-size:1.3em;font-weight:bold}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:3px 8px}}
 figure{{display:inline-block;margin:4px;font-size:12px;color:#555}}figure img{{display:block;max-width:320px}}</style>
 </head><body><h1>fakefinder verdict</h1><p>{esc(result['input'])}, model {esc(view.get('model', ''))}</p>
-<p><span class="big {esc(verdict)}">{esc(verdict)}</span> &nbsp; P(fake) = <b>{score}</b></p>
+<p class="lead {esc(tone)}">{esc(lead)}</p>
+<p><span class="big {esc(tone)}">{esc(verdict)}</span> &nbsp; P(fake) = <b>{score}</b>{decision}</p>
 <p>{esc(view.get('meaning', ''))}; calibration: {esc(view.get('calibration', ''))}.</p>
-<p>{esc(view.get('evidence', ''))}.</p><p>
+<p>{esc(view.get('evidence', ''))}.</p><p>{esc(view.get('strength', ''))}</p><p>
 {result['frames_sampled']} frames sampled, {result['faces']} faces.</p>
 <h2>P(fake) over time</h2>{_timeline_svg(result)}
 <h2>Face tracks</h2><table><tr><th>track</th><th>faces</th><th>seen</th><th>P(fake)</th></tr>{tracks}</table>

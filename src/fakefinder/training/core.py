@@ -29,7 +29,7 @@ from ..models.backbones import Recipe
 from ..models.calibration import choose_verdict, fit_calibration
 from ..models.features import FeatureCache, FeatureRows, head_logits
 from ..models.head import in_features, pooled
-from ..models.modelcard import BaseCard, Evidence, HeadSpec, ModelCard
+from ..models.modelcard import BaseCard, Evidence, HeadSpec, ModelCard, StrengthCard
 from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback
 from .augment import Augmenter, parse_augment
@@ -311,8 +311,9 @@ def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, r
 
 def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: dict[str, np.ndarray],
                 config: TrainSettings, run: _Run):
-    """The calibration map and threshold fitted on validation, the model with its card (and the evidence a reader
-    weighs its verdicts by), and the evaluations of the scored parts, calibrated and not."""
+    """The calibration map and threshold fitted on validation, the model with its card (the evidence a reader
+    weighs its verdicts by, and the strength-of-evidence map), and the evaluations of the scored parts, calibrated
+    and not."""
     val_rows = np.flatnonzero(split.parts[:len(dataset)] == "val")
     calibration = fit_calibration(logits.get("val", []), dataset.labels[val_rows], config.calibration)
     probs = {p: calibration.apply(z) for p, z in logits.items()}
@@ -331,12 +332,12 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
     base = BaseCard(backbone.spec.name, backbone.weights, backbone.weights_digest, backbone.input_size,
                     backbone.normalization, not config.frozen,
                     str(Path(config.weights).resolve()) if config.frozen and Path(config.weights).is_file() else None)
+    evidence = _evidence(run.context.name, dataset, split, probs.get("test"), evaluations.get("test"), config)
     card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
                      prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
-                     evidence=_evidence(run.context.name, dataset, split, probs.get("test"),
-                                        evaluations.get("test"), config),
-                     run_id=run.context.run_id, seed=config.seed, train=config.to_params(),
-                     face_fill=dataset.face_fill())
+                     evidence=evidence, run_id=run.context.run_id, seed=config.seed, train=config.to_params(),
+                     face_fill=dataset.face_fill(), strength=_strength(dataset, split, probs, config,
+                                                                       evidence.val_fakes))
     model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
     return model, evaluations, uncalibrated
 
@@ -356,6 +357,34 @@ def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndar
         _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], test_p, rule=config.video_rule)
         auc, (low, high) = test.video.auc, bootstrap_auc(vy, vp, seed=config.seed)
     return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high, validated)
+
+
+def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarray], config: TrainSettings,
+              fakes: str) -> StrengthCard:
+    """The score-to-LR map fitted on the validation videos' calibrated video scores (one per video, by the card's
+    video rule), and its LRs' Cllr, Cllr_min and EER on the test videos; each left out (None) where its part is not
+    both real and fake."""
+    from ..models.strength import cllr, cllr_min, eer, fit_strength
+
+    def videos(part: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(split.parts[:len(dataset)] == part)
+        if part not in probs or not len(rows):
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], probs[part], rule=config.video_rule)
+        return vy, vp
+
+    def both(y: np.ndarray) -> bool:
+        return len(np.unique(y)) == 2
+
+    vy, vp = videos("val")
+    if not both(vy):
+        return StrengthCard(config.conclusive_lr)
+    fitted = fit_strength(vp, vy, fakes=fakes)
+    ty, tp = videos("test")
+    if not both(ty):
+        return StrengthCard(config.conclusive_lr, len(ty), map=fitted)
+    return StrengthCard(config.conclusive_lr, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
+                        eer(tp, ty), fitted)
 
 
 def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,

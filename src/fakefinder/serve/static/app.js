@@ -33,7 +33,9 @@ async function loadModels() {
   const note = () => {
     const m = body.find((x) => x.name === select.value);
     $("model-evidence").textContent = m ? `${m.evidence_summary}.` : "";
-    $("model-note").textContent = m ? `Its verdicts: ${m.meaning}.` : "";
+    const rule = m && m.headline === "likelihood ratio" ? "Its threshold's decisions" : "Its verdicts";
+    $("model-note").textContent = m ? `${rule}: ${m.meaning}.` : "";
+    $("model-strength").textContent = m ? `Strength of evidence: ${m.strength_summary}` : "";
   };
   select.addEventListener("change", note);
   note();
@@ -96,13 +98,27 @@ function show() {
   const { id, result, view } = current;
   $("verdict").hidden = false;
   const word = result.verdict || "NO FACE";
+  const strength = result.strength;
+  // The page leads with the strength of evidence, in words; its colour follows the scale (red or green only from
+  // moderate support), so that weak evidence never looks like a finding.
+  $("strength").textContent = strength ? strength.sentence
+    : result.p_fake === null ? "" : `${result.strength_note[0].toUpperCase()}${result.strength_note.slice(1)}.`;
+  $("strength").className = `lead ${strength ? strength.colour : ""}`;
+  $("strength").hidden = !$("strength").textContent;
+  const tone = strength ? strength.colour : word;
   $("pfake").textContent = result.p_fake === null ? "–" : `${Math.round(result.p_fake * 100)}%`;
-  $("pfake").className = `big ${word}`;
+  $("pfake").className = `big ${tone}`;
   $("verdict-word").textContent = word === "NO FACE" ? "no face found" : `${word}`;
-  $("verdict-word").className = `word ${word}`;
+  $("verdict-word").className = `word ${tone}`;
   $("meaning").textContent = `P(fake) ${result.p_fake === null ? "–" : result.p_fake.toFixed(3)}; ${view.meaning}`;
+  $("strength-summary").textContent = view.strength ? `Strength of evidence: ${view.strength}` : "";
   const t = result.threshold.toFixed(3);
+  const c = result.conclusive_lr;
   $("plain").textContent = result.p_fake === null ? "No face was found in the sampled frames, so there is no verdict."
+    : strength
+      ? `The headline says FAKE or REAL only where such scores are at least ${c} times as common one way as the ` +
+        `other (likelihood ratio ≥ ${c} or ≤ 1/${c}). At its threshold (${t}) the model's yes/no decision is ` +
+        `${result.decision}.`
     : result.verdict === "INCONCLUSIVE"
       ? `The score is within ${result.inconclusive_band.toFixed(2)} of the threshold (${t}): too close to call.`
       : result.verdict === "FAKE"
