@@ -129,14 +129,23 @@ def export_onnx(model: DeepfakeModel, path: str | Path) -> Path:
     return path
 
 
-def session(data: bytes):
-    """An ONNX Runtime CPU session over a serialised model: every core this process may use, every graph
-    optimisation."""
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def verdict_threads() -> int:
+    """ONNX Runtime's threads while a verdict's frames are decoded in a thread beside it: one core left to the
+    decoder (at least one thread)."""
+    return max(1, _cores() - 1)
+
+
+def session(data: bytes, *, threads: int | None = None):
+    """An ONNX Runtime CPU session over a serialised model: `threads` (default every core this process may use),
+    every graph optimisation."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or _cores()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: the library never prints
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
@@ -152,7 +161,7 @@ class OnnxModel(ScoresFromLogits):
         self.card, self.compute, self.path = card, compute, path
         mean, std = NORMALIZATIONS[card.base.normalization]
         self.preprocess_one = Preprocess(card.base.input_size, tuple(mean), tuple(std))
-        self.session = session(proto.SerializeToString())
+        self.session = session(proto.SerializeToString(), threads=verdict_threads())
 
     @classmethod
     def of(cls, model: DeepfakeModel) -> OnnxModel:

@@ -150,7 +150,7 @@ class JobQueue:
             job.error, job.finished = result.error, time.time()
             job.state = "failed" if result.error else "done"
             if job.heatmaps == "pending":
-                self.heatmaps.submit(job, detector.model, result.suspicious, view)
+                self.heatmaps.submit(job, detector.differentiable, result.suspicious, view)
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported with the job, the server goes on
             job.error, job.finished = one_line(exc), time.time()
             job.state, job.heatmaps = "failed", "none"
