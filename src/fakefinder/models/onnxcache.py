@@ -70,7 +70,10 @@ def file_card(path: str | Path) -> ModelCard | None:
 
 def onnx_installed() -> bool:
     """Whether ONNX Runtime and ONNX can be imported (found without importing them)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+    except (ImportError, ValueError):  # a finder that refuses the name, a broken install
+        return False
 
 
 def fp32_allowed(card: ModelCard) -> bool:
