@@ -175,6 +175,42 @@ class OnnxModel(ScoresFromLogits):
         return finite_scores(np.concatenate(out).astype(np.float64) if out else np.zeros(0))
 
 
+def _model_proto_class():
+    """onnx's ModelProto class, without importing the onnx package where it is not imported yet: its __init__
+    imports ml_dtypes, which takes longer to import than all the rest of a cold `predict` on ONNX Runtime. The
+    protobuf module (`onnx.onnx_ml_pb2`, which needs google.protobuf alone) is loaded from the package's folder
+    under its own name, so that a later `import onnx` finds it and registers nothing twice."""
+    import importlib.util
+    import sys
+
+    name = "onnx.onnx_ml_pb2"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("onnx")
+        folder = Path(package.origin).parent if package and package.origin else None
+        spec = importlib.util.spec_from_file_location(name, folder / "onnx_ml_pb2.py") if folder else None
+        if spec is None or spec.loader is None or not (folder / "onnx_ml_pb2.py").is_file():
+            require_onnx("reading an ONNX model")
+            import onnx
+
+            return onnx.ModelProto
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name].ModelProto
+
+
+def _parse_model(data: bytes):
+    """An ONNX ModelProto from its bytes (what onnx.load_model_from_string does, for a model without external
+    data). Raises DecodeError."""
+    proto = _model_proto_class()()
+    proto.ParseFromString(data)
+    return proto
+
+
 def _refuse(path: Path, why: str) -> UsageError:
     return UsageError(f"{path}: not an ONNX model fakefinder wrote ({why})")
 
@@ -183,14 +219,13 @@ def load_onnx(path: str | Path) -> OnnxModel:
     """An ONNX file written by `export_onnx`, checked before ONNX Runtime sees it: its format marker, its card
     and its digest, and its input against the card. Raises UsageError (one line, naming the file)."""
     path = Path(path)
-    require_onnx(f"the ONNX model {path.name}")
-    import onnx
+    require("onnx", ("onnxruntime",), what=f"the ONNX model {path.name}")  # onnx itself: see _model_proto_class
     from google.protobuf.message import DecodeError
 
     if not path.is_file():
         raise UsageError(f"{path}: model file not found")
     try:
-        proto = onnx.load_model_from_string(path.read_bytes())
+        proto = _parse_model(path.read_bytes())
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise UsageError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
     meta = {p.key: p.value for p in proto.metadata_props}
