@@ -2,6 +2,7 @@
 
     python bench/serve.py                       # a 10 s 1080p clip (x264 B-frames, 250-frame GOP), a quick Lite0 model
     python bench/serve.py --model M.safetensors --clip clip.mp4
+    python bench/serve.py --model M.safetensors --runs 3 --verdicts CLIP...   # default path, torch, decode all
 
 1. Decoding, side by side: every frame; each sample's exact frame (`--tolerance 0`, before this round); the
    nearest reference frame within the model's tolerance (B-frames skipped).
@@ -52,7 +53,7 @@ def stages(model: Path, clip: Path, tolerance: float) -> dict[str, float]:
     from fakefinder.inference.explain import gradcam
     from fakefinder.inference.tracks import link_tracks
 
-    det = load_detector(model, device="cpu")
+    det = load_detector(model, device="cpu", runtime="torch")  # its base and head timed apart, and Grad-CAM
     s = det.settings
     face_detector = create_face_detector(s.detector)
     out = dict.fromkeys(("decode", "detect", "crop", "base", "head", "tracks", "heatmaps"), 0.0)
@@ -89,6 +90,79 @@ def stages(model: Path, clip: Path, tolerance: float) -> dict[str, float]:
     return out
 
 
+def default_stages(detector, clip: Path) -> dict[str, float]:
+    """Seconds per stage of one verdict on the default path (the detector's own runtime), one stage after another:
+    decoding and conversion (the sampled frames), face detection, crops, the network (preprocessing included),
+    combining (calibration, tracks and the video rule)."""
+    from fakefinder.data.crops import square_crop
+    from fakefinder.data.faces import create_face_detector
+    from fakefinder.data.frames import sample_frames
+    from fakefinder.inference.tracks import link_tracks
+
+    s = detector.settings
+    face_detector = create_face_detector(s.detector)
+    out = dict.fromkeys(("decode+convert", "face detection", "crops", "network", "combining"), 0.0)
+    t = time.perf_counter()
+    frames = list(sample_frames(clip, fps=s.fps, frames=s.frames, max_side=s.max_side, tolerance=s.tolerance))
+    out["decode+convert"] = time.perf_counter() - t
+    crops, boxes = [], []
+    for frame in frames:
+        t = time.perf_counter()
+        found = face_detector.detect(frame.image)
+        out["face detection"] += time.perf_counter() - t
+        t = time.perf_counter()
+        crops += [square_crop(frame.image, b, margin=s.margin, size=s.size) for b in found]
+        boxes.append([(b.x, b.y, b.w, b.h) for b in found])
+        out["crops"] += time.perf_counter() - t
+    t = time.perf_counter()
+    logits = detector.model.face_logits(crops, batch_size=detector.batch_size)
+    out["network"] = time.perf_counter() - t
+    t = time.perf_counter()
+    detector.card.calibration.apply(logits)
+    link_tracks(boxes)
+    out["combining"] = time.perf_counter() - t
+    return out
+
+
+def verdicts(model: Path, clips: list[Path], runs: int) -> None:
+    """Per clip, in one run: decoding every frame, the verdict of the detector loaded with default settings
+    (ONNX Runtime through the cached export), the same with --runtime torch, the default path's stages, and a
+    cold `fakefinder predict` (the export cached) against decoding every frame."""
+    from fakefinder import load_detector
+
+    load_detector(model)  # the export cached before anything is timed
+    default, torch_ = load_detector(model), load_detector(model, runtime="torch")
+    print(f"model {model.name}; default runtime: {type(default.model).__name__}; {os.cpu_count()} cores; "
+          f"medians of {runs}\n")
+    print("| clip | frames | decode all s | default verdict s | ratio | torch verdict s | ratio | cold predict s "
+          "| cold - decode all s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ratios, profiles = [], []
+    for clip in clips:
+        times: dict[str, list[float]] = {"all": [], "default": [], "torch": [], "cold": []}
+        for _ in range(runs):  # interleaved, so that a busy moment of the machine falls on all of them alike
+            for name, fn in (("all", lambda c=clip: every_frame(c)),
+                             ("default", lambda c=clip: default.predict_video(c)),
+                             ("torch", lambda c=clip: torch_.predict_video(c)),
+                             ("cold", lambda c=clip: subprocess.run([sys.executable, "-m", "fakefinder", "predict",
+                                                                     str(model), str(c), "--quiet"], check=True,
+                                                                    capture_output=True))):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+        m = {k: statistics.median(v) for k, v in times.items()}
+        ratios.append(m["default"] / m["all"])
+        profiles.append(default_stages(default, clip))
+        print(f"| {clip.name} | {every_frame(clip)} | {m['all']:.3f} | {m['default']:.3f} | "
+              f"{m['default'] / m['all']:.2f}x | {m['torch']:.3f} | {m['torch'] / m['all']:.2f}x | {m['cold']:.3f} | "
+              f"{m['cold'] - m['all']:+.3f} |")
+    print(f"\nmedian of per-clip ratios, default verdict / decoding every frame: {statistics.median(ratios):.2f}x")
+    print("\ndefault path, stages one after another (seconds):\n| stage | " + " | ".join(c.name for c in clips)
+          + " |\n| --- |" + " ---: |" * len(clips))
+    for stage in profiles[0]:
+        print(f"| {stage} | " + " | ".join(f"{p[stage]:.3f}" for p in profiles) + " |")
+
+
 def median_time(fn, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -120,7 +194,12 @@ def main() -> None:
     ap.add_argument("--clip", type=Path)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "serve")
+    ap.add_argument("--verdicts", type=Path, nargs="+", metavar="CLIP",
+                    help="only this: per clip, the default verdict against --runtime torch and decoding every "
+                         "frame, a cold predict, and the default path's stages")
     args = ap.parse_args()
+    if args.verdicts:
+        return verdicts(args.model or quick_model(args.work), args.verdicts, args.runs)
     from fakefinder import SynthSettings, synth
     from fakefinder.data.frames import sample_frames
 

@@ -25,6 +25,23 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}: mark it slow, or make it faster")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """fakefinder's cache folder (ONNX exports of model files, `models.onnxcache`) in the session's tmp, never the
+    user's; subprocesses inherit it."""
+    import os
+
+    from fakefinder.models.onnxcache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("fakefinder-cache"))
+    yield Path(os.environ[CACHE_ENV])
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory):
     """A small synthetic DFDC collection: 5 real videos and one fake of each, every manipulation method."""

@@ -17,6 +17,7 @@ import pytest
 
 from fakefinder import Compute, load_dataset, load_detector
 from fakefinder.errors import OptionError, UsageError
+from fakefinder.inference.detector import LoadOptions
 from fakefinder.models.features import load_crops
 from fakefinder.models.modelfile import load_model
 
@@ -71,27 +72,43 @@ def test_the_onnx_detector_gives_pytorchs_fp32_scores_and_carries_its_card(basel
     assert onnx_model.face_logits(crops[:1]).shape == (1,) and onnx_model.face_logits([]).shape == (0,)
 
 
+# What a cold `predict` on the ONNX path must not import (the packages it has no use for; PyTorch alone is a
+# second of every cold start): checked in a fresh process, for a .onnx file and a .safetensors model whose export
+# is cached. ml_dtypes, which the onnx package's __init__ imports, took 1.2 s of a 2-core machine's cold start.
+NOT_IMPORTED = ("torch", "torchvision", "timm", "safetensors", "onnxscript", "captum", "mlflow", "optuna", "ray",
+                "fastapi", "matplotlib", "sklearn", "ml_dtypes")
+
+
+def _predict_in_a_fresh_process(*args: str, prelude: str = "") -> tuple[list[dict], list[str], str]:
+    """(predict's JSON, the packages of NOT_IMPORTED it imported, stderr), run through the CLI in a new process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = (f"{prelude}\nimport sys; from fakefinder._cli import main; code = main(['predict', *sys.argv[1:], "
+            "'--json', '-']); print('imported:', *sorted({m.partition('.')[0] for m in sys.modules} & "
+            f"set({NOT_IMPORTED!r})), file=sys.stderr); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr.strip().splitlines()[-1].split()[1:], proc.stderr
+
+
 def test_predict_with_the_onnx_runtime_gives_pytorchs_verdict(baseline, exported, video, tmp_path):
-    torch_detector = load_detector(baseline.model_path, device="cpu")
+    torch_detector = load_detector(baseline.model_path, device="cpu", runtime="torch")
     torch_detector.model = fp32(torch_detector.model)
     want = torch_detector.predict_video(video)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    # Through the CLI, in a process that must never import PyTorch (a second of every cold start)
-    code = ("import sys; from fakefinder._cli import main; code = main(['predict', *sys.argv[1:], '--json', '-']); "
-            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr); sys.exit(code)")
-    proc = subprocess.run([sys.executable, "-c", code, str(exported), str(video)], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "no torch"
-    got = json.loads(proc.stdout)[0]
-    assert got["verdict"] == want.verdict and got["p_fake"] == pytest.approx(want.p_fake, abs=LOGIT_TOL)
-    assert got["faces"] == want.faces and got["threshold"] == want.threshold
-    by_runtime = load_detector(baseline.model_path, runtime="onnx")  # the .safetensors exported as it loads
-    assert not by_runtime.explains and by_runtime.card == load_model(baseline.model_path).card
+    load_detector(baseline.model_path)  # caches the export of the .safetensors model
+    for model in (exported, baseline.model_path):
+        got, imported, _ = _predict_in_a_fresh_process(str(model), str(video))
+        assert imported == [], f"predict {model.name} imported {imported}"
+        got = got[0]
+        assert got["verdict"] == want.verdict and got["p_fake"] == pytest.approx(want.p_fake, abs=LOGIT_TOL)
+        assert got["faces"] == want.faces and got["threshold"] == want.threshold
+    by_runtime = load_detector(baseline.model_path, runtime="onnx")
+    assert by_runtime.card == load_model(baseline.model_path).card
     assert by_runtime.predict_video(video).p_fake == pytest.approx(want.p_fake, abs=LOGIT_TOL)
     with pytest.raises(OptionError, match="must be onnx"):
         load_detector(exported, runtime="torch")
     if importlib.util.find_spec("captum"):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(exported), str(video),
                                "--explain", str(tmp_path / "heat")], capture_output=True, text=True, env=env,
                               timeout=300)
@@ -103,7 +120,7 @@ def test_evaluate_and_serve_run_an_onnx_model(baseline, exported, learnable, vid
     from fakefinder import ServeSettings, evaluate
     from fakefinder.serve.jobs import JobQueue
 
-    torch_result = evaluate(baseline.model_path, learnable.out)
+    torch_result = evaluate(baseline.model_path, learnable.out, load=LoadOptions(runtime="torch"))
     onnx_result = evaluate(exported, learnable.out)
     assert onnx_result.overall.frame.n == torch_result.overall.frame.n == len(load_dataset(learnable.out))
     # the PyTorch side runs at the card's precision from float16 cached features: close, not equal
@@ -120,6 +137,101 @@ def test_evaluate_and_serve_run_an_onnx_model(baseline, exported, learnable, vid
         assert queue.result(job)["verdict"] in ("REAL", "FAKE", "INCONCLUSIVE")
     finally:
         queue.close()
+
+
+def _cached(model_path):
+    from fakefinder._files import sha256_file
+    from fakefinder.models.onnxcache import cached_path
+
+    return cached_path(sha256_file(model_path))
+
+
+def test_the_default_runtime_is_onnx_runtime_through_an_export_cached_once(baseline, crops, onnx_cache, tmp_path):
+    from fakefinder.models.modelfile import DeepfakeModel, save_model
+    from fakefinder.models.onnxcache import default_runtime
+    from fakefinder.models.onnxfile import OnnxModel, load_onnx
+
+    cached = _cached(baseline.model_path)
+    assert cached.parent == onnx_cache / "onnx"  # tests never write the user's cache
+    cached.unlink(missing_ok=True)
+    detector = load_detector(baseline.model_path)
+    assert isinstance(detector.model, OnnxModel) and detector.model.path == cached
+    assert load_onnx(cached).card == detector.card == load_model(baseline.model_path).card
+    written = cached.stat()
+    again = load_detector(baseline.model_path)
+    after = cached.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # read, not exported again
+    assert sorted(cached.parent.iterdir()) == [cached]  # no temporary left beside it
+    want = fp32(load_model(baseline.model_path)).face_logits(crops)
+    for d in (detector, again):
+        np.testing.assert_allclose(d.model.face_logits(crops), want, atol=LOGIT_TOL, rtol=LOGIT_TOL)
+    # heatmaps: the same model file on PyTorch, loaded when first asked for, once
+    assert detector.explains and isinstance(detector.differentiable(), DeepfakeModel)
+    assert detector.differentiable() is detector.differentiable()
+    # a base trained at bf16 by name keeps it, and a GPU is PyTorch's: both stay on PyTorch
+    model = load_model(baseline.model_path)
+    named = dataclasses.replace(model.card, precision="bf16", train={**model.card.train, "precision": "bf16"})
+    bf16 = save_model(tmp_path / "bf16.safetensors", dataclasses.replace(model, card=named))
+    assert isinstance(load_detector(bf16).model, DeepfakeModel) and not _cached(bf16).exists()
+    assert default_runtime(baseline.model_path, "cuda") == "torch"
+    assert default_runtime(baseline.model_path, "cpu") == default_runtime(baseline.model_path, "auto") == "onnx"
+
+
+def test_a_damaged_cached_export_is_refused_and_exported_again(baseline, crops):
+    import onnx
+
+    from fakefinder.models.onnxfile import load_onnx
+
+    load_detector(baseline.model_path)
+    cached = _cached(baseline.model_path)
+    want = load_onnx(cached).face_logits(crops)
+    proto = onnx.load(str(cached))
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    weights.raw_data = bytes(len(weights.raw_data))  # zeroed: the graph changed, its digest did not
+    for damaged in (proto.SerializeToString(), cached.read_bytes()[:1000]):
+        cached.write_bytes(damaged)
+        detector = load_detector(baseline.model_path)
+        np.testing.assert_allclose(detector.model.face_logits(crops), want, atol=LOGIT_TOL, rtol=LOGIT_TOL)
+        assert cached.read_bytes() != damaged
+        np.testing.assert_array_equal(load_onnx(cached).face_logits(crops), want)  # written again, whole
+
+
+def test_a_cache_that_cannot_be_written_keeps_the_export_in_memory(baseline, crops, tmp_path, monkeypatch):
+    from fakefinder.models.onnxcache import CACHE_ENV
+    from fakefinder.models.onnxfile import OnnxModel
+
+    # A file where the cache folder should be: no folder can be made in it, whoever runs the test (a folder
+    # without write permission would not stop root)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked))
+    detector = load_detector(baseline.model_path)
+    assert isinstance(detector.model, OnnxModel) and detector.model.path is None
+    want = fp32(load_model(baseline.model_path)).face_logits(crops)
+    np.testing.assert_allclose(detector.model.face_logits(crops), want, atol=LOGIT_TOL, rtol=LOGIT_TOL)
+    assert blocked.read_text() == "" and sorted(tmp_path.iterdir()) == [blocked]
+
+
+# Run first in a fresh process: onnxruntime as if it were not installed (its import refused, as a missing package's)
+WITHOUT_ONNXRUNTIME = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition('.')[0] == 'onnxruntime':
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def test_without_onnxruntime_pytorch_gives_the_verdict(baseline, video):
+    want = load_detector(baseline.model_path, runtime="torch").predict_video(video)
+    load_detector(baseline.model_path)  # a cached export is there: still not used without ONNX Runtime
+    got, imported, stderr = _predict_in_a_fresh_process(str(baseline.model_path), str(video),
+                                                        prelude=WITHOUT_ONNXRUNTIME)
+    assert "torch" in imported and "onnx" not in stderr.lower()  # nothing the user must act on
+    assert got[0]["p_fake"] == pytest.approx(want.p_fake, abs=1e-9) and got[0]["verdict"] == want.verdict
 
 
 def _refused(path, *reasons: str) -> None:

@@ -150,8 +150,10 @@ def add_model_argument(parser: argparse.ArgumentParser, *, file: str = "a model 
 def add_model(parser: argparse.ArgumentParser) -> None:
     """How `evaluate`, `predict` and `serve` find and run a model."""
     add_device(parser)
-    add_runtime(parser, "torch (PyTorch), or onnx (ONNX Runtime on the CPU: no Grad-CAM heatmaps); default: the "
-                "model file's own (onnx for a .onnx file that `fakefinder export` wrote)")
+    add_runtime(parser, "onnx (ONNX Runtime on the CPU at fp32, a .safetensors model through an export cached by "
+                "its digest) or torch (PyTorch: GPUs, a card's bf16); default: onnx where ONNX Runtime is installed, "
+                "the device is the CPU and the card allows fp32, else torch (a .onnx file: always onnx). Grad-CAM "
+                "heatmaps load the model on PyTorch after the verdict")
     add_model_file(parser)
 
 

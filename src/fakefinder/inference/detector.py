@@ -10,6 +10,7 @@ settings its training data had, its calibration, threshold and video rule), load
 from __future__ import annotations
 
 import dataclasses
+import threading
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,10 @@ class Detector:
     settings: PrepareSettings = field(default_factory=PrepareSettings)
     batch_size: int = 32
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may cost
+    # The same model on PyTorch, loaded when first asked for (heatmaps after an ONNX Runtime verdict); None: none
+    torch_loader: Callable[[], DifferentiableModel] | None = field(default=None, repr=False, compare=False)
+    _torch: DifferentiableModel | None = field(default=None, init=False, repr=False, compare=False)
+    _torch_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def card(self):
@@ -203,8 +208,22 @@ class Detector:
 
     @property
     def explains(self) -> bool:
-        """Whether Grad-CAM heatmaps can be had: they need gradients, which only the PyTorch runtime gives."""
-        return isinstance(self.model, DifferentiableModel)
+        """Whether Grad-CAM heatmaps can be had: they need gradients, which only the PyTorch runtime gives (the
+        verdict's model, or the same model file loaded on PyTorch after the verdict)."""
+        return isinstance(self.model, DifferentiableModel) or self.torch_loader is not None
+
+    def differentiable(self) -> DifferentiableModel:
+        """The model Grad-CAM runs: the verdict's own when PyTorch runs it, else the model file loaded on PyTorch on
+        first use (once; seconds). Raises UsageError where there is none (an ONNX file)."""
+        if isinstance(self.model, DifferentiableModel):
+            return self.model
+        with self._torch_lock:
+            if self._torch is None:
+                if self.torch_loader is None:
+                    raise UsageError("heatmaps need gradients, which ONNX Runtime does not give: Grad-CAM needs the "
+                                     ".safetensors model")
+                self._torch = self.torch_loader()
+            return self._torch
 
     @property
     def video_rule(self) -> str:
@@ -336,7 +355,7 @@ class LoadOptions:
     threshold: float | None = None
     batch_size: int = 32
     limits: InputLimits | None = None
-    runtime: Runtime | None = None
+    runtime: Runtime | None = None  # None: ONNX Runtime where it can run the model at fp32, else PyTorch
 
     def load(self, model: str | Path) -> Detector:
         return load_detector(model, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -349,12 +368,13 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
     """A detector from a model file, an MLflow run id (or unique prefix), a published checkpoint file, or an ONNX
     file that `export` wrote.
 
-    `threshold` overrides the model's own. `runtime` (default: the file's own) "onnx" runs a PyTorch model with
-    ONNX Runtime, exported in memory when it loads (seconds; nothing cached that could go stale), on the CPU.
-    Raises UsageError for a model that cannot be found or loaded.
+    `threshold` overrides the model's own. `runtime`: "onnx" runs a `.safetensors` model with ONNX Runtime at fp32
+    on the CPU, through an export made once and cached by the file's digest (`models.onnxcache`); "torch" runs it
+    with PyTorch (GPUs; a card's bf16). None (the default): an ONNX file's own runtime; for a model file, ONNX
+    Runtime where it is installed, the card allows fp32 and the device is the CPU, else PyTorch
+    (`onnxcache.default_runtime`). Grad-CAM heatmaps load the model on PyTorch when first asked for
+    (`Detector.differentiable`). Raises UsageError for a model that cannot be found or loaded.
     """
-    from ..models.modelfile import load_model
-
     path = resolve_model_file(model, tracking_uri=tracking_uri)
     onnx_file = path.suffix.lower() == ".onnx"
     if runtime is not None and runtime not in typing.get_args(Runtime):
@@ -362,19 +382,13 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
     if onnx_file and runtime == "torch":
         raise OptionError("runtime", f"must be onnx for {path.name}, an ONNX file (or give its .safetensors model)")
     loaded: ScoringModel  # the runtime is chosen here; the detector speaks only to the protocol
+    torch_loader = None
     if onnx_file:
         from ..models.onnxfile import load_onnx
 
         loaded = load_onnx(path)
     else:
-        from ..hardware import resolve_device
-
-        loaded = load_model(path, device="cpu" if runtime == "onnx" else resolve_device(device),
-                            base_weights=base_weights)
-        if runtime == "onnx":
-            from ..models.onnxfile import OnnxModel
-
-            loaded = OnnxModel.of(loaded)
+        loaded, torch_loader = _load_model_file(path, device=device, base_weights=base_weights, runtime=runtime)
     verdict = loaded.card.verdict
     if threshold is not None:  # the rates were measured at the card's threshold: they do not hold at another
         verdict = dataclasses.replace(verdict, threshold=threshold, rule="given", false_alarm_rate=None,
@@ -389,4 +403,23 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
 
         settings = settings.replace(detector="blazeface", margin=round(
             margin_for_fill(BlazeFaceDetector.MESH_FILL, 0.0, loaded.card.face_fill), 3))
-    return Detector(loaded, verdict, settings, batch_size, limits or InputLimits())
+    return Detector(loaded, verdict, settings, batch_size, limits or InputLimits(), torch_loader=torch_loader)
+
+
+def _load_model_file(path: Path, *, device: str, base_weights, runtime: Runtime | None):
+    """(the scoring model, a loader of the PyTorch model for heatmaps or None) of a model file that is not ONNX."""
+    from ..hardware import resolve_device
+    from ..models import onnxcache
+    from ..models.modelfile import load_model
+
+    if runtime is None:
+        runtime = onnxcache.default_runtime(path, device)
+    if runtime == "torch":
+        return load_model(path, device=resolve_device(device), base_weights=base_weights), None
+    if onnxcache.file_card(path) is None:  # a published checkpoint: exported in memory, as it has no card to check
+        from ..models.onnxfile import OnnxModel
+
+        model = load_model(path, device="cpu", base_weights=base_weights)
+        return OnnxModel.of(model), lambda: model
+    return (onnxcache.load_cached(path, base_weights=base_weights),
+            lambda: load_model(path, device="cpu", base_weights=base_weights))

@@ -90,7 +90,8 @@ def heatmap_pngs(model: DifferentiableModel, faces) -> list[tuple[object, bytes]
 
 
 def explain_results(detector, results, folder: str | Path) -> list[Path]:
-    """For each result, heatmaps of its most suspicious faces as PNG files in `folder`; returns their paths."""
+    """For each result, heatmaps of its most suspicious faces as PNG files in `folder`; returns their paths. The
+    model is PyTorch's (`Detector.differentiable`: loaded now where ONNX Runtime gave the verdicts)."""
     from .. import _files
 
     folder = Path(folder)
@@ -98,7 +99,7 @@ def explain_results(detector, results, folder: str | Path) -> list[Path]:
     written = []
     for result in results:
         stem = Path(result.input).stem or "input"
-        for rank, (face, png) in enumerate(heatmap_pngs(detector.model, result.suspicious), 1):
+        for rank, (face, png) in enumerate(heatmap_pngs(detector.differentiable(), result.suspicious), 1):
             path = folder / f"{stem}-{rank}-frame{face.frame_index}-track{face.track}-p{face.p_fake:.2f}.png"
             _files.write_bytes(path, png)
             written.append(path)

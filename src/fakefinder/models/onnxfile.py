@@ -137,14 +137,23 @@ def export_onnx(model: DeepfakeModel, path: str | Path) -> Path:
     return path
 
 
-def session(data: bytes):
-    """An ONNX Runtime CPU session over a serialised model: every core this process may use, every graph
-    optimisation."""
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def verdict_threads() -> int:
+    """ONNX Runtime's threads while a verdict's frames are decoded in a thread beside it: one core left to the
+    decoder (at least one thread)."""
+    return max(1, _cores() - 1)
+
+
+def session(data: bytes, *, threads: int | None = None):
+    """An ONNX Runtime CPU session over a serialised model: `threads` (default every core this process may use),
+    every graph optimisation."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or _cores()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: the library never prints
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
@@ -160,7 +169,7 @@ class OnnxModel(ScoresFromLogits):
         self.card, self.compute, self.path = card, compute, path
         mean, std = NORMALIZATIONS[card.base.normalization]
         self.preprocess_one = Preprocess(card.base.input_size, tuple(mean), tuple(std))
-        self.session = session(proto.SerializeToString())
+        self.session = session(proto.SerializeToString(), threads=verdict_threads())
 
     @classmethod
     def of(cls, model: DeepfakeModel) -> OnnxModel:
@@ -172,6 +181,42 @@ class OnnxModel(ScoresFromLogits):
         out = [self.session.run([OUTPUT], {INPUT: self.preprocess_one.batch(images[s:s + batch_size])})[0]
                for s in range(0, len(images), batch_size)]
         return finite_scores(np.concatenate(out).astype(np.float64) if out else np.zeros(0))
+
+
+def _model_proto_class():
+    """onnx's ModelProto class, without importing the onnx package where it is not imported yet: its __init__
+    imports ml_dtypes, which takes longer to import than all the rest of a cold `predict` on ONNX Runtime. The
+    protobuf module (`onnx.onnx_ml_pb2`, which needs google.protobuf alone) is loaded from the package's folder
+    under its own name, so that a later `import onnx` finds it and registers nothing twice."""
+    import importlib.util
+    import sys
+
+    name = "onnx.onnx_ml_pb2"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("onnx")
+        folder = Path(package.origin).parent if package and package.origin else None
+        spec = importlib.util.spec_from_file_location(name, folder / "onnx_ml_pb2.py") if folder else None
+        if spec is None or spec.loader is None or not (folder / "onnx_ml_pb2.py").is_file():
+            require_onnx("reading an ONNX model")
+            import onnx
+
+            return onnx.ModelProto
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name].ModelProto
+
+
+def _parse_model(data: bytes):
+    """An ONNX ModelProto from its bytes (what onnx.load_model_from_string does, for a model without external
+    data). Raises DecodeError."""
+    proto = _model_proto_class()()
+    proto.ParseFromString(data)
+    return proto
 
 
 def _refuse(path: Path, why: str) -> UsageError:
@@ -197,14 +242,13 @@ def load_onnx(path: str | Path) -> OnnxModel:
     and its digest, its operators (OPERATORS only), and its input against the card. Raises UsageError (one line,
                                                                                                        naming the file)."""
     path = Path(path)
-    require_onnx(f"the ONNX model {path.name}")
-    import onnx
+    require("onnx", ("onnxruntime",), what=f"the ONNX model {path.name}")  # onnx itself: see _model_proto_class
     from google.protobuf.message import DecodeError
 
     if not path.is_file():
         raise UsageError(f"{path}: model file not found")
     try:
-        proto = onnx.load_model_from_string(path.read_bytes())
+        proto = _parse_model(path.read_bytes())
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise UsageError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
     meta = {p.key: p.value for p in proto.metadata_props}

@@ -21,7 +21,8 @@ class Heatmaps:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatmaps")
 
     def submit(self, job: Job, model, faces, view: dict) -> None:
-        """Explain `faces` (the verdict's most suspicious) with `model`; `view` is the job's view, written again with
+        """Explain `faces` (the verdict's most suspicious) with the model `model()` gives (PyTorch's: loaded then, on
+        this worker, after the verdict, where ONNX Runtime gave it); `view` is the job's view, written again with
         them."""
         self._pool.submit(self._explain, job, model, faces, view)
 
@@ -31,7 +32,7 @@ class Heatmaps:
 
         try:
             heat = []
-            for rank, (face, png) in enumerate(heatmap_pngs(model, faces)):
+            for rank, (face, png) in enumerate(heatmap_pngs(model(), faces)):
                 (job.folder / f"heatmap-{rank}.png").write_bytes(png)
                 heat.append({"rank": rank, "frame": face.frame_index, "t": face.t, "track": face.track,
                              "p_fake": face.p_fake})

@@ -156,7 +156,7 @@ class JobQueue:
             job.error, job.finished = result.error, time.time()
             job.state = "failed" if result.error else "done"
             if job.heatmaps == "pending":
-                self.heatmaps.submit(job, detector.model, result.suspicious, view)
+                self.heatmaps.submit(job, detector.differentiable, result.suspicious, view)
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported with the job, the server goes on
             self.input_path(job).unlink(missing_ok=True)  # gone before the job says it failed
             job.error, job.finished = one_line(exc), time.time()
