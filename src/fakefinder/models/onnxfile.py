@@ -239,8 +239,8 @@ def foreign_operator(proto) -> str | None:
 
 def load_onnx(path: str | Path) -> OnnxModel:
     """An ONNX file written by `export_onnx`, checked before ONNX Runtime sees it: its format marker, its card
-    and its digest, its operators (OPERATORS only), and its input against the card. Raises UsageError (one line,
-                                                                                                       naming the file)."""
+    and its digest, its operators (OPERATORS only), and its input against the card. Raises UsageError (one
+    line, naming the file)."""
     path = Path(path)
     require("onnx", ("onnxruntime",), what=f"the ONNX model {path.name}")  # onnx itself: see _model_proto_class
     from google.protobuf.message import DecodeError
