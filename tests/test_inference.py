@@ -208,19 +208,23 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
     config = TrainSettings.reference(weights=str(weights), input_size=64, pool="avg", epochs=1, trainable_blocks=0)
     result = train(prepared.out, config, out=tmp_path / "models", tracking=tracking)
     video = collection.out / f"{collection.videos[0].name}.mp4"
-    before = predict(result.model_path, [video])[0]
+    torch_run = LoadOptions(runtime="torch")  # PyTorch reads the base from its file; the ONNX export carries it
+    before = predict(result.model_path, [video], load=torch_run)[0]
+    exported = predict(result.model_path, [video])[0]  # the default: ONNX Runtime, its export now cached
     moved = weights.rename(tmp_path / "elsewhere.safetensors")
 
-    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(result.model_path), str(video)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(result.model_path), str(video),
+                           "--runtime", "torch"], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(weights) in proc.stderr and "--base-weights" in proc.stderr
-    after = predict(result.model_path, [video], load=LoadOptions(base_weights=moved))[0]
+    assert predict(result.model_path, [video])[0].p_fake == exported.p_fake  # the cached export needs no file
+    after = predict(result.model_path, [video], load=dataclasses.replace(torch_run, base_weights=moved))[0]
     assert after.p_fake == before.p_fake is not None
-    assert evaluate(result.model_path, prepared.out, load=LoadOptions(base_weights=moved)).overall.video.n == 10
+    assert evaluate(result.model_path, prepared.out,
+                    load=dataclasses.replace(torch_run, base_weights=moved)).overall.video.n == 10
     with pytest.raises(UsageError, match="trained on vgg16 weights"):  # another file is not the base it learnt on
-        predict(result.model_path, [video], load=LoadOptions(base_weights=vgg16_file(tmp_path / "other.safetensors",
-                                                                                     seed=6)))
+        predict(result.model_path, [video], load=dataclasses.replace(
+            torch_run, base_weights=vgg16_file(tmp_path / "other.safetensors", seed=6)))
 
 
 def test_predict_imports_only_what_a_verdict_needs(model, collection):
