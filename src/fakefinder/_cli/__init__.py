@@ -20,6 +20,7 @@ COMMANDS = {
     "report": "a self-contained HTML report of a run or a tuning study",
     "evaluate": "metrics of a trained model on any prepared dataset (no retraining)",
     "blend": "what a detector trained on self-blended pseudo-fakes sees: real, mask and pseudo-fake per crop",
+    "calibrate": "refit a model's threshold, calibration and strength of evidence on your own real fakes",
     "export": "the whole detector as one ONNX file, for ONNX Runtime (no PyTorch needed to score)",
     "predict": "how likely each video or image is fake, frame by frame, face track by face track",
     "study": "the cross-dataset study: train on A, test on B, retrain and tune on B",

@@ -155,6 +155,17 @@ class Evidence(options.Checked):
 
 
 @dataclass(frozen=True)
+class CalibratedOn(options.Checked):
+    """The user's own collection that `calibrate` refitted the calibration, threshold and strength map on, after
+    training: its validation part chose them, its test part measured them."""
+
+    dataset: str = option("", "the prepared collection's name")
+    data_digest: str = option("", "its manifest's digest")
+    val_videos: int = option(0, "its videos that fitted calibration, threshold and strength", low=0, high=1e9)
+    test_videos: int = option(0, "its videos kept apart to measure them", low=0, high=1e9)
+
+
+@dataclass(frozen=True)
 class StrengthCard(options.Checked):
     """What a verdict needs to state the strength of its evidence: the likelihood ratio of "manipulated" against
     "authentic", through `map` (fitted on the validation videos' calibrated video scores, counted by video; None when
@@ -229,12 +240,15 @@ class ModelCard:
     source: str = "fakefinder"  # or the published detector it was imported from
     face_fill: float | None = None  # data.landmarks.face_fill of the training crops (median); None: not measured
     strength: StrengthCard | None = None  # None: strength unknown (a card of format < 5, or a published detector)
+    calibrated_on: CalibratedOn | None = None  # None: calibrated on its training data's validation part
     version: int = VERSION
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["prepare"] = asdict(self.prepare) if self.prepare else None
         out["strength"] = self.strength.to_dict() if self.strength else None
+        if self.calibrated_on is None:  # absent rather than null: a card as before `calibrate`
+            out.pop("calibrated_on")
         return {"format": f"{FORMAT}/{VERSION}", "fakefinder": __version__, "label": LABEL, **out}
 
     @classmethod
@@ -274,7 +288,11 @@ class ModelCard:
                        train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
                        source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")),
                        strength=(StrengthCard.from_dict(header["strength"])
-                                 if header.get("strength") is not None else None))
+                                 if header.get("strength") is not None else None),
+                       calibrated_on=(options.build(CalibratedOn, _part(header, "calibrated_on"),
+                                                    what="calibrated_on field", complete=True,
+                                                    prefix="calibrated_on.")
+                                      if header.get("calibrated_on") is not None else None))
         except OptionError as exc:
             raise UsageError(f"bad model header: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:

@@ -1,0 +1,154 @@
+"""`calibrate` a trained model on the user's own labelled collection of real fakes: refit its probability
+calibration, its threshold and its strength-of-evidence map there, and write a new model file whose card names
+that collection.
+
+A model whose validation fakes were self-blended pseudo-fakes has figures against its own pseudo-fakes; this is how
+its user gets figures, a threshold and likelihood ratios that mean something for real deepfakes. The collection is
+split by source (a fake and the real it was made from stay together) into a part that fits and a test part kept
+apart to measure what was fitted. Base and head are not changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..metrics import bootstrap_auc, video_scores
+from ..progress import ProgressCallback
+from .detector import LoadOptions
+
+TEST = 0.5  # share of the collection's sources kept apart to measure; the rest fits
+PSEUDO_FAKES = "self-blended"  # the method `train --fakes self-blended` gives its pseudo-fakes
+
+
+@dataclass(frozen=True)
+class CalibrateResult:
+    path: Path
+    dataset: str
+    val_videos: int
+    test_videos: int
+    test_auc: float | None
+    test_auc_low: float | None
+    test_auc_high: float | None
+    test_cllr: float | None
+    test_cllr_min: float | None
+    test_eer: float | None
+    verdict: str  # what the threshold now means
+
+    def to_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    def summary(self) -> str:
+        def shown(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
+        auc = shown(self.test_auc) + (f" ({self.test_auc_low:.3f}-{self.test_auc_high:.3f})"
+                                      if self.test_auc_low is not None else "")
+        return (f"wrote {self.path}: calibrated on {self.val_videos} videos of {self.dataset}, tested on "
+                f"{self.test_videos} kept apart: video AUC {auc}, Cllr {shown(self.test_cllr)}, Cllr_min "
+                f"{shown(self.test_cllr_min)}, EER {shown(self.test_eer)}\nthreshold: {self.verdict}")
+
+
+def _target(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".safetensors":
+        raise UsageError(f"{out}: name the model file OUT.safetensors")
+    if out.is_dir():
+        raise UsageError(f"{out}: is a folder; name the model file to write")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent}: no such folder")
+    return out
+
+
+def _check_labels(dataset) -> None:
+    """One line for a collection that cannot calibrate: no fakes, no reals, or pseudo-fakes."""
+    y = dataset.labels
+    if not (y == 1).any() or not (y == 0).any():
+        raise UsageError(f"{dataset.root}: {'no fakes' if not (y == 1).any() else 'no reals'} with a face; "
+                         "calibrate needs labelled real and fake videos")
+    if (dataset.methods[y == 1] == PSEUDO_FAKES).any():
+        raise UsageError(f"{dataset.root}: its fakes include self-blended pseudo-fakes; calibrate needs real "
+                         "deepfakes")
+
+
+def _check_parts(dataset, parts: np.ndarray) -> None:
+    """One line for a split whose fitting or test part is not both real and fake."""
+    y = dataset.labels
+    for part in ("val", "test"):
+        if len(np.unique(y[parts == part])) < 2:
+            raise UsageError(f"{dataset.root}: too few sources to split into a fitting part and a test part that "
+                             f"both hold real and fake videos ({len(set(dataset.groups))} sources)")
+
+
+def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, seed: int = 0,
+              load: LoadOptions | None = None, progress: ProgressCallback | None = None) -> CalibrateResult:
+    """Refit `model`'s calibration, threshold and strength of evidence on prepared `data` (a folder or a loaded
+    PreparedDataset of real and fake videos, the fakes real deepfakes), split by source: `test` of the sources kept
+    apart to measure, the rest to fit. The choices follow the model's card (calibration method, threshold rule,
+    video rule, inconclusive band, conclusive LR). Writes OUT (.safetensors) atomically and returns what the test
+    part measured. Raises UsageError (one line) for a collection that cannot calibrate or an OUT that cannot be
+    written."""
+    from ..config import TrainSettings
+    from ..data.dataset import PreparedDataset, load_dataset
+    from ..data.splits import split_dataset
+    from ..models.calibration import choose_verdict, fit_calibration
+    from ..models.modelcard import CalibratedOn, Evidence, StrengthCard
+    from ..models.modelfile import DeepfakeModel, save_model
+    from ..models.strength import cllr, cllr_min, eer, fit_strength
+    from .evaluation import dataset_logits
+
+    out = _target(out)
+    d = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
+    _check_labels(d)
+    # No training part: what `split_dataset` calls train is the part that fits (validation's role here).
+    split = split_dataset(d, by="source", val=0.0, test=test, seed=seed)
+    all_parts = np.where(split.parts == "train", "val", split.parts)
+    parts = all_parts[:len(d)]
+    _check_parts(d, parts)
+
+    detector = dataclasses.replace(load or LoadOptions(), runtime="torch").load(model)
+    net = detector.model
+    if not isinstance(net, DeepfakeModel):
+        raise UsageError(f"{model}: calibrate writes a .safetensors model: give one, not an ONNX export")
+    card = net.card
+    logits = dataset_logits(detector, d, progress=progress)
+
+    defaults = TrainSettings()
+    method = card.train.get("calibration") or card.calibration.method
+    if method not in ("temperature", "platt", "none"):
+        method = defaults.calibration
+    rule = card.verdict.rule
+    target_fpr = float(rule.partition("=")[2]) if rule.startswith("fpr=") else None
+    threshold: float | str = "eer" if rule == "eer" else card.verdict.threshold
+    conclusive = card.strength.conclusive if card.strength else defaults.conclusive_lr
+    video_rule = card.verdict.video_rule
+
+    val, tst = parts == "val", parts == "test"
+    calibration = fit_calibration(logits[val], d.labels[val], method)
+    p = calibration.apply(logits)
+    verdict = choose_verdict(d.video_ids[val], d.labels[val], p[val], video_rule=video_rule, threshold=threshold,
+                             target_fpr=target_fpr, band=card.verdict.band)
+    _, vy, vp = video_scores(d.video_ids[val], d.labels[val], p[val], rule=video_rule)
+    fitted = fit_strength(vp, vy, fakes="real")
+    _, ty, tp = video_scores(d.video_ids[tst], d.labels[tst], p[tst], rule=video_rule)
+    strength = StrengthCard(conclusive, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
+                            eer(tp, ty), fitted)
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(ty, tp))
+    low, high = bootstrap_auc(ty, tp, seed=seed)
+
+    ids = np.concatenate([d.video_ids, d.no_face.video_ids])
+    n_val, n_test = len(set(ids[all_parts == "val"])), len(set(ids[all_parts == "test"]))
+    name = card.evidence.name or card.dataset or "model"
+    evidence = Evidence(f"{name}, calibrated on {d.name}", card.evidence.train_videos, n_val, n_test, auc, low,
+                        high, "real")
+    new = dataclasses.replace(card, calibration=calibration, verdict=verdict, evidence=evidence, strength=strength,
+                              calibrated_on=CalibratedOn(d.name, d.manifest_digest, n_val, n_test))
+    written = save_model(out, DeepfakeModel(net.backbone, net.head, new))
+    return CalibrateResult(written, d.name, n_val, n_test, auc, low, high, strength.test_cllr,
+                           strength.test_cllr_min, strength.test_eer, verdict.meaning())
