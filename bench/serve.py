@@ -32,6 +32,29 @@ sys.path.insert(0, str(ROOT / "tests"))
 from services import free_port  # noqa: E402
 
 
+def _faces_timed(clip, s, tolerance: float, out: dict, stages: tuple[str, str, str]):
+    """The clip's sampled frames, faces and crops as settings `s` make them, each stage's seconds added to `out`
+    under the names `stages` gives (decoding, face detection, cropping)."""
+    from fakefinder.data.crops import square_crop
+    from fakefinder.data.faces import create_face_detector
+    from fakefinder.data.frames import sample_frames
+
+    decode, detect, crop = stages
+    face_detector = create_face_detector(s.detector)
+    t = time.perf_counter()
+    frames = list(sample_frames(clip, fps=s.fps, frames=s.frames, max_side=s.max_side, tolerance=tolerance))
+    out[decode] += time.perf_counter() - t
+    crops, boxes = [], []
+    for frame in frames:
+        t = time.perf_counter()
+        found = face_detector.detect(frame.image)
+        out[detect] += time.perf_counter() - t
+        t = time.perf_counter()
+        crops += [square_crop(frame.image, b, margin=s.margin, size=s.size) for b in found]
+        boxes.append([(b.x, b.y, b.w, b.h) for b in found])
+        out[crop] += time.perf_counter() - t
+    return crops, boxes
+
 def post(url: str, clip: Path) -> tuple[float, dict]:
     boundary = "----bench"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{clip.name}"\r\n\r\n'.encode()
@@ -47,28 +70,13 @@ def post(url: str, clip: Path) -> tuple[float, dict]:
 def stages(model: Path, clip: Path, tolerance: float) -> dict[str, float]:
     """Seconds per stage for one verdict run one stage after another, the model loaded beforehand."""
     from fakefinder import load_detector
-    from fakefinder.data.crops import square_crop
-    from fakefinder.data.faces import create_face_detector
-    from fakefinder.data.frames import sample_frames
     from fakefinder.inference.explain import gradcam
     from fakefinder.inference.tracks import link_tracks
 
     det = load_detector(model, device="cpu", runtime="torch")  # its base and head timed apart, and Grad-CAM
     s = det.settings
-    face_detector = create_face_detector(s.detector)
     out = dict.fromkeys(("decode", "detect", "crop", "base", "head", "tracks", "heatmaps"), 0.0)
-    t = time.perf_counter()
-    frames = list(sample_frames(clip, fps=s.fps, frames=s.frames, max_side=s.max_side, tolerance=tolerance))
-    out["decode"] = time.perf_counter() - t
-    crops, boxes = [], []
-    for frame in frames:
-        t = time.perf_counter()
-        found = face_detector.detect(frame.image)
-        out["detect"] += time.perf_counter() - t
-        t = time.perf_counter()
-        crops += [square_crop(frame.image, b, margin=s.margin, size=s.size) for b in found]
-        boxes.append([(b.x, b.y, b.w, b.h) for b in found])
-        out["crop"] += time.perf_counter() - t
+    crops, boxes = _faces_timed(clip, s, tolerance, out, ("decode", "detect", "crop"))
     import torch
 
     from fakefinder.models.head import pooled
@@ -94,26 +102,11 @@ def default_stages(detector, clip: Path) -> dict[str, float]:
     """Seconds per stage of one verdict on the default path (the detector's own runtime), one stage after another:
     decoding and conversion (the sampled frames), face detection, crops, the network (preprocessing included),
     combining (calibration, tracks and the video rule)."""
-    from fakefinder.data.crops import square_crop
-    from fakefinder.data.faces import create_face_detector
-    from fakefinder.data.frames import sample_frames
     from fakefinder.inference.tracks import link_tracks
 
     s = detector.settings
-    face_detector = create_face_detector(s.detector)
     out = dict.fromkeys(("decode+convert", "face detection", "crops", "network", "combining"), 0.0)
-    t = time.perf_counter()
-    frames = list(sample_frames(clip, fps=s.fps, frames=s.frames, max_side=s.max_side, tolerance=s.tolerance))
-    out["decode+convert"] = time.perf_counter() - t
-    crops, boxes = [], []
-    for frame in frames:
-        t = time.perf_counter()
-        found = face_detector.detect(frame.image)
-        out["face detection"] += time.perf_counter() - t
-        t = time.perf_counter()
-        crops += [square_crop(frame.image, b, margin=s.margin, size=s.size) for b in found]
-        boxes.append([(b.x, b.y, b.w, b.h) for b in found])
-        out["crops"] += time.perf_counter() - t
+    crops, boxes = _faces_timed(clip, s, s.tolerance, out, ("decode+convert", "face detection", "crops"))
     t = time.perf_counter()
     logits = detector.model.face_logits(crops, batch_size=detector.batch_size)
     out["network"] = time.perf_counter() - t

@@ -172,14 +172,19 @@ def test_prepare_stores_each_crops_face_mesh_once_and_a_faceless_or_rewritten_cr
     assert np.allclose(again["face"], FaceMesh().landmarks(cv2.flip(crop, 1)))
 
 
-def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(face, tmp_path, monkeypatch):
+def _three_reals(face, tmp_path):
+    """A prepared collection of three real crops: the face, shifted 0, 4 and 8 pixels."""
     crop, _ = face
     src = tmp_path / "src" / "real"
     src.mkdir(parents=True)
     for k in range(3):
         cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
-    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
-                    compute=Compute(processes=1))
+    return prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
+                   compute=Compute(processes=1))
+
+
+def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(face, tmp_path, monkeypatch):
+    reals = _three_reals(face, tmp_path)
     reads = []
     read = landmarks.read_landmarks
     monkeypatch.setattr(landmarks, "read_landmarks", lambda root, **kw: reads.append(root) or read(root, **kw))
@@ -263,13 +268,7 @@ def test_a_corrupt_landmarks_file_is_measured_again_and_never_makes_a_card_its_r
     import io
     import zipfile
 
-    crop, _ = face
-    src = tmp_path / "src" / "real"
-    src.mkdir(parents=True)
-    for k in range(3):
-        cv2.imwrite(str(src / f"{k}.png"), np.roll(crop, 4 * k, axis=1))
-    reals = prepare(tmp_path / "src", tmp_path / "out", settings=PrepareSettings(detector="none"),
-                    compute=Compute(processes=1))
+    reals = _three_reals(face, tmp_path)
     store = reals.out / LANDMARKS
     with np.load(store) as z:
         keys, good = z["keys"], z["points"]

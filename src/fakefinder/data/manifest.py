@@ -50,6 +50,7 @@ ROW_GROUP = 16384
 MANIFEST = "manifest.parquet"
 VIDEOS = "videos.parquet"
 PREPARE_INFO = "prepare.json"
+PSEUDO_FAKE_METHOD = "self-blended"  # the method column of the pseudo-fakes `train --fakes self-blended` makes
 
 
 def write_table(path: str | Path, schema: pa.Schema, batches: Iterable[list[dict]]) -> int:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
 from ..metrics import bootstrap_auc, video_scores
 from ..progress import ProgressCallback
 from .detector import LoadOptions
 
 TEST = 0.5  # share of the collection's sources kept apart to measure; the rest fits
-PSEUDO_FAKES = "self-blended"  # the method `train --fakes self-blended` gives its pseudo-fakes
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _check_labels(dataset) -> None:
     if not (y == 1).any() or not (y == 0).any():
         raise UsageError(f"{dataset.root}: {'no fakes' if not (y == 1).any() else 'no reals'} with a face; "
                          "calibrate needs labelled real and fake videos")
-    if (dataset.methods[y == 1] == PSEUDO_FAKES).any():
+    if (dataset.methods[y == 1] == PSEUDO_FAKE_METHOD).any():
         raise UsageError(f"{dataset.root}: its fakes include self-blended pseudo-fakes; calibrate needs real "
                          "deepfakes")
 

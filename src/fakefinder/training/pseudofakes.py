@@ -19,10 +19,11 @@ import numpy as np
 from .. import _files
 from ..config import InputLimits, PrepareSettings, TrainSettings
 from ..data.crops import crop_scale
+from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
 
-METHOD = "self-blended"
+METHOD = PSEUDO_FAKE_METHOD
 RATIOS = (0.25, 0.5, 0.75)  # blend ratios other than 1
 MAX_GRID_SEEDS = 32  # rows of one crop's grid in `blend` (a grid is seeds x 3 crops: 32 rows is 7000 px high at 224)
 
