@@ -161,7 +161,7 @@ def test_the_default_runtime_is_onnx_runtime_through_an_export_cached_once(basel
     again = load_detector(baseline.model_path)
     after = cached.stat()
     assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # read, not exported again
-    assert sorted(cached.parent.iterdir()) == [cached]  # no temporary left beside it
+    assert not [p for p in cached.parent.iterdir() if p.suffix != ".onnx"]  # no temporary left beside it
     want = fp32(load_model(baseline.model_path)).face_logits(crops)
     for d in (detector, again):
         np.testing.assert_allclose(d.model.face_logits(crops), want, atol=LOGIT_TOL, rtol=LOGIT_TOL)

@@ -67,11 +67,13 @@ RESUMABLE = {"prepare", "train", "tune", "study", "demo"}  # a rerun continues w
 
 
 def _quiet_libraries(command: str) -> None:
-    """The CLI owns this process: keep MLflow, Alembic and Optuna to warnings, and no artifact progress bars."""
+    """The CLI owns this process: keep MLflow, Alembic and Optuna to warnings, OpenCV to errors (a damaged file is
+    our one line, not also its decoder's), and no artifact progress bars. Environment variables reach workers too."""
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its own level when it is imported
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when OpenCV first logs
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if command in TUNING:  # Optuna sets its own level when it is imported: import it now (these commands do)
         import optuna
