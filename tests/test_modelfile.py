@@ -47,7 +47,7 @@ def test_the_card_round_trips_and_says_how_to_use_the_model(model_file):
 
 
 def test_the_card_keeps_a_strength_of_evidence_map_fitted_on_validation_videos_and_its_test_cllr(baseline, model_file):
-    """Format 5: the two propositions, the score-to-LR map of the validation videos (counted by video), its LRs'
+    """Format 5: the two propositions, the score-to-LR map of the validation videos (counted by source), its LRs'
     Cllr, Cllr_min and EER on the test videos, and the LR from which the headline says FAKE or REAL."""
     from fakefinder.metrics import video_scores
     from fakefinder.models.strength import cllr
@@ -57,9 +57,9 @@ def test_the_card_keeps_a_strength_of_evidence_map_fitted_on_validation_videos_a
     assert header_of(model_file)["strength"]["propositions"] == ["manipulated", "authentic"]
     assert strength.conclusive == 3.0 and strength.map is not None and strength.map.fakes == "real"
     val = trained.part_rows("val")
-    labels = {v: y for v, y in zip(trained.dataset.video_ids[val], trained.dataset.labels[val])}
-    assert (strength.map.n_real, strength.map.n_fake) == (sum(y == 0 for y in labels.values()),
-                                                          sum(y == 1 for y in labels.values()))
+    sources = set(zip(trained.dataset.labels[val], trained.dataset.groups[val]))
+    assert (strength.map.n_real, strength.map.n_fake) == (sum(y == 0 for y, _ in sources),
+                                                          sum(y == 1 for y, _ in sources))
     test = trained.part_rows("test")
     p = card.calibration.apply(trained.logits["test"])
     _, vy, vp = video_scores(trained.dataset.video_ids[test], trained.dataset.labels[test], p,

@@ -227,6 +227,25 @@ def test_the_lr_does_not_depend_on_the_share_of_fakes_in_validation():
                                                                                     rel=0.1)
 
 
+def test_fakes_of_one_source_count_once():
+    """Five fakes made from one real are one piece of evidence: with sources, counts, bounds and percentiles are
+    of sources; five identical copies of each fake change nothing; without sources every video counts."""
+    p, y = _gaussians(40, 40, apart=14.0, seed=11)  # separated: only the counts limit the LR
+    fakes = np.flatnonzero(y == 1)
+    copies = np.concatenate([np.flatnonzero(y == 0), np.repeat(fakes, 5)])
+    sources = [f"r{i}" if y[i] == 0 else f"f{i}" for i in copies]
+    grouped = fit_strength(p[copies], y[copies], fakes="real", sources=sources)
+    once = fit_strength(p, y, fakes="real")
+    assert (grouped.n_real, grouped.n_fake) == (once.n_real, once.n_fake) == (40, 40)
+    assert grouped.log10_lower == pytest.approx(once.log10_lower) and grouped.slope == pytest.approx(once.slope,
+                                                                                                    rel=1e-4)
+    assert grouped.fake_scores == once.fake_scores
+    each = fit_strength(p[copies], y[copies], fakes="real")
+    assert each.n_fake == 200 and each.log10_lower < grouped.log10_lower - 0.5  # claims five times the evidence
+    with pytest.raises(UsageError, match="80 scores but 3 sources"):
+        fit_strength(p, y, fakes="real", sources=["a", "b", "c"])
+
+
 def test_separable_validation_videos_give_a_finite_slope():
     m = fit_strength([0.4, 0.1, 0.3, 0.2, 0.5, 0.9, 0.6, 0.8, 0.7], [0] * 4 + [1] * 5, fakes="real")
     assert 0.2 < m.slope < 5 and math.isfinite(m.shift)
@@ -355,7 +374,8 @@ def test_the_sentence_in_both_directions():
     assert capped.sentence() == (
         "Scores like this are 4,500 times as common among the model's manipulated or self-blended validation videos "
         "as among its real ones (higher than 100% of real validation videos): strong support for manipulation. "
-        "Its validation videos (9000 real, 800 manipulated or self-blended) cannot support more than this.")
+        "Its validation videos (9000 real and 800 manipulated or self-blended sources) cannot support more than "
+        "this.")
 
 
 def test_a_fitted_sentence_states_the_assessed_numbers(separated):

@@ -132,8 +132,9 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
     p = calibration.apply(logits)
     verdict = choose_verdict(d.video_ids[val], d.labels[val], p[val], video_rule=video_rule, threshold=threshold,
                              target_fpr=target_fpr, band=card.verdict.band)
-    _, vy, vp = video_scores(d.video_ids[val], d.labels[val], p[val], rule=video_rule)
-    fitted = fit_strength(vp, vy, fakes="real")
+    ids, vy, vp = video_scores(d.video_ids[val], d.labels[val], p[val], rule=video_rule)
+    source = dict(zip(d.video_ids, d.groups))
+    fitted = fit_strength(vp, vy, fakes="real", sources=[source[v] for v in ids])
     _, ty, tp = video_scores(d.video_ids[tst], d.labels[tst], p[tst], rule=video_rule)
     strength = StrengthCard(conclusive, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
                             eer(tp, ty), fitted)

@@ -220,20 +220,22 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _logistic(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(slope, intercept) of the logistic regression of `y` on `z`, slope in [0, SLOPE_MAX], with Platt's targets
-    (n_fake + 1)/(n_fake + 2) and 1/(n_real + 2) instead of 1 and 0, as `calibration.fit_calibration`: validation
-    videos the model separates perfectly would otherwise drive the slope to its bound and every LR to infinity."""
+def _logistic(z: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of the `weight`ed logistic regression of `y` on `z`, slope in [0, SLOPE_MAX], with
+    Platt's targets (n_fake + 1)/(n_fake + 2) and 1/(n_real + 2) instead of 1 and 0 (n: each class's total
+    weight), as `calibration.fit_calibration`: validation videos the model separates perfectly would otherwise
+    drive the slope to its bound and every LR to infinity."""
     from scipy.optimize import minimize
     from scipy.special import expit
 
-    n_fake, n_real = int(y.sum()), int(len(y) - y.sum())
+    n_fake, n_real = float(weight[y == 1].sum()), float(weight[y == 0].sum())
     t = np.where(y == 1, (n_fake + 1) / (n_fake + 2), 1 / (n_real + 2))
+    w = weight / weight.sum()
 
     def loss(v: np.ndarray) -> tuple[float, np.ndarray]:
         s = v[0] * z + v[1]
-        r = expit(s) - t
-        return float(np.mean(np.logaddexp(0, s) - t * s)), np.array([np.mean(r * z), np.mean(r)])
+        r = w * (expit(s) - t)
+        return float(np.sum(w * (np.logaddexp(0, s) - t * s))), np.array([np.sum(r * z), np.sum(r)])
 
     fit = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
                    bounds=[(0.0, SLOPE_MAX), (-100.0, 100.0)])
@@ -293,8 +295,8 @@ class Strength(options.Checked):
     real_percentile: float = option(0.0, "share of real validation videos that scored lower", low=0, high=1)
     fake_percentile: float = option(0.0, "share of fake validation videos that scored lower", low=0, high=1)
     support: str = option(NO_SUPPORT, "the verbal scale's words for the LR (ENFSI 2015)")
-    n_real: int = option(1, "real validation videos", low=1, high=1e9)
-    n_fake: int = option(1, "fake validation videos", low=1, high=1e9)
+    n_real: int = option(1, "real validation videos (independent: by source, not by clip)", low=1, high=1e9)
+    n_fake: int = option(1, "fake validation videos (independent: by source, not by clip)", low=1, high=1e9)
     fakes: Fakes = option("real", "the validation fakes: deepfakes, self-blended pseudo-fakes, or both")
     limit: Limit = option("none", "what bounded the LR: nothing, the validation data (ELUB), or the pseudo-fake cap")
 
@@ -324,8 +326,8 @@ class Strength(options.Checked):
         text = (f"Scores like this are {how} among the model's {more} validation videos as among its {less} ones "
                 f"({aside}): {self.support}.")
         if self.limit == "validation":
-            text += (f" Its validation videos ({self.n_real} real, {self.n_fake} {fake}) cannot support more than "
-                     "this.")
+            text += (f" Its validation videos ({self.n_real} real and {self.n_fake} {fake} sources) cannot support "
+                     "more than this.")
         elif self.limit == "pseudo-fakes":
             text += " Its fakes were self-blended pseudo-fakes, not deepfakes, so it claims no more than weak support."
         return text
@@ -445,7 +447,7 @@ def _scores_problem(scores: Any, n: int) -> str | None:
     return "must be sorted" if (np.diff(q) < 0).any() else None
 
 
-def fit_strength(scores, labels, *, fakes: Fakes, cap: float | None = None) -> StrengthMap:
+def fit_strength(scores, labels, *, fakes: Fakes, cap: float | None = None, sources=None) -> StrengthMap:
     """The map from P(fake) to a bounded LR, fitted on validation videos' scores and labels (1 = fake).
 
     Logistic calibration of logit(P(fake)) (below about 1,000 videos PAV overfits; it stays for measuring,
@@ -455,18 +457,39 @@ def fit_strength(scores, labels, *, fakes: Fakes, cap: float | None = None) -> S
     ln(n_fake / n_real) makes them log LRs, independent of that share. Then the ELUB bounds (`elub`) of the
     fitted LRs of these same videos, and the `cap` on |log10 LR|: PSEUDO_CAP (below 10, weak support at most)
     for `fakes` "self-blended", because pseudo-fakes are not deepfakes; otherwise none unless given.
-    Raises UsageError for scores not in [0, 1], bad labels or one class only; OptionError for a bad `fakes` or
-    `cap`.
+    `sources` (one per video; default: each video its own) says which videos are not independent: five fakes
+    made from one real are one piece of evidence, not five. Each source of each class then weighs once in the
+    fit, and counts, bounds and percentiles are of sources, each at its videos' median score.
+    Raises UsageError for scores not in [0, 1], bad labels, one class only or sources not one per video;
+    OptionError for a bad `fakes` or `cap`.
     """
     problem = options.declared(StrengthMap)["fakes"].problem(fakes)
     if problem:
         raise OptionError("fakes", problem)
     s, y = _scores(scores, labels, probabilities=True)
+    groups = _groups(sources, y)
+    weight = 1.0 / np.bincount(groups)[groups]
+    medians = np.array([np.median(s[groups == g]) for g in range(groups.max() + 1)])
+    y_group = np.zeros(len(medians), dtype=np.int64)
+    y_group[groups] = y
     z = _logit(s)
-    n_fake, n_real = int(y.sum()), int(len(y) - y.sum())
-    slope, intercept = _logistic(z, y)
+    n_fake, n_real = int(y_group.sum()), int(len(y_group) - y_group.sum())
+    slope, intercept = _logistic(z, y, weight)
     shift = intercept - math.log(n_fake / n_real)
-    lower, upper = elub((slope * z + shift) / math.log(10), y)
+    lower, upper = elub((slope * _logit(medians) + shift) / math.log(10), y_group)
     if cap is None:
         cap = PSEUDO_CAP if fakes == "self-blended" else NO_CAP
-    return StrengthMap(fakes, slope, shift, lower, upper, cap, n_real, n_fake, _kept(s[y == 0]), _kept(s[y == 1]))
+    return StrengthMap(fakes, slope, shift, lower, upper, cap, n_real, n_fake, _kept(medians[y_group == 0]),
+                       _kept(medians[y_group == 1]))
+
+
+def _groups(sources, y: np.ndarray) -> np.ndarray:
+    """Per video, the index of its (source, label) group, numbered from 0; each video its own without `sources`.
+    Raises UsageError unless `sources` has one entry per video."""
+    if sources is None:
+        return np.arange(len(y))
+    keys = np.asarray(sources, dtype=object).ravel()
+    if len(keys) != len(y):
+        raise UsageError(f"{len(y)} scores but {len(keys)} sources")
+    _, groups = np.unique(np.array([f"{label}:{key}" for key, label in zip(keys, y)]), return_inverse=True)
+    return groups.astype(np.int64)

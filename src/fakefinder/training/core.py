@@ -362,25 +362,28 @@ def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndar
 def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarray], config: TrainSettings,
               fakes: str) -> StrengthCard:
     """The score-to-LR map fitted on the validation videos' calibrated video scores (one per video, by the card's
-    video rule), and its LRs' Cllr, Cllr_min and EER on the test videos; each left out (None) where its part is not
+    video rule; counted by source), and its LRs' Cllr, Cllr_min and EER on the test videos; each left out (None) where its part is not
     both real and fake."""
     from ..models.strength import cllr, cllr_min, eer, fit_strength
 
-    def videos(part: str) -> tuple[np.ndarray, np.ndarray]:
+    source = dict(zip(dataset.video_ids, dataset.groups))
+
+    def videos(part: str) -> tuple[np.ndarray, np.ndarray, list]:
         rows = np.flatnonzero(split.parts[:len(dataset)] == part)
         if part not in probs or not len(rows):
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], probs[part], rule=config.video_rule)
-        return vy, vp
+            return np.zeros(0, dtype=np.int64), np.zeros(0), []
+        ids, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], probs[part],
+                                   rule=config.video_rule)
+        return vy, vp, [source[v] for v in ids]
 
     def both(y: np.ndarray) -> bool:
         return len(np.unique(y)) == 2
 
-    vy, vp = videos("val")
+    vy, vp, sources = videos("val")
     if not both(vy):
         return StrengthCard(config.conclusive_lr)
-    fitted = fit_strength(vp, vy, fakes=fakes)
-    ty, tp = videos("test")
+    fitted = fit_strength(vp, vy, fakes=fakes, sources=sources)
+    ty, tp, _ = videos("test")
     if not both(ty):
         return StrengthCard(config.conclusive_lr, len(ty), map=fitted)
     return StrengthCard(config.conclusive_lr, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
