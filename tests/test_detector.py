@@ -88,6 +88,23 @@ def test_face_tracks_follow_people_across_frames():
     assert link_tracks([]) == [] and link_tracks([[], [left]]) == [[], [0]]
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 2), (4, 4), (2, 9), (7, 7), (9, 9), (12, 3)])
+def test_face_assignment_is_the_optimum(shape):
+    """Small problems are solved by trying every pairing, larger ones by SciPy's solver: both give its optimum."""
+    from scipy.optimize import linear_sum_assignment
+
+    from fakefinder.inference.tracks import _assignment
+
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(20):
+        cost = rng.random(shape)
+        pairs = _assignment(cost.tolist())
+        rows, cols = linear_sum_assignment(cost)
+        assert len(pairs) == min(shape) and len({c for _, c in pairs}) == len(pairs)
+        assert [r for r, _ in pairs] == sorted(r for r, _ in pairs)
+        assert sum(cost[r, c] for r, c in pairs) == pytest.approx(cost[rows, cols].sum())
+
+
 @pytest.mark.slow
 def test_scores_do_not_depend_on_batching(trained, learnable):
     crops = load_crops(load_dataset(learnable.out).crop_files[:10])

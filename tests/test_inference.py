@@ -229,7 +229,7 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
 
 def test_predict_imports_only_what_a_verdict_needs(model, collection):
     """A cold `predict` pays for every import: not for the tables `prepare` writes (pyarrow), the face tracks'
-    solver when each frame has one face (SciPy), tracking (MLflow) or heatmaps (captum)."""
+    solver for a few faces a frame (SciPy), tracking (MLflow) or heatmaps (captum)."""
     clip = next(collection.out.glob("*.mp4"))
     code = ("import sys; from fakefinder._cli import main; code = main(['predict', sys.argv[1], sys.argv[2], "
             "'--quiet']); print(sorted(m for m in ('pyarrow', 'scipy', 'mlflow', 'captum', 'sklearn', 'optuna') "

@@ -8,6 +8,7 @@ that misses frames (a turned head, a missed detection) can be picked up again la
 
 from __future__ import annotations
 
+import itertools
 import math
 
 XYWH = tuple[float, float, float, float]  # x, y, w, h
@@ -41,12 +42,21 @@ def link_tracks(frames: list[list[XYWH]]) -> list[list[int]]:
     return out
 
 
+SMALL = 5040  # one-to-one pairings (7!) below which they are all tried: faster than importing a solver
+
+
 def _assignment(cost: list[list[float]]) -> list[tuple[int, int]]:
-    """The cheapest one-to-one (row, column) pairs. One face and one track, the common case, needs no solver (and
-    no import of SciPy's, a third of a second at start-up)."""
-    if len(cost) == 1 and len(cost[0]) == 1:
-        return [(0, 0)]
+    """The cheapest one-to-one (row, column) pairs, by row. A few faces and tracks, the common case, are solved
+    exactly by trying every pairing, so a verdict does not import SciPy's solver (0.3-0.7 s at start-up);
+    larger problems use it."""
+    rows, cols = len(cost), len(cost[0])
+    if math.perm(max(rows, cols), min(rows, cols)) <= SMALL:
+        if rows <= cols:
+            pairings = ([(r, c) for r, c in enumerate(p)] for p in itertools.permutations(range(cols), rows))
+        else:
+            pairings = (sorted((r, c) for c, r in enumerate(p)) for p in itertools.permutations(range(rows), cols))
+        return min(pairings, key=lambda pairs: sum(cost[r][c] for r, c in pairs))
     from scipy.optimize import linear_sum_assignment
 
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols)]
+    found_rows, found_cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(found_rows, found_cols)]
