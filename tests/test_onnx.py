@@ -177,6 +177,32 @@ def test_the_default_runtime_is_onnx_runtime_through_an_export_cached_once(basel
     assert default_runtime(baseline.model_path, "cpu") == default_runtime(baseline.model_path, "auto") == "onnx"
 
 
+def test_a_deadline_stops_an_onnx_runtime_call_already_running(baseline, crops):
+    """serve's --inference-timeout reaches into a call that never returns (ONNX Runtime's terminate flag), not
+    only between frames; outside a deadline, and before it, scores are as ever."""
+    import time
+
+    from fakefinder.errors import DeadlineError
+    from fakefinder.models.onnxfile import INPUT, _run, deadline
+
+    model = load_detector(baseline.model_path).model
+    want = model.face_logits(crops)
+    many = {INPUT: model.preprocess_one.batch(crops * 30)}  # 360 faces in one call
+    start = time.monotonic()
+    _run(model.session, many)
+    alone = time.monotonic() - start
+    with deadline(time.monotonic() + 60, "too late"):  # before it: as ever
+        np.testing.assert_allclose(model.face_logits(crops), want, atol=1e-6)
+    with deadline(time.monotonic() + 0.25 * alone, "too late"):
+        start = time.monotonic()
+        with pytest.raises(DeadlineError, match="^too late$"):
+            _run(model.session, many)
+        assert time.monotonic() - start < 0.75 * alone, alone  # stopped mid-way, not at the end
+        with pytest.raises(DeadlineError, match="^too late$"):  # past it: not started
+            model.face_logits(crops)
+    np.testing.assert_allclose(model.face_logits(crops), want, atol=1e-6)
+
+
 def test_a_damaged_cached_export_is_refused_and_exported_again(baseline, crops):
     import onnx
 

@@ -563,7 +563,8 @@ def test_ctrl_c_during_a_verdict_leaves_no_upload_behind(model_file, tmp_path):
         assert list(scratch.iterdir())  # its folder exists while it serves
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-    assert list(scratch.iterdir()) == []
+    # ONNX Runtime 1.32 writes its telemetry session id to $TMPDIR/.ses when imported: not ours to remove
+    assert [p for p in scratch.iterdir() if p.name != ".ses"] == []
 
 
 def test_malformed_requests_get_a_json_4xx_that_says_what_was_wrong(running):

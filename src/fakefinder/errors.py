@@ -15,6 +15,10 @@ class InputError(FakefinderError):
     """One input cannot be used; the batch records it and goes on."""
 
 
+class DeadlineError(FakefinderError, TimeoutError):
+    """Work given a deadline (serve's --inference-timeout) was still running when it passed, and was stopped."""
+
+
 class OptionError(UsageError):
     """Settings that their declarations reject. Each problem names its setting (`lr must be > 0`); the CLI
     names the flag instead (`--lr must be > 0`)."""

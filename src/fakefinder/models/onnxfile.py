@@ -13,13 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 
 from .. import _files, options
 from .._packages import require
-from ..errors import UsageError, one_line
+from ..errors import DeadlineError, UsageError, one_line
 from ..metrics import finite_scores
 from .backbones import NORMALIZATIONS, Preprocess
 from .modelcard import ModelCard
@@ -152,11 +157,51 @@ def session(data: bytes, *, threads: int | None = None):
     every graph optimisation."""
     import onnxruntime as ort
 
+    ort.disable_telemetry_events()  # a verdict sends nothing anywhere (ONNX Runtime 1.32 ships Microsoft's 1DS)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or _cores()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: the library never prints
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+# (time.monotonic() deadline, what to say when it passes) of the ONNX Runtime calls made in this context
+_DEADLINE: ContextVar[tuple[float, str] | None] = ContextVar("fakefinder_onnx_deadline", default=None)
+
+
+@contextmanager
+def deadline(at: float, message: str) -> Iterator[None]:
+    """ONNX Runtime calls made in this context (thread) stop at `at` (`time.monotonic()`), one still running
+    included, and raise DeadlineError(`message`): a check between frames cannot stop a call that never returns."""
+    token = _DEADLINE.set((at, message))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _run(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """`session`'s output for `feeds`, stopped by ONNX Runtime's terminate flag at this context's `deadline`."""
+    limit = _DEADLINE.get()
+    if limit is None:
+        return session.run([OUTPUT], feeds)[0]
+    import onnxruntime as ort
+
+    at, message = limit
+    if time.monotonic() >= at:
+        raise DeadlineError(message)
+    options = ort.RunOptions()
+    timer = threading.Timer(at - time.monotonic(), setattr, (options, "terminate", True))
+    timer.daemon = True
+    timer.start()
+    try:
+        return session.run([OUTPUT], feeds, options)[0]
+    except Exception:
+        if options.terminate:
+            raise DeadlineError(message) from None
+        raise
+    finally:
+        timer.cancel()
 
 
 class OnnxModel(ScoresFromLogits):
@@ -178,7 +223,7 @@ class OnnxModel(ScoresFromLogits):
 
     def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
         """Uncalibrated logits for BGR uint8 face crops of any size."""
-        out = [self.session.run([OUTPUT], {INPUT: self.preprocess_one.batch(images[s:s + batch_size])})[0]
+        out = [_run(self.session, {INPUT: self.preprocess_one.batch(images[s:s + batch_size])})
                for s in range(0, len(images), batch_size)]
         return finite_scores(np.concatenate(out).astype(np.float64) if out else np.zeros(0))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import InputLimits, ServeSettings
 from ..errors import one_line
+from ..models.onnxfile import deadline
 from .heatmaps import HEATMAPS, Heatmaps
 from .models import Models
 from .records import Job, JobError
@@ -112,7 +113,8 @@ class JobQueue:
         import cv2
 
         job.state = "running"
-        deadline = time.monotonic() + self.timeout
+        deadline_at = time.monotonic() + self.timeout
+        late = f"the verdict took longer than the {self.timeout:g} s this server gives one (--inference-timeout)"
         try:
             detector = self.models.detector(job.model)
             thumbs = job.folder / "frames"
@@ -122,9 +124,8 @@ class JobQueue:
             def progress(frames: int, faces: int) -> None:
                 if self._stop.is_set():  # the server is stopping (Ctrl-C): end this verdict at the next frame
                     raise JobError("the server is stopping", 503)
-                if time.monotonic() > deadline:  # checked at every frame: a verdict cannot hold its slot for ever
-                    raise JobError(f"the verdict took longer than the {self.timeout:g} s this server gives one "
-                                   "(--inference-timeout)", 504)
+                if time.monotonic() > deadline_at:  # checked at every frame: a verdict cannot hold its slot for ever
+                    raise JobError(late, 504)
                 job.frames, job.faces = frames, faces
 
             def thumbnail(frame) -> None:
@@ -138,8 +139,9 @@ class JobQueue:
                     sizes[frame.index] = [small.shape[1], small.shape[0], round(w / frame.scale),
                                           round(h / frame.scale)]
 
-            result = detector.predict_video(self.input_path(job), on_progress=progress, on_frame=thumbnail,
-                                            keep_faces=HEATMAPS if detector.explains else 0)
+            with deadline(deadline_at, late):  # stops an ONNX Runtime call still running then, too
+                result = detector.predict_video(self.input_path(job), on_progress=progress, on_frame=thumbnail,
+                                                keep_faces=HEATMAPS if detector.explains else 0)
             self.input_path(job).unlink(missing_ok=True)  # gone before the verdict is: we keep verdicts, not uploads
             data = result.to_dict()
             data["input"] = job.name
