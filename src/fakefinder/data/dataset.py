@@ -66,6 +66,11 @@ class PreparedDataset:
                                                                   side=self.settings.size if self.settings else None))
         return stored_landmarks(self.root, self.crop_paths[rows], progress=progress, known=self._landmarks)
 
+    def sources(self, video_ids) -> list:
+        """The source group of each of these videos (with a face): the independent unit evidence is counted in."""
+        group = dict(zip(self.video_ids, self.groups))
+        return [group[v] for v in video_ids]
+
     def face_fill(self, *, sample: int = 300) -> float | None:
         """How much of their crops the faces fill: data.landmarks.median_fill of up to `sample` crops spread over the
         rows (pseudo-fakes, framed as their reals, left out); None for crops made by hand or without the face mesh

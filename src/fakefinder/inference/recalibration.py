@@ -133,8 +133,7 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
     verdict = choose_verdict(d.video_ids[val], d.labels[val], p[val], video_rule=video_rule, threshold=threshold,
                              target_fpr=target_fpr, band=card.verdict.band)
     ids, vy, vp = video_scores(d.video_ids[val], d.labels[val], p[val], rule=video_rule)
-    source = dict(zip(d.video_ids, d.groups))
-    fitted = fit_strength(vp, vy, fakes="real", sources=[source[v] for v in ids])
+    fitted = fit_strength(vp, vy, fakes="real", sources=d.sources(ids))
     _, ty, tp = video_scores(d.video_ids[tst], d.labels[tst], p[tst], rule=video_rule)
     strength = StrengthCard(conclusive, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
                             eer(tp, ty), fitted)

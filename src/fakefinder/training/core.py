@@ -362,11 +362,9 @@ def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndar
 def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarray], config: TrainSettings,
               fakes: str) -> StrengthCard:
     """The score-to-LR map fitted on the validation videos' calibrated video scores (one per video, by the card's
-    video rule; counted by source), and its LRs' Cllr, Cllr_min and EER on the test videos; each left out (None) where its part is not
-    both real and fake."""
+    video rule; counted by source), and its LRs' Cllr, Cllr_min and EER on the test videos; each left out (None)
+    where its part is not both real and fake."""
     from ..models.strength import cllr, cllr_min, eer, fit_strength
-
-    source = dict(zip(dataset.video_ids, dataset.groups))
 
     def videos(part: str) -> tuple[np.ndarray, np.ndarray, list]:
         rows = np.flatnonzero(split.parts[:len(dataset)] == part)
@@ -374,7 +372,7 @@ def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarra
             return np.zeros(0, dtype=np.int64), np.zeros(0), []
         ids, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], probs[part],
                                    rule=config.video_rule)
-        return vy, vp, [source[v] for v in ids]
+        return vy, vp, dataset.sources(ids)
 
     def both(y: np.ndarray) -> bool:
         return len(np.unique(y)) == 2
