@@ -2,6 +2,7 @@
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
     python bench/generalize.py [--rows frozen,finetuned,self-blended,self-blended-frozen,both] [--epochs 3]
+                               [--seeds 0,1]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none):
 frozen supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended
@@ -11,7 +12,10 @@ the split of the first row run (by source: a fake stays with its original); rows
 one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss
 and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as DFDC's
 crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
-train wall time.
+train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the
+order and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without
+training it again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over
+its seeds: a change is better only where its intervals say so.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from fakefinder import CollectionOptions, PrepareSettings, TrainSettings, fit_detector, load_detector, prepare
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
-from fakefinder.data.landmarks import margin_for_fill, median_fill
+from fakefinder.data.landmarks import margin_for_fill
 from fakefinder.data.splits import load_split
 from fakefinder.inference.evaluation import dataset_logits, evaluate_collections
 from fakefinder.metrics import evaluate_scores
@@ -51,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="frozen,finetuned,self-blended,self-blended-frozen,both")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of the fine-tuned row")
+    ap.add_argument("--seeds", default="0,1", help="seeds each row trains with")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "generalize")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -63,10 +68,9 @@ def main() -> None:
                     collection=CollectionOptions(labels=clips_src / "labels.csv", dataset="ffpp-clips")).out
     # DFDC's crops are tight: framed as they are (the face mesh fills as much of the crop), the clips are cut
     # again with the margin that `evaluate` names for them.
-    trained_fill = median_fill(dfdc, load_dataset(dfdc).crop_paths, crops.size)
+    trained_fill = load_dataset(dfdc).face_fill()
     default = PrepareSettings()
-    margin = round(margin_for_fill(median_fill(clips, load_dataset(clips).crop_paths, default.size), default.margin,
-                                   trained_fill), 2)
+    margin = round(margin_for_fill(load_dataset(clips).face_fill(), default.margin, trained_fill), 2)
     framed = prepare(clips_src, args.out / f"xdev-clips-m{margin}", settings=default.replace(margin=margin),
                      collection=CollectionOptions(labels=clips_src / "labels.csv", dataset="ffpp-clips-framed")).out
     print(f"DFDC faces fill {trained_fill:.2f} of their crops: xdev clips cut again with margin {margin}",
@@ -76,47 +80,81 @@ def main() -> None:
     data = load_dataset(dfdc)
     split_file = args.out / "split.json"
     saved = args.out / "results.json"
-    results, table = json.loads(saved.read_text()) if saved.is_file() else {}, []
+    results = json.loads(saved.read_text()) if saved.is_file() else {}
     wanted = rows_wanted(args.epochs)
+    framed_data = load_dataset(framed, need_both_classes=False)
     for name in args.rows.split(","):
-        command, settings = wanted[name]
-        t = time.perf_counter()
-        trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)
-        seconds = time.perf_counter() - t
-        if not split_file.is_file():
-            trained.split.save(split_file)
-        model = save_model(args.out / f"{name}.safetensors", trained.model)
-        detector = load_detector(model, device="cpu")
-        test = load_split(split_file, data).parts[:len(data)] == "test"  # DFDC's real fakes, whatever it trained on
-        p = detector.card.calibration.apply(dataset_logits(detector, data))
-        in_domain = evaluate_scores(data.video_ids[test], data.labels[test], p[test],
-                                    threshold=detector.threshold).video
-        cross = evaluate_collections(detector, [framed, clips, faces], by="method")
-        blocks: list[dict] = []  # per collection, in the order given: method ("" for all) -> evaluation
-        for r in cross.rows:
-            blocks += [{}] if not r.group else []
-            blocks[-1][r.group] = r.evaluation
-        framed_by, loose_by, faces_by = blocks
-        clip_all, loose, face_all = framed_by[""].video, loose_by[""].video, faces_by[""].frame
-        methods = {g: ev.video.auc for g, ev in framed_by.items() if g}
-        results[name] = {"command": command, "dfdc_test_auc": in_domain.auc, "clips_auc": clip_all.auc,
-                         "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece, "faces_auc": face_all.auc,
-                         "clips_margin_0.3_auc": loose.auc, "methods": methods, "train_s": seconds,
-                         "framing": {r.collection: r.framing for r in cross.rows}}
-        table.append([name, command, shown(in_domain.auc, 3), shown(clip_all.auc, 3), shown(clip_all.log_loss, 3),
-                      shown(clip_all.ece, 3), shown(loose.auc, 3), shown(face_all.auc, 3),
-                      " ".join(f"{g} {shown(a, 2)}" for g, a in sorted(methods.items())), f"{seconds:.0f}"])
-        print(format_table(["row", "command", "DFDC test AUC", "xdev clips AUC", "log loss", "ECE",
-                            "clips at margin 0.3 AUC", "xdev faces AUC", "clips AUC by method", "train s"], table),
-              flush=True)
-        saved.write_text(json.dumps(results, indent=1, default=float))
-    base = results.get("finetuned") or results.get("frozen")
-    for name, r in results.items():
-        if base is not None and r is not base:
-            coin = np.isfinite(r["clips_log_loss"]) and r["clips_log_loss"] < np.log(2)
-            print(f"{name}: xdev clips AUC {shown(r['clips_auc'], 3)} vs {shown(base['clips_auc'], 3)} "
-                  f"({r['clips_auc'] - base['clips_auc']:+.3f}); log loss {shown(r['clips_log_loss'], 3)}"
-                  f"{' (better than a coin, 0.693)' if coin else ''}")
+        command, base_settings = wanted[name]
+        for seed in map(int, args.seeds.split(",")):
+            key, settings = f"{name}-seed{seed}", base_settings.replace(seed=seed)
+            model = args.out / f"{key}.safetensors"
+            if model.is_file() and key in results:
+                seconds = results[key]["train_s"]
+            else:
+                t = time.perf_counter()
+                trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)
+                seconds = time.perf_counter() - t
+                if not split_file.is_file():
+                    trained.split.save(split_file)
+                save_model(model, trained.model)
+            detector = load_detector(model, device="cpu")
+            test = load_split(split_file, data).parts[:len(data)] == "test"  # DFDC's real fakes, whatever it trained on
+            p = detector.card.calibration.apply(dataset_logits(detector, data))
+            in_domain = evaluate_scores(data.video_ids[test], data.labels[test], p[test],
+                                        threshold=detector.threshold).video
+            cross = evaluate_collections(detector, [framed, clips, faces], by="method")
+            blocks: list[dict] = []  # per collection, in the order given: method ("" for all) -> evaluation
+            for r in cross.rows:
+                blocks += [{}] if not r.group else []
+                blocks[-1][r.group] = r.evaluation
+            framed_by, loose_by, faces_by = blocks
+            clip_all, loose, face_all = framed_by[""].video, loose_by[""].video, faces_by[""].frame
+            methods = {g: ev.video.auc for g, ev in framed_by.items() if g}
+            results[key] = {"row": name, "seed": seed, "command": command, "dfdc_test_auc": in_domain.auc,
+                            "dfdc_test_ci": interval(detector, data, test, seed, p), "clips_auc": clip_all.auc,
+                            "clips_ci": interval(detector, framed_data, np.ones(len(framed_data), bool), seed),
+                            "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece,
+                            "faces_auc": face_all.auc, "clips_margin_0.3_auc": loose.auc, "methods": methods,
+                            "train_s": seconds, "framing": {r.collection: r.framing for r in cross.rows}}
+            saved.write_text(json.dumps(results, indent=1, default=float))
+            print(format_table(HEAD, [cells(k, r) for k, r in results.items()]), flush=True)
+    rows: dict[str, list[dict]] = {}
+    for r in results.values():
+        rows.setdefault(r.get("row", "?"), []).append(r)
+    print("\nmean over seeds (range):")
+    print(format_table(["row", "seeds", "DFDC test AUC", "xdev clips AUC", "log loss", "train s"],
+                       [[name, str(len(rs)), spread(rs, "dfdc_test_auc"), spread(rs, "clips_auc"),
+                         spread(rs, "clips_log_loss"), f"{np.mean([r['train_s'] for r in rs]):.0f}"]
+                        for name, rs in rows.items()]), flush=True)
+
+
+HEAD = ["row", "command", "DFDC test AUC [95%]", "xdev clips AUC [95%]", "log loss", "ECE", "clips at margin 0.3 AUC",
+        "xdev faces AUC", "clips AUC by method", "train s"]
+
+
+def cells(key: str, r: dict) -> list[str]:
+    def ci(name: str) -> str:
+        low, high = r.get(name) or (float("nan"), float("nan"))
+        return f"[{shown(low, 2)}, {shown(high, 2)}]"
+
+    return [key, r["command"], f"{shown(r['dfdc_test_auc'], 3)} {ci('dfdc_test_ci')}",
+            f"{shown(r['clips_auc'], 3)} {ci('clips_ci')}", shown(r["clips_log_loss"], 3), shown(r["clips_ece"], 3),
+            shown(r["clips_margin_0.3_auc"], 3), shown(r["faces_auc"], 3),
+            " ".join(f"{g} {shown(a, 2)}" for g, a in sorted(r["methods"].items())), f"{r['train_s']:.0f}"]
+
+
+def spread(rs: list[dict], name: str) -> str:
+    values = [r[name] for r in rs]
+    return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def interval(detector, data, rows: np.ndarray, seed: int, p: np.ndarray | None = None) -> tuple[float, float]:
+    """The bootstrap 95% interval of the video AUC over `rows`' videos, scored as `evaluate` scores them."""
+    from fakefinder.metrics import bootstrap_auc, video_scores
+
+    p = detector.card.calibration.apply(dataset_logits(detector, data)) if p is None else p
+    _, vy, vp = video_scores(data.video_ids[rows], data.labels[rows], p[rows], rule=detector.video_rule)
+    return bootstrap_auc(vy, vp, seed=seed)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
     assert rows[0]["framing"] is None  # framed as the model's training crops
     # said, since a detector scores the framing it knows; the face mesh measures how much tighter, and how to fix it
     assert re.fullmatch(r"margin 0 \(model: 0.3\), face fills 0.[89]\d of a crop \(model: 0.[56]\d\); "
-                        r"prepare --margin 0.30 frames it so", rows[6]["framing"])
+                        r"prepare --margin 0.30 frames it so, as does prepare --like MODEL", rows[6]["framing"])
     table = proc.stdout
     assert "video AUC" in table and "ECE" in table and "as trained" in table and "margin 0 (model: 0.3)" in table
     assert "Cllr" in table and "Cllr_min" in table
@@ -291,3 +291,42 @@ def test_an_image_name_that_is_not_utf8_is_read_like_any_other(model, tmp_path):
     assert len(results) == 3 and not any(r["error"] for r in results.values()), results
     assert results[os.fsdecode(b"\xff\xfe.jpg")]["p_fake"] == results["astronaut.jpg"]["p_fake"] is not None
     assert "\\xff\\xfe.jpg" in proc.stdout and "\\xff\\xfe.jpg" in (tmp_path / "out.csv").read_text()
+
+
+def test_prepare_like_a_model_cuts_faces_as_its_verdicts_do(model, collection, tmp_path):
+    """`prepare --like MODEL` frames a collection's faces by the rule `predict` frames a video's: the card's own
+    cut, or, for a model trained on face crops, BlazeFace at the margin that fills a crop as those crops were."""
+    from fakefinder.data.faces import BlazeFaceDetector
+    from fakefinder.data.landmarks import margin_for_fill
+    from fakefinder.inference.evaluation import evaluate_collections
+    from fakefinder.inference.framing import FRAMING, framing_like
+    from fakefinder.models.modelfile import save_model
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), *args, "--quiet",
+                               "--processes", "1"], capture_output=True, text=True, timeout=300)
+
+    proc = cli(str(tmp_path / "like"), "--like", str(model.model_path), "--frames", "2", "--size", "160")
+    assert proc.returncode == 0, proc.stderr
+    like = load_dataset(tmp_path / "like", need_both_classes=False)
+    trained = model.trained.model.card.prepare
+    assert [getattr(like.settings, k) for k in ("detector", "margin", "align")] == [
+        trained.detector, trained.margin, trained.align] and like.settings.size == 160  # a flag given wins
+    assert like.settings.frames == 2 and trained.frames is None  # sampling is the user's, not the card's
+    proc = cli(str(tmp_path / "same"), "--like", str(model.model_path), "--frames", "2")
+    row = evaluate_collections(model.model_path, [tmp_path / "same"]).rows[0]
+    assert proc.returncode == 0 and row.framing == ""  # framed as the model's training crops
+    # Trained on face crops (--detector none): cut with BlazeFace to fill a crop as the crops were filled
+    loaded = load_model(model.model_path, device="cpu")
+    card = dataclasses.replace(loaded.card, prepare=trained.replace(detector="none"), face_fill=0.8)
+    crops = save_model(tmp_path / "crops.safetensors", dataclasses.replace(loaded, card=card))
+    framing = framing_like(crops)
+    assert framing == {"detector": "blazeface", "margin": round(margin_for_fill(BlazeFaceDetector.MESH_FILL, 0, 0.8), 3),
+                       "size": trained.size, "align": trained.align}
+    verdicts = load_detector(crops, device="cpu").settings  # what predict and serve cut
+    assert {k: getattr(verdicts, k) for k in FRAMING} == framing
+    unknown = save_model(tmp_path / "unknown.safetensors",
+                         dataclasses.replace(loaded, card=dataclasses.replace(card, face_fill=None)))
+    proc = cli(str(tmp_path / "never"), "--like", str(unknown))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unknown.safetensors" in proc.stderr
+    assert "fill was never measured" in proc.stderr and not (tmp_path / "never").exists()

@@ -72,10 +72,11 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str,
         action.lazy_choices = _Lazy(d.choices)
 
 
-def settings_from(args: argparse.Namespace, cls: type, preset: str = "default"):
-    """The settings the command line asks for: a preset with the given flags over it."""
+def settings_from(args: argparse.Namespace, cls: type, preset: str = "default", under: dict | None = None):
+    """The settings the command line asks for: a preset, then `under` (settings taken from elsewhere, a model's
+    card), then the given flags over both."""
     given = {name: getattr(args, name) for name in declared(cls) if hasattr(args, name)}
-    return cls.preset(preset, **given)
+    return cls.preset(preset, **{**(under or {}), **given})
 
 
 def add_presets(parser: argparse.ArgumentParser, cls: type, help: str) -> None:

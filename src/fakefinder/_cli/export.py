@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .._text import printable
     from ..errors import UsageError
-    from ..inference.detector import resolve_model_file
+    from ..inference.locate import resolve_model_file
     from ..models.modelfile import load_model
     from ..models.onnxfile import export_onnx, load_onnx, require_onnx
 

@@ -23,7 +23,11 @@ def add_arguments(p) -> None:
     p.add_argument("--dataset", help="name recorded on every row (default: SRC's folder name)")
     _options.add_presets(p, PrepareSettings, "reference: the study's preparation (1 fps, long side 1000, haar, "
                                               "margin 0, all faces); flags given with it override it")
+    p.add_argument("--like", metavar="MODEL", help="cut the faces as MODEL's training faces were cut (a model file or "
+                   "the run that logged one): its detector, size, alignment and the margin that makes faces fill "
+                   "their crops as they filled its own; flags given with it override it")
     _options.add_settings(p, PrepareSettings)
+    p.add_argument("--tracking-uri", help="MLflow store holding the run, when --like names a run id")
     _options.add_settings(p, InputLimits)
     p.add_argument("--processes", type=int, help="local processes preparing videos (default: all cores)")
     _options.add_ray(p, "prepare the videos as Ray tasks (every node must see SRC and OUT at the same paths)")
@@ -37,7 +41,10 @@ def run(args) -> int:
     from ..data.preparation import prepare
     from ..hardware import Compute
 
-    settings = _options.settings_from(args, PrepareSettings, args.preset)
+    from ..inference.framing import framing_like
+
+    like = framing_like(args.like, tracking_uri=_options.tracking_uri(args)) if args.like else None
+    settings = _options.settings_from(args, PrepareSettings, args.preset, like)
     executor = None
     if args.ray:
         from ..scale.ray_executor import RayExecutor

@@ -24,6 +24,8 @@ from ..metrics import video_scores
 from ..models.modelcard import UNKNOWN_NO_MAP, UNKNOWN_OLD, StrengthCard, Verdict
 from ..models.scoring import DifferentiableModel, ScoringModel
 from ..models.strength import Strength, colour
+from .framing import video_framing
+from .locate import resolve_model_file
 
 SCORE_GROUP = 8  # faces scored together as a verdict's frames come in: small enough to overlap the decoding
 
@@ -327,23 +329,6 @@ class Detector:
         return tuple(out)
 
 
-def resolve_model_file(model: str | Path, *, tracking_uri: str | None = None) -> Path:
-    """A model file path as given, or the model file logged by MLflow run `model` (id or unique prefix)."""
-    path = Path(model)
-    if path.is_file():
-        return path
-    if path.suffix or "/" in str(model) or "\\" in str(model):
-        raise UsageError(f"{model}: model file not found")
-    from ..tracking.runs import get_run, run_artifact
-
-    run = get_run(str(model), tracking_uri=tracking_uri)
-    folder = run_artifact(run.run_id, "model", tracking_uri=tracking_uri)
-    files = sorted(folder.glob("*.safetensors")) if folder else []
-    if not files:
-        raise UsageError(f"run {run.run_id} has no model file")
-    return files[0]
-
-
 @dataclass(frozen=True)
 class LoadOptions:
     """How a model is loaded (see `load_detector`): what `evaluate`, `evaluate_collections` and `predict` take
@@ -395,14 +380,7 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
                                       detection_rate=None, real_videos=None, fake_videos=None)
     # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
     # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
-    settings = (loaded.card.prepare or PrepareSettings()).replace(faces="all")
-    if settings.detector == "none" and loaded.card.face_fill:
-        # Trained on a collection of face crops: faces are found in videos and cut as those crops were framed.
-        from ..data.faces import BlazeFaceDetector
-        from ..data.landmarks import margin_for_fill
-
-        settings = settings.replace(detector="blazeface", margin=round(
-            margin_for_fill(BlazeFaceDetector.MESH_FILL, 0.0, loaded.card.face_fill), 3))
+    settings = video_framing(loaded.card).replace(faces="all")
     return Detector(loaded, verdict, settings, batch_size, limits or InputLimits(), torch_loader=torch_loader)
 
 

@@ -23,6 +23,7 @@ from ..metrics import Evaluation, evaluate_scores, sigmoid
 from ..models.scoring import DifferentiableModel
 from ..progress import ProgressCallback, emit
 from .detector import Detector, LoadOptions, VideoResult
+from .framing import FRAMING
 
 if TYPE_CHECKING:
     from ..data.dataset import PreparedDataset
@@ -179,10 +180,6 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
                           cost(keep), {name: cost(mask) for name, mask in masks.items()})
 
 
-# The settings that decide how a face is framed in its crop: a detector scores the framing it was trained on.
-FRAMING = ("detector", "margin", "size", "align")
-
-
 FILL_TOLERANCE = 0.1  # faces filling their crops within 10% of the model's fill are framed alike
 
 
@@ -205,7 +202,8 @@ def framing_difference(trained, data, trained_fill: float | None = None, data_fi
 
         same_cut = data.detector == trained.detector and data.margin != trained.margin
         margin = trained.margin if same_cut else margin_for_fill(data_fill, data.margin, trained_fill)
-        hint = f"; prepare --margin {margin:.2f} frames it so" if data.detector != "none" else ""
+        hint = f"; prepare --margin {margin:.2f} frames it so, as does prepare --like MODEL" \
+            if data.detector != "none" else ""
         said.append(f"face fills {data_fill:.2f} of a crop (model: {trained_fill:.2f}){hint}")
     return ", ".join(said)
 

@@ -1,0 +1,54 @@
+"""How a model's faces sit in their crops, and how to cut a collection's faces alike: a detector scores the framing
+it was trained on, and faces cut tighter or looser meet it as a change of scale. `predict` frames a video's faces
+with `video_framing`, and `prepare --like MODEL` cuts a collection with the same settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import PrepareSettings
+from ..errors import UsageError
+from .locate import resolve_model_file
+
+if TYPE_CHECKING:
+    from ..models.modelcard import ModelCard
+
+# The settings that decide how a face is framed in its crop.
+FRAMING = ("detector", "margin", "size", "align")
+
+
+def video_framing(card: ModelCard) -> PrepareSettings:
+    """How faces are found and cut in videos for the model of `card`: as its training crops were; for a model
+    trained on a collection of face crops (`--detector none`), by BlazeFace, with the margin that makes a face fill
+    its crop as it filled the training crops."""
+    settings = card.prepare or PrepareSettings()
+    if settings.detector == "none" and card.face_fill:
+        from ..data.faces import BlazeFaceDetector
+        from ..data.landmarks import margin_for_fill
+
+        settings = settings.replace(detector="blazeface", margin=round(
+            margin_for_fill(BlazeFaceDetector.MESH_FILL, 0.0, card.face_fill), 3))
+    return settings
+
+
+def framing_like(model: str | Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The framing settings (FRAMING) that cut a collection's faces as `model` (a model file or the run that logged
+    one) saw its training faces. Raises UsageError where its card does not say how they were framed."""
+    path = resolve_model_file(model, tracking_uri=tracking_uri)
+    if path.suffix == ".onnx":
+        from ..models.onnxfile import load_onnx
+
+        card = load_onnx(path).card
+    else:
+        from ..models.modelfile import read_card
+
+        card = read_card(path)
+    if card.prepare is None:
+        raise UsageError(f"{path}: its card does not say how its training faces were cropped, so there is nothing to "
+                         "frame like (give --detector and --margin)")
+    if card.prepare.detector == "none" and not card.face_fill:
+        raise UsageError(f"{path}: trained on face crops whose fill was never measured (no face mesh), so the margin "
+                         "that frames videos alike is unknown (give --margin)")
+    framed = video_framing(card)
+    return {name: getattr(framed, name) for name in FRAMING}
