@@ -71,7 +71,7 @@ def stages(model: Path, clip: Path, tolerance: float) -> dict[str, float]:
     """Seconds per stage for one verdict run one stage after another, the model loaded beforehand."""
     from fakefinder import load_detector
     from fakefinder.inference.explain import gradcam
-    from fakefinder.inference.tracks import link_tracks
+    from fakefinder.data.tracks import link_tracks
 
     det = load_detector(model, device="cpu", runtime="torch")  # its base and head timed apart, and Grad-CAM
     s = det.settings
@@ -102,7 +102,7 @@ def default_stages(detector, clip: Path) -> dict[str, float]:
     """Seconds per stage of one verdict on the default path (the detector's own runtime), one stage after another:
     decoding and conversion (the sampled frames), face detection, crops, the network (preprocessing included),
     combining (calibration, tracks and the video rule)."""
-    from fakefinder.inference.tracks import link_tracks
+    from fakefinder.data.tracks import link_tracks
 
     s = detector.settings
     out = dict.fromkeys(("decode+convert", "face detection", "crops", "network", "combining"), 0.0)

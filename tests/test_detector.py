@@ -16,7 +16,7 @@ from fakefinder import (
     load_detector,
     synth,
 )
-from fakefinder.inference.tracks import link_tracks
+from fakefinder.data.tracks import link_tracks
 from fakefinder.models.features import load_crops
 from fakefinder.models.strength import headline
 
@@ -93,7 +93,7 @@ def test_face_assignment_is_the_optimum(shape):
     """Small problems are solved by trying every pairing, larger ones by SciPy's solver: both give its optimum."""
     from scipy.optimize import linear_sum_assignment
 
-    from fakefinder.inference.tracks import _assignment
+    from fakefinder.data.tracks import _assignment
 
     rng = np.random.default_rng(sum(shape))
     for _ in range(20):

@@ -293,40 +293,49 @@ def test_an_image_name_that_is_not_utf8_is_read_like_any_other(model, tmp_path):
     assert "\\xff\\xfe.jpg" in proc.stdout and "\\xff\\xfe.jpg" in (tmp_path / "out.csv").read_text()
 
 
-def test_prepare_like_a_model_cuts_faces_as_its_verdicts_do(model, collection, tmp_path):
-    """`prepare --like MODEL` frames a collection's faces by the rule `predict` frames a video's: the card's own
-    cut, or, for a model trained on face crops, BlazeFace at the margin that fills a crop as those crops were."""
+def test_prepare_like_a_model_gives_evaluate_the_faces_and_video_scores_of_its_verdicts(model, collection, tmp_path):
+    """`prepare --like MODEL` reads a collection as `predict` reads a video for MODEL (its frames and framing, every
+    face), and `evaluate` scores a video by the rule `predict` does (the most suspicious face track), so the figures
+    it reports are those of the verdicts; a model trained on face crops frames videos by its crops' fill."""
+    import pyarrow.parquet as pq
+
     from fakefinder.data.faces import BlazeFaceDetector
     from fakefinder.data.landmarks import margin_for_fill
     from fakefinder.inference.evaluation import evaluate_collections
-    from fakefinder.inference.framing import FRAMING, framing_like
+    from fakefinder.inference.framing import FRAMING, settings_like
     from fakefinder.models.modelfile import save_model
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), *args, "--quiet",
-                               "--processes", "1"], capture_output=True, text=True, timeout=300)
+    def cli(out: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fakefinder", "prepare", str(collection.out), str(tmp_path / out),
+                               *args, "--quiet", "--processes", "1"], capture_output=True, text=True, timeout=300)
 
-    proc = cli(str(tmp_path / "like"), "--like", str(model.model_path), "--frames", "2", "--size", "160")
-    assert proc.returncode == 0, proc.stderr
-    like = load_dataset(tmp_path / "like", need_both_classes=False)
     trained = model.trained.model.card.prepare
-    assert [getattr(like.settings, k) for k in ("detector", "margin", "align")] == [
-        trained.detector, trained.margin, trained.align] and like.settings.size == 160  # a flag given wins
-    assert like.settings.frames == 2 and trained.frames is None  # sampling is the user's, not the card's
-    proc = cli(str(tmp_path / "same"), "--like", str(model.model_path), "--frames", "2")
-    row = evaluate_collections(model.model_path, [tmp_path / "same"]).rows[0]
-    assert proc.returncode == 0 and row.framing == ""  # framed as the model's training crops
-    # Trained on face crops (--detector none): cut with BlazeFace to fill a crop as the crops were filled
+    proc = cli("small", "--like", str(model.model_path), "--size", "160")
+    assert proc.returncode == 0, proc.stderr
+    small = load_dataset(tmp_path / "small", need_both_classes=False).settings
+    assert small == trained.replace(size=160, faces="all")  # a flag given wins
+    proc = cli("like", "--like", str(model.model_path))
+    assert proc.returncode == 0, proc.stderr
+    data = load_dataset(tmp_path / "like", need_both_classes=False)
+    assert evaluate_collections(model.model_path, [data.root]).rows[0].framing == ""  # framed as trained
+    detector = load_detector(model.model_path)
+    ids, _, scores = data.videos(np.arange(len(data)), detector.card.calibration.apply(dataset_logits(detector, data)),
+                                 detector.video_rule)
+    videos = pq.read_table(data.root / "videos.parquet").to_pydict()
+    paths = {v: collection.out / s for v, s in zip(videos["video_id"], videos["source_path"])}
+    verdicts = predict(detector, [paths[v] for v in ids])
+    assert not [r.error for r in verdicts if r.error] and np.allclose([r.p_fake for r in verdicts], scores, atol=1e-6)
+    # Trained on face crops (--detector none): videos are cut by BlazeFace to fill a crop as those crops were filled
     loaded = load_model(model.model_path, device="cpu")
     card = dataclasses.replace(loaded.card, prepare=trained.replace(detector="none"), face_fill=0.8)
     crops = save_model(tmp_path / "crops.safetensors", dataclasses.replace(loaded, card=card))
-    framing = framing_like(crops)
-    assert framing == {"detector": "blazeface", "margin": round(margin_for_fill(BlazeFaceDetector.MESH_FILL, 0, 0.8), 3),
-                       "size": trained.size, "align": trained.align}
-    verdicts = load_detector(crops, device="cpu").settings  # what predict and serve cut
-    assert {k: getattr(verdicts, k) for k in FRAMING} == framing
+    like = settings_like(crops)
+    assert {k: like[k] for k in FRAMING} == {
+        "detector": "blazeface", "margin": round(margin_for_fill(BlazeFaceDetector.MESH_FILL, 0, 0.8), 3),
+        "size": trained.size, "align": trained.align}
+    assert dataclasses.asdict(load_detector(crops, device="cpu").settings) == like  # what predict and serve read
     unknown = save_model(tmp_path / "unknown.safetensors",
                          dataclasses.replace(loaded, card=dataclasses.replace(card, face_fill=None)))
-    proc = cli(str(tmp_path / "never"), "--like", str(unknown))
+    proc = cli("never", "--like", str(unknown))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unknown.safetensors" in proc.stderr
     assert "fill was never measured" in proc.stderr and not (tmp_path / "never").exists()

@@ -46,6 +46,11 @@ def test_video_level_means_and_confident_rule():
     assert names == ["a", "b"] and vy.tolist() == [1, 0] and vp == pytest.approx([0.6, 0.1])
     _, _, conf = video_scores(ids, y, p, rule="confident")
     assert conf == pytest.approx([0.9, 0.1])  # 3 of 5 confident fakes (> 40%): their mean
+    # Two people in video a, one swapped: the rule over each face track, and the most suspicious track decides
+    _, _, tracked = video_scores(ids, y, p, tracks=[0, 0, 0, 1, 1] + [0, 1, 0, 1, 0])
+    assert tracked == pytest.approx([0.9, np.mean([0.1, 0.1, 0.1])])
+    _, _, one = video_scores(ids, y, p, tracks=[3] * 10)
+    assert one == pytest.approx(vp)  # one track: the rule over the whole video
 
 
 def test_evaluation_confusion_and_no_face_count():

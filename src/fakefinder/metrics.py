@@ -137,30 +137,35 @@ def ece(y, p, *, bins: int = ECE_BINS) -> float:
     return float(total / len(y))
 
 
-def video_scores(video_ids, y, p, *, rule: VideoRule = "mean") -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Aggregate frame P(fake) to one score per video.
+def video_scores(video_ids, y, p, *, rule: VideoRule = "mean", tracks=None
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Aggregate face P(fake) to one score per video: the rule over each of its face tracks (`tracks`, per row;
+    None: one track a video), and the largest of them, since a fake often swaps one of two people. `predict` and
+    `evaluate` both score a video so.
 
-    `mean`: the mean over its faces. `confident` (the DFDC winner's rule, its 11-of-32-frames floor scaled
+    `mean`: the mean over the track's faces. `confident` (the DFDC winner's rule, its 11-of-32-frames floor scaled
     to the face count, where the 40% condition dominates): if over 40% of faces are confidently fake (> 0.8)
     take their mean; else if over 90% are confidently real (< 0.2) take theirs; else the mean.
     """
-    video_ids = np.asarray(video_ids)
+    video_ids, p = np.asarray(video_ids), np.asarray(p, dtype=np.float64)
+    tracks = np.zeros(len(p), dtype=np.int64) if tracks is None else np.asarray(tracks)
     order = np.argsort(video_ids, kind="stable")
     ids, starts = np.unique(video_ids[order], return_index=True)
     ys, ps = [], []
     for vid_rows in np.split(order, starts[1:]):
-        pv = np.asarray(p)[vid_rows]
         ys.append(int(np.asarray(y)[vid_rows][0]))
-        ps.append(_confident(pv) if rule == "confident" else float(pv.mean()))
+        ps.append(max(_rule(p[vid_rows][tracks[vid_rows] == t], rule) for t in np.unique(tracks[vid_rows])))
     return ids.tolist(), np.array(ys, dtype=np.int64), np.array(ps, dtype=np.float64)
 
 
-def _confident(p: np.ndarray) -> float:
-    fake, real = p[p > 0.8], p[p < 0.2]
-    if len(fake) > 0.4 * len(p):
-        return float(fake.mean())
-    if len(real) > 0.9 * len(p):
-        return float(real.mean())
+def _rule(p: np.ndarray, rule: VideoRule) -> float:
+    """One track's score from its faces'."""
+    if rule == "confident":
+        fake, real = p[p > 0.8], p[p < 0.2]
+        if len(fake) > 0.4 * len(p):
+            return float(fake.mean())
+        if len(real) > 0.9 * len(p):
+            return float(real.mean())
     return float(p.mean())
 
 
@@ -184,9 +189,9 @@ class Evaluation:
                    int(d.get("no_face_videos", 0)))
 
 
-def evaluate_scores(video_ids, y, p, *, threshold: float = 0.5, rule: VideoRule = "mean",
+def evaluate_scores(video_ids, y, p, *, threshold: float = 0.5, rule: VideoRule = "mean", tracks=None,
                     no_face_videos: int = 0) -> Evaluation:
-    _, vy, vp = video_scores(video_ids, y, p, rule=rule)
+    _, vy, vp = video_scores(video_ids, y, p, rule=rule, tracks=tracks)
     pred = (vp >= threshold).astype(int)
     confusion = tuple(tuple(int(np.sum((vy == t) & (pred == q))) for q in (0, 1)) for t in (0, 1))
     return Evaluation(binary_metrics(y, p, threshold=threshold), binary_metrics(vy, vp, threshold=threshold),

@@ -23,9 +23,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dataset", help="name recorded on every row (default: SRC's folder name)")
     _options.add_presets(p, PrepareSettings, "reference: the study's preparation (1 fps, long side 1000, haar, "
                                               "margin 0, all faces); flags given with it override it")
-    p.add_argument("--like", metavar="MODEL", help="cut the faces as MODEL's training faces were cut (a model file or "
-                   "the run that logged one): its detector, size, alignment and the margin that makes faces fill "
-                   "their crops as they filled its own; flags given with it override it")
+    p.add_argument("--like", metavar="MODEL", help="prepare as a verdict of MODEL (a model file or the run that logged "
+                   "one) reads a video: its frames, detector, size and alignment, the margin that makes faces fill "
+                   "their crops as they filled its own, every face; flags given with it override it")
     _options.add_settings(p, PrepareSettings)
     p.add_argument("--tracking-uri", help="MLflow store holding the run, when --like names a run id")
     _options.add_settings(p, InputLimits)
@@ -40,10 +40,9 @@ def run(args) -> int:
     from ..data.collection import CollectionOptions
     from ..data.preparation import prepare
     from ..hardware import Compute
+    from ..inference.framing import settings_like
 
-    from ..inference.framing import framing_like
-
-    like = framing_like(args.like, tracking_uri=_options.tracking_uri(args)) if args.like else None
+    like = settings_like(args.like, tracking_uri=_options.tracking_uri(args)) if args.like else None
     settings = _options.settings_from(args, PrepareSettings, args.preset, like)
     executor = None
     if args.ray:

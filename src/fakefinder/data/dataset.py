@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import PrepareSettings
+from ..config import PrepareSettings, VideoRule
 from ..errors import UsageError, one_line
 from .manifest import MANIFEST, PREPARE_INFO, VIDEOS
 
@@ -47,6 +47,7 @@ class PreparedDataset:
     # landmarks.npz as `landmarks` first read it (None: not yet); a dataset made from this one by
     # `dataclasses.replace` (pseudo-fakes added) keeps it
     _landmarks: dict | None = field(default=None, repr=False, compare=False)
+    _tracks: dict | None = field(default=None, repr=False, compare=False)  # crop path -> track, read by `tracks`
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -82,6 +83,33 @@ class PreparedDataset:
             return None
         picked = own[np.unique(np.linspace(0, len(own) - 1, min(sample, len(own))).astype(int))]
         return median_fill(self.landmarks(picked), self.settings.size)
+
+    def tracks(self) -> np.ndarray:
+        """Per row, its face's track in its video (data.tracks.link_tracks over the manifest's boxes, frame by frame,
+        as `predict` links a video's faces); 0 for rows the manifest lacks (pseudo-fakes, one face each)."""
+        from .manifest import MANIFEST
+        from .tracks import link_tracks
+
+        if self._tracks is None:
+            t = _read(self.root / MANIFEST, ["video_id", "frame_index", "face_index", "x", "y", "w", "h", "crop_path"])
+            frames: dict[str, dict[int, list[tuple[int, str, tuple]]]] = {}
+            for v, f, k, x, y, w, h, c in zip(*(t[name] for name in ("video_id", "frame_index", "face_index", "x", "y",
+                                                                      "w", "h", "crop_path"))):
+                frames.setdefault(v, {}).setdefault(int(f or 0), []).append((int(k or 0), c, (x, y, w, h)))
+            track: dict[str, int] = {}
+            for by_frame in frames.values():
+                ordered = [sorted(faces) for _, faces in sorted(by_frame.items())]
+                for faces, ids in zip(ordered, link_tracks([[box for _, _, box in faces] for faces in ordered])):
+                    track.update((c, i) for (_, c, _), i in zip(faces, ids))
+            object.__setattr__(self, "_tracks", track)
+        return np.asarray([self._tracks.get(c, 0) for c in self.crop_paths], dtype=np.int64)
+
+    def videos(self, rows: np.ndarray, p, rule: VideoRule) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(video ids, labels, scores) of the videos of these rows, whose faces scored `p`: metrics.video_scores
+        over their tracks, as `predict` scores a video."""
+        from ..metrics import video_scores
+
+        return video_scores(self.video_ids[rows], self.labels[rows], p, rule=rule, tracks=self.tracks()[rows])
 
     @property
     def crop_files(self) -> np.ndarray:

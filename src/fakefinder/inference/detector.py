@@ -24,7 +24,7 @@ from ..metrics import video_scores
 from ..models.modelcard import UNKNOWN_NO_MAP, UNKNOWN_OLD, StrengthCard, Verdict
 from ..models.scoring import DifferentiableModel, ScoringModel
 from ..models.strength import Strength, colour
-from .framing import video_framing
+from .framing import verdict_settings
 from .locate import resolve_model_file
 
 SCORE_GROUP = 8  # faces scored together as a verdict's frames come in: small enough to overlap the decoding
@@ -256,7 +256,7 @@ class Detector:
 
         from .._background import Ahead
         from ..data.facecrops import face_crops
-        from .tracks import link_tracks
+        from ..data.tracks import link_tracks
 
         if not path.is_file():
             return VideoResult(str(path), None, None, "file not found", self.rule)
@@ -306,7 +306,10 @@ class Detector:
         tracks = self._tracks(result)
         if not tracks:
             return VideoResult(str(path), None, None, None, self.rule, result, (), counts[0])
-        score = max(t.p_fake for t in tracks)  # a fake often swaps one of two people: the most suspicious wins
+        faces = [face for frame in result for face in frame.faces]
+        _, _, scores = video_scores(["v"] * len(faces), [0] * len(faces), [f.p_fake for f in faces],
+                                    rule=self.video_rule, tracks=[f.track for f in faces])
+        score = float(scores[0])  # as `evaluate` scores a video: the most suspicious track
         position = {i: k for k, i in enumerate(i for i, _ in ordered)}
         suspicious = tuple(SuspiciousFace(face.frame_index, face.timestamp,
                                           result[position[face.frame_index]].faces[face.face_index].track, p,
@@ -380,7 +383,7 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
                                       detection_rate=None, real_videos=None, fake_videos=None)
     # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
     # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
-    settings = video_framing(loaded.card).replace(faces="all")
+    settings = verdict_settings(loaded.card)
     return Detector(loaded, verdict, settings, batch_size, limits or InputLimits(), torch_loader=torch_loader)
 
 

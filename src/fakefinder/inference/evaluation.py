@@ -42,12 +42,10 @@ class Cost:
         return {"cllr": self.cllr, "cllr_min": self.cllr_min}
 
     @classmethod
-    def of(cls, strength_map, video_ids, y, p, rule: str) -> Cost:
-        """The cost of the videos of face scores `p` (labels `y`), scored by the video `rule`."""
-        from ..metrics import video_scores
+    def of(cls, strength_map, vy: np.ndarray, vp: np.ndarray) -> Cost:
+        """The cost of videos of labels `vy` and scores `vp`."""
         from ..models.strength import cllr, cllr_min
 
-        _, vy, vp = video_scores(video_ids, y, p, rule=rule)
         if len(np.unique(vy)) < 2:
             return cls()
         return cls(None if strength_map is None else cllr(strength_map.likelihood_ratios(vp), vy), cllr_min(vp, vy))
@@ -148,16 +146,18 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
     logits = dataset_logits(detector, d, progress=progress)
     calibrated = detector.card.calibration.apply(logits)
     raw = sigmoid(logits)
+    tracks = d.tracks()
 
     def ev(mask: np.ndarray, nf: int, p: np.ndarray = calibrated) -> Evaluation:
         return evaluate_scores(d.video_ids[mask], d.labels[mask], p[mask], threshold=detector.threshold,
-                               rule=detector.video_rule, no_face_videos=nf)
+                               rule=detector.video_rule, tracks=tracks[mask], no_face_videos=nf)
 
     strength = detector.card.strength
     strength_map = strength.map if strength else None
 
     def cost(mask: np.ndarray) -> Cost:
-        return Cost.of(strength_map, d.video_ids[mask], d.labels[mask], calibrated[mask], detector.video_rule)
+        _, vy, vp = d.videos(mask, calibrated[mask], detector.video_rule)
+        return Cost.of(strength_map, vy, vp)
 
     overall = ev(keep, int(nf_keep.sum()))
     groups: dict[str, Evaluation] = {}

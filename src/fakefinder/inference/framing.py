@@ -1,9 +1,11 @@
 """How a model's faces sit in their crops, and how to cut a collection's faces alike: a detector scores the framing
-it was trained on, and faces cut tighter or looser meet it as a change of scale. `predict` frames a video's faces
-with `video_framing`, and `prepare --like MODEL` cuts a collection with the same settings."""
+it was trained on, and faces cut tighter or looser meet it as a change of scale. `predict` reads a video with
+`verdict_settings`, and `prepare --like MODEL` prepares a collection with the same settings, so that `evaluate`
+scores the faces a verdict would."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +20,11 @@ if TYPE_CHECKING:
 FRAMING = ("detector", "margin", "size", "align")
 
 
-def video_framing(card: ModelCard) -> PrepareSettings:
-    """How faces are found and cut in videos for the model of `card`: as its training crops were; for a model
-    trained on a collection of face crops (`--detector none`), by BlazeFace, with the margin that makes a face fill
-    its crop as it filled the training crops."""
-    settings = card.prepare or PrepareSettings()
+def verdict_settings(card: ModelCard) -> PrepareSettings:
+    """How a video is read for a verdict of the model of `card`: sampled and cut as its training crops were, every
+    face kept (a fake may swap one of two people); for a model trained on a collection of face crops (`--detector
+    none`), faces found by BlazeFace and cut with the margin that makes a face fill its crop as it filled those."""
+    settings = (card.prepare or PrepareSettings()).replace(faces="all")
     if settings.detector == "none" and card.face_fill:
         from ..data.faces import BlazeFaceDetector
         from ..data.landmarks import margin_for_fill
@@ -32,9 +34,10 @@ def video_framing(card: ModelCard) -> PrepareSettings:
     return settings
 
 
-def framing_like(model: str | Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
-    """The framing settings (FRAMING) that cut a collection's faces as `model` (a model file or the run that logged
-    one) saw its training faces. Raises UsageError where its card does not say how they were framed."""
+def settings_like(model: str | Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The preparation settings under which a collection's faces are those a verdict of `model` (a model file or the
+    run that logged one) scores: `verdict_settings`. Raises UsageError where its card does not say how its training
+    faces were framed."""
     path = resolve_model_file(model, tracking_uri=tracking_uri)
     if path.suffix == ".onnx":
         from ..models.onnxfile import load_onnx
@@ -50,5 +53,4 @@ def framing_like(model: str | Path, *, tracking_uri: str | None = None) -> dict[
     if card.prepare.detector == "none" and not card.face_fill:
         raise UsageError(f"{path}: trained on face crops whose fill was never measured (no face mesh), so the margin "
                          "that frames videos alike is unknown (give --margin)")
-    framed = video_framing(card)
-    return {name: getattr(framed, name) for name in FRAMING}
+    return dataclasses.asdict(verdict_settings(card))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
-from ..metrics import bootstrap_auc, video_scores
+from ..metrics import bootstrap_auc
 from ..progress import ProgressCallback
 from .detector import LoadOptions
 
@@ -131,10 +131,10 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
     calibration = fit_calibration(logits[val], d.labels[val], method)
     p = calibration.apply(logits)
     verdict = choose_verdict(d.video_ids[val], d.labels[val], p[val], video_rule=video_rule, threshold=threshold,
-                             target_fpr=target_fpr, band=card.verdict.band)
-    ids, vy, vp = video_scores(d.video_ids[val], d.labels[val], p[val], rule=video_rule)
+                             target_fpr=target_fpr, band=card.verdict.band, tracks=d.tracks()[val])
+    ids, vy, vp = d.videos(val, p[val], video_rule)
     fitted = fit_strength(vp, vy, fakes="real", sources=d.sources(ids))
-    _, ty, tp = video_scores(d.video_ids[tst], d.labels[tst], p[tst], rule=video_rule)
+    _, ty, tp = d.videos(tst, p[tst], video_rule)
     strength = StrengthCard(conclusive, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
                             eer(tp, ty), fitted)
     from sklearn.metrics import roc_auc_score

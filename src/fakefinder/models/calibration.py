@@ -47,13 +47,13 @@ def fit_calibration(logits, labels, method: str) -> Calibration:
 
 
 def choose_verdict(video_ids, labels, p, *, video_rule: str, threshold: float | str,
-                   target_fpr: float | None, band: float = 0.0) -> Verdict:
+                   target_fpr: float | None, band: float = 0.0, tracks=None) -> Verdict:
     """The video threshold: fixed, at the validation equal error rate, or the lowest that flags at most
     `target_fpr` of real validation videos; with the rates it gives on those videos and how many they were, and
     the inconclusive `band` around it."""
     from sklearn.metrics import roc_curve
 
-    _, vy, vp = video_scores(video_ids, labels, p, rule=video_rule)
+    _, vy, vp = video_scores(video_ids, labels, p, rule=video_rule, tracks=tracks)
     both = len(vy) > 0 and len(np.unique(vy)) == 2
     if target_fpr is not None and both:
         fpr, tpr, cuts = roc_curve(vy, vp, drop_intermediate=False)

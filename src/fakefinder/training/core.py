@@ -24,7 +24,7 @@ from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
 from ..errors import OptionError, UsageError
 from ..hardware import Compute, resolve_device, resolve_precision
-from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid, video_scores
+from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid
 from ..models.backbones import Recipe
 from ..models.calibration import choose_verdict, fit_calibration
 from ..models.features import FeatureCache, FeatureRows, head_logits
@@ -317,14 +317,15 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
     val_rows = np.flatnonzero(split.parts[:len(dataset)] == "val")
     calibration = fit_calibration(logits.get("val", []), dataset.labels[val_rows], config.calibration)
     probs = {p: calibration.apply(z) for p, z in logits.items()}
+    tracks = dataset.tracks()
     verdict = choose_verdict(dataset.video_ids[val_rows], dataset.labels[val_rows], probs.get("val", np.zeros(0)),
                              video_rule=config.video_rule, threshold=config.threshold, target_fpr=config.target_fpr,
-                             band=config.inconclusive)
+                             band=config.inconclusive, tracks=tracks[val_rows])
 
     def evaluation(part: str, p: np.ndarray) -> Evaluation:
         rows = np.flatnonzero(split.parts[:len(dataset)] == part)
         return evaluate_scores(dataset.video_ids[rows], dataset.labels[rows], p, threshold=verdict.threshold,
-                               rule=config.video_rule,
+                               rule=config.video_rule, tracks=tracks[rows],
                                no_face_videos=int(np.sum(split.parts[len(dataset):] == part)))
 
     evaluations = {p: evaluation(p, probs[p]) for p in logits}
@@ -354,7 +355,7 @@ def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndar
     auc = low = high = None
     if test is not None and not np.isnan(test.video.auc):
         rows = np.flatnonzero(split.parts[:len(dataset)] == "test")
-        _, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], test_p, rule=config.video_rule)
+        _, vy, vp = dataset.videos(rows, test_p, config.video_rule)
         auc, (low, high) = test.video.auc, bootstrap_auc(vy, vp, seed=config.seed)
     return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high, validated)
 
@@ -370,8 +371,7 @@ def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarra
         rows = np.flatnonzero(split.parts[:len(dataset)] == part)
         if part not in probs or not len(rows):
             return np.zeros(0, dtype=np.int64), np.zeros(0), []
-        ids, vy, vp = video_scores(dataset.video_ids[rows], dataset.labels[rows], probs[part],
-                                   rule=config.video_rule)
+        ids, vy, vp = dataset.videos(rows, probs[part], config.video_rule)
         return vy, vp, dataset.sources(ids)
 
     def both(y: np.ndarray) -> bool:
