@@ -1,15 +1,15 @@
 """Do detectors generalise to manipulations and collections they never saw? Trained on DFDC face crops, tested on
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
-    python bench/generalize.py [--rows frozen,finetuned,self-blended,self-blended-frozen,both] [--epochs 3]
-                               [--seeds 0,1]
+    python bench/generalize.py [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-frozen,both]
+                               [--epochs 3] [--seeds 0,1]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none):
 frozen supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended
 (`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
-fine-tuned), the same on a frozen base, and both (the recipe on the real fakes and the pseudo-fakes). All share
-the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to
-one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss
+fine-tuned), the same with varied mask shapes (`--blend-mask varied`), the same on a frozen base, and both (the
+recipe on the real fakes and the pseudo-fakes). All share the split of the first row run (by source: a fake stays
+with its original); rows run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss
 and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as DFDC's
 crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
 train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the
@@ -48,6 +48,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             "self-blended": ("train DATA --fakes self-blended", recipe),
             "self-blended-frozen": ("train DATA --fakes self-blended --trainable-blocks 0",
                                     recipe.replace(trainable_blocks=0)),
+            "self-blended-varied": ("train DATA --fakes self-blended --blend-mask varied",
+                                    recipe.replace(blend_mask="varied")),
             "both": ("train DATA --preset self-blended --fakes both", recipe.replace(fakes="both"))}
 
 
@@ -150,10 +152,10 @@ def spread(rs: list[dict], name: str) -> str:
 
 def interval(detector, data, rows: np.ndarray, seed: int, p: np.ndarray | None = None) -> tuple[float, float]:
     """The bootstrap 95% interval of the video AUC over `rows`' videos, scored as `evaluate` scores them."""
-    from fakefinder.metrics import bootstrap_auc, video_scores
+    from fakefinder.metrics import bootstrap_auc
 
     p = detector.card.calibration.apply(dataset_logits(detector, data)) if p is None else p
-    _, vy, vp = video_scores(data.video_ids[rows], data.labels[rows], p[rows], rule=detector.video_rule)
+    _, vy, vp = data.videos(np.flatnonzero(rows), p[rows], detector.video_rule)
     return bootstrap_auc(vy, vp, seed=seed)
 
 

@@ -70,8 +70,8 @@ def post(url: str, clip: Path) -> tuple[float, dict]:
 def stages(model: Path, clip: Path, tolerance: float) -> dict[str, float]:
     """Seconds per stage for one verdict run one stage after another, the model loaded beforehand."""
     from fakefinder import load_detector
-    from fakefinder.inference.explain import gradcam
     from fakefinder.data.tracks import link_tracks
+    from fakefinder.inference.explain import gradcam
 
     det = load_detector(model, device="cpu", runtime="torch")  # its base and head timed apart, and Grad-CAM
     s = det.settings

@@ -86,6 +86,34 @@ def test_blends_are_reproducible_for_a_seed_and_work_without_landmarks(face):
     assert mask[112, 112] > 0 and mask[2, 2] == 0 and np.array_equal(fake[mask == 0], crop[mask == 0])
 
 
+def test_varied_masks_are_the_hull_the_hull_without_forehead_or_the_parts_and_leave_the_default_alone(face):
+    from fakefinder.training.pseudofakes import BROWS, SHAPES, blends_key
+
+    crop, _ = face
+    points = FaceMesh().landmarks(crop)
+    hull, lower, parts = (hull_mask(crop.shape, points, 0.3, kind) for kind in SHAPES)
+    brows = int(points[list(BROWS), 1].min())
+    assert hull[:brows - 2].any() and not lower[:brows - 2].any()  # the forehead left out, as a 68-point hull does
+    assert (lower <= hull).all() and (parts <= hull).all() and parts.sum() < 0.5 * lower.sum()
+    eyes_and_mouth = points[[RIGHT_EYE_OUTER, NOSE_TIP, UPPER_LIP]].round().astype(int)
+    assert all(parts[y, x] == 1 for x, y in eyes_and_mouth) and parts[points[CHIN, 1].astype(int) - 3].max() == 0
+    varied = TrainSettings(blend_mask="varied")
+    areas = []
+    for seed in range(12):
+        fake, mask = self_blend(crop, points, np.random.default_rng(seed), varied)
+        assert np.array_equal(fake[mask == 0], crop[mask == 0])
+        areas.append(int((mask > 0.5 * mask.max()).sum()))
+    assert max(areas) > 2.5 * min(areas)  # whole faces and their parts alone
+    same = [self_blend(crop, points, np.random.default_rng(3), TrainSettings())[0] for _ in range(2)]
+    assert np.array_equal(*same)
+
+    class Data:
+        manifest_digest = "d"
+
+    # blends made before the setting existed are found again; varied ones are kept apart
+    assert blends_key(Data, TrainSettings()) == "039f02bbc6cf5f35" != blends_key(Data, varied)
+
+
 def test_blend_writes_a_grid_per_crop_and_a_bad_file_is_one_line(face, tmp_path):
     crop, _ = face
     cv2.imwrite(str(tmp_path / "face.png"), crop)

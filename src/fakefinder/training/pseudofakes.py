@@ -19,12 +19,23 @@ import numpy as np
 from .. import _files
 from ..config import InputLimits, PrepareSettings, TrainSettings
 from ..data.crops import crop_scale
+from ..data.landmarks import CHIN, FOREHEAD
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
 
 METHOD = PSEUDO_FAKE_METHOD
 RATIOS = (0.25, 0.5, 0.75)  # blend ratios other than 1
+# Regions of MediaPipe's 468-point face mesh, by point: the upper edges of the eyebrows, and the parts a mask may
+# cover alone (each eye with its brow, the nose, the lips).
+BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
+PARTS = ((33, 133, 159, 145, 246, 161, 160, 158, 157, 173, 153, 154, 155, 163, 144, 7, 70, 63, 105, 66, 107, 46, 53,
+          52, 65, 55),
+         (362, 263, 386, 374, 466, 388, 387, 385, 384, 398, 380, 381, 382, 390, 373, 249, 336, 296, 334, 293, 300, 276,
+          283, 282, 295, 285),
+         (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 48, 278, 64, 294, 219, 439),
+         (61, 291, 0, 17, 37, 267, 84, 314, 40, 270, 91, 321, 185, 409, 146, 375))
+SHAPES = ("hull", "no forehead", "parts")  # what `--blend-mask varied` picks from, evenly
 MAX_GRID_SEEDS = 32  # rows of one crop's grid in `blend` (a grid is seeds x 3 crops: 32 rows is 7000 px high at 224)
 
 
@@ -33,15 +44,27 @@ def face_side(shape: tuple[int, ...], margin: float) -> float:
     return min(shape[:2]) / crop_scale(margin)
 
 
-def hull_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, margin: float) -> np.ndarray:
-    """float32 1 inside the face, 0 outside: the landmarks' convex hull, or without them an ellipse where a frontal
-    face sits in a crop cut with `margin` (forehead to chin, cheek to cheek)."""
+def hull_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, margin: float, kind: str = "hull"
+              ) -> np.ndarray:
+    """float32 1 inside the face, 0 outside: the landmarks' convex hull (`kind` "hull"), the hull of the points
+    below the eyebrows ("no forehead", as a 68-point detector's hull), or the hulls of the eyes, nose and lips
+    ("parts"); without landmarks (or without a full mesh for the other kinds) an ellipse where a frontal face sits in
+    a crop cut with `margin` (forehead to chin, cheek to cheek)."""
     import cv2
 
     h, w = shape[:2]
     mask = np.zeros((h, w), dtype=np.float32)
-    if landmarks is not None:
+    mesh = landmarks is not None and len(landmarks) > max(max(p) for p in PARTS)
+    if landmarks is not None and (kind == "hull" or not mesh):
         cv2.fillConvexPoly(mask, cv2.convexHull(np.round(landmarks).astype(np.int32)), 1.0)
+    elif landmarks is not None and kind == "no forehead":
+        axis = landmarks[CHIN] - landmarks[FOREHEAD]  # the face's long axis
+        depth = (landmarks - landmarks[FOREHEAD]) @ (axis / max(float(np.linalg.norm(axis)), 1e-6))
+        below = landmarks[depth >= depth[list(BROWS)].min()]
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(below).astype(np.int32)), 1.0)
+    elif landmarks is not None:
+        for part in PARTS:
+            cv2.fillConvexPoly(mask, cv2.convexHull(np.round(landmarks[list(part)]).astype(np.int32)), 1.0)
     else:
         side = face_side(shape, margin)
         cv2.ellipse(mask, (round(w / 2), round(h / 2 + 0.05 * side)), (round(0.4 * side), round(0.5 * side)), 0, 0,
@@ -65,6 +88,16 @@ def _deformed(mask: np.ndarray, rng: np.random.Generator, amount: float, side: f
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         mask = (cv2.erode if rng.random() < 0.5 else cv2.dilate)(mask, kernel)
     return mask
+
+
+def _jittered(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mask scaled (up to 5%), turned (up to 5 degrees) and shifted (up to 3% of the crop) about its centre."""
+    import cv2
+
+    h, w = mask.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-5, 5)), 1 + float(rng.uniform(-0.05, 0.05)))
+    m[:, 2] += rng.uniform(-0.03, 0.03, size=2) * np.array([w, h])
+    return cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _perturbed(crop: np.ndarray, rng: np.random.Generator, s: TrainSettings, side: float) -> np.ndarray:
@@ -108,7 +141,11 @@ def self_blend(crop: np.ndarray, landmarks: np.ndarray | None, rng: np.random.Ge
 
     s = settings or TrainSettings()
     side = face_side(crop.shape, margin)
-    mask = _deformed(hull_mask(crop.shape, landmarks, margin), rng, s.blend_deform, side)
+    kind = "hull" if s.blend_mask == "hull" else SHAPES[int(rng.integers(len(SHAPES)))]
+    mask = hull_mask(crop.shape, landmarks, margin, kind)
+    if s.blend_mask == "varied":
+        mask = _jittered(mask, rng)
+    mask = _deformed(mask, rng, s.blend_deform, side)
     sigma = float(rng.uniform(0.02, max(0.02, s.blend_feather))) * side
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     peak = float(mask.max())
@@ -141,6 +178,8 @@ def blend_grid(crop: np.ndarray, landmarks: np.ndarray | None, seeds: list[int],
 def blends_key(dataset, settings: TrainSettings) -> str:
     """What the pseudo-fakes of a dataset depend on: its crops, the blend settings, their number and the seed."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k.startswith("blend") or k == "seed"}
+    if fields["blend_mask"] == "hull":  # as before the setting existed: blends made then are found again
+        del fields["blend_mask"]
     return _files.json_digest([dataset.manifest_digest, fields])
 
 
@@ -218,8 +257,8 @@ class FreshBlends:
     learn a few cached blends by heart, while a new one each time leaves it only what all blends share."""
 
     origins: np.ndarray  # per row, the row of its real crop, -1 for crops of the data's own
-    outlines: dict[int, np.ndarray | None]  # real row -> its mesh's convex hull (None: no mesh, an ellipse mask);
-    # the hull alone makes the same mask, and each worker process gets a copy
+    outlines: dict[int, np.ndarray | None]  # real row -> its mesh (None: none, an ellipse mask); with the default
+    # mask only the mesh's convex hull, which makes the same mask: each worker process gets a copy
     settings: TrainSettings
     margin: float
 
@@ -229,7 +268,8 @@ class FreshBlends:
             return None
         reals = np.unique(dataset.origins[dataset.origins >= 0])
         meshes = dataset.landmarks(reals)
-        return cls(dataset.origins, {int(r): _outline(m) for r, m in zip(reals, meshes)}, settings, dataset.margin)
+        shape = _outline if settings.blend_mask == "hull" else _or_none
+        return cls(dataset.origins, {int(r): shape(m) for r, m in zip(reals, meshes)}, settings, dataset.margin)
 
     def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
         """The row's new pseudo-fake, or None for a crop of the data's own (read as it is)."""
