@@ -4,18 +4,18 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
     python bench/generalize.py [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-frozen,both]
                                [--epochs 3] [--seeds 0,1]
 
-Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none):
-frozen supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended
-(`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
-fine-tuned), the same with varied mask shapes (`--blend-mask varied`), the same on a frozen base, and both (the
-recipe on the real fakes and the pseudo-fakes). All share the split of the first row run (by source: a fake stays
-with its original); rows run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss
-and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as DFDC's
-crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
-train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the
-order and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without
-training it again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over
-its seeds: a change is better only where its intervals say so.
+Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
+supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`, the
+recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned), the same with varied
+mask shapes (`--blend-mask varied`), the same on a frozen base, and both (the recipe on the real fakes and the
+pseudo-fakes). All share the split of the first row run (by source: a fake stays with its original); rows run in
+separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video
+AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as
+DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
+train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order
+and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it
+again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a
+change is better only where its intervals say so.
 """
 
 from __future__ import annotations
