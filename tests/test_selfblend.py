@@ -267,7 +267,23 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended", "--trainable-blocks", "0"])
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
-    assert TrainSettings.preset(fakes="both") == TrainSettings(fakes="both")  # the default recipe otherwise
+    assert TrainSettings.preset(fakes="both") == recipe.replace(fakes="both")  # as measured: the same recipe
+    assert TrainSettings.preset(fakes="real") == TrainSettings()  # the default recipe otherwise
+
+
+@pytest.mark.slow
+def test_the_gpu_recipe_runs_tiny_on_a_cpu(face, tmp_path):
+    """`--preset self-blended-gpu` (EfficientNet-B4, varied masks): its figures need a GPU; here it trains an epoch on
+    three reals at 64 px from random weights, so that the recipe itself is known to run."""
+    from fakefinder import fit_detector
+
+    reals = _three_reals(face, tmp_path)
+    recipe = TrainSettings.preset("self-blended-gpu")
+    assert (recipe.backbone, recipe.input_size, recipe.blend_mask, recipe.fakes) == (
+        "efficientnet_b4", None, "varied", "self-blended") and not recipe.frozen
+    tiny = recipe.replace(weights="none", input_size=64, epochs=1, batch_size=4, precision="fp32", probe=False)
+    trained = fit_detector(reals.out, tiny)
+    assert trained.model.card.base.backbone == "efficientnet_b4" and trained.model.card.train["blend_mask"] == "varied"
 
 
 def test_blend_reads_a_crop_whose_name_is_not_utf8(tmp_path):
