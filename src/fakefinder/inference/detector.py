@@ -381,10 +381,8 @@ def load_detector(model: str | Path, *, device: str = "auto", tracking_uri: str 
     if threshold is not None:  # the rates were measured at the card's threshold: they do not hold at another
         verdict = dataclasses.replace(verdict, threshold=threshold, rule="given", false_alarm_rate=None,
                                       detection_rate=None, real_videos=None, fake_videos=None)
-    # Frames are sampled and faces cropped as the training data was, but every face is scored, whatever the
-    # training data kept: a fake may swap only one of two people, and the most suspicious track decides.
-    settings = verdict_settings(loaded.card)
-    return Detector(loaded, verdict, settings, batch_size, limits or InputLimits(), torch_loader=torch_loader)
+    return Detector(loaded, verdict, verdict_settings(loaded.card), batch_size, limits or InputLimits(),
+                    torch_loader=torch_loader)
 
 
 def _load_model_file(path: Path, *, device: str, base_weights, runtime: Runtime | None):
