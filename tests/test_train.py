@@ -116,6 +116,15 @@ def test_run_records_flags_curves_metrics_and_artifacts(baseline, tracking, tmp_
             "predictions.parquet", f"{baseline.run_id}.safetensors"} <= files
     summary = (tmp_path / "model_summary.txt").read_text()
     assert "efficientnet_lite0" in summary and "head parameters: 328,193" in summary  # 1280*256+256 + 256+1
+    from sklearn.metrics import roc_auc_score
+
+    from fakefinder.metrics import video_scores
+
+    table = pq.read_table(next(Path(local).rglob("predictions.parquet"))).to_pydict()
+    test = np.array(table["part"]) == "test"  # its videos scored by their tracks, as training scored them
+    _, vy, vp = video_scores(np.array(table["video_id"])[test], np.array(table["label"])[test],
+                             np.array(table["p_fake"])[test], tracks=np.array(table["track"])[test])
+    assert roc_auc_score(vy, vp) == pytest.approx(baseline.test.video.auc)
     assert "calibration: temperature" in summary and baseline.trained.model.card.verdict.meaning() in summary
 
 

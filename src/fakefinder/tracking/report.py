@@ -87,12 +87,13 @@ def run_section(run_id: str, *, tracking_uri: str | None = None, hardest: int = 
     table = pq.read_table(preds).to_pydict()
     part, vid = np.array(table["part"]), np.array(table["video_id"])
     y, p, crops = np.array(table["label"]), np.array(table["p_fake"]), np.array(table["crop_path"])
+    tracks = np.array(table.get("track") or np.zeros(len(y), dtype=np.int64))  # older runs: one track a video
     curves, confusions, metric_rows = {}, [], []
     for name in ("val", "test"):
         m = part == name
         if not m.any():
             continue
-        ids, vy, vp = video_scores(vid[m], y[m], p[m], rule=rule)
+        ids, vy, vp = video_scores(vid[m], y[m], p[m], rule=rule, tracks=tracks[m])
         curves[f"{name} frame"], curves[f"{name} video"] = (y[m], p[m]), (vy, vp)
         confusions.append(f"<h4>{name}: frames</h4>{_confusion(y[m], p[m], threshold)}"
                           f"<h4>{name}: videos</h4>{_confusion(vy, vp, threshold)}")
@@ -110,7 +111,7 @@ def run_section(run_id: str, *, tracking_uri: str | None = None, hardest: int = 
     for name in ("test", "val"):
         m = part == name
         if m.any():
-            ids, vy, vp = video_scores(vid[m], y[m], p[m], rule=rule)
+            ids, vy, vp = video_scores(vid[m], y[m], p[m], rule=rule, tracks=tracks[m])
             worst += [(abs(s - t), name, i, t, s) for i, t, s in zip(ids, vy, vp) if (s >= threshold) != (t == 1)]
     worst.sort(reverse=True)
     gallery = []

@@ -170,12 +170,14 @@ def _final_metrics(t: TrainedDetector) -> dict[str, float]:
 
 
 def _write_predictions(path: Path, t: TrainedDetector) -> None:
-    """Face-level logits and calibrated P(fake) of the scored parts: what ROC curves, confusion matrices and
-    the hardest-videos gallery of a report need."""
+    """Face-level logits and calibrated P(fake) of the scored parts, with each face's track: what ROC curves,
+    confusion matrices and the hardest-videos gallery of a report need, its videos scored as training scored them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows: dict[str, list] = {"part": [], "video_id": [], "crop_path": [], "label": [], "logit": [], "p_fake": []}
+    rows: dict[str, list] = {"part": [], "video_id": [], "crop_path": [], "label": [], "logit": [], "p_fake": [],
+                             "track": []}
+    tracks = t.dataset.tracks()
     for part, z in t.logits.items():
         idx = t.part_rows(part)
         rows["part"] += [part] * len(idx)
@@ -184,6 +186,7 @@ def _write_predictions(path: Path, t: TrainedDetector) -> None:
         rows["label"] += t.dataset.labels[idx].tolist()
         rows["logit"] += np.asarray(z, dtype=np.float64).tolist()
         rows["p_fake"] += t.model.card.calibration.apply(z).tolist()
+        rows["track"] += tracks[idx].tolist()
     pq.write_table(pa.table(rows), path)
 
 
