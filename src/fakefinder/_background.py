@@ -12,9 +12,14 @@ T = TypeVar("T")
 _DONE = object()
 
 
+class _Stopped(Exception):
+    """Raised in the producer by `Ahead.check` once the consumer has left."""
+
+
 class Ahead(Generic[T]):
     """`items`, produced by a thread at most `depth` ahead of the consumer. An exception raised while producing is
-    raised in the consumer; leaving early (break, an exception) stops the producer at its next item."""
+    raised in the consumer; leaving early (break, an exception) stops the producer at its next item, or sooner
+    where it calls `check`."""
 
     def __init__(self, items: Iterator[T], depth: int, *, name: str = "ahead") -> None:
         self._items = items
@@ -26,7 +31,12 @@ class Ahead(Generic[T]):
         self._thread.start()
         try:
             while True:
-                item, error = self._buffer.get()
+                try:
+                    # Never blocked for long: a signal (Ctrl-C) that the kernel hands to the producer's thread only
+                    # raises here once this thread runs Python again.
+                    item, error = self._buffer.get(timeout=0.1)
+                except queue.Empty:
+                    continue
                 if item is _DONE:
                     if error is not None:
                         raise error
@@ -35,6 +45,12 @@ class Ahead(Generic[T]):
         finally:
             self._stop.set()
             self._thread.join()
+
+    def check(self) -> None:
+        """For the producer, between pieces of work that yield nothing (a frame without a face): stop here once the
+        consumer has left (Ctrl-C), not after the rest of a long video."""
+        if self._stop.is_set():
+            raise _Stopped
 
     def _put(self, entry) -> bool:
         while not self._stop.is_set():
@@ -52,6 +68,8 @@ class Ahead(Generic[T]):
                     break
             else:
                 self._put((_DONE, None))
+        except _Stopped:
+            pass  # the consumer has left: nobody is waiting for the rest
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._put((_DONE, exc))
         finally:

@@ -276,6 +276,7 @@ class Detector:
             pending.clear()
 
         def seen_frame(frame) -> None:
+            faces.check()  # in the decoding thread: a long video without faces stops at once when left
             frames.setdefault(frame.index, (round(frame.timestamp, 6), []))
             counts[0] += 1
             if on_frame:
