@@ -62,8 +62,10 @@ def test_progress_while_a_video_is_read(trained, learnable):
     detector = load_detector(trained.model_path)
     video = learnable.out.parent / "swap" / f"{load_dataset(learnable.out).video_ids[0]}.mp4"
     seen = []
-    detector.predict_video(video, on_progress=lambda frames, faces: seen.append((frames, faces)))
-    assert [f for f, _ in seen] == [1, 2, 3, 4] and seen[-1][1] >= 3
+    result = detector.predict_video(video, on_progress=lambda frames, faces: seen.append((frames, faces)))
+    assert [f for f, _ in seen] == [1, 2, 3, 4, 4]  # each frame as it is read, then the last word
+    faces = [n for _, n in seen]
+    assert faces == sorted(faces) and seen[-1] == (4, result.faces) and result.faces >= 3
 
 
 @pytest.mark.slow

@@ -300,6 +300,8 @@ class Detector:
                 flush()
         except Exception as exc:  # noqa: BLE001 - one unusable input never stops the batch
             return VideoResult(str(path), None, None, one_line(exc), self.rule, frames_sampled=counts[0])
+        if on_progress:  # the last word: every face counted (frames are reported as read, faces as scored)
+            on_progress(counts[0], counts[1])
         ordered = sorted(frames.items())
         track_of = link_tracks([[box for box, _ in faces] for _, (_, faces) in ordered])
         result = tuple(FrameResult(i, t, tuple(FaceResult(box, p, track_of[k][j]) for j, (box, p) in enumerate(faces)))
