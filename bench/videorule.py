@@ -26,7 +26,7 @@ from fakefinder._text import format_table
 from fakefinder.data.crops import load_crops
 from fakefinder.data.dataset import load_dataset
 from fakefinder.inference.framing import verdict_settings
-from fakefinder.metrics import binary_log_loss, bootstrap_auc, sigmoid
+from fakefinder.metrics import _rule, binary_log_loss, bootstrap_auc, sigmoid
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "xdev" / "ffpp_c23_videos"
@@ -34,16 +34,12 @@ RULES = ("mean", "logit", "confident", "median", "frame-max", "all-mean")
 
 
 def _track_rule(z: np.ndarray, rule: str) -> float:
-    p = sigmoid(z)
+    """One track's score: fakefinder's own rules (mean, confident) as `metrics` states them, the others here."""
     if rule == "logit":
         return float(sigmoid(z.mean()))
     if rule == "median":
-        return float(np.median(p))
-    if rule == "confident":
-        fake, real = p[p > 0.8], p[p < 0.2]
-        return float(fake.mean() if len(fake) > 0.4 * len(p) else real.mean() if len(real) > 0.9 * len(p)
-                     else p.mean())
-    return float(p.mean())
+        return float(np.median(sigmoid(z)))
+    return _rule(sigmoid(z), rule)
 
 
 def video_score(z: np.ndarray, frames: np.ndarray, tracks: np.ndarray, rule: str) -> float:
