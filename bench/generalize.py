@@ -90,8 +90,8 @@ def main() -> None:
         for seed in map(int, args.seeds.split(",")):
             key, settings = f"{name}-seed{seed}", base_settings.replace(seed=seed)
             model = args.out / f"{key}.safetensors"
-            if model.is_file() and key in results:
-                seconds = results[key]["train_s"]
+            if model.is_file():  # trained before (its time unknown where a run stopped before scoring it)
+                seconds = results.get(key, {}).get("train_s", float("nan"))
             else:
                 t = time.perf_counter()
                 trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)

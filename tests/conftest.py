@@ -31,7 +31,7 @@ def onnx_cache(tmp_path_factory):
     user's; subprocesses inherit it."""
     import os
 
-    from fakefinder.models.onnxcache import CACHE_ENV
+    from fakefinder._files import CACHE_ENV
 
     before = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("fakefinder-cache"))

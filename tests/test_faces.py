@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from fresh import without
 from media import astronaut, coffee
 
 from fakefinder import Box, UsageError, create_face_detector, sample_frames
+from fakefinder._files import CACHE_ENV
 from fakefinder.data.crops import square_crop
 
 ASTRONAUT_FACE = (175, 65, 100, 100)  # x, y, w, h of Eileen Collins' face in skimage's photo
@@ -60,3 +66,50 @@ def test_square_crop_margin_and_padding():
     padded = square_crop(image, Box(0, 0, 40, 40, 1.0), margin=0.5, size=80)
     assert padded.shape == (80, 80, 3)
     assert padded[:20, :20].max() == 0 and padded[40:, 40:].min() == 255
+
+
+def _same_boxes(a: list[Box], b: list[Box]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert np.allclose([x.x, x.y, x.w, x.h], [y.x, y.y, y.w, y.h], atol=0.01)
+        assert x.score == pytest.approx(y.score, abs=1e-4)
+        assert np.allclose(x.landmarks, y.landmarks, atol=0.01)
+
+
+def test_blazeface_finds_the_same_faces_on_onnx_runtime_as_on_opencv():
+    on_onnx, on_opencv = (create_face_detector("blazeface", runtime=r) for r in ("onnx", "opencv"))
+    assert (on_onnx.runtime, on_opencv.runtime) == ("onnx", "opencv")
+    two = np.hstack([astronaut(), astronaut()[:, ::-1]])  # two faces, one mirrored; a wide frame is letterboxed
+    for image in [astronaut(), coffee(), two, two[::2, ::2]]:
+        _same_boxes(on_onnx.detect(image), on_opencv.detect(image))
+
+
+@pytest.mark.slow
+def test_blazeface_conversion_is_cached_and_made_again_when_damaged_or_unwritable(tmp_path, monkeypatch):
+    from fakefinder._files import sha256_file
+    from fakefinder.data import tflite_onnx
+    from fakefinder.data.faces import blazeface_model_path
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cached = tflite_onnx.cached_path(sha256_file(blazeface_model_path()))
+    want = create_face_detector("blazeface", runtime="onnx").detect(astronaut())
+    size = cached.stat().st_size  # the conversion is not byte for byte the same each time
+    cached.write_bytes(b"not an onnx file")
+    _same_boxes(create_face_detector("blazeface").detect(astronaut()), want)
+    assert abs(cached.stat().st_size - size) < 1000
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")  # a file where the cache folder should be: nothing can be written there
+    monkeypatch.setenv(CACHE_ENV, str(blocked))
+    detector = create_face_detector("blazeface")
+    assert detector.runtime == "onnx" and blocked.read_text() == ""
+    _same_boxes(detector.detect(astronaut()), want)
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "tflite2onnx"])
+def test_blazeface_runs_on_opencv_without_onnx_runtime_or_the_converter(tmp_path, missing):
+    """tflite2onnx matters only where nothing is cached yet: a fresh cache."""
+    code = (f"{without(missing)}\nfrom fakefinder import create_face_detector\n"
+            "print(create_face_detector('blazeface').runtime)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), CACHE_ENV: str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["opencv"] and not done.stderr, done.stderr

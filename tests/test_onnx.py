@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from fresh import without
 
 from fakefinder import Compute, load_dataset, load_detector
 from fakefinder.errors import OptionError, UsageError
@@ -223,7 +224,7 @@ def test_a_damaged_cached_export_is_refused_and_exported_again(baseline, crops):
 
 
 def test_a_cache_that_cannot_be_written_keeps_the_export_in_memory(baseline, crops, tmp_path, monkeypatch):
-    from fakefinder.models.onnxcache import CACHE_ENV
+    from fakefinder._files import CACHE_ENV
     from fakefinder.models.onnxfile import OnnxModel
 
     # A file where the cache folder should be: no folder can be made in it, whoever runs the test (a folder
@@ -238,24 +239,11 @@ def test_a_cache_that_cannot_be_written_keeps_the_export_in_memory(baseline, cro
     assert blocked.read_text() == "" and sorted(tmp_path.iterdir()) == [blocked]
 
 
-# Run first in a fresh process: onnxruntime as if it were not installed (its import refused, as a missing package's)
-WITHOUT_ONNXRUNTIME = """
-import sys
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.partition('.')[0] == 'onnxruntime':
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-sys.meta_path.insert(0, NotInstalled())
-"""
-
-
 def test_without_onnxruntime_pytorch_gives_the_verdict(baseline, video):
     want = load_detector(baseline.model_path, runtime="torch").predict_video(video)
     load_detector(baseline.model_path)  # a cached export is there: still not used without ONNX Runtime
     got, imported, stderr = _predict_in_a_fresh_process(str(baseline.model_path), str(video),
-                                                        prelude=WITHOUT_ONNXRUNTIME)
+                                                        prelude=without("onnxruntime"))
     assert "torch" in imported and "onnx" not in stderr.lower()  # nothing the user must act on
     assert got[0]["p_fake"] == pytest.approx(want.p_fake, abs=1e-9) and got[0]["verdict"] == want.verdict
 

@@ -1,5 +1,5 @@
 """Files, safely: atomic writes (a reader, or a rerun after SIGKILL, sees the old file or the new one, never half),
-plain names where a name comes from outside, streamed digests, SQLite URLs."""
+plain names where a name comes from outside, streamed digests, SQLite URLs, the user's cache folder."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ from .errors import UsageError
 _IMPORT_UMASK = os.umask(0)
 os.umask(_IMPORT_UMASK)
 _TMP_SUFFIX = ".tmp"
+CACHE_ENV = "FAKEFINDER_CACHE"  # fakefinder's cache folder (ONNX exports and conversions go in its onnx/)
+
+
+def cache_root() -> Path:
+    """fakefinder's cache folder: $FAKEFINDER_CACHE, else $XDG_CACHE_HOME/fakefinder, else ~/.cache/fakefinder."""
+    given = os.environ.get(CACHE_ENV)
+    if given:
+        return Path(given).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "fakefinder"
 
 
 def umask() -> int:

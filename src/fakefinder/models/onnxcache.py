@@ -21,20 +21,12 @@ import os
 from pathlib import Path
 
 from .. import _files
+from .._files import cache_root
 from ..errors import UsageError
 from .modelcard import ModelCard
 from .modelfile import HEADER_KEY
 
-CACHE_ENV = "FAKEFINDER_CACHE"  # fakefinder's cache folder (the ONNX exports go in its onnx/)
 _MAX_HEADER = 100 << 20  # safetensors' own limit on its JSON header
-
-
-def cache_root() -> Path:
-    """fakefinder's cache folder: $FAKEFINDER_CACHE, else $XDG_CACHE_HOME/fakefinder, else ~/.cache/fakefinder."""
-    given = os.environ.get(CACHE_ENV)
-    if given:
-        return Path(given).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "fakefinder"
 
 
 def cached_path(digest: str) -> Path:
