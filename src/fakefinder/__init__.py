@@ -34,6 +34,7 @@ _LOCATIONS = {
     "inference.detector": ("load_detector", "LoadOptions", "Detector", "VideoResult", "FrameResult", "FaceResult",
                            "TrackResult"),
     "inference.evaluation": ("evaluate", "EvaluateResult", "predict"),
+    "inference.recalibration": ("calibrate", "combine", "CalibrateResult"),
     "tuning.search": ("tune", "TuneResult"),
     "workflows.study": ("study", "StudyResult"),
     "workflows.demo": ("demo", "DemoResult"),
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
         load_detector,
     )
     from .inference.evaluation import EvaluateResult, evaluate, predict
+    from .inference.recalibration import CalibrateResult, calibrate, combine
     from .models.backbones import backbone_names, create_backbone
     from .models.modelcard import ModelCard
     from .models.modelfile import DeepfakeModel, load_model

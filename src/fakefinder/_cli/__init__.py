@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": "metrics of a trained model on any prepared dataset (no retraining)",
     "blend": "what a detector trained on self-blended pseudo-fakes sees: real, mask and pseudo-fake per crop",
     "calibrate": "refit a model's threshold, calibration and strength of evidence on your own real fakes",
+    "combine": "one model file of several detectors (self-blended and supervised, say), calibrated together",
     "export": "the whole detector as one ONNX file, for ONNX Runtime (no PyTorch needed to score)",
     "predict": "how likely each video or image is fake, frame by frame, face track by face track",
     "study": "the cross-dataset study: train on A, test on B, retrain and tune on B",

@@ -11,6 +11,7 @@ apart to measure what was fitted. Base and head are not changed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,28 +93,78 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
     video rule, inconclusive band, conclusive LR). Writes OUT (.safetensors) atomically and returns what the test
     part measured. Raises UsageError (one line) for a collection that cannot calibrate or an OUT that cannot be
     written."""
-    from ..config import TrainSettings
+    from ..models.combined import CombinedModel
+    from ..models.modelfile import DeepfakeModel
+
+    out = _target(out)
+    d = _labelled(data)
+    detector = dataclasses.replace(load or LoadOptions(), runtime="torch").load(model)
+    if not isinstance(detector.model, DeepfakeModel | CombinedModel):
+        raise UsageError(f"{model}: calibrate writes a .safetensors model: give one, not an ONNX export")
+    return _refit(detector, d, _by_source(d, test, seed), out, seed, progress)
+
+
+def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None = None,
+            test: float = TEST, seed: int = 0, load: LoadOptions | None = None,
+            progress: ProgressCallback | None = None) -> CalibrateResult:
+    """Write one model file carrying `members` (model files of single detectors: say a self-blended and a supervised
+    one) whose face score is the largest of their calibrated logits (`models.combined`), calibrated as `calibrate`
+    calibrates on prepared `data` of real fakes: on the validation part of `split` (a run's split.json, when the
+    members trained on `data`: its test part measures) or, without one, on `data` split by source as `calibrate`
+    splits it. Raises UsageError (one line) for members that cannot be combined."""
+    from ..data.splits import load_split
+    from ..models.combined import CombinedModel, combined_card
+    from ..models.modelfile import DeepfakeModel
+    from .detector import Detector
+    from .framing import verdict_settings
+
+    out = _target(out)
+    if len(members) < 2:
+        raise UsageError("combine needs at least two model files")
+    d = _labelled(data)
+    load = dataclasses.replace(load or LoadOptions(), runtime="torch")
+    nets = []
+    for member in members:
+        net = load.load(member).model
+        if not isinstance(net, DeepfakeModel):
+            raise UsageError(f"{member}: give the .safetensors file of a single detector")
+        nets.append(net)
+    card = combined_card([n.card for n in nets], [str(m) for m in members])
+    detector = Detector(CombinedModel(tuple(nets), card), card.verdict, verdict_settings(card))
+    all_parts = load_split(split, d).parts if split is not None else _by_source(d, test, seed)
+    return _refit(detector, d, all_parts, out, seed, progress)
+
+
+def _labelled(data):
     from ..data.dataset import PreparedDataset, load_dataset
+
+    d = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
+    _check_labels(d)
+    return d
+
+
+def _by_source(d, test: float, seed: int) -> np.ndarray:
+    """Per crop row, then per faceless video: val (fits) or test (measures), `test` of the sources kept apart."""
     from ..data.splits import split_dataset
+
+    # No training part: what `split_dataset` calls train is the part that fits (validation's role here).
+    split = split_dataset(d, by="source", val=0.0, test=test, seed=seed)
+    return np.where(split.parts == "train", "val", split.parts)
+
+
+def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress) -> CalibrateResult:
+    """Fit the calibration, threshold and strength of `detector`'s model on the rows of `d` marked val, measure
+    them on those marked test (others are left out), and write the model to `out` with its new card."""
+    from ..config import TrainSettings
     from ..models.calibration import choose_verdict, fit_calibration
     from ..models.modelcard import CalibratedOn, Evidence, StrengthCard
-    from ..models.modelfile import DeepfakeModel, save_model
+    from ..models.modelfile import save_model
     from ..models.strength import cllr, cllr_min, eer, fit_strength
     from .evaluation import dataset_logits
 
-    out = _target(out)
-    d = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
-    _check_labels(d)
-    # No training part: what `split_dataset` calls train is the part that fits (validation's role here).
-    split = split_dataset(d, by="source", val=0.0, test=test, seed=seed)
-    all_parts = np.where(split.parts == "train", "val", split.parts)
     parts = all_parts[:len(d)]
     _check_parts(d, parts)
-
-    detector = dataclasses.replace(load or LoadOptions(), runtime="torch").load(model)
     net = detector.model
-    if not isinstance(net, DeepfakeModel):
-        raise UsageError(f"{model}: calibrate writes a .safetensors model: give one, not an ONNX export")
     card = net.card
     logits = dataset_logits(detector, d, progress=progress)
 
@@ -149,6 +200,6 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
                         high, "real")
     new = dataclasses.replace(card, calibration=calibration, verdict=verdict, evidence=evidence, strength=strength,
                               calibrated_on=CalibratedOn(d.name, d.manifest_digest, n_val, n_test))
-    written = save_model(out, DeepfakeModel(net.backbone, net.head, new))
+    written = save_model(out, dataclasses.replace(net, card=new))
     return CalibrateResult(written, d.name, n_val, n_test, auc, low, high, strength.test_cllr,
                            strength.test_cllr_min, strength.test_eer, verdict.meaning())

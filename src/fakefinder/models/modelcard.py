@@ -27,6 +27,7 @@ from ..options import option
 FORMAT = "fakefinder-model"
 VERSION = 5  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band; 3: no val_fakes, no
 # face_fill; 4: no strength of evidence (read as "strength unknown"). All upgraded.
+MAX_MEMBERS = 8  # detectors one combined model file may carry
 MIN_RATE_VIDEOS = 20  # fewer real (or fake) validation videos than this, and a rate is too uncertain to state
 LABEL = "1 = FAKE; outputs are P(fake)"
 PROPOSITIONS = ("manipulated", "authentic")  # what a likelihood ratio weighs: the video was manipulated, or not
@@ -241,6 +242,8 @@ class ModelCard:
     face_fill: float | None = None  # data.landmarks.face_fill of the training crops (median); None: not measured
     strength: StrengthCard | None = None  # None: strength unknown (a card of format < 5, or a published detector)
     calibrated_on: CalibratedOn | None = None  # None: calibrated on its training data's validation part
+    # A combined model's detectors (`models.combined`), each with its own card; `base` and `head` repeat the first's
+    members: tuple[ModelCard, ...] = ()
     version: int = VERSION
 
     def to_json(self) -> dict:
@@ -249,6 +252,10 @@ class ModelCard:
         out["strength"] = self.strength.to_dict() if self.strength else None
         if self.calibrated_on is None:  # absent rather than null: a card as before `calibrate`
             out.pop("calibrated_on")
+        if self.members:
+            out["members"] = [m.to_json() for m in self.members]
+        else:  # absent: a single detector's card, as before combined models
+            out.pop("members")
         return {"format": f"{FORMAT}/{VERSION}", "fakefinder": __version__, "label": LABEL, **out}
 
     @classmethod
@@ -292,11 +299,30 @@ class ModelCard:
                        calibrated_on=(options.build(CalibratedOn, _part(header, "calibrated_on"),
                                                     what="calibrated_on field", complete=True,
                                                     prefix="calibrated_on.")
-                                      if header.get("calibrated_on") is not None else None))
+                                      if header.get("calibrated_on") is not None else None),
+                       members=_members(header.get("members")))
         except OptionError as exc:
             raise UsageError(f"bad model header: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"bad model header: {type(exc).__name__} {exc}") from None
+
+
+def _members(value: Any) -> tuple[ModelCard, ...]:
+    """A combined model's member cards: each a single detector's card (no nesting), at most MAX_MEMBERS."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not 2 <= len(value) <= MAX_MEMBERS:
+        raise OptionError("members", f"must be a list of 2 to {MAX_MEMBERS} model cards")
+    cards = []
+    for i, member in enumerate(value):
+        try:
+            card = ModelCard.from_json(member)
+        except UsageError as exc:
+            raise OptionError(f"members[{i}]", str(exc)) from None
+        if card.members:
+            raise OptionError(f"members[{i}]", "is itself a combined model")
+        cards.append(card)
+    return tuple(cards)
 
 
 def _fill(value: Any) -> float | None:

@@ -60,16 +60,24 @@ class DeepfakeModel(ScoresFromLogits):
         return self
 
 
-def save_model(path: str | Path, model: DeepfakeModel) -> Path:
-    """Write the model file atomically, readable as any file the user creates (umask applies)."""
+def _tensors(model: DeepfakeModel, prefix: str = "") -> dict:
+    tensors = {f"{prefix}head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    if model.card.base.included:
+        tensors.update({f"{prefix}base.{k}": v.detach().cpu().contiguous()
+                        for k, v in model.backbone.module.state_dict().items()})
+    return tensors
+
+
+def save_model(path: str | Path, model) -> Path:
+    """Write the model file (a DeepfakeModel or a combined.CombinedModel) atomically, readable as any file the user
+    creates (umask applies)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     header = json.dumps(readable_card(model.card, path).to_json())
-    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    if model.card.base.included:
-        tensors.update({f"base.{k}": v.detach().cpu().contiguous()
-                        for k, v in model.backbone.module.state_dict().items()})
+    members = getattr(model, "members", None)
+    tensors = ({k: v for i, m in enumerate(members) for k, v in _tensors(m, f"members.{i}.").items()}
+               if members else _tensors(model))
     with _files.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: header})
         os.chmod(tmp, 0o666 & ~_files.umask())  # safetensors recreates the file with mode 0600
@@ -111,8 +119,8 @@ def read_card(path: str | Path) -> ModelCard:
         raise UsageError(f"{path}: {exc}") from None
 
 
-def _check_shapes(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Every tensor the card implies, with the shape it implies, before anything is allocated."""
+def _expected_shapes(path: Path, card: ModelCard, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Every tensor a single detector's card implies, with the shape it implies."""
     import torch
 
     from .backbones import get_spec
@@ -121,13 +129,21 @@ def _check_shapes(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]
     spec = get_spec(card.base.backbone)
     want = in_features(spec.channels, spec.feature_side(card.base.input_size), card.head.pool)
     if card.head.in_features != want:
-        raise UsageError(f"{path}: head.in_features {card.head.in_features} does not fit {spec.name} at "
+        raise UsageError(f"{path}: {prefix}head.in_features {card.head.in_features} does not fit {spec.name} at "
                          f"{card.base.input_size} px with {card.head.pool} pooling ({want})")
-    expected = {f"head.{k}": v for k, v in card.head.shapes().items()}
+    expected = {f"{prefix}head.{k}": v for k, v in card.head.shapes().items()}
     if card.base.included:
         with torch.device("meta"):
             module = spec.build()
-        expected.update({f"base.{k}": tuple(v.shape) for k, v in module.state_dict().items()})
+        expected.update({f"{prefix}base.{k}": tuple(v.shape) for k, v in module.state_dict().items()})
+    return expected
+
+
+def _check_shapes(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor the card implies (each member's, for a combined model), with the shape it implies, before
+    anything is allocated."""
+    parts = [(m, f"members.{i}.") for i, m in enumerate(card.members)] or [(card, "")]
+    expected = {k: v for m, prefix in parts for k, v in _expected_shapes(path, m, prefix).items()}
     for name, shape in expected.items():
         if shapes.get(name) != shape:
             found = "missing" if name not in shapes else f"shape {shapes[name]}"
@@ -137,16 +153,14 @@ def _check_shapes(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]
         raise UsageError(f"{path}: unexpected tensor {extra[0]} (the file does not match its model card)")
 
 
-def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Path | None = None) -> DeepfakeModel:
-    """A fakefinder model file, or a published detector checkpoint (`checkpoints`), ready on `device`.
+def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Path | None = None):
+    """A fakefinder model file (a DeepfakeModel, or a combined.CombinedModel for a file of several detectors), or a
+    published detector checkpoint (`checkpoints`), ready on `device`.
 
     A model on a frozen base refers to the base's weights instead of storing them; `base_weights` says where
     that file is now when it has moved since training (its digest must match). Raises UsageError.
     """
     from safetensors.torch import load_file
-
-    from .backbones import create_backbone, file_digest
-    from .head import Head
 
     path = Path(path)
     if not path.is_file():
@@ -156,6 +170,20 @@ def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Pat
     card = read_card(path)
     _check_shapes(path, card, _tensor_shapes(path)[1])
     tensors = finite_tensors(load_file(str(path)), path)
+    if card.members:
+        from .combined import CombinedModel
+
+        members = tuple(_assemble(path, m, {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)},
+                                  base_weights) for i, m in enumerate(card.members) for p in [f"members.{i}."])
+        return CombinedModel(members, card).to(device)
+    return _assemble(path, card, tensors, base_weights).to(device)
+
+
+def _assemble(path: Path, card: ModelCard, tensors: dict, base_weights: str | Path | None) -> DeepfakeModel:
+    """A single detector from its card and its tensors (named base.* and head.*), on the CPU."""
+    from .backbones import create_backbone, file_digest
+    from .head import Head
+
     base = card.base
     common = dict(input_size=base.input_size, normalization=base.normalization)
     if base.included:
@@ -177,7 +205,7 @@ def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Pat
                              f"has {backbone.weights_digest[:12]}")
     head = Head(card.head)
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-    return DeepfakeModel(backbone, head.eval(), card).to(device)
+    return DeepfakeModel(backbone, head.eval(), card)
 
 
 def _is_foreign(path: Path) -> bool:

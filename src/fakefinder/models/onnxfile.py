@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from .backbones import NORMALIZATIONS, Preprocess
 from .modelcard import ModelCard
 from .modelfile import HEADER_KEY, DeepfakeModel
 from .scoring import ScoresFromLogits
+
+if TYPE_CHECKING:
+    from .combined import CombinedModel
 
 FORMAT = "fakefinder-onnx/1"
 FORMAT_KEY, DIGEST_KEY, COMPUTE_KEY = "fakefinder_format", "fakefinder_sha256", "fakefinder_compute"
@@ -97,8 +101,8 @@ def _graph(module, example, *, what: str, output: str = OUTPUT):
             lg.setLevel(level)
 
 
-def _traced(backbone, pool: str, head, *, what: str, output: str):
-    """The ONNX ModelProto of the base, its pooling and (if given) the head, on the CPU at fp32."""
+def _scored(backbone, pool: str, head):
+    """A torch module: the base, its pooling and (if given) the head, on the CPU."""
     import torch
 
     from .head import pooled
@@ -111,16 +115,48 @@ def _traced(backbone, pool: str, head, *, what: str, output: str):
         def forward(self, x):
             return self.head(pooled(self.base.forward_features(x), pool))
 
+    return Scored()
+
+
+def _largest(members):
+    """A torch module: the largest of the members' calibrated logits (`combined.CombinedModel.face_logits`)."""
+    import torch
+
+    class Largest(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts = torch.nn.ModuleList(_scored(m.backbone, m.card.head.pool, m.head) for m in members)
+            self.maps = [(m.card.calibration.scale, m.card.calibration.shift) for m in members]
+
+        def forward(self, x):
+            return torch.stack([scale * part(x) + shift for part, (scale, shift) in zip(self.parts, self.maps)]).amax(0)
+
+    return Largest()
+
+
+def _traced(backbone, pool: str, head, *, what: str, output: str):
+    """The ONNX ModelProto of the base, its pooling and (if given) the head, on the CPU at fp32."""
+    import torch
+
     side = backbone.input_size
-    return _graph(Scored(), torch.zeros(2, 3, side, side), what=what, output=output)
+    return _graph(_scored(backbone, pool, head), torch.zeros(2, 3, side, side), what=what, output=output)
 
 
-def detector_graph(model: DeepfakeModel):
-    """The ModelProto of `model`'s base and head at fp32, stamped with its card."""
+def detector_graph(model: DeepfakeModel | CombinedModel):
+    """The ModelProto of `model` (a DeepfakeModel, or a combined.CombinedModel: every member) at fp32, stamped with
+    its card."""
+    import torch
+
     require_onnx("exporting to ONNX")
     model.to("cpu")
-    proto = _traced(model.backbone, model.card.head.pool, model.head, what=f"the {model.card.base.backbone} detector",
-                    output=OUTPUT)
+    members = getattr(model, "members", None)
+    if members:
+        side = model.card.base.input_size
+        proto = _graph(_largest(members), torch.zeros(2, 3, side, side), output=OUTPUT,
+                       what=f"the combined detector ({' + '.join(m.card.base.backbone for m in members)})")
+    else:
+        proto = _traced(model.backbone, model.card.head.pool, model.head, output=OUTPUT,
+                        what=f"the {model.card.base.backbone} detector")
     return _stamp(proto, model.card, "fp32")
 
 
@@ -135,7 +171,7 @@ def base_features(sess, batch: np.ndarray) -> np.ndarray:
     return sess.run([FEATURES], {INPUT: np.ascontiguousarray(batch)})[0]
 
 
-def export_onnx(model: DeepfakeModel, path: str | Path) -> Path:
+def export_onnx(model: DeepfakeModel | CombinedModel, path: str | Path) -> Path:
     """Write `model` as one ONNX file (atomically, readable as any file the user creates). Raises UsageError."""
     path = Path(path)
     _files.write_bytes(path, detector_graph(model).SerializeToString())
@@ -217,7 +253,7 @@ class OnnxModel(ScoresFromLogits):
         self.session = session(proto.SerializeToString(), threads=verdict_threads())
 
     @classmethod
-    def of(cls, model: DeepfakeModel) -> OnnxModel:
+    def of(cls, model: DeepfakeModel | CombinedModel) -> OnnxModel:
         """A PyTorch model exported in memory (seconds) and run by ONNX Runtime."""
         return cls(detector_graph(model), model.card)
 

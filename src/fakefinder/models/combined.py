@@ -1,0 +1,71 @@
+"""Several detectors in one model file: each member a base and a head with its own card (what it was trained on,
+its own calibration), a face's logit the largest of the members' calibrated logits, then the file's own
+calibration, threshold and strength of evidence, fitted on held-out videos (`inference.recalibration.combine`).
+
+Why the largest: a self-blended detector and a supervised one catch different fakes. A face is as suspicious as
+the more suspicious member finds it, so each member keeps what it is good at (bench/combine.py: on DFDC's test part
+the combination scores as the supervised member does, on FaceForensics++ clips as the self-blended one does), where
+a logistic fit on one collection's fakes learns to trust the member that knows them and forgets the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+from .modelcard import Calibration, Evidence, ModelCard
+from .modelfile import DeepfakeModel
+from .scoring import ScoresFromLogits
+
+
+@dataclass
+class CombinedModel(ScoresFromLogits):
+    """A `scoring.ScoringModel` made of detectors. Not a `DifferentiableModel`: a heatmap would have to choose a
+    member."""
+
+    members: tuple[DeepfakeModel, ...]
+    card: ModelCard
+
+    @property
+    def device(self):
+        return self.members[0].device
+
+    def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+        """The largest of the members' calibrated logits, per face."""
+        if not images:
+            return np.zeros(0)
+        return np.max([m.card.calibration.scale * m.face_logits(images, batch_size=batch_size)
+                       + m.card.calibration.shift for m in self.members], axis=0)
+
+    def to(self, device: str) -> CombinedModel:
+        for m in self.members:
+            m.to(device)
+        return self
+
+
+def combined_card(members: Sequence[ModelCard], names: Sequence[str]) -> ModelCard:
+    """The card of a combination of `members` before it is calibrated: their input, framing and precision, each
+    member's card inside. Raises UsageError where they differ in what one crop of a face must be."""
+    first = members[0]
+    for name, card in zip(names, members, strict=True):
+        if card.members:
+            raise UsageError(f"{name}: is itself a combined model; give its members")
+        for what in ("input_size", "normalization"):
+            if getattr(card.base, what) != getattr(first.base, what):
+                raise UsageError(f"{name}: its {what} {getattr(card.base, what)} differs from {names[0]}'s "
+                                 f"{getattr(first.base, what)}: members must read the same crop of a face")
+        if card.prepare != first.prepare:
+            raise UsageError(f"{name}: its faces were prepared otherwise than {names[0]}'s: members must read "
+                             "faces framed alike")
+    allow_fp32 = all(c.precision == "fp32" or c.train.get("precision", "auto") == "auto" for c in members)
+    label = " + ".join(c.evidence.name or c.train.get("fakes", "") or f"member {i}" for i, c in enumerate(members))
+    return dataclasses.replace(
+        first, calibration=Calibration(), strength=None, calibrated_on=None, run_id="", members=tuple(members),
+        train={"combine": "max", "precision": "auto" if allow_fp32 else first.precision,
+               "calibration": first.train.get("calibration") or first.calibration.method},
+        evidence=Evidence(name=f"combined ({label})", train_videos=max(c.evidence.train_videos or 0
+                                                                        for c in members) or None))
