@@ -150,10 +150,40 @@ def verdicts(model: Path, clips: list[Path], runs: int) -> None:
               f"{m['default'] / m['all']:.2f}x | {m['torch']:.3f} | {m['torch'] / m['all']:.2f}x | {m['cold']:.3f} | "
               f"{m['cold'] - m['all']:+.3f} |")
     print(f"\nmedian of per-clip ratios, default verdict / decoding every frame: {statistics.median(ratios):.2f}x")
+    blazeface_runtimes(default, clips, runs)
     print("\ndefault path, stages one after another (seconds):\n| stage | " + " | ".join(c.name for c in clips)
           + " |\n| --- |" + " ---: |" * len(clips))
     for stage in profiles[0]:
         print(f"| {stage} | " + " | ".join(f"{p[stage]:.3f}" for p in profiles) + " |")
+
+
+def blazeface_runtimes(detector, clips: list[Path], runs: int) -> None:
+    """BlazeFace on each runtime over the sampled frames of each clip (decoded once), interleaved: median ms a frame,
+    and the largest distance between their boxes."""
+    from fakefinder import create_face_detector
+    from fakefinder.data.frames import sample_frames
+
+    s = detector.settings
+    nets = {r: create_face_detector("blazeface", runtime=r) for r in ("opencv", "onnx")}
+    print("\nBlazeFace on the sampled frames, one thread each (median ms a frame):\n| clip | frames | OpenCV DNN | "
+          "ONNX Runtime | OpenCV / ONNX Runtime | largest box difference px |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for clip in clips:
+        frames = [f.image for f in sample_frames(clip, fps=s.fps, frames=s.frames, max_side=s.max_side,
+                                                 tolerance=s.tolerance)]
+        times = {r: [] for r in nets}
+        for _ in range(runs):
+            for r, net in nets.items():
+                for image in frames:
+                    t = time.perf_counter()
+                    net.detect(image)
+                    times[r].append(1000 * (time.perf_counter() - t))
+        boxes = {r: [b for image in frames for b in net.detect(image)] for r, net in nets.items()}
+        far = max((abs(a - b) for x, y in zip(*boxes.values())
+                   for a, b in zip((x.x, x.y, x.w, x.h), (y.x, y.y, y.w, y.h))), default=0.0)
+        m = {r: statistics.median(v) for r, v in times.items()}
+        print(f"| {clip.name} | {len(frames)} | {m['opencv']:.2f} | {m['onnx']:.2f} | "
+              f"{m['opencv'] / m['onnx']:.2f}x | {far:.4f} |")
 
 
 def median_time(fn, runs: int) -> float:
