@@ -180,7 +180,7 @@ class Detector:
         """What a reader needs to weigh this detector's verdicts, in three lines: the model and its evidence, what
         its threshold means (its decision, with a strength map), and how good its strength of evidence was."""
         label = "decision" if self.has_strength else "verdict"
-        return (f"model: {self.card.evidence.summary(self.card.dataset)}\n{label}: {self.rule.meaning()}\n"
+        return (f"model: {self.card.summary()}\n{label}: {self.rule.meaning()}\n"
                 f"strength: {self.strength_summary()}")
 
     def strength_summary(self) -> str:

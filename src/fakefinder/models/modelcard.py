@@ -246,6 +246,16 @@ class ModelCard:
     members: tuple[ModelCard, ...] = ()
     version: int = VERSION
 
+    def summary(self) -> str:
+        """What a reader weighs a verdict by (`Evidence.summary`), and for a combined model what each member is and
+        was trained on."""
+        text = self.evidence.summary(self.dataset)
+        if not self.members:
+            return text
+        each = "; ".join(f"({i + 1}) {m.evidence.summary(m.dataset)}" for i, m in enumerate(self.members))
+        return (f"{text}. It combines {len(self.members)} detectors, a face as suspicious as the more suspicious "
+                f"finds it: {each}")
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["prepare"] = asdict(self.prepare) if self.prepare else None

@@ -147,7 +147,7 @@ class JobQueue:
             data["input"] = job.name
             view = {"heatmaps": [], "thumbnails": {str(k): v for k, v in sizes.items()},
                     "meaning": detector.rule.meaning(), "model": job.model,
-                    "evidence": detector.card.evidence.summary(detector.card.dataset),
+                    "evidence": detector.card.summary(),
                     "strength": detector.strength_summary(),
                     "calibration": detector.card.calibration.method,
                     "heatmaps_note": "" if detector.explains else "no heatmaps: Grad-CAM needs gradients, which "

@@ -49,7 +49,7 @@ class Models:
                         "threshold": d.threshold, "inconclusive_band": d.rule.band, "meaning": d.rule.meaning(),
                         "calibration": d.card.calibration.method, "dataset": d.card.dataset,
                         "evidence": dataclasses.asdict(d.card.evidence),
-                        "evidence_summary": d.card.evidence.summary(d.card.dataset),
+                        "evidence_summary": d.card.summary(),
                         "strength_summary": d.strength_summary(),
                         "headline": "likelihood ratio" if d.has_strength else "threshold"})
         return out
