@@ -74,6 +74,9 @@ def test_calibrated_on_the_validation_part_and_measured_on_the_test_part(members
     assert card.evidence.name.startswith("combined (") and card.evidence.test_auc == pytest.approx(measured["test_auc"])
     told = load_detector(combined, device="cpu").describe()  # what predict and the web page show of the model
     assert "It combines 2 detectors" in told and all(m.evidence.summary(m.dataset) in told for m in card.members)
+    for runtime in ("onnx", "torch"):  # Grad-CAM would have to choose a member: one line instead
+        with pytest.raises(UsageError, match="combined model"):
+            load_detector(combined, device="cpu", runtime=runtime).differentiable()
 
 
 def test_a_verdict_of_the_combined_model_is_the_same_on_both_runtimes(combined, collection):

@@ -216,9 +216,12 @@ class Detector:
 
     def differentiable(self) -> DifferentiableModel:
         """The model Grad-CAM runs: the verdict's own when PyTorch runs it, else the model file loaded on PyTorch on
-        first use (once; seconds). Raises UsageError where there is none (an ONNX file)."""
+        first use (once; seconds). Raises UsageError where there is none (an ONNX file, a combined model)."""
         if isinstance(self.model, DifferentiableModel):
             return self.model
+        if self.card.members:
+            raise UsageError(f"heatmaps are not made for a combined model ({len(self.card.members)} detectors): each "
+                             "member looks at a face its own way")
         with self._torch_lock:
             if self._torch is None:
                 if self.torch_loader is None:
