@@ -93,7 +93,7 @@ def test_what_cannot_be_combined_is_refused_in_one_line(members, combined, learn
     from fakefinder.inference.recalibration import combine
 
     a, b, _ = members
-    for given, reason in [((a,), "at least two"), ((a, combined), "single detector")]:
+    for given, reason in [((a,), "at least two"), ((a, combined), "single detector"), ((a, b), "--split")]:
         with pytest.raises(UsageError) as caught:
             combine(given, learnable.out, tmp_path / "x.safetensors")
         assert reason in str(caught.value) and "\n" not in str(caught.value)

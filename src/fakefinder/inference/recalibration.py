@@ -111,7 +111,8 @@ def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str 
     one) whose face score is the largest of their calibrated logits (`models.combined`), calibrated as `calibrate`
     calibrates on prepared `data` of real fakes: on the validation part of `split` (a run's split.json, when the
     members trained on `data`: its test part measures) or, without one, on `data` split by source as `calibrate`
-    splits it. Raises UsageError (one line) for members that cannot be combined."""
+    splits it; members trained on `data` need `split`. Raises UsageError (one line) for members that cannot be
+    combined."""
     from ..data.splits import load_split
     from ..models.combined import CombinedModel, combined_card
     from ..models.modelfile import DeepfakeModel
@@ -130,6 +131,10 @@ def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str 
             raise UsageError(f"{member}: give the .safetensors file of a single detector")
         nets.append(net)
     card = combined_card([n.card for n in nets], [str(m) for m in members])
+    trained_here = [m for m, n in zip(members, nets) if n.card.data_digest == d.manifest_digest]
+    if trained_here and split is None:  # a split of its own would put videos a member trained on in the test part
+        raise UsageError(f"{trained_here[0]}: trained on {d.root}: give its run's split.json (--split), so that the "
+                         "videos the members trained on fit nothing and measure nothing")
     detector = Detector(CombinedModel(tuple(nets), card), card.verdict, verdict_settings(card))
     all_parts = load_split(split, d).parts if split is not None else _by_source(d, test, seed)
     return _refit(detector, d, all_parts, out, seed, progress)
