@@ -6,6 +6,9 @@ A model whose validation fakes were self-blended pseudo-fakes has figures agains
 its user gets figures, a threshold and likelihood ratios that mean something for real deepfakes. The collection is
 split by source (a fake and the real it was made from stay together) into a part that fits and a test part kept
 apart to measure what was fitted. Base and head are not changed.
+
+`combine` writes several trained detectors as one model file (`models.combined`) and calibrates it the same way,
+on a run's validation part where the members trained on the collection.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It names the base and its weights' digest, the input size and normalisation, the head, the calibration map,
 the decision threshold, its inconclusive band and what it means (with how many validation videos its rates come
 from), the video rule, the preparation settings (so `predict` crops new videos as the training data was
-cropped), the digest of the training data, the evidence a reader weighs a verdict by (the model's name, how
+cropped), a combined model's member cards, the digest of the training data, the evidence a reader weighs a verdict by (the model's name, how
 many videos trained, calibrated and tested it, the test AUC with its interval), and, apart from it, what a verdict
 needs to state the strength of its evidence (the score-to-likelihood-ratio map fitted on the validation videos, and
 Cllr, Cllr_min and EER on the test videos; see `strength`). A shared model file is untrusted
