@@ -79,6 +79,21 @@ def test_calibrated_on_the_validation_part_and_measured_on_the_test_part(members
             load_detector(combined, device="cpu", runtime=runtime).differentiable()
 
 
+def test_export_writes_both_bases_in_one_graph(combined, learnable, tmp_path, capsys):
+    out = tmp_path / "both.onnx"
+    assert main(["export", str(combined), str(out)]) == 0
+    assert "efficientnet_lite0 + efficientnet_lite0" in capsys.readouterr().out
+    crops = load_crops(list(load_dataset(learnable.out).crop_files[:6]))
+    exported, cached = load_detector(out), load_detector(combined, device="cpu")
+    assert exported.card == cached.card
+    from fakefinder._files import sha256_file
+    from fakefinder.models.onnxcache import cached_path
+    from fakefinder.models.onnxfile import load_onnx
+
+    assert load_onnx(cached_path(sha256_file(combined))).card == cached.card  # the cached export passes its checks
+    np.testing.assert_allclose(exported.model.face_logits(crops), cached.model.face_logits(crops), atol=1e-5)
+
+
 def test_a_verdict_of_the_combined_model_is_the_same_on_both_runtimes(combined, collection):
     video = collection.out / f"{collection.videos[0].name}.mp4"
     onnx = load_detector(combined, device="cpu").predict_video(video)

@@ -30,6 +30,6 @@ def run(args) -> int:
                        base_weights=args.base_weights)
     written = export_onnx(model, args.out)
     card = load_onnx(written).card  # read back as predict will: a file that does not load is not left unsaid
-    print(printable(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB): {card.base.backbone}, "
+    print(printable(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB): {card.backbone}, "
                     f"{card.verdict.meaning()}"))
     return 0

@@ -246,6 +246,11 @@ class ModelCard:
     members: tuple[ModelCard, ...] = ()
     version: int = VERSION
 
+    @property
+    def backbone(self) -> str:
+        """The base's name; a combined model's members' bases, joined by +."""
+        return " + ".join(m.base.backbone for m in self.members) or self.base.backbone
+
     def summary(self) -> str:
         """What a reader weighs a verdict by (`Evidence.summary`), and for a combined model what each member is and
         was trained on."""

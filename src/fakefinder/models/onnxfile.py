@@ -46,7 +46,8 @@ INPUT, OUTPUT, FEATURES = "image", "logit", "features"
 OPERATORS = frozenset({
     "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Flatten",
     "Gather", "Gemm", "GlobalAveragePool", "HardSigmoid", "HardSwish", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
-    "Range", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Sub", "Transpose", "Unsqueeze"})
+    "Range", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Sub", "Transpose",
+    "Unsqueeze"})  # ReduceMax: a combined model's largest member logit
 
 
 def require_onnx(what: str) -> None:

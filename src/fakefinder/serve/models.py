@@ -45,7 +45,7 @@ class Models:
         out = []
         for name in self.sources:
             d = self.detector(name)
-            out.append({"name": name, "source": d.card.source, "backbone": d.card.base.backbone,
+            out.append({"name": name, "source": d.card.source, "backbone": d.card.backbone,
                         "threshold": d.threshold, "inconclusive_band": d.rule.band, "meaning": d.rule.meaning(),
                         "calibration": d.card.calibration.method, "dataset": d.card.dataset,
                         "evidence": dataclasses.asdict(d.card.evidence),
