@@ -96,8 +96,7 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
     video rule, inconclusive band, conclusive LR). Writes OUT (.safetensors) atomically and returns what the test
     part measured. Raises UsageError (one line) for a collection that cannot calibrate or an OUT that cannot be
     written."""
-    from ..models.combined import CombinedModel
-    from ..models.modelfile import DeepfakeModel
+    from ..models.modelfile import CombinedModel, DeepfakeModel
 
     out = _target(out)
     d = _labelled(data)
@@ -117,8 +116,8 @@ def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str 
     splits it; members trained on `data` need `split`. Raises UsageError (one line) for members that cannot be
     combined."""
     from ..data.splits import load_split
-    from ..models.combined import CombinedModel, combined_card
-    from ..models.modelfile import DeepfakeModel
+    from ..models.combined import combined_card
+    from ..models.modelfile import CombinedModel, DeepfakeModel
     from .detector import Detector
     from .framing import verdict_settings
 

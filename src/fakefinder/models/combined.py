@@ -1,6 +1,7 @@
-"""Several detectors in one model file: each member a base and a head with its own card (what it was trained on,
-its own calibration), a face's logit the largest of the members' calibrated logits, then the file's own
-calibration, threshold and strength of evidence, fitted on held-out videos (`inference.recalibration.combine`).
+"""Several detectors in one model file (`modelfile.CombinedModel`): each member a base and a head with its own card
+(what it was trained on, its own calibration), a face's logit the largest of the members' calibrated logits, then
+the file's own calibration, threshold and strength of evidence, fitted on held-out videos
+(`inference.recalibration.combine`). Here: the card such a file starts from.
 
 Why the largest: a self-blended detector and a supervised one catch different fakes. A face is as suspicious as
 the more suspicious member finds it, so each member keeps what it is good at (bench/combine.py: on DFDC's test part
@@ -12,39 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
 
 from ..errors import UsageError
 from .modelcard import Calibration, Evidence, ModelCard
-from .modelfile import DeepfakeModel
-from .scoring import ScoresFromLogits
-
-
-@dataclass
-class CombinedModel(ScoresFromLogits):
-    """A `scoring.ScoringModel` made of detectors. Not a `DifferentiableModel`: a heatmap would have to choose a
-    member."""
-
-    members: tuple[DeepfakeModel, ...]
-    card: ModelCard
-
-    @property
-    def device(self):
-        return self.members[0].device
-
-    def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
-        """The largest of the members' calibrated logits, per face."""
-        if not images:
-            return np.zeros(0)
-        return np.max([m.card.calibration.scale * m.face_logits(images, batch_size=batch_size)
-                       + m.card.calibration.shift for m in self.members], axis=0)
-
-    def to(self, device: str) -> CombinedModel:
-        for m in self.members:
-            m.to(device)
-        return self
 
 
 def combined_card(members: Sequence[ModelCard], names: Sequence[str]) -> ModelCard:

@@ -2,7 +2,8 @@
 
 A frozen base is referenced by its weights' digest rather than stored; a fine-tuned one is stored. Loading
 never unpickles, checks every header value against the stored tensors' shapes before allocating anything, and
-also accepts the published detectors that `checkpoints` knows, as they were downloaded.
+also accepts the published detectors that `checkpoints` knows, as they were downloaded. A file may also carry
+several detectors, each with its own card (`CombinedModel`; see `combined`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,31 @@ class DeepfakeModel(ScoresFromLogits):
         return self
 
 
+@dataclass
+class CombinedModel(ScoresFromLogits):
+    """A `scoring.ScoringModel` made of detectors. Not a `DifferentiableModel`: a heatmap would have to choose a
+    member."""
+
+    members: tuple[DeepfakeModel, ...]
+    card: ModelCard
+
+    @property
+    def device(self):
+        return self.members[0].device
+
+    def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+        """The largest of the members' calibrated logits, per face."""
+        if not images:
+            return np.zeros(0)
+        return np.max([m.card.calibration.scale * m.face_logits(images, batch_size=batch_size)
+                       + m.card.calibration.shift for m in self.members], axis=0)
+
+    def to(self, device: str) -> CombinedModel:
+        for m in self.members:
+            m.to(device)
+        return self
+
+
 def _tensors(model: DeepfakeModel, prefix: str = "") -> dict:
     tensors = {f"{prefix}head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if model.card.base.included:
@@ -68,8 +94,8 @@ def _tensors(model: DeepfakeModel, prefix: str = "") -> dict:
     return tensors
 
 
-def save_model(path: str | Path, model) -> Path:
-    """Write the model file (a DeepfakeModel or a combined.CombinedModel) atomically, readable as any file the user
+def save_model(path: str | Path, model: DeepfakeModel | CombinedModel) -> Path:
+    """Write the model file (a DeepfakeModel or a CombinedModel) atomically, readable as any file the user
     creates (umask applies)."""
     from safetensors.torch import save_file
 
@@ -153,8 +179,9 @@ def _check_shapes(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]
         raise UsageError(f"{path}: unexpected tensor {extra[0]} (the file does not match its model card)")
 
 
-def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Path | None = None):
-    """A fakefinder model file (a DeepfakeModel, or a combined.CombinedModel for a file of several detectors), or a
+def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Path | None = None
+               ) -> DeepfakeModel | CombinedModel:
+    """A fakefinder model file (a DeepfakeModel, or a CombinedModel for a file of several detectors), or a
     published detector checkpoint (`checkpoints`), ready on `device`.
 
     A model on a frozen base refers to the base's weights instead of storing them; `base_weights` says where
@@ -171,8 +198,6 @@ def load_model(path: str | Path, *, device: str = "cpu", base_weights: str | Pat
     _check_shapes(path, card, _tensor_shapes(path)[1])
     tensors = finite_tensors(load_file(str(path)), path)
     if card.members:
-        from .combined import CombinedModel
-
         members = tuple(_assemble(path, m, {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)},
                                   base_weights) for i, m in enumerate(card.members) for p in [f"members.{i}."])
         return CombinedModel(members, card).to(device)

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,11 +28,8 @@ from ..errors import DeadlineError, UsageError, one_line
 from ..metrics import finite_scores
 from .backbones import NORMALIZATIONS, Preprocess
 from .modelcard import ModelCard
-from .modelfile import HEADER_KEY, DeepfakeModel
+from .modelfile import HEADER_KEY, CombinedModel, DeepfakeModel
 from .scoring import ScoresFromLogits
-
-if TYPE_CHECKING:
-    from .combined import CombinedModel
 
 FORMAT = "fakefinder-onnx/1"
 FORMAT_KEY, DIGEST_KEY, COMPUTE_KEY = "fakefinder_format", "fakefinder_sha256", "fakefinder_compute"
