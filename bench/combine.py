@@ -42,8 +42,7 @@ def member_logits(model: Path, collections: dict[str, object], cache: Path) -> d
             if set(saved.files) == set(collections):
                 return {k: saved[k] for k in saved.files}
     detector = load_detector(model, device="cpu")
-    cal = detector.card.calibration
-    out = {name: cal.scale * dataset_logits(detector, data) + cal.shift for name, data in collections.items()}
+    out = {name: detector.card.calibration.logit(dataset_logits(detector, data)) for name, data in collections.items()}
     np.savez(cache, **out)
     return out
 

@@ -14,6 +14,7 @@ from fakefinder._cli import main
 from fakefinder.data.crops import load_crops
 from fakefinder.data.splits import load_split
 from fakefinder.errors import UsageError
+from fakefinder.models.modelcard import ModelCard
 from fakefinder.models.modelfile import load_model, read_card
 
 pytestmark = pytest.mark.slow  # trains a second detector, exports two bases
@@ -131,6 +132,11 @@ def test_a_combined_card_that_nests_or_lies_is_refused_in_one_line(combined, tmp
         with pytest.raises(UsageError, match=reason.replace("[", r"\[")) as caught:
             load_model(path)
         assert "\n" not in str(caught.value)
+    deep = header
+    for _ in range(5000):  # refused before the nested card is read: no recursion a hostile file could exhaust
+        deep = dict(header, members=[deep, header["members"][1]])
+    with pytest.raises(UsageError, match=r"members\[0\] is itself a combined model"):
+        ModelCard.from_json(deep)
     missing = {k: v for k, v in tensors.items() if not k.startswith("members.1.head.")}
     save_file(missing, str(tmp_path / "cut.safetensors"), metadata={"fakefinder": json.dumps(header)})
     with pytest.raises(UsageError, match="tensor members.1.head.* is missing"):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from ..errors import UsageError
 from .modelcard import Calibration, Evidence, ModelCard
+from .onnxcache import fp32_allowed
 
 
 def combined_card(members: Sequence[ModelCard], names: Sequence[str]) -> ModelCard:
@@ -32,7 +33,7 @@ def combined_card(members: Sequence[ModelCard], names: Sequence[str]) -> ModelCa
         if card.prepare != first.prepare:
             raise UsageError(f"{name}: its faces were prepared otherwise than {names[0]}'s: members must read "
                              "faces framed alike")
-    allow_fp32 = all(c.precision == "fp32" or c.train.get("precision", "auto") == "auto" for c in members)
+    allow_fp32 = all(fp32_allowed(c) for c in members)
     label = " + ".join(c.evidence.name or c.train.get("fakes", "") or f"member {i}" for i, c in enumerate(members))
     return dataclasses.replace(
         first, calibration=Calibration(), strength=None, calibrated_on=None, run_id="", members=tuple(members),

@@ -3,12 +3,12 @@
 It names the base and its weights' digest, the input size and normalisation, the head, the calibration map,
 the decision threshold, its inconclusive band and what it means (with how many validation videos its rates come
 from), the video rule, the preparation settings (so `predict` crops new videos as the training data was
-cropped), a combined model's member cards, the digest of the training data, the evidence a reader weighs a verdict by (the model's name, how
-many videos trained, calibrated and tested it, the test AUC with its interval), and, apart from it, what a verdict
-needs to state the strength of its evidence (the score-to-likelihood-ratio map fitted on the validation videos, and
-Cllr, Cllr_min and EER on the test videos; see `strength`). A shared model file is untrusted
-input: every value is type-checked and bounded by its declaration when read, and a card of an unknown version
-is refused with one line.
+cropped), a combined model's member cards, the digest of the training data, the evidence a reader weighs a
+verdict by (the model's name, how many videos trained, calibrated and tested it, the test AUC with its interval),
+and, apart from it, what a verdict needs to state the strength of its evidence (the score-to-likelihood-ratio
+map fitted on the validation videos, and Cllr, Cllr_min and EER on the test videos; see `strength`). A shared
+model file is untrusted input: every value is type-checked and bounded by its declaration when read, and a card
+of an unknown version is refused with one line.
 """
 
 from __future__ import annotations
@@ -75,12 +75,16 @@ class Calibration(options.Checked):
     scale: float = option(1.0, "multiplies the logit", low=1e-4, high=1e4)
     shift: float = option(0.0, "added to the scaled logit", low=-100, high=100)
 
-    def apply(self, logits):
+    def logit(self, logits):
+        """The calibrated logit, whose sigmoid is P(fake)."""
         import numpy as np
 
+        return self.scale * np.asarray(logits, dtype=np.float64) + self.shift
+
+    def apply(self, logits):
         from ..metrics import sigmoid
 
-        return sigmoid(self.scale * np.asarray(logits, dtype=np.float64) + self.shift)
+        return sigmoid(self.logit(logits))
 
 
 @dataclass(frozen=True)
@@ -330,13 +334,12 @@ def _members(value: Any) -> tuple[ModelCard, ...]:
         raise OptionError("members", f"must be a list of 2 to {MAX_MEMBERS} model cards")
     cards = []
     for i, member in enumerate(value):
+        if isinstance(member, dict) and member.get("members") is not None:  # before reading it: no nesting, no depth
+            raise OptionError(f"members[{i}]", "is itself a combined model")
         try:
-            card = ModelCard.from_json(member)
+            cards.append(ModelCard.from_json(member))
         except UsageError as exc:
             raise OptionError(f"members[{i}]", str(exc)) from None
-        if card.members:
-            raise OptionError(f"members[{i}]", "is itself a combined model")
-        cards.append(card)
     return tuple(cards)
 
 

@@ -77,8 +77,8 @@ class CombinedModel(ScoresFromLogits):
         """The largest of the members' calibrated logits, per face."""
         if not images:
             return np.zeros(0)
-        return np.max([m.card.calibration.scale * m.face_logits(images, batch_size=batch_size)
-                       + m.card.calibration.shift for m in self.members], axis=0)
+        return np.max([m.card.calibration.logit(m.face_logits(images, batch_size=batch_size)) for m in self.members],
+                      axis=0)
 
     def to(self, device: str) -> CombinedModel:
         for m in self.members:
@@ -101,9 +101,8 @@ def save_model(path: str | Path, model: DeepfakeModel | CombinedModel) -> Path:
 
     path = Path(path)
     header = json.dumps(readable_card(model.card, path).to_json())
-    members = getattr(model, "members", None)
-    tensors = ({k: v for i, m in enumerate(members) for k, v in _tensors(m, f"members.{i}.").items()}
-               if members else _tensors(model))
+    tensors = ({k: v for i, m in enumerate(model.members) for k, v in _tensors(m, f"members.{i}.").items()}
+               if isinstance(model, CombinedModel) else _tensors(model))
     with _files.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: header})
         os.chmod(tmp, 0o666 & ~_files.umask())  # safetensors recreates the file with mode 0600

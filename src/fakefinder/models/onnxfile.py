@@ -146,11 +146,10 @@ def detector_graph(model: DeepfakeModel | CombinedModel):
 
     require_onnx("exporting to ONNX")
     model.to("cpu")
-    members = getattr(model, "members", None)
-    if members:
+    if isinstance(model, CombinedModel):
         side = model.card.base.input_size
-        proto = _graph(_largest(members), torch.zeros(2, 3, side, side), output=OUTPUT,
-                       what=f"the combined detector ({' + '.join(m.card.base.backbone for m in members)})")
+        proto = _graph(_largest(model.members), torch.zeros(2, 3, side, side), output=OUTPUT,
+                       what=f"the combined detector ({model.card.backbone})")
     else:
         proto = _traced(model.backbone, model.card.head.pool, model.head, output=OUTPUT,
                         what=f"the {model.card.base.backbone} detector")
