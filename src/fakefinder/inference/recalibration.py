@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
-from ..metrics import bootstrap_auc
+from ..metrics import Evaluation, bootstrap_auc, evaluate_scores
 from ..progress import ProgressCallback
 from .detector import LoadOptions
 
@@ -42,9 +42,12 @@ class CalibrateResult:
     test_cllr_min: float | None
     test_eer: float | None
     verdict: str  # what the threshold now means
+    val: Evaluation | None = None  # the model as written, on the part that fitted (its figures fitted there)
+    test: Evaluation | None = None  # ... and on the part kept apart
 
     def to_dict(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else
+                v.to_dict() if isinstance(v, Evaluation) else v for f in dataclasses.fields(self)}
 
     def summary(self) -> str:
         def shown(x: float | None) -> str:
@@ -103,27 +106,36 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
     detector = dataclasses.replace(load or LoadOptions(), runtime="torch").load(model)
     if not isinstance(detector.model, DeepfakeModel | CombinedModel):
         raise UsageError(f"{model}: calibrate writes a .safetensors model: give one, not an ONNX export")
-    return _refit(detector, d, _by_source(d, test, seed), out, seed, progress)
+    return _refit(detector, d, _by_source(d, test, seed), out, seed, progress)[0]
 
 
 def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None = None,
-            test: float = TEST, seed: int = 0, load: LoadOptions | None = None,
-            progress: ProgressCallback | None = None) -> CalibrateResult:
+            test: float = TEST, seed: int = 0, load: LoadOptions | None = None, name: str | None = None,
+            run_id: str = "", progress: ProgressCallback | None = None) -> CalibrateResult:
     """Write one model file carrying `members` (model files of single detectors: say a self-blended and a supervised
     one) whose face score is the largest of their calibrated logits (`models.combined`), calibrated as `calibrate`
     calibrates on prepared `data` of real fakes: on the validation part of `split` (a run's split.json, when the
     members trained on `data`: its test part measures) or, without one, on `data` split by source as `calibrate`
-    splits it; members trained on `data` need `split`. Raises UsageError (one line) for members that cannot be
-    combined."""
+    splits it; members trained on `data` need `split`. `name` and `run_id` go on its card (default: the members'
+    names; none). Raises UsageError (one line) for members that cannot be combined."""
+    return combine_scored(members, data, out, split=split, test=test, seed=seed, load=load, name=name,
+                          run_id=run_id, progress=progress)[0]
+
+
+def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None, test: float,
+                   seed: int, load: LoadOptions | None, name: str | None, run_id: str,
+                   progress: ProgressCallback | None) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
+    """As `combine`, with the face logits of the written model and the part of each row (as `_refit`)."""
     from ..data.splits import load_split
     from ..models.combined import combined_card
+    from ..models.modelcard import MAX_MEMBERS
     from ..models.modelfile import CombinedModel, DeepfakeModel
     from .detector import Detector
     from .framing import verdict_settings
 
     out = _target(out)
-    if len(members) < 2:
-        raise UsageError("combine needs at least two model files")
+    if not 2 <= len(members) <= MAX_MEMBERS:  # before any is loaded
+        raise UsageError(f"combine takes 2 to {MAX_MEMBERS} model files, not {len(members)}")
     d = _labelled(data)
     load = dataclasses.replace(load or LoadOptions(), runtime="torch")
     nets = []
@@ -133,6 +145,8 @@ def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str 
             raise UsageError(f"{member}: give the .safetensors file of a single detector")
         nets.append(net)
     card = combined_card([n.card for n in nets], [str(m) for m in members])
+    evidence = dataclasses.replace(card.evidence, name=name or card.evidence.name)
+    card = dataclasses.replace(card, run_id=run_id, evidence=evidence)
     trained_here = [m for m, n in zip(members, nets) if n.card.data_digest == d.manifest_digest]
     if trained_here and split is None:  # a split of its own would put videos a member trained on in the test part
         raise UsageError(f"{trained_here[0]}: trained on {d.root}: give its run's split.json (--split), so that the "
@@ -159,9 +173,11 @@ def _by_source(d, test: float, seed: int) -> np.ndarray:
     return np.where(split.parts == "train", "val", split.parts)
 
 
-def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress) -> CalibrateResult:
+def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
+           ) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
     """Fit the calibration, threshold and strength of `detector`'s model on the rows of `d` marked val, measure
-    them on those marked test (others are left out), and write the model to `out` with its new card."""
+    them on those marked test (others are left out), and write the model to `out` with its new card. Returns what
+    was measured, the face logits of every row of `d` and each row's part."""
     from ..config import TrainSettings
     from ..models.calibration import choose_verdict, fit_calibration
     from ..models.modelcard import CalibratedOn, Evidence, StrengthCard
@@ -208,5 +224,11 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress) -
     new = dataclasses.replace(card, calibration=calibration, verdict=verdict, evidence=evidence, strength=strength,
                               calibrated_on=CalibratedOn(d.name, d.manifest_digest, n_val, n_test))
     written = save_model(out, dataclasses.replace(net, card=new))
-    return CalibrateResult(written, d.name, n_val, n_test, auc, low, high, strength.test_cllr,
-                           strength.test_cllr_min, strength.test_eer, verdict.meaning())
+
+    def measured(rows: np.ndarray) -> Evaluation:
+        return evaluate_scores(d.video_ids[rows], d.labels[rows], p[rows], threshold=verdict.threshold,
+                               rule=video_rule, tracks=d.tracks()[rows])
+
+    result = CalibrateResult(written, d.name, n_val, n_test, auc, low, high, strength.test_cllr,
+                             strength.test_cllr_min, strength.test_eer, verdict.meaning(), measured(val), measured(tst))
+    return result, logits, parts
