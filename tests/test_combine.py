@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -109,7 +110,8 @@ def test_what_cannot_be_combined_is_refused_in_one_line(members, combined, learn
     from fakefinder.inference.recalibration import combine
 
     a, b, _ = members
-    for given, reason in [((a,), "at least two"), ((a, combined), "single detector"), ((a, b), "--split")]:
+    for given, reason in [((a,), "2 to 8 model files, not 1"), ((a,) * 9, "not 9"), ((a, combined), "single detector"),
+                          ((a, b), "--split")]:
         with pytest.raises(UsageError) as caught:
             combine(given, learnable.out, tmp_path / "x.safetensors")
         assert reason in str(caught.value) and "\n" not in str(caught.value)
@@ -141,3 +143,84 @@ def test_a_combined_card_that_nests_or_lies_is_refused_in_one_line(combined, tmp
     save_file(missing, str(tmp_path / "cut.safetensors"), metadata={"fakefinder": json.dumps(header)})
     with pytest.raises(UsageError, match="tensor members.1.head.* is missing"):
         load_model(tmp_path / "cut.safetensors")
+
+
+TINY_BOTH = TrainSettings.preset(fakes="both").replace(trainable_blocks=0)  # frozen members: seconds, not minutes
+
+
+def test_train_fakes_both_trains_a_self_blended_and_a_supervised_member_and_combines_them(learnable, tmp_path):
+    """`train --fakes both`: both members on one split, each its own run under the combined one, the file
+    calibrated on the split's validation part and measured on its test part."""
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train(learnable.out, TINY_BOTH, tracking=store, out=tmp_path / "models")
+    card = read_card(result.model_path)
+    assert [m.train["fakes"] for m in card.members] == ["self-blended", "real"]
+    assert [m.train["epochs"] for m in card.members] == ["6", "3"]  # --supervised-epochs, from the preset
+    assert card.run_id == result.run_id and card.train["combine"] == "max"
+    data = load_dataset(learnable.out)
+    parts = load_split(result.split_path, data).parts[:len(data)]
+    assert card.calibrated_on.val_videos == len(set(data.video_ids[parts == "val"]))
+    assert result.test.video.n == card.strength.test_videos == len(set(data.video_ids[parts == "test"]))
+    assert card.evidence.test_auc == pytest.approx(result.test.video.auc)
+    client = mlflow.MlflowClient(tracking_uri=store)
+    runs = {r.info.run_id: r for r in client.search_runs(["1"])}
+    children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == result.run_id]
+    assert sorted(r.info.run_id for r in children) == sorted(m.run_id for m in result.members)
+    assert all(r.data.params["split_file"] == str(result.split_path) for r in children)
+    parent = runs[result.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.params["fakes"] == "both"
+    assert parent.data.metrics["test_video_auc"] == pytest.approx(result.test.video.auc)
+    assert "model" in [a.path for a in client.list_artifacts(result.run_id)]
+    page = tmp_path / "report.html"  # its report: the combined model's ROC curves and mistakes on val and test
+    assert main(["report", result.run_id, "--tracking-uri", store, "--out", str(page)]) == 0
+    assert "It combines 2 detectors" in page.read_text() and "Hardest videos" in page.read_text()
+    assert not list((tmp_path / "models" / ".checkpoints").glob("*.combined.json"))  # done: nothing to resume
+
+
+def test_a_combined_run_killed_in_its_second_member_resumes_without_training_the_first_again(learnable, tmp_path):
+    import mlflow
+
+    store, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "models"
+
+    def ctrl_c_once_the_first_member_is_done(event):
+        if list((out / ".checkpoints").glob("*.combined.json")):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(learnable.out, TINY_BOTH, tracking=store, out=out, progress=ctrl_c_once_the_first_member_is_done)
+    state = json.loads(next((out / ".checkpoints").glob("*.combined.json")).read_text())
+    first = state["members"]["self-blended"]
+    written = (out / f"{first['run_id']}.safetensors").stat().st_mtime_ns
+    client = mlflow.MlflowClient(tracking_uri=store)
+    assert client.get_run(state["run_id"]).info.status == "KILLED"
+    assert main(["train", str(learnable.out), "--fakes", "both", "--trainable-blocks", "0", "--resume", "--out",
+                 str(out), "--tracking-uri", store, "--json", str(tmp_path / "run.json"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "run.json").read_text())
+    assert result["run_id"] == state["run_id"] and client.get_run(state["run_id"]).info.status == "FINISHED"
+    assert result["members"][0] == {"kind": "self-blended", "run_id": first["run_id"], "model_path": first["model"],
+                                    "seconds": None}
+    assert (out / f"{first['run_id']}.safetensors").stat().st_mtime_ns == written  # not trained again
+    assert result["split"] == state["split"] and read_card(result["model_path"]).members
+    assert result["test"]["video"]["n"] == result["test_videos"]
+
+
+def test_what_a_combined_run_cannot_do_is_refused_in_one_line(learnable, tmp_path):
+    from fakefinder import fit_detector
+    from fakefinder.errors import OptionError
+    from fakefinder.training import experiment
+
+    data = load_dataset(learnable.out)
+    (tmp_path / "src" / "real").mkdir(parents=True)
+    for i, crop in enumerate(data.crop_files[data.labels == 0][:4]):
+        shutil.copy(crop, tmp_path / "src" / "real" / f"{i}.png")
+    assert main(["prepare", str(tmp_path / "src"), str(tmp_path / "reals"), "--detector", "none", "--quiet"]) == 0
+    with pytest.raises(UsageError, match="no fakes: --fakes both trains its supervised member"):
+        train(tmp_path / "reals", TINY_BOTH, out=tmp_path / "models")
+    with pytest.raises(OptionError, match="both combined trains two detectors and combines them, which `fakefinder train` does"):
+        fit_detector(learnable.out, TINY_BOTH)
+    with pytest.raises(OptionError, match="it cannot leave the test part alone"):
+        train(learnable.out, TINY_BOTH, evaluate_test=False)
+    with pytest.raises(OptionError, match="this trains one"):  # what a tuning trial calls
+        experiment.train(learnable.out, TINY_BOTH)

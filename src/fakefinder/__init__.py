@@ -30,12 +30,13 @@ _LOCATIONS = {
     "models.modelcard": ("ModelCard",),
     "models.modelfile": ("load_model", "DeepfakeModel"),
     "training.core": ("fit_detector", "RunContext", "TrainedDetector"),
-    "training.experiment": ("train", "TrainResult"),
+    "training.experiment": ("TrainResult",),
     "inference.detector": ("load_detector", "LoadOptions", "Detector", "VideoResult", "FrameResult", "FaceResult",
                            "TrackResult"),
     "inference.evaluation": ("evaluate", "EvaluateResult", "predict"),
     "inference.recalibration": ("calibrate", "combine", "CalibrateResult"),
     "tuning.search": ("tune", "TuneResult"),
+    "workflows.training": ("train", "CombinedTrainResult"),
     "workflows.study": ("study", "StudyResult"),
     "workflows.demo": ("demo", "DemoResult"),
     # plug-in points and what is read back
@@ -77,10 +78,11 @@ if TYPE_CHECKING:
     from .tracking.runs import list_runs
     from .tracking.trackers import Recording, Tracker, resolve_tracker
     from .training.core import RunContext, TrainedDetector, fit_detector
-    from .training.experiment import TrainResult, train
+    from .training.experiment import TrainResult
     from .tuning.search import TuneResult, tune
     from .workflows.demo import DemoResult, demo
     from .workflows.study import StudyResult, study
+    from .workflows.training import CombinedTrainResult, train
 
 
 def __getattr__(name: str):

@@ -205,7 +205,14 @@ class TrainSettings(_Settings):
                        group="split")
     fakes: Fakes = option(
         "real", "the fakes to learn from: the data's own, pseudo-fakes made from its real faces (self-blended "
-        "images: learn the blending every face swap leaves, not one generator's traces), or both", group="fakes")
+        "images: learn the blending every face swap leaves, not one generator's traces), or both (see --both)",
+        group="fakes")
+    both: Literal["combined", "mixed"] = option(
+        "combined", "with --fakes both: a self-blended and a supervised detector trained apart on one split and "
+        "carried in one model file, a face scored by the more suspicious (combined: measured better on both "
+        "collections), or one detector learning both kinds of fakes as one class (mixed)", group="fakes")
+    supervised_epochs: int | None = option(None, "with --fakes both --both combined: epochs of the supervised "
+                                           "member (default: --epochs)", low=1, high=100_000, group="fakes")
     blends: int = option(2, "pseudo-fakes made per real crop with --fakes self-blended or both, ahead of training "
                          "and kept beside the data", low=1, high=64, group="fakes")
     blend_colour: float = option(0.1, "a pseudo-fake's largest colour change (RGB and HSV shifts, brightness, "
@@ -255,6 +262,10 @@ class TrainSettings(_Settings):
                # What `--fakes self-blended` starts from: the recipe measured best by bench/generalize.py on 2 CPU
                # cores (the base fine-tuned whole on a new pseudo-fake of each real every epoch).
                "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6),
+               # What `--fakes both` starts from: that recipe for the self-blended member, 3 epochs of the whole base
+               # on the data's fakes for the supervised one (bench/combine.py measured the pair; with --both mixed,
+               # the self-blended recipe on both kinds of fakes, bench/generalize.py's row "both").
+               "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, supervised_epochs=3),
                # For a GPU, after the paper (SBI): EfficientNet-B4 at its 380 px, every blend mask shape, a new
                # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here, not SAM). Not measured here:
                # no GPU was lent to the sessions that wrote it; its CPU test runs it tiny.
@@ -263,11 +274,21 @@ class TrainSettings(_Settings):
 
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> TrainSettings:
-        """As `_Settings.preset`; `fakes="self-blended"` or `"both"` over the default preset starts from the
-        self-blended one (what bench/generalize.py measured for both)."""
+        """As `_Settings.preset`; `fakes="self-blended"` or `"both"` over the default preset starts from the preset
+        of that name (what the benches measured)."""
         if name == "default" and overrides.get("fakes") in ("self-blended", "both"):
-            name = "self-blended"
+            name = overrides["fakes"]
         return super().preset(name, **overrides)
+
+    @property
+    def combined(self) -> bool:
+        """`train` builds two detectors and combines them (`workflows.training`)."""
+        return self.fakes == "both" and self.both == "combined"
+
+    def members(self) -> dict[str, TrainSettings]:
+        """The settings of a combined run's members, by the name each is recorded under."""
+        return {"self-blended": self.replace(fakes="self-blended"),
+                "supervised": self.replace(fakes="real", epochs=self.supervised_epochs or self.epochs)}
 
     @classmethod
     def reference(cls, **overrides: Any) -> TrainSettings:

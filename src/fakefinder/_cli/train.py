@@ -19,7 +19,10 @@ def add_arguments(p) -> None:
     _options.add_presets(p, TrainSettings, "reference: the study's VGG16 (150 px, 0-1 pixels, Flatten, Dense(256), "
                                          "RMSprop 2e-5, base trained, Keras augmentation); reference-tuned: 128 "
                                          "neurons, lr 1e-5, 100 epochs, patience 3; self-blended: what --fakes "
-                                         "self-blended starts from (the recipe bench/generalize.py measured best)")
+                                         "self-blended starts from (the recipe bench/generalize.py measured best); "
+                                         "both: what --fakes both starts from (that recipe for the self-blended "
+                                         "member, 3 epochs for the supervised one); self-blended-gpu: the paper's "
+                                         "scale, for a GPU")
     _options.add_settings(p, TrainSettings)
     g = p.add_argument_group("run")
     g.add_argument("--split-file", type=Path, help="a split.json saved by an earlier run")
@@ -44,7 +47,7 @@ def run(args) -> int:
     from ..config import TrainSettings
     from ..hardware import Compute
     from ..tracking.trackers import Recording
-    from ..training.experiment import train
+    from ..workflows.training import train
 
     config = _options.settings_from(args, TrainSettings, args.preset)
     executor = None

@@ -200,6 +200,13 @@ def training_data(data: str | Path | PreparedDataset, config: TrainSettings, *,
     return dataset
 
 
+def one_detector(config: TrainSettings) -> None:
+    """Raises OptionError for settings that ask for two detectors (`workflows.training` builds those)."""
+    if config.combined:
+        raise OptionError("both", "combined trains two detectors and combines them, which `fakefinder train` does: "
+                                  "this trains one (give mixed for one detector on both kinds of fakes)")
+
+
 def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | None = None, *,
                  compute: Compute | None = None, split_file: str | Path | None = None, evaluate_test: bool = True,
                  run: RunContext | None = None, progress: ProgressCallback | None = None) -> TrainedDetector:
@@ -212,6 +219,7 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     t0 = time.perf_counter()
     config = config or TrainSettings()
     compute, context = compute or Compute(), run or RunContext()
+    one_detector(config)
     runtime = compute.runtime
     if runtime == "onnx":
         from ..models.onnxfile import require_onnx

@@ -22,7 +22,7 @@ from ..hardware import Compute
 from ..metrics import Evaluation
 from ..progress import ProgressCallback
 from ..tracking.trackers import Recording, Tag, Tracker, git_commit, resolve_tracker
-from .core import RunContext, TrainedDetector, fit_detector, training_data
+from .core import RunContext, TrainedDetector, fit_detector, one_detector, training_data
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,24 @@ class TrainResult:
                 f"verdict: {t.model.card.verdict.meaning()}")
 
 
-def _checkpoint_key(config: TrainSettings, data_digest: str, split_file) -> str:
+def checkpoint_key(config: TrainSettings, data_digest: str, split_file) -> str:
+    """What names a run's resume state: its settings, its data and its split."""
     return json_digest([config.to_params(), data_digest, str(split_file or "")])
+
+
+def run_tags(dataset, split_by: str, recording: Recording) -> dict[str, str]:
+    return {Tag.DATASET: dataset.name, Tag.MANIFEST_DIGEST: dataset.manifest_digest, Tag.GIT_COMMIT: git_commit(),
+            Tag.DATA: str(dataset.root.resolve()), Tag.LEAKY_SPLIT: str(is_leaky(split_by)), **recording.tags}
 
 
 def train(data: str | Path, config: TrainSettings | None = None, *,
           tracking: Recording | Tracker | str | None = None, compute: Compute | None = None,
           out: str | Path | None = None, split_file: str | Path | None = None, evaluate_test: bool = True,
           resume: bool = False, progress: ProgressCallback | None = None) -> TrainResult:
-    """Train a detector on prepared `data` and record it as one run (`tracking`: a `Recording`, or a bare tracker:
-    None records nothing, a URI is that MLflow store). The model file goes to `out` (default
-    DATA/models/RUN_ID.safetensors); `compute` says where it computes.
+    """Train one detector on prepared `data` and record it as one run (`tracking`: a `Recording`, or a bare
+    tracker: None records nothing, a URI is that MLflow store). The model file goes to `out` (default
+    DATA/models/RUN_ID.safetensors); `compute` says where it computes. (`fakefinder.train` also trains the two of
+    `--fakes both` and combines them: `workflows.training`.)
 
     Raises UsageError for unusable data or settings.
     """
@@ -98,23 +105,22 @@ def train(data: str | Path, config: TrainSettings | None = None, *,
 
     config = config or TrainSettings()
     compute = compute or Compute()
+    one_detector(config)  # before a run is started for it
     dataset = training_data(data, config, progress=progress)  # refused before a run is started for it
     main = int(os.environ.get("RANK", "0")) == 0
     recording = Recording.of(tracking)
     tracker = recording.resolve() if main else resolve_tracker(None)
     out_dir = Path(out) if out else dataset.root / "models"
-    key = _checkpoint_key(config, dataset.manifest_digest, split_file)
+    key = checkpoint_key(config, dataset.manifest_digest, split_file)
     checkpoint = None if config.frozen else out_dir / ".checkpoints" / f"{key}.pt"
     marker = out_dir / ".checkpoints" / f"{key}.json"  # the run a checkpoint belongs to
     resume_id = None
     if resume and checkpoint is not None and checkpoint.is_file() and marker.is_file():
         resume_id = json.loads(marker.read_text()).get("run_id")
     split_by = load_split(split_file, dataset).by if split_file else config.split
-    run_tags = {Tag.DATASET: dataset.name, Tag.MANIFEST_DIGEST: dataset.manifest_digest, Tag.GIT_COMMIT: git_commit(),
-                Tag.DATA: str(dataset.root.resolve()), Tag.LEAKY_SPLIT: str(is_leaky(split_by)), **recording.tags}
     name = recording.name or f"{dataset.name}-{config.backbone}"
-    with tracker.start_run(name=name, tags=run_tags, parent_run_id=recording.parent_run_id,
-                           resume_run_id=resume_id) as run:
+    with tracker.start_run(name=name, tags=run_tags(dataset, split_by, recording),
+                           parent_run_id=recording.parent_run_id, resume_run_id=resume_id) as run:
         safe_run_id(run.run_id)  # it names the model file
         if checkpoint is not None and main:
             _files.write_text(marker, json.dumps({"run_id": run.run_id}))
@@ -132,7 +138,9 @@ def train(data: str | Path, config: TrainSettings | None = None, *,
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             trained.split.save(tmp / "split.json")
-            _write_predictions(tmp / "predictions.parquet", trained)
+            write_predictions(tmp / "predictions.parquet", trained.dataset,
+                              {part: (trained.part_rows(part), z) for part, z in trained.logits.items()},
+                              trained.model.card.calibration)
             (tmp / "history.csv").write_text(_history_csv(trained.history.epochs))
             (tmp / "model_summary.txt").write_text(model_summary(trained, config))
             (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -169,23 +177,23 @@ def _final_metrics(t: TrainedDetector) -> dict[str, float]:
     return out
 
 
-def _write_predictions(path: Path, t: TrainedDetector) -> None:
-    """Face-level logits and calibrated P(fake) of the scored parts, with each face's track: what ROC curves,
-    confusion matrices and the hardest-videos gallery of a report need, its videos scored as training scored them."""
+def write_predictions(path: Path, dataset, parts: dict[str, tuple[np.ndarray, np.ndarray]], calibration) -> None:
+    """Face-level logits (`parts`: part -> its rows of `dataset` and their logits) and calibrated P(fake), with
+    each face's track: what ROC curves, confusion matrices and the hardest-videos gallery of a report need, its
+    videos scored as training scored them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows: dict[str, list] = {"part": [], "video_id": [], "crop_path": [], "label": [], "logit": [], "p_fake": [],
                              "track": []}
-    tracks = t.dataset.tracks()
-    for part, z in t.logits.items():
-        idx = t.part_rows(part)
+    tracks = dataset.tracks()
+    for part, (idx, z) in parts.items():
         rows["part"] += [part] * len(idx)
-        rows["video_id"] += t.dataset.video_ids[idx].tolist()
-        rows["crop_path"] += t.dataset.crop_paths[idx].tolist()
-        rows["label"] += t.dataset.labels[idx].tolist()
+        rows["video_id"] += dataset.video_ids[idx].tolist()
+        rows["crop_path"] += dataset.crop_paths[idx].tolist()
+        rows["label"] += dataset.labels[idx].tolist()
         rows["logit"] += np.asarray(z, dtype=np.float64).tolist()
-        rows["p_fake"] += t.model.card.calibration.apply(z).tolist()
+        rows["p_fake"] += calibration.apply(z).tolist()
         rows["track"] += tracks[idx].tolist()
     pq.write_table(pa.table(rows), path)
 

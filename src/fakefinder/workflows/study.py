@@ -82,8 +82,8 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     from ..inference.detector import LoadOptions
     from ..inference.evaluation import evaluate
     from ..tracking.report import _page, _table, run_section
-    from ..training.experiment import train
     from ..tuning.search import tune
+    from .training import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
