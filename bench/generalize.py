@@ -1,33 +1,35 @@
 """Do detectors generalise to manipulations and collections they never saw? Trained on DFDC face crops, tested on
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
-    python bench/generalize.py [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-frozen,both]
-                               [--epochs 3] [--seeds 0,1]
+    python bench/generalize.py [--epochs 3] [--seeds 0,1]
+        [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`, the
 recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned), the same with varied
-mask shapes (`--blend-mask varied`), the same on a frozen base, and both (the recipe on the real fakes and the
-pseudo-fakes). All share the split of the first row run (by source: a fake stays with its original); rows run in
-separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video
-AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as
-DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
-train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order
-and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it
-again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a
-change is better only where its intervals say so.
+mask shapes (`--blend-mask varied`), the same on a frozen base, both (`--both mixed`: the recipe on the real fakes and
+the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a supervised member, combined). All
+share the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
+results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss and ECE on
+the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as DFDC's crops are framed,
+and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC; train wall time. Each row
+trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order and every blend change)
+and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it again. AUCs carry a
+bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a change is better only
+where its intervals say so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fakefinder import CollectionOptions, PrepareSettings, TrainSettings, fit_detector, load_detector, prepare
+from fakefinder import CollectionOptions, PrepareSettings, TrainSettings, fit_detector, load_detector, prepare, train
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.landmarks import margin_for_fill
@@ -50,7 +52,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                                     recipe.replace(trainable_blocks=0)),
             "self-blended-varied": ("train DATA --fakes self-blended --blend-mask varied",
                                     recipe.replace(blend_mask="varied")),
-            "both": ("train DATA --preset self-blended --fakes both", recipe.replace(fakes="both"))}
+            "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
+            "combined": ("train DATA --fakes both", TrainSettings.preset(fakes="both"))}
 
 
 def main() -> None:
@@ -94,11 +97,19 @@ def main() -> None:
                 seconds = results.get(key, {}).get("train_s", float("nan"))
             else:
                 t = time.perf_counter()
-                trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)
-                seconds = time.perf_counter() - t
-                if not split_file.is_file():
-                    trained.split.save(split_file)
-                save_model(model, trained.model)
+                if settings.combined:  # two members and their combination, as `train` makes them
+                    made = train(dfdc, settings, out=args.out / f"{key}-members",
+                                 split_file=split_file if split_file.is_file() else None)
+                    seconds = time.perf_counter() - t
+                    if not split_file.is_file():
+                        shutil.copy(made.split_path, split_file)
+                    shutil.copy(made.model_path, model)
+                else:
+                    trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)
+                    seconds = time.perf_counter() - t
+                    if not split_file.is_file():
+                        trained.split.save(split_file)
+                    save_model(model, trained.model)
             detector = load_detector(model, device="cpu")
             test = load_split(split_file, data).parts[:len(data)] == "test"  # DFDC's real fakes, whatever it trained on
             p = detector.card.calibration.apply(dataset_logits(detector, data))
