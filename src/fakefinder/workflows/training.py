@@ -85,13 +85,9 @@ def train(data: str | Path, config: TrainSettings | None = None, *,
           tracking: Recording | Tracker | str | None = None, compute: Compute | None = None,
           out: str | Path | None = None, split_file: str | Path | None = None, evaluate_test: bool = True,
           resume: bool = False, progress: ProgressCallback | None = None) -> TrainResult | CombinedTrainResult:
-    """Train a detector on prepared `data` and record it as one run (`tracking`: a `Recording`, or a bare tracker:
-    None records nothing, a URI is that MLflow store). The model file goes to `out` (default
-    DATA/models/RUN_ID.safetensors); `compute` says where it computes. With `config.combined`, two detectors
-    trained apart and combined in one file, each member its own run under that one.
-
-    Raises UsageError for unusable data or settings.
-    """
+    """`training.experiment.train`'s one detector, or with `config.combined` (`--fakes both`) two trained apart on
+    one split and combined in one file, each member its own run under the combined one (a split of its own is
+    saved as OUT/RUN_ID.split.json). Raises UsageError for unusable data or settings."""
     config = config or TrainSettings()
     if config.combined and not evaluate_test:
         raise OptionError("both", "combined is calibrated on the validation part and measured on the test part: "
