@@ -96,18 +96,17 @@ def main() -> None:
             if model.is_file():  # trained before (its time unknown where a run stopped before scoring it)
                 seconds = results.get(key, {}).get("train_s", float("nan"))
             else:
-                t = time.perf_counter()
+                t, shared = time.perf_counter(), split_file if split_file.is_file() else None
                 if settings.combined:  # two members and their combination, as `train` makes them
-                    made = train(dfdc, settings, out=args.out / f"{key}-members",
-                                 split_file=split_file if split_file.is_file() else None)
+                    made = train(dfdc, settings, out=args.out / f"{key}-members", split_file=shared)
                     seconds = time.perf_counter() - t
-                    if not split_file.is_file():
+                    if shared is None:
                         shutil.copy(made.split_path, split_file)
                     shutil.copy(made.model_path, model)
                 else:
-                    trained = fit_detector(dfdc, settings, split_file=split_file if split_file.is_file() else None)
+                    trained = fit_detector(dfdc, settings, split_file=shared)
                     seconds = time.perf_counter() - t
-                    if not split_file.is_file():
+                    if shared is None:
                         trained.split.save(split_file)
                     save_model(model, trained.model)
             detector = load_detector(model, device="cpu")

@@ -218,7 +218,8 @@ def test_what_a_combined_run_cannot_do_is_refused_in_one_line(learnable, tmp_pat
     assert main(["prepare", str(tmp_path / "src"), str(tmp_path / "reals"), "--detector", "none", "--quiet"]) == 0
     with pytest.raises(UsageError, match="no fakes: --fakes both trains its supervised member"):
         train(tmp_path / "reals", TINY_BOTH, out=tmp_path / "models")
-    with pytest.raises(OptionError, match="both combined trains two detectors and combines them, which `fakefinder train` does"):
+    with pytest.raises(OptionError,
+                       match="both combined trains two detectors and combines them, which `fakefinder train` does"):
         fit_detector(learnable.out, TINY_BOTH)
     with pytest.raises(OptionError, match="it cannot leave the test part alone"):
         train(learnable.out, TINY_BOTH, evaluate_test=False)

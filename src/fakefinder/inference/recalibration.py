@@ -122,9 +122,10 @@ def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str 
                           run_id=run_id, progress=progress)[0]
 
 
-def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None, test: float,
-                   seed: int, load: LoadOptions | None, name: str | None, run_id: str,
-                   progress: ProgressCallback | None) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
+def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None = None,
+                   test: float = TEST, seed: int = 0, load: LoadOptions | None = None, name: str | None = None,
+                   run_id: str = "", progress: ProgressCallback | None = None
+                   ) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
     """As `combine`, with the face logits of the written model and the part of each row (as `_refit`)."""
     from ..data.splits import load_split
     from ..models.combined import combined_card
@@ -202,10 +203,11 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
     video_rule = card.verdict.video_rule
 
     val, tst = parts == "val", parts == "test"
+    tracks = d.tracks()
     calibration = fit_calibration(logits[val], d.labels[val], method)
     p = calibration.apply(logits)
     verdict = choose_verdict(d.video_ids[val], d.labels[val], p[val], video_rule=video_rule, threshold=threshold,
-                             target_fpr=target_fpr, band=card.verdict.band, tracks=d.tracks()[val])
+                             target_fpr=target_fpr, band=card.verdict.band, tracks=tracks[val])
     ids, vy, vp = d.videos(val, p[val], video_rule)
     fitted = fit_strength(vp, vy, fakes="real", sources=d.sources(ids))
     _, ty, tp = d.videos(tst, p[tst], video_rule)
@@ -227,7 +229,7 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
 
     def measured(rows: np.ndarray) -> Evaluation:
         return evaluate_scores(d.video_ids[rows], d.labels[rows], p[rows], threshold=verdict.threshold,
-                               rule=video_rule, tracks=d.tracks()[rows])
+                               rule=video_rule, tracks=tracks[rows])
 
     result = CalibrateResult(written, d.name, n_val, n_test, auc, low, high, strength.test_cllr,
                              strength.test_cllr_min, strength.test_eer, verdict.meaning(), measured(val), measured(tst))

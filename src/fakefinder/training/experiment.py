@@ -156,16 +156,18 @@ def train(data: str | Path, config: TrainSettings | None = None, *,
     return result
 
 
+def part_metrics(evaluations: dict[str, Evaluation]) -> dict[str, float]:
+    """Each part's metrics at both levels, named as runs record them (`val_video_auc`)."""
+    return {f"{part}_{level}_{k}": v for part, ev in evaluations.items() for level in ("frame", "video")
+            for k, v in ev.to_dict()[level].items() if v is not None}
+
+
 def _final_metrics(t: TrainedDetector) -> dict[str, float]:
     card = t.model.card
     out = {"epochs_completed": t.history.completed, "best_epoch": t.history.best_epoch, "wall_seconds": t.seconds,
            "backbone_images": t.backbone_images, "threshold": card.verdict.threshold,
-           "calibration_scale": card.calibration.scale, "calibration_shift": card.calibration.shift}
-    for name, ev in t.evaluations.items():
-        for level in ("frame", "video"):
-            for k, v in ev.to_dict()[level].items():
-                if v is not None:
-                    out[f"{name}_{level}_{k}"] = v
+           "calibration_scale": card.calibration.scale, "calibration_shift": card.calibration.shift,
+           **part_metrics(t.evaluations)}
     for name, ev in t.uncalibrated.items():
         for level in ("frame", "video"):
             for k in ("log_loss", "ece"):

@@ -147,7 +147,7 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
             return CombinedTrainResult(run.run_id, None, (), split_path, None, time.perf_counter() - t0)
         calibrated, logits, parts = combine_scored(
             [m.model_path for m in members], dataset, out_dir / f"{run.run_id}.safetensors", split=split_path,
-            test=0.0, seed=config.seed, load=LoadOptions(device=compute.device), name=name, run_id=run.run_id,
+            seed=config.seed, load=LoadOptions(device=compute.device), name=name, run_id=run.run_id,
             progress=progress)
         card = read_card(calibrated.path)
         result = CombinedTrainResult(run.run_id, calibrated.path, tuple(members), split_path, calibrated,
@@ -156,8 +156,7 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
         run.log_metrics({"wall_seconds": result.seconds, "threshold": card.verdict.threshold,
                          "calibration_scale": card.calibration.scale, "calibration_shift": card.calibration.shift,
                          "test_video_auc_low": calibrated.test_auc_low, "test_video_auc_high": calibrated.test_auc_high,
-                         **{f"{part}_{level}_{k}": v for part, ev in measured.items() for level in ("frame", "video")
-                            for k, v in ev.to_dict()[level].items() if v is not None}})
+                         **experiment.part_metrics(measured)})
         with tempfile.TemporaryDirectory() as tmp:  # what `report RUN` shows, as for one detector
             tmp = Path(tmp)
             (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=float))
