@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from media import astronaut, coffee, huge_png
 
 from fakefinder import Compute, PrepareSettings, TrainSettings, UsageError, load_dataset, load_detector, prepare, train
@@ -29,7 +30,8 @@ from fakefinder.data.landmarks import (
     stored_landmarks,
 )
 from fakefinder.errors import OptionError
-from fakefinder.training.loader import EpochBatches
+from fakefinder.training.augment import Augmenter
+from fakefinder.training.loader import CropDataset, EpochBatches
 from fakefinder.training.pseudofakes import FreshBlends, hull_mask, self_blend, with_pseudo_fakes
 
 
@@ -234,6 +236,31 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
         assert sorted(order) == list(range(9))
         keys = together[order]
         assert all(len(set(keys[i:i + 3])) == 1 for i in (0, 3, 6))  # each real beside its two pseudo-fakes
+
+
+@pytest.mark.parametrize("pairs", ["alike", "apart"])
+def test_alike_augments_a_real_and_its_pseudo_fake_with_one_draw(face, tmp_path, pairs):
+    """SBI's recipe: one draw for both (the same flip, re-compression, colour, cutout), so only the blend tells
+    them apart. Cutout shows the draw: its black squares fall on the same pixels of both when alike."""
+    settings = TrainSettings(fakes="self-blended", blends=1, pair_augment=pairs)
+    data = with_pseudo_fakes(load_dataset(_three_reals(face, tmp_path).out, need_both_classes=False), settings)
+    together = np.where(data.origins >= 0, data.origins, np.arange(len(data)))
+    fresh, as_array = FreshBlends.of(data, settings), lambda image: image.astype(np.float32)
+    plain = CropDataset(data.crop_files, data.labels, as_array, None, settings.seed, fresh)
+    augmented = CropDataset(data.crop_files, data.labels, as_array, Augmenter.from_spec("cutout", margin=data.margin),
+                            settings.seed, fresh, draws=together if pairs == "alike" else None)
+
+    def black(dataset: CropDataset, row: int, epoch: int) -> torch.Tensor:
+        return dataset[row, epoch][0].amax(dim=-1) == 0
+
+    def cut(real: int, fake: int, epoch: int) -> list[torch.Tensor]:  # the pixels cutout blacked out in each
+        before = black(plain, real, epoch) | black(plain, fake, epoch)  # the crops' own black border
+        return [black(augmented, row, epoch) & ~before for row in (real, fake)]
+
+    assert augmented[3, 0][1] == 1 and not torch.equal(augmented[0, 0][0], augmented[3, 0][0])
+    pairs_cut = [cut(real, fake, epoch) for epoch in range(3) for real, fake in [(0, 3), (1, 4), (2, 5)]]
+    assert any(a.any() for a, _ in pairs_cut)
+    assert all(torch.equal(a, b) for a, b in pairs_cut) == (pairs == "alike")
 
 
 def test_aligned_crops_have_level_eyes_and_old_preparations_keep_their_key(tmp_path):

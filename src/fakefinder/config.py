@@ -231,6 +231,10 @@ class TrainSettings(_Settings):
         group="fakes")
     blend_full: float = option(0.5, "chance that the face is pasted whole (blend ratio 1); else at 0.25, 0.5 or 0.75",
                                low=0, high=1, group="fakes")
+    pair_augment: Literal["apart", "alike"] = option(
+        "apart", "with pseudo-fakes: augment a real crop and its pseudo-fake each with its own draw (apart), or with "
+        "one draw (alike, as SBI does: the same flip, re-compression and colour, so only the blend tells them apart)",
+        group="fakes")
     video_rule: VideoRule = option(
         "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")
     calibration: Literal["temperature", "platt", "none"] = option(

@@ -408,7 +408,7 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     augmenter = Augmenter.from_spec(config.augment, margin=parts.margin)
     train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed, parts.fresh,
-                            parts.part_boxes)
+                            parts.part_boxes, draws=parts.together if config.pair_augment == "alike" else None)
     plain_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, None, config.seed)
     sampler = EpochBatches(parts.train_rows, config.batch_size, config.seed, shuffle=True, rank=processes.rank,
                            world=processes.world, together=parts.together)

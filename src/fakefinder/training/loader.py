@@ -24,13 +24,16 @@ from .pseudofakes import FreshBlends
 
 class CropDataset(Dataset):
     """Crop files -> (normalised CHW float32 tensor, label); augmented when an Augmenter is given, pseudo-fakes
-    made anew when FreshBlends are."""
+    made anew when FreshBlends are. Rows that share a `draws` key (a real crop and its pseudo-fakes) are augmented
+    by one random stream, alike."""
 
     def __init__(self, files: np.ndarray, labels: np.ndarray, preprocess: Preprocess, augmenter: Augmenter | None,
-                 seed: int, fresh: FreshBlends | None = None, part_boxes: np.ndarray | None = None) -> None:
+                 seed: int, fresh: FreshBlends | None = None, part_boxes: np.ndarray | None = None,
+                 draws: np.ndarray | None = None) -> None:
         self.files, self.labels = files, labels.astype(np.float32)
         self.preprocess, self.augmenter, self.seed, self.fresh = preprocess, augmenter, seed, fresh
         self.part_boxes = part_boxes  # per row, its face parts (augment.mesh_part_boxes)
+        self.draws = draws  # per row, the key of its augmentation's stream (None: its own row)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -43,7 +46,8 @@ class CropDataset(Dataset):
         if image is None:
             image = read_crop(self.files[row])
         if self.augmenter is not None:
-            image = self.augmenter(image, epoch_rng(self.seed, epoch, row),
+            key = row if self.draws is None else int(self.draws[row])
+            image = self.augmenter(image, epoch_rng(self.seed, epoch, key),
                                    None if self.part_boxes is None else self.part_boxes[row])
         return torch.from_numpy(self.preprocess(image)), torch.tensor(self.labels[row])
 
