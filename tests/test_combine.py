@@ -65,12 +65,17 @@ def test_the_file_carries_each_member_and_scores_the_largest_calibrated_logit(me
     np.testing.assert_allclose(onnx.model.face_logits(crops), largest("fp32"), atol=LOGIT_TOL, rtol=LOGIT_TOL)
 
 
-def test_calibrated_on_the_validation_part_and_measured_on_the_test_part(members, combined, learnable):
-    _, _, split = members
+def test_calibrated_on_the_validation_part_and_measured_on_the_test_part(members, combined, learnable, tmp_path):
+    from fakefinder.inference.recalibration import combine_scored
+
+    a, b, split = members
     card = read_card(combined)
     measured = json.loads(combined.with_suffix(".json").read_text())
     data = load_dataset(learnable.out)
     parts = load_split(split, data).parts[:len(data)]
+    again, logits, scored_parts = combine_scored([a, b], data, tmp_path / "again.safetensors", split=split)
+    assert again.test_auc == pytest.approx(measured["test_auc"]) and np.array_equal(scored_parts, parts)
+    assert np.isnan(logits[parts == "train"]).all() and np.isfinite(logits[parts != "train"]).all()  # not scored
     assert card.calibrated_on.val_videos == len(set(data.video_ids[parts == "val"]))
     assert measured["test_videos"] == card.strength.test_videos == len(set(data.video_ids[parts == "test"]))
     assert card.evidence.name.startswith("combined (") and card.evidence.test_auc == pytest.approx(measured["test_auc"])

@@ -57,12 +57,14 @@ def video(learnable):
 
 
 def test_the_onnx_detector_gives_pytorchs_fp32_scores_and_carries_its_card(baseline, exported, crops):
-    from fakefinder.models.onnxfile import OnnxModel, load_onnx
+    from fakefinder.inference.framing import settings_like
+    from fakefinder.models.onnxfile import OnnxModel, load_onnx, read_onnx_card
     from fakefinder.models.scoring import DifferentiableModel, ScoringModel
 
     model = load_model(baseline.model_path)
     onnx_model = load_onnx(exported)
-    assert isinstance(onnx_model, OnnxModel) and onnx_model.card == model.card
+    assert isinstance(onnx_model, OnnxModel) and onnx_model.card == read_onnx_card(exported) == model.card
+    assert settings_like(exported) == settings_like(baseline.model_path)  # prepare --like reads either alike
     assert isinstance(onnx_model, ScoringModel) and not isinstance(onnx_model, DifferentiableModel)
     assert onnx_model.threshold == model.threshold and onnx_model.compute == "fp32"
     want = fp32(model).face_logits(crops)
@@ -248,13 +250,16 @@ def test_without_onnxruntime_pytorch_gives_the_verdict(baseline, video):
     assert got[0]["p_fake"] == pytest.approx(want.p_fake, abs=1e-9) and got[0]["verdict"] == want.verdict
 
 
-def _refused(path, *reasons: str) -> None:
-    from fakefinder.models.onnxfile import load_onnx
+def _refused(path, *reasons: str, card_reads: bool = False) -> None:
+    """Loading `path` is refused in one line naming it and a reason; so is reading its card (`prepare --like`),
+    unless the card is sound and only ONNX Runtime refuses the graph."""
+    from fakefinder.models.onnxfile import load_onnx, read_onnx_card
 
-    with pytest.raises(UsageError) as caught:
-        load_onnx(path)
-    text = str(caught.value)
-    assert "\n" not in text and str(path) in text and any(r in text for r in reasons), text
+    for read in (load_onnx,) if card_reads else (load_onnx, read_onnx_card):
+        with pytest.raises(UsageError) as caught:
+            read(path)
+        text = str(caught.value)
+        assert "\n" not in text and str(path) in text and any(r in text for r in reasons), text
 
 
 def test_a_foreign_or_damaged_onnx_file_is_refused_in_one_line(exported, tmp_path):
@@ -399,7 +404,7 @@ def test_a_graph_onnx_runtime_cannot_load_is_refused_in_one_line(tmp_path):
     broken = [helper.make_node("Add", ["image", "nowhere"], ["sum"]),
               helper.make_node("ReduceMean", ["sum"], ["logit"], keepdims=0)]
     _stamped_graph(broken, tmp_path / "broken.onnx")
-    _refused(tmp_path / "broken.onnx", "ONNX Runtime cannot load it")
+    _refused(tmp_path / "broken.onnx", "ONNX Runtime cannot load it", card_reads=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "predict", str(tmp_path / "broken.onnx"),
                            str(tmp_path / "broken.onnx")], capture_output=True, text=True, env=env, timeout=120)

@@ -92,20 +92,22 @@ class EvaluateResult:
         return "\n".join(lines)
 
 
-def dataset_logits(detector: Detector, dataset, *, progress: ProgressCallback | None = None) -> np.ndarray:
-    """Logits of every crop of a prepared dataset: through the feature cache for a referenced frozen base
-    (extracted once, reused by every later evaluation), else through the stored base (or the ONNX graph)."""
+def dataset_logits(detector: Detector, dataset, *, rows: np.ndarray | None = None,
+                   progress: ProgressCallback | None = None) -> np.ndarray:
+    """Logits of the crops of a prepared dataset (those of `rows` where given, in their order): through the
+    feature cache for a referenced frozen base (extracted once, reused by every later evaluation), else through
+    the stored base (or the ONNX graph)."""
     from ..data.manifest import features_dir
     from ..models.features import FeatureCache, FeatureRows, head_logits
 
     model = detector.model
+    files = dataset.crop_files if rows is None else dataset.crop_files[rows]
     if isinstance(model, DifferentiableModel) and not model.card.base.included:
         device = str(model.device)
         table = FeatureCache(features_dir(dataset.root), model.backbone, model.card.head.pool,
-                             precision=model.card.precision).features(list(dataset.crop_files), device=device,
-                                                                       progress=progress)
+                             precision=model.card.precision).features(list(files), device=device, progress=progress)
         return head_logits(model.head, FeatureRows(table, np.arange(len(table)), device, budget=0))  # streamed
-    return model.file_logits(dataset.crop_files)
+    return model.file_logits(files)
 
 
 def _as_detector(model: str | Path | Detector, load: LoadOptions | None) -> Detector:

@@ -40,9 +40,9 @@ def settings_like(model: str | Path, *, tracking_uri: str | None = None) -> dict
     faces were framed."""
     path = resolve_model_file(model, tracking_uri=tracking_uri)
     if path.suffix == ".onnx":
-        from ..models.onnxfile import load_onnx
+        from ..models.onnxfile import read_onnx_card
 
-        card = load_onnx(path).card
+        card = read_onnx_card(path)
     else:
         from ..models.modelfile import read_card
 

@@ -177,8 +177,8 @@ def _by_source(d, test: float, seed: int) -> np.ndarray:
 def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
            ) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
     """Fit the calibration, threshold and strength of `detector`'s model on the rows of `d` marked val, measure
-    them on those marked test (others are left out), and write the model to `out` with its new card. Returns what
-    was measured, the face logits of every row of `d` and each row's part."""
+    them on those marked test (others are neither scored nor used), and write the model to `out` with its new card.
+    Returns what was measured, the face logits of the rows of `d` (NaN outside val and test) and each row's part."""
     from ..config import TrainSettings
     from ..models.calibration import choose_verdict, fit_calibration
     from ..models.modelcard import CalibratedOn, Evidence, StrengthCard
@@ -190,7 +190,10 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
     _check_parts(d, parts)
     net = detector.model
     card = net.card
-    logits = dataset_logits(detector, d, progress=progress)
+    val, tst = parts == "val", parts == "test"
+    scored = dataset_logits(detector, d, rows=np.flatnonzero(val | tst), progress=progress)
+    logits = np.full(len(d), np.nan, dtype=scored.dtype)
+    logits[val | tst] = scored
 
     defaults = TrainSettings()
     method = card.train.get("calibration") or card.calibration.method
@@ -202,7 +205,6 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
     conclusive = card.strength.conclusive if card.strength else defaults.conclusive_lr
     video_rule = card.verdict.video_rule
 
-    val, tst = parts == "val", parts == "test"
     tracks = d.tracks()
     calibration = fit_calibration(logits[val], d.labels[val], method)
     p = calibration.apply(logits)

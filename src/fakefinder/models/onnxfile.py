@@ -319,6 +319,17 @@ def load_onnx(path: str | Path) -> OnnxModel:
     and its digest, its operators (OPERATORS only), and its input against the card. Raises UsageError (one
     line, naming the file)."""
     path = Path(path)
+    return _session_of(path, *_checked(path))
+
+
+def read_onnx_card(path: str | Path) -> ModelCard:
+    """The card of an ONNX file written by `export_onnx`, checked as `load_onnx` checks the file, without starting
+    ONNX Runtime on it."""
+    return _checked(Path(path))[1]
+
+
+def _checked(path: Path) -> tuple[object, ModelCard, str]:
+    """(graph, card, compute) of a file `load_onnx` accepts; raises UsageError (one line, naming the file)."""
     require("onnx", ("onnxruntime",), what=f"the ONNX model {path.name}")  # onnx itself: see _model_proto_class
     from google.protobuf.message import DecodeError
 
@@ -345,7 +356,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
     side = card.base.input_size
     if len(inputs) != 1 or inputs[0][1:] != [3, side, side] or [o.name for o in proto.graph.output] != [OUTPUT]:
         raise _refuse(path, f"its graph does not take (N, 3, {side}, {side}) to a logit as its card implies")
-    return _session_of(path, proto, card, compute)
+    return proto, card, compute
 
 
 def _session_of(path: Path, proto, card: ModelCard, compute: str) -> OnnxModel:
