@@ -16,13 +16,15 @@ import torch
 
 from fakefinder import Compute, TrainSettings, fit_detector
 from fakefinder.models.modelfile import load_model
+from fakefinder.training.core import PHASES
+from fakefinder.training.finetune import TIMING_KEYS
 
 SMALL = dict(trainable_blocks=2, input_size=96, epochs=4, batch_size=8, patience=0, seed=3)
 TINY = dict(trainable_blocks=2, input_size=64, epochs=2, batch_size=8, patience=0, seed=3, probe=False)
 
 
 def without_timing(epochs: list[dict]) -> list[dict]:
-    return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in epochs]
+    return [{k: v for k, v in e.items() if k not in TIMING_KEYS} for e in epochs]
 
 
 @pytest.mark.slow
@@ -31,6 +33,9 @@ def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
     losses = [e["train_loss"] for e in trained.history.epochs]
     assert losses[-1] < losses[0] and trained.probe_history is not None  # started from the linear probe
     assert trained.model.card.base.included and trained.val.frame.auc > 0.8
+    phases = trained.phases  # where the wall time went, each epoch's validation within fine-tuning
+    assert list(phases) == list(PHASES) and sum(phases.values()) <= trained.seconds < sum(phases.values()) + 1
+    assert 0 < sum(e["val_seconds"] for e in trained.history.epochs) < phases["fine_tune"]
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from fakefinder.data.splits import load_split, split_dataset
 from fakefinder.hardware import resolve_precision
 from fakefinder.models.features import FeatureCache, load_crops
 from fakefinder.models.modelfile import load_model, read_card, save_model
+from fakefinder.training.finetune import TIMING_KEYS
 
 pytestmark = pytest.mark.slow  # every test trains, or reads the trained baseline
 
@@ -46,9 +47,8 @@ def test_frozen_efficientnet_learns_held_out_fakes(baseline):
 def test_same_command_gives_the_same_numbers(learnable, tracking, baseline):
     again = train(learnable.out, TrainSettings(), tracking=tracking)
     assert again.history.epochs[0].keys() == baseline.history.epochs[0].keys()
-    strip = [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in again.history.epochs]
-    assert strip == [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")}
-                     for e in baseline.history.epochs]
+    strip = [{k: v for k, v in e.items() if k not in TIMING_KEYS} for e in again.history.epochs]
+    assert strip == [{k: v for k, v in e.items() if k not in TIMING_KEYS} for e in baseline.history.epochs]
     assert again.test.to_dict() == baseline.test.to_dict() and again.run_id != baseline.run_id
 
 
@@ -106,6 +106,9 @@ def test_run_records_flags_curves_metrics_and_artifacts(baseline, tracking, tmp_
     assert params["n_layers"] == "1" and params["lr"] == "0.001" and params["backbone"] == "efficientnet_lite0"
     assert len(client.get_metric_history(baseline.run_id, "val_loss")) == baseline.history.completed
     assert metrics["epochs_completed"] == baseline.history.completed and metrics["wall_seconds"] > 0
+    phases = {k: v for k, v in metrics.items() if k.startswith("seconds_")}  # where the wall time went: frozen base
+    assert phases.keys() == {"seconds_start", "seconds_head", "seconds_calibration"}
+    assert sum(phases.values()) <= metrics["wall_seconds"] < sum(phases.values()) + 1
     assert metrics["test_video_auc"] == pytest.approx(baseline.test.video.auc)
     assert metrics["threshold"] == pytest.approx(baseline.trained.model.card.verdict.threshold)
     assert "val_frame_log_loss_uncalibrated" in metrics and "test_video_ece" in metrics
@@ -167,7 +170,7 @@ def test_test_part_never_influences_training(learnable, tracking, baseline, tmp_
     pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(data / "manifest.parquet")),
                    data / "manifest.parquet")
     flipped = fit_detector(data, TrainSettings(), split_file=tmp_path / "artifacts" / "split.json")
-    drop = ("seconds", "images_per_s")
+    drop = TIMING_KEYS
     assert [{k: v for k, v in e.items() if k not in drop} for e in flipped.history.epochs] == [
         {k: v for k, v in e.items() if k not in drop} for e in baseline.history.epochs]
     assert flipped.val.to_dict() == baseline.val.to_dict()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,12 @@ from .finetune import History, Loop, Processes, balanced_indices, epoch_rng, fit
 from .loader import CropDataset, EpochBatches, batches, default_workers, iterate, make_loader
 from .pseudofakes import METHOD, FreshBlends, with_pseudo_fakes
 
+# The phases of a run whose wall time `TrainedDetector.phases` records: what precedes the first network pass
+# (reading the data, the pseudo-fakes' meshes, building the base); the frozen base's features and the head fitted on
+# them (a linear probe, or the whole frozen training); the fine-tuning epochs, their validation passes included
+# (each epoch's own share is in its history row); the final scoring of the val and test parts; the calibration.
+PHASES = ("start", "head", "fine_tune", "scoring", "calibration")
+
 
 @dataclass(frozen=True)
 class TrainedDetector:
@@ -54,6 +60,7 @@ class TrainedDetector:
     seconds: float
     device: str
     is_main: bool = True  # False in the other processes of a distributed run (they write nothing)
+    phases: dict[str, float] = field(default_factory=dict)  # where `seconds` went: see `PHASES`
 
     @property
     def val(self) -> Evaluation | None:
@@ -254,21 +261,33 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     head = _new_head(in_features(channels, side, config.pool), config, device)
     _start_head_from_checkpoint(head, config.weights)
 
+    phases = {"start": time.perf_counter() - t0}
     logits: dict[str, np.ndarray] = {}
     history = probe_history = None
     if config.frozen or config.probe:
-        cache = FeatureCache(compute.cache_dir or features_dir(dataset.root), backbone, config.pool,
-                             precision=setup.precision, runtime=runtime)
-        history, logits = _fit_head(cache, head, parts, config, setup, compute.executor, score=config.frozen)
+        with _timed(phases, "head"):
+            cache = FeatureCache(compute.cache_dir or features_dir(dataset.root), backbone, config.pool,
+                                 precision=setup.precision, runtime=runtime)
+            history, logits = _fit_head(cache, head, parts, config, setup, compute.executor, score=config.frozen)
     if not config.frozen:
         probe_history = history
-        history, logits = _fine_tune(backbone, head, parts, config, setup)
+        history, logits = _fine_tune(backbone, head, parts, config, setup, phases)
 
-    model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, setup)
+    with _timed(phases, "calibration"):
+        model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, setup)
     if setup.processes.owned:
         torch.distributed.destroy_process_group()
     return TrainedDetector(model, dataset, split, history, probe_history, logits, evaluations, uncalibrated,
-                           backbone.images_seen, time.perf_counter() - t0, device, setup.processes.main)
+                           backbone.images_seen, time.perf_counter() - t0, device, setup.processes.main, phases)
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _part_boxes(dataset: PreparedDataset, own: np.ndarray, train_rows: np.ndarray, progress) -> np.ndarray | None:
@@ -396,8 +415,8 @@ def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarra
                         eer(tp, ty), fitted)
 
 
-def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
-               run: _Run) -> tuple[History, dict[str, np.ndarray]]:
+def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings, run: _Run,
+               phases: dict[str, float]) -> tuple[History, dict[str, np.ndarray]]:
     """Base (its last K blocks, or all) + head on augmented images; returns (history, logits per scored part)."""
     dev, processes = torch.device(run.device), run.processes
     units = _unfreeze(backbone, config.trainable_blocks)
@@ -433,8 +452,10 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings,
                 val_y=parts.y[parts.rows["val"]], train_y=parts.y[parts.train_rows], groups=groups,
                 precision=run.precision, checkpoint=run.context.checkpoint, processes=processes,
                 global_batch=sampler.global_size)
-    history = fit(loop, config, resume=run.context.resume, progress=run.progress, stage="fine-tune")
-    logits = {p: predict(p) for p in parts.scored}
+    with _timed(phases, "fine_tune"):
+        history = fit(loop, config, resume=run.context.resume, progress=run.progress, stage="fine-tune")
+    with _timed(phases, "scoring"):
+        logits = {p: predict(p) for p in parts.scored}
     for p in backbone.module.parameters():
         p.requires_grad_(False)
     return history, logits

@@ -167,7 +167,7 @@ def _final_metrics(t: TrainedDetector) -> dict[str, float]:
     out = {"epochs_completed": t.history.completed, "best_epoch": t.history.best_epoch, "wall_seconds": t.seconds,
            "backbone_images": t.backbone_images, "threshold": card.verdict.threshold,
            "calibration_scale": card.calibration.scale, "calibration_shift": card.calibration.shift,
-           **part_metrics(t.evaluations)}
+           **part_metrics(t.evaluations), **{f"seconds_{phase}": v for phase, v in t.phases.items()}}
     for name, ev in t.uncalibrated.items():
         for level in ("frame", "video"):
             for k in ("log_loss", "ece"):

@@ -27,10 +27,13 @@ from ..progress import ProgressCallback, emit
 CHECKPOINT_FORMAT = 1
 
 
+TIMING_KEYS = ("seconds", "images_per_s", "val_seconds")  # of a history row: how fast, not what was learned
+
+
 @dataclass
 class History:
-    """Per-epoch metrics (train_loss, train_accuracy, val_loss, val_accuracy, val_auc, lr, images_per_s) and
-    the best epoch (1-based; the last one when early stopping is off)."""
+    """Per-epoch metrics (train_loss, train_accuracy, val_loss, val_accuracy, val_auc, lr, images_per_s, seconds
+    of training and val_seconds of validation) and the best epoch (1-based; the last one when early stopping is off)."""
 
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = 0
@@ -209,9 +212,11 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, stochastic depth
             row = _one_epoch(loop, epoch, steps, config, progress, stage)
             if loop.predict_val is not None and loop.val_y is not None and len(loop.val_y):
+                t0 = time.perf_counter()
                 p = loop.predict_val()
                 m = binary_metrics(loop.val_y, p)
-                row.update(val_loss=val_loss(loop.val_y, p), val_accuracy=m.accuracy, val_auc=m.auc)
+                row.update(val_loss=val_loss(loop.val_y, p), val_accuracy=m.accuracy, val_auc=m.auc,
+                           val_seconds=time.perf_counter() - t0)
             history.epochs.append(row)
             if on_epoch:
                 on_epoch(epoch, row)
