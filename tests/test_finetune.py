@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from fakefinder import Compute, TrainSettings, fit_detector
+from fakefinder.models.features import crop_digest
 from fakefinder.models.modelfile import load_model
 from fakefinder.training.core import PHASES
 from fakefinder.training.finetune import TIMING_KEYS
@@ -36,6 +37,11 @@ def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
     phases = trained.phases  # where the wall time went, each epoch's validation within fine-tuning
     assert list(phases) == list(PHASES) and sum(phases.values()) <= trained.seconds < sum(phases.values()) + 1
     assert 0 < sum(e["val_seconds"] for e in trained.history.epochs) < phases["fine_tune"]
+    # the probe extracted the features of what it fits and watches, not the test part's: fine-tuning scores those
+    cached = {d for sidecar in tmp_path.rglob("shard-*.json") for d in json.loads(sidecar.read_text())["digests"]}
+    files = trained.dataset.crop_files
+    assert {crop_digest(f) for f in files[trained.part_rows("val")]} <= cached
+    assert not {crop_digest(f) for f in files[trained.part_rows("test")]} & cached
 
 
 @pytest.mark.slow

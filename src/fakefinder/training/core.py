@@ -308,14 +308,21 @@ def _part_boxes(dataset: PreparedDataset, own: np.ndarray, train_rows: np.ndarra
 def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, run: _Run, executor, *,
               score: bool) -> tuple[History, dict[str, np.ndarray]]:
     """The head on the frozen base's cached features (extracted first where missing); returns (history, logits per
-    scored part, when `score`: a probe that fine-tuning continues scores nothing)."""
+    scored part, when `score`: a probe that fine-tuning continues scores nothing, so it extracts only the rows it
+    fits and watches, not the test part or training rows left out, and a cold first run saves that pass)."""
     processes, device = run.processes, run.device
+    used = {"fit": parts.train_rows, "val": parts.rows["val"]}
+    if score:
+        used.update({p: parts.rows[p] for p in parts.scored})
+    needed = np.arange(len(parts.files)) if score else np.unique(np.concatenate(list(used.values())))
     if not processes.main:
         processes.barrier()  # the first process extracts; the others then read the cache
-    table = cache.features(list(parts.files), device=device, progress=run.progress, executor=executor)
+    table = cache.features(list(parts.files[needed]), device=device, progress=run.progress, executor=executor)
     if processes.main:
         processes.barrier()
-    rows = {p: FeatureRows(table, r, device) for p, r in {**parts.rows, "fit": parts.train_rows}.items()}
+    position = np.full(len(parts.files), -1)
+    position[needed] = np.arange(len(needed))
+    rows = {p: FeatureRows(table, position[r], device) for p, r in used.items()}
     y_fit = torch.from_numpy(parts.y[parts.train_rows]).to(device)
 
     def cached_batches(epoch: int):
