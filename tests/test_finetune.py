@@ -42,6 +42,11 @@ def test_fine_tuning_with_the_defaults_learns(learnable, tmp_path):
     files = trained.dataset.crop_files
     assert {crop_digest(f) for f in files[trained.part_rows("val")]} <= cached
     assert not {crop_digest(f) for f in files[trained.part_rows("test")]} & cached
+    # the val logits are the last validation's, not scored again: those of the weights the model ended with
+    assert trained.logits["val"] is trained.history.val_logits
+    again = trained.model.file_logits(files[trained.part_rows("val")])  # batched otherwise: bf16 moves last digits
+    np.testing.assert_allclose(trained.logits["val"], again, atol=1e-4 if trained.model.card.precision == "fp32"
+                               else 3e-2 * np.ptp(again))
 
 
 @pytest.mark.slow

@@ -334,7 +334,7 @@ def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, r
     has_val = len(parts.rows["val"]) > 0
     loop = Loop(model=head, batches=cached_batches, steps_per_epoch=-(-len(parts.train_rows) // config.batch_size),
                 images_per_epoch=len(parts.train_rows),
-                predict_val=(lambda: sigmoid(head_logits(head, rows["val"]))) if has_val else None,
+                val_logits=(lambda: head_logits(head, rows["val"])) if has_val else None,
                 val_y=parts.y[parts.rows["val"]], train_y=parts.y[parts.train_rows],
                 groups=param_groups(head, None, config))
     # A head on cached features is many tiny steps: one CPU thread runs them several times faster than two.
@@ -455,14 +455,15 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings, run: _Run,
     has_val = len(parts.rows["val"]) > 0
     loop = Loop(model=net, batches=batches(train_loader, dev), steps_per_epoch=len(sampler),
                 images_per_epoch=len(parts.train_rows),
-                predict_val=(lambda: sigmoid(predict("val"))) if has_val else None,
+                val_logits=(lambda: predict("val")) if has_val else None,
                 val_y=parts.y[parts.rows["val"]], train_y=parts.y[parts.train_rows], groups=groups,
                 precision=run.precision, checkpoint=run.context.checkpoint, processes=processes,
                 global_batch=sampler.global_size)
     with _timed(phases, "fine_tune"):
         history = fit(loop, config, resume=run.context.resume, progress=run.progress, stage="fine-tune")
-    with _timed(phases, "scoring"):
-        logits = {p: predict(p) for p in parts.scored}
+    with _timed(phases, "scoring"):  # validation scored the weights the model ends with: those logits stand
+        logits = {p: history.val_logits if p == "val" and history.val_logits is not None else predict(p)
+                  for p in parts.scored}
     for p in backbone.module.parameters():
         p.requires_grad_(False)
     return history, logits

@@ -21,7 +21,7 @@ import torch
 
 from ..config import TrainSettings
 from ..errors import UsageError
-from ..metrics import binary_log_loss, binary_metrics
+from ..metrics import binary_log_loss, binary_metrics, sigmoid
 from ..progress import ProgressCallback, emit
 
 CHECKPOINT_FORMAT = 1
@@ -37,6 +37,9 @@ class History:
 
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = 0
+    # the validation rows' logits under the weights the model ended with, so that they need not be scored again
+    # (None where those weights' epoch ran before a resume)
+    val_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def completed(self) -> int:
@@ -149,7 +152,7 @@ class Loop:
     batches: Callable[[int], Iterable]  # epoch -> (x, y) batches of this process
     steps_per_epoch: int
     images_per_epoch: int
-    predict_val: Callable[[], np.ndarray] | None  # P(fake) of the validation rows, or None
+    val_logits: Callable[[], np.ndarray] | None  # logits of the validation rows, or None
     val_y: np.ndarray | None
     train_y: np.ndarray  # labels of the training rows, for the loss weighting
     groups: list[dict]
@@ -186,6 +189,7 @@ class _Watch:
     loss: float = math.inf
     state: dict | None = None
     waited: int = 0
+    val_logits: np.ndarray | None = None  # of the best epoch (not checkpointed)
 
 
 def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: ProgressCallback | None = None,
@@ -211,9 +215,11 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
                 break  # a resumed run that had already stopped early
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, stochastic depth
             row = _one_epoch(loop, epoch, steps, config, progress, stage)
-            if loop.predict_val is not None and loop.val_y is not None and len(loop.val_y):
+            z = None
+            if loop.val_logits is not None and loop.val_y is not None and len(loop.val_y):
                 t0 = time.perf_counter()
-                p = loop.predict_val()
+                z = loop.val_logits()
+                p = sigmoid(z)
                 m = binary_metrics(loop.val_y, p)
                 row.update(val_loss=val_loss(loop.val_y, p), val_accuracy=m.accuracy, val_auc=m.auc,
                            val_seconds=time.perf_counter() - t0)
@@ -221,8 +227,9 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
             if on_epoch:
                 on_epoch(epoch, row)
             monitored = row.get("val_loss", row["train_loss"])
+            history.val_logits = z  # of the weights now: those the model ends with unless an earlier epoch's
             if monitored < best.loss - 1e-6:
-                best.loss, best.waited, history.best_epoch = monitored, 0, epoch
+                best.loss, best.waited, history.best_epoch, best.val_logits = monitored, 0, epoch, z
                 if config.patience > 0:
                     best.state = copy.deepcopy({k: v.detach().clone() for k, v in
                                                 _unwrap(loop.model).state_dict().items()})
@@ -236,6 +243,7 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
                 break
     if config.patience > 0 and best.state is not None:
         _unwrap(loop.model).load_state_dict(best.state)  # Keras' restore_best_weights
+        history.val_logits = best.val_logits  # None where the best epoch ran before a resume
     else:
         history.best_epoch = history.completed
     loop.model.eval()
