@@ -97,8 +97,10 @@ def main() -> None:
         for seed in map(int, args.seeds.split(",")):
             key, settings = f"{name}-seed{seed}", base_settings.replace(seed=seed)
             model = args.out / f"{key}.safetensors"
+            phases: dict[str, float] = {}  # where one detector's training time went (TrainedDetector.phases)
             if model.is_file():  # trained before (its time unknown where a run stopped before scoring it)
                 seconds = results.get(key, {}).get("train_s", float("nan"))
+                phases = results.get(key, {}).get("train_phases", {})
             else:
                 t, shared = time.perf_counter(), split_file if split_file.is_file() else None
                 if settings.combined:  # two members and their combination, as `train` makes them
@@ -109,7 +111,7 @@ def main() -> None:
                     shutil.copy(made.model_path, model)
                 else:
                     trained = fit_detector(dfdc, settings, split_file=shared)
-                    seconds = time.perf_counter() - t
+                    seconds, phases = time.perf_counter() - t, trained.phases
                     if shared is None:
                         trained.split.save(split_file)
                     save_model(model, trained.model)
@@ -131,7 +133,7 @@ def main() -> None:
                             "clips_ci": interval(detector, framed_data, np.ones(len(framed_data), bool), seed),
                             "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece,
                             "faces_auc": face_all.auc, "clips_margin_0.3_auc": loose.auc, "methods": methods,
-                            "train_s": seconds, "framing": {r.collection: r.framing for r in cross.rows}}
+                            "train_s": seconds, "train_phases": phases, "framing": {r.collection: r.framing for r in cross.rows}}
             saved.write_text(json.dumps(results, indent=1, default=float))
             print(format_table(HEAD, [cells(k, r) for k, r in results.items()]), flush=True)
     rows: dict[str, list[dict]] = {}

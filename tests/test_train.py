@@ -109,6 +109,7 @@ def test_run_records_flags_curves_metrics_and_artifacts(baseline, tracking, tmp_
     phases = {k: v for k, v in metrics.items() if k.startswith("seconds_")}  # where the wall time went: frozen base
     assert phases.keys() == {"seconds_start", "seconds_head", "seconds_calibration"}
     assert sum(phases.values()) <= metrics["wall_seconds"] < sum(phases.values()) + 1
+    assert {f"seconds_{k}": v for k, v in baseline.to_json()["phases"].items()} == pytest.approx(phases)  # --json
     assert metrics["test_video_auc"] == pytest.approx(baseline.test.video.auc)
     assert metrics["threshold"] == pytest.approx(baseline.trained.model.card.verdict.threshold)
     assert "val_frame_log_loss_uncalibrated" in metrics and "test_video_ece" in metrics

@@ -62,7 +62,7 @@ class TrainResult:
                 "threshold": card.verdict.threshold, "threshold_meaning": card.verdict.meaning(),
                 "epochs_completed": t.history.completed, "best_epoch": t.history.best_epoch,
                 "split": t.split.by, "leaky_split": t.split.leaky, "device": t.device,
-                "precision": card.precision}
+                "precision": card.precision, "seconds": t.seconds, "phases": t.phases}
 
     def summary(self) -> str:
         def part(name, ev):
