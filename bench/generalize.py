@@ -133,7 +133,8 @@ def main() -> None:
                             "clips_ci": interval(detector, framed_data, np.ones(len(framed_data), bool), seed),
                             "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece,
                             "faces_auc": face_all.auc, "clips_margin_0.3_auc": loose.auc, "methods": methods,
-                            "train_s": seconds, "train_phases": phases, "framing": {r.collection: r.framing for r in cross.rows}}
+                            "train_s": seconds, "train_phases": phases,
+                            "framing": {r.collection: r.framing for r in cross.rows}}
             saved.write_text(json.dumps(results, indent=1, default=float))
             print(format_table(HEAD, [cells(k, r) for k, r in results.items()]), flush=True)
     rows: dict[str, list[dict]] = {}
