@@ -153,3 +153,46 @@ def test_every_process_gets_a_share_of_every_batch(rows, world, shares):
     got = [list(map(len, step)) for step in zip(*(list(s) for s in samplers))]
     assert got == shares and all(len(s) == len(shares) for s in samplers)
     assert [samplers[0].global_size(i) for i in range(1, len(shares) + 1)] == [sum(step) for step in shares]
+
+
+def test_progressive_resizing_feeds_each_epoch_its_side_growing_to_the_input_size(tmp_path):
+    """`--progressive` (cheaper early epochs): the side grows evenly from the first epoch's to the input size, which
+    the last epoch trains at, as the model is validated and used."""
+    import cv2
+
+    from fakefinder.models.backbones import Preprocess
+    from fakefinder.training.loader import CropDataset, epoch_sides
+
+    assert epoch_sides(160, 224, 6) == (160, 176, 184, 200, 208, 224) and epoch_sides(128, 224, 1) == (224,)
+    for first, full, epochs in [(32, 64, 3), (150, 380, 100), (224, 224, 4)]:
+        sides = epoch_sides(first, full, epochs)
+        assert len(sides) == epochs and abs(sides[0] - first) <= 4 and sides[-1] == full
+        assert list(sides) == sorted(sides) and all(s % 8 == 0 for s in sides[:-1])
+    path = tmp_path / "crop.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8))
+    files, labels, preprocess = np.array([str(path)]), np.zeros(1), Preprocess(64, (0.5,) * 3, (0.25,) * 3)
+    growing = CropDataset(files, labels, preprocess, None, 0, sides=(32, 48, 64))
+    plain = CropDataset(files, labels, preprocess, None, 0)
+    assert [tuple(growing[0, epoch][0].shape) for epoch in (1, 2, 3)] == [(3, 32, 32), (3, 48, 48), (3, 64, 64)]
+    assert torch.equal(growing[0, 3][0], plain[0, 3][0])
+
+
+def test_progressive_resizing_is_refused_for_a_frozen_base_or_above_the_input_size(prepared):
+    from fakefinder.errors import OptionError
+
+    with pytest.raises(OptionError, match="progressive.*--trainable-blocks K > 0"):
+        TrainSettings(progressive=128)
+    with pytest.raises(OptionError, match="progressive.*96 is above the base's input size 64") as caught:
+        fit_detector(prepared.out, TrainSettings(**TINY, progressive=96))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_progressively_resized_run_trains_its_early_epochs_smaller_and_records_it(prepared, tmp_path):
+    compute = Compute(cache_dir=tmp_path, processes=0)
+    steady = fit_detector(prepared.out, TrainSettings(**TINY), compute=compute)
+    growing = fit_detector(prepared.out, TrainSettings(**TINY, progressive=32), compute=compute)
+    assert (growing.model.card.train["progressive"], steady.model.card.train["progressive"]) == ("32", "none")
+    first, last = (e["train_loss"] for e in growing.history.epochs)
+    assert first != steady.history.epochs[0]["train_loss"] and np.isfinite(last)
+    assert growing.model.card.base.input_size == 64  # validated, scored and used at the input size

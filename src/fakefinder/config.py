@@ -189,6 +189,10 @@ class TrainSettings(_Settings):
         group="optimisation")
     probe: bool = option(True, "when fine-tuning, start from a head trained on the frozen base's cached features "
                          "(linear probe, then fine-tune)", group="fine-tuning")
+    progressive: int | None = option(
+        None, "when fine-tuning, the image side of the first epoch, growing evenly to the base's input size by the "
+        "last (progressive resizing: early epochs cost less); none: every epoch at the input size", low=32, high=1024,
+        group="fine-tuning")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
     augment: str = option("default", "augmentations when fine-tuning: default, none, keras (the reference's), or "
@@ -309,6 +313,8 @@ class TrainSettings(_Settings):
             registries.parse_augment(self.augment)
         except ValueError as exc:
             found.append(("augment", str(exc)))
+        if self.progressive is not None and self.frozen:
+            found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
         return found
 
 

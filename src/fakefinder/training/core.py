@@ -34,7 +34,7 @@ from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback
 from .augment import Augmenter, parse_augment
 from .finetune import History, Loop, Processes, balanced_indices, epoch_rng, fit, param_groups
-from .loader import CropDataset, EpochBatches, batches, default_workers, iterate, make_loader
+from .loader import CropDataset, EpochBatches, batches, default_workers, epoch_sides, iterate, make_loader
 from .pseudofakes import METHOD, FreshBlends, with_pseudo_fakes
 
 # The phases of a run whose wall time `TrainedDetector.phases` records: what precedes the first network pass
@@ -257,6 +257,7 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
                  default_workers() if compute.processes is None else compute.processes,
                  replace(context, name=context.name or f"{dataset.name}-{config.backbone}"))
     backbone = Recipe.of(config).build()
+    sides = _sides(config, backbone.input_size)  # checked before any work
     channels, side, _ = backbone.feature_shape()
     head = _new_head(in_features(channels, side, config.pool), config, device)
     _start_head_from_checkpoint(head, config.weights)
@@ -271,7 +272,7 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
             history, logits = _fit_head(cache, head, parts, config, setup, compute.executor, score=config.frozen)
     if not config.frozen:
         probe_history = history
-        history, logits = _fine_tune(backbone, head, parts, config, setup, phases)
+        history, logits = _fine_tune(backbone, head, parts, config, setup, phases, sides)
 
     with _timed(phases, "calibration"):
         model, evaluations, uncalibrated = _calibrated(backbone, head, dataset, split, logits, config, setup)
@@ -422,9 +423,20 @@ def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarra
                         eer(tp, ty), fitted)
 
 
-def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings, run: _Run,
-               phases: dict[str, float]) -> tuple[History, dict[str, np.ndarray]]:
-    """Base (its last K blocks, or all) + head on augmented images; returns (history, logits per scored part)."""
+def _sides(config: TrainSettings, full: int) -> tuple[int, ...] | None:
+    """The image side of each fine-tuning epoch, where `progressive` resizing asks for them."""
+    if config.progressive is None:
+        return None
+    if config.progressive > full:
+        raise OptionError("progressive", f"{config.progressive} is above the base's input size {full}: it is where "
+                          "the images start, growing to the input size")
+    return epoch_sides(config.progressive, full, config.epochs)
+
+
+def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings, run: _Run, phases: dict[str, float],
+               sides: tuple[int, ...] | None) -> tuple[History, dict[str, np.ndarray]]:
+    """Base (its last K blocks, or all) + head on augmented images, at `sides` per epoch where given; returns
+    (history, logits per scored part)."""
     dev, processes = torch.device(run.device), run.processes
     units = _unfreeze(backbone, config.trainable_blocks)
     model = FineTuneModel(backbone, head, config.pool, run.precision, config.bn).to(dev)
@@ -434,7 +446,8 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings, run: _Run,
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     augmenter = Augmenter.from_spec(config.augment, margin=parts.margin)
     train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed, parts.fresh,
-                            parts.part_boxes, draws=parts.together if config.pair_augment == "alike" else None)
+                            parts.part_boxes, draws=parts.together if config.pair_augment == "alike" else None,
+                            sides=sides)
     plain_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, None, config.seed)
     sampler = EpochBatches(parts.train_rows, config.batch_size, config.seed, shuffle=True, rank=processes.rank,
                            world=processes.world, together=parts.together)

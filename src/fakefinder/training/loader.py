@@ -9,6 +9,7 @@ number of workers, and each process of a distributed run takes its slice of ever
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -25,15 +26,17 @@ from .pseudofakes import FreshBlends
 class CropDataset(Dataset):
     """Crop files -> (normalised CHW float32 tensor, label); augmented when an Augmenter is given, pseudo-fakes
     made anew when FreshBlends are. Rows that share a `draws` key (a real crop and its pseudo-fakes) are augmented
-    by one random stream, alike."""
+    by one random stream, alike. With `sides`, epoch k's images are sides[k - 1] pixels square (progressive
+    resizing), else the input size."""
 
     def __init__(self, files: np.ndarray, labels: np.ndarray, preprocess: Preprocess, augmenter: Augmenter | None,
                  seed: int, fresh: FreshBlends | None = None, part_boxes: np.ndarray | None = None,
-                 draws: np.ndarray | None = None) -> None:
+                 draws: np.ndarray | None = None, sides: tuple[int, ...] | None = None) -> None:
         self.files, self.labels = files, labels.astype(np.float32)
         self.preprocess, self.augmenter, self.seed, self.fresh = preprocess, augmenter, seed, fresh
         self.part_boxes = part_boxes  # per row, its face parts (augment.mesh_part_boxes)
         self.draws = draws  # per row, the key of its augmentation's stream (None: its own row)
+        self.sides = sides
 
     def __len__(self) -> int:
         return len(self.files)
@@ -49,7 +52,19 @@ class CropDataset(Dataset):
             key = row if self.draws is None else int(self.draws[row])
             image = self.augmenter(image, epoch_rng(self.seed, epoch, key),
                                    None if self.part_boxes is None else self.part_boxes[row])
-        return torch.from_numpy(self.preprocess(image)), torch.tensor(self.labels[row])
+        preprocess = self.preprocess
+        if self.sides is not None and self.sides[epoch - 1] != preprocess.input_size:
+            preprocess = dataclasses.replace(preprocess, input_size=self.sides[epoch - 1])
+        return torch.from_numpy(preprocess(image)), torch.tensor(self.labels[row])
+
+
+def epoch_sides(first: int, full: int, epochs: int) -> tuple[int, ...]:
+    """Progressive resizing's image side per epoch: from `first` evenly up to `full`, the last epoch at `full`
+    (the size the model is validated and used at), each a multiple of 8 (whole cells of the network's grid)."""
+    if epochs == 1:
+        return (full,)
+    return tuple(int(8 * round((first + (full - first) * k / (epochs - 1)) / 8)) if k < epochs - 1 else full
+                 for k in range(epochs))
 
 
 class EpochBatches(Sampler):
