@@ -3,14 +3,15 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-alike,self-blended-progressive,
-        self-blended-quick,self-blended-frozen,both,combined]
+        self-blended-quick,self-blended-longer,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`,
 the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned), the same with
 varied mask shapes (`--blend-mask varied`), the same with each real and its pseudo-fake augmented alike
 (`--pair-augment alike`), the same resized progressively (`--progressive 160`: 160 px first, 224 px last) and in a
-shorter run (`--progressive 128 --epochs 4`), the same on a frozen base, both (`--both mixed`: the recipe on the real fakes and the
+shorter run (`--progressive 128 --epochs 4`) and in a longer one in about the recipe's time (`--progressive 128
+--epochs 10`), the same on a frozen base, both (`--both mixed`: the recipe on the real fakes and the
 pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a supervised member, combined). All share
 the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
 results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss and ECE
@@ -61,6 +62,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                                          recipe.replace(progressive=160)),
             "self-blended-quick": ("train DATA --fakes self-blended --progressive 128 --epochs 4",
                                    recipe.replace(progressive=128, epochs=4)),
+            "self-blended-longer": ("train DATA --fakes self-blended --progressive 128 --epochs 10",
+                                    recipe.replace(progressive=128, epochs=10)),
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
             "combined": ("train DATA --fakes both", TrainSettings.preset(fakes="both"))}
 

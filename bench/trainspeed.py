@@ -1,9 +1,10 @@
 """Where self-blended fine-tuning spends a CPU's time: the bare training step (forward, backward and AdamW on
 batches already in memory) against the input pipeline alone (a fresh pseudo-fake per real, augmentation and
 preprocessing in the loader's worker processes) and the two together (the loop `train` runs, without its
-validation), in one run, as images per second and as ratios to the bare step.
+validation), in one run, as images per second and as ratios to the bare step. The bare step is timed again at the
+smaller sides that `--progressive` trains its early epochs at.
 
-    python bench/trainspeed.py [--reals 256] [--steps 8] [--workers 0,1,2]
+    python bench/trainspeed.py [--reals 256] [--steps 8] [--workers 0,1,2] [--sides 160,128]
 
 The recipe is `train DATA --fakes self-blended` (EfficientNet-Lite0 at 224 px, the whole base trained, batch 32) on
 the reals of ../shared/data/dfdc-faces-dev, prepared with --detector none (bench/generalize.py prepares them);
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--reals", type=int, default=256, help="real crops the pipeline blends from")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per row (after one untimed)")
     ap.add_argument("--workers", default="0,1,2", help="loader processes to time the pipeline with")
+    ap.add_argument("--sides", default="160,128", help="smaller image sides to time the bare step at (none: '')")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "generalize" / "dfdc")
     args = ap.parse_args()
     recipe = TrainSettings.preset(fakes="self-blended")
@@ -74,15 +76,17 @@ def main() -> None:
     results: list[tuple[str, float]] = []
 
     native = resolve_precision("auto", "cpu")
-    for precision in dict.fromkeys(["fp32", native]):
+    sides = [int(s) for s in args.sides.split(",") if s]
+    for precision, side in [(p, 224) for p in dict.fromkeys(["fp32", native])] + [(native, s) for s in sides]:
         _, model, optimizer = model_and_optimizer(recipe, precision)
-        x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch, 3, side, side).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 2, (batch,)).float()
         step(model, optimizer, x, y)
         t = time.perf_counter()
         for _ in range(args.steps):
             step(model, optimizer, x, y)
-        results.append((f"bare step, {precision}", rate(args.steps * batch, time.perf_counter() - t)))
+        name = f"bare step, {precision}" + (f", {side} px" if side != 224 else "")
+        results.append((name, rate(args.steps * batch, time.perf_counter() - t)))
         print(format_table(["row", "images/s"], [[n, f"{r:.1f}"] for n, r in results]), flush=True)
 
     backbone, model, optimizer = model_and_optimizer(recipe, native)
