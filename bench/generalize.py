@@ -3,7 +3,7 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-alike,self-blended-progressive,
-        self-blended-quick,self-blended-longer,self-blended-frozen,both,combined]
+        self-blended-quick,self-blended-longer,self-blended-h264,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`,
@@ -11,9 +11,9 @@ the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, t
 varied mask shapes (`--blend-mask varied`), the same with each real and its pseudo-fake augmented alike
 (`--pair-augment alike`), the same resized progressively (`--progressive 160`: 160 px first, 224 px last) and in a
 shorter run (`--progressive 128 --epochs 4`) and in a longer one in about the recipe's time (`--progressive 128
---epochs 10`), the same on a frozen base, both (`--both mixed`: the recipe on the real fakes and the
-pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a supervised member, combined). All share
-the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
+--epochs 10`), the same with H.264 re-compression among the augmentations (`h264=0.5` beside the default's), the
+same on a frozen base, both (`--both mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and
+combined (`--fakes both`: a self-blended and a supervised member, combined). All share the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
 results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss and ECE
 on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as DFDC's crops are
 framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC; train wall time.
@@ -41,6 +41,7 @@ from fakefinder.data.splits import load_split
 from fakefinder.inference.evaluation import dataset_logits, evaluate_collections
 from fakefinder.metrics import evaluate_scores
 from fakefinder.models.modelfile import save_model
+from fakefinder.registries import AUGMENT_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -48,6 +49,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     recipe = TrainSettings.preset(fakes="self-blended")  # what `train DATA --fakes self-blended` runs
+    with_h264 = AUGMENT_SPECS["default"].replace("jpeg=0.6,", "jpeg=0.6,h264=0.5,")  # CRF 18-29, half the time
     return {"frozen": ("train DATA", TrainSettings()),
             "finetuned": (f"train DATA --trainable-blocks all --epochs {epochs}",
                           TrainSettings(trainable_blocks="all", epochs=epochs)),
@@ -62,6 +64,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                                          recipe.replace(progressive=160)),
             "self-blended-quick": ("train DATA --fakes self-blended --progressive 128 --epochs 4",
                                    recipe.replace(progressive=128, epochs=4)),
+            "self-blended-h264": (f"train DATA --fakes self-blended --augment {with_h264}",
+                                  recipe.replace(augment=with_h264)),
             "self-blended-longer": ("train DATA --fakes self-blended --progressive 128 --epochs 10",
                                     recipe.replace(progressive=128, epochs=10)),
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),

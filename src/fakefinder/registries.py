@@ -20,7 +20,7 @@ BACKBONES = (*(f"efficientnet_b{k}" for k in range(8)), *(f"efficientnet_lite{k}
              "xception")
 NORMALIZATIONS = ("imagenet", "inception", "lite", "rescale")  # pixel normalisations of a base's input
 
-AUGMENTATIONS = ("flip", "jpeg", "downscale", "blur", "noise", "colour", "cutout", "parts", "keras")
+AUGMENTATIONS = ("flip", "jpeg", "h264", "downscale", "blur", "noise", "colour", "cutout", "parts", "keras")
 AUGMENT_SPECS = {"default": "flip,jpeg=0.6,downscale=0.5,blur=0.3,noise=0.3,colour=0.5,parts=0.5,cutout=0.3",
                  "none": "", "keras": "keras"}
 
