@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import registries
 from ..data.crops import crop_scale
+from ..errors import UsageError
 from ..registries import implements, parse_augment
 
 Augmentation = Callable[[np.ndarray, np.random.Generator, float, "FaceParts"], np.ndarray]  # image, rng, strength,
@@ -215,7 +216,14 @@ class Augmenter:
 
     @classmethod
     def from_spec(cls, spec: str, *, margin: float) -> Augmenter:
-        return cls(parse_augment(spec), margin)
+        """Raises UsageError where an augmentation cannot run here (h264 with a PyAV built without libx264)."""
+        steps = parse_augment(spec)
+        if any(name == "h264" for name, _ in steps):
+            import av
+
+            if "libx264" not in av.codecs_available:
+                raise UsageError("--augment h264: this PyAV has no libx264 encoder (PyPI's wheels have it)")
+        return cls(steps, margin)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, boxes: np.ndarray | None = None) -> np.ndarray:
         face = FaceParts(self.margin, None if boxes is None or np.isnan(boxes).any() else boxes)
