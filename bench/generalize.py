@@ -110,9 +110,11 @@ def main() -> None:
             key, settings = f"{name}-seed{seed}", base_settings.replace(seed=seed)
             model = args.out / f"{key}.safetensors"
             phases: dict[str, float] = {}  # where one detector's training time went (TrainedDetector.phases)
+            epochs: list[dict] = []  # its fine-tuning's history: each epoch's losses, val AUC and rates
             if model.is_file():  # trained before (its time unknown where a run stopped before scoring it)
                 seconds = results.get(key, {}).get("train_s", float("nan"))
                 phases = results.get(key, {}).get("train_phases", {})
+                epochs = results.get(key, {}).get("train_epochs", [])
             else:
                 t, shared = time.perf_counter(), split_file if split_file.is_file() else None
                 if settings.combined:  # two members and their combination, as `train` makes them
@@ -123,7 +125,7 @@ def main() -> None:
                     shutil.copy(made.model_path, model)
                 else:
                     trained = fit_detector(dfdc, settings, split_file=shared)
-                    seconds, phases = time.perf_counter() - t, trained.phases
+                    seconds, phases, epochs = time.perf_counter() - t, trained.phases, trained.history.epochs
                     if shared is None:
                         trained.split.save(split_file)
                     save_model(model, trained.model)
@@ -145,7 +147,7 @@ def main() -> None:
                             "clips_ci": interval(detector, framed_data, np.ones(len(framed_data), bool), seed),
                             "clips_log_loss": clip_all.log_loss, "clips_ece": clip_all.ece,
                             "faces_auc": face_all.auc, "clips_margin_0.3_auc": loose.auc, "methods": methods,
-                            "train_s": seconds, "train_phases": phases,
+                            "train_s": seconds, "train_phases": phases, "train_epochs": epochs,
                             "framing": {r.collection: r.framing for r in cross.rows}}
             saved.write_text(json.dumps(results, indent=1, default=float))
             print(format_table(HEAD, [cells(k, r) for k, r in results.items()]), flush=True)
