@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from fakefinder.metrics import binary_metrics, direction, evaluate_scores, video_scores
+from fakefinder.metrics import (
+    binary_log_loss,
+    binary_metrics,
+    bootstrap_auc,
+    bootstrap_difference,
+    direction,
+    evaluate_scores,
+    video_scores,
+)
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.6])
@@ -31,6 +39,34 @@ def test_eer_by_hand():
 def test_log_loss_clips_like_dfdc():
     assert binary_metrics([1], [0.0]).log_loss == pytest.approx(-math.log(1e-15))
     assert binary_metrics([0, 1], [0.0, 1.0]).log_loss < 1e-12
+
+
+def test_paired_difference_tells_apart_what_separate_intervals_cannot():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 60)
+    shared = rng.normal(size=120)  # what the rows themselves make hard, common to both detectors
+    better = y + shared + 0.3 * rng.normal(size=120)
+    worse = y + shared + 0.9 * rng.normal(size=120)
+    diff, low, high = bootstrap_difference(y, better, worse)
+    assert diff == pytest.approx(sk.roc_auc_score(y, better) - sk.roc_auc_score(y, worse))
+    assert 0 < low < diff < high
+    assert bootstrap_auc(y, worse)[1] > bootstrap_auc(y, better)[0]  # apart, the two intervals overlap
+    assert bootstrap_difference(y, better, better) == (0.0, 0.0, 0.0)
+    p_better, p_worse = 1 / (1 + np.exp(-better)), 1 / (1 + np.exp(-worse))
+    ll, ll_low, ll_high = bootstrap_difference(y, p_better, p_worse, metric="log_loss")
+    assert ll == pytest.approx(binary_log_loss(y, p_better) - binary_log_loss(y, p_worse))
+    assert ll_low <= ll <= ll_high < 0
+
+
+def test_paired_difference_over_seeds_is_of_their_means():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    a = np.array([[0.1, 0.2, 0.3, 0.6, 0.7, 0.8], [0.1, 0.7, 0.3, 0.6, 0.2, 0.8]])
+    b = np.array([0.5, 0.4, 0.3, 0.2, 0.6, 0.1])
+    means = np.mean([sk.roc_auc_score(y, s) for s in a]) - sk.roc_auc_score(y, b)
+    assert bootstrap_difference(y, a, b, rounds=50)[0] == pytest.approx(means)
+    assert all(math.isnan(v) for v in bootstrap_difference([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1]))
+    with pytest.raises(ValueError, match="for 6 rows"):
+        bootstrap_difference(y, a[:, :5], b)
 
 
 def test_one_class_has_no_auc_but_still_a_log_loss():
