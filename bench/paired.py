@@ -1,0 +1,91 @@
+"""Is one training recipe better than another? Their difference in video AUC and log loss, with a paired bootstrap
+95% interval: both rows' models score the same videos, and each resample of videos is drawn once for both.
+
+    python bench/paired.py --rows self-blended-h264,self-blended [--seeds 0,1]
+
+Runs after `bench/generalize.py --rows A,B --seeds 0,1`, whose kept models, split and prepared collections it reads
+(bench/out/generalize). Separate intervals (generalize's, about +-0.1 on xdev's 82 clips) mostly measure how hard the
+videos are, which both rows share; the paired interval of the difference leaves that out. Per collection (DFDC's
+test part; the xdev clips framed as DFDC's crops are) and per seed, then over the seeds (the difference of the
+seeds' means): A's figure, B's, A - B [95%]. A is better only where the interval of A - B leaves out 0 on the side
+that favours A. Video scores follow each model's own video rule, as `predict` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from combine import member_logits
+from sklearn.metrics import roc_auc_score
+
+from fakefinder import load_detector
+from fakefinder._text import format_table, shown
+from fakefinder.data.dataset import load_dataset
+from fakefinder.data.splits import load_split
+from fakefinder.metrics import binary_log_loss, bootstrap_difference, sigmoid
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = {"auc": "video AUC", "log_loss": "video log loss"}
+FIGURE = {"auc": roc_auc_score, "log_loss": binary_log_loss}
+
+
+def video_scores(data, rows: np.ndarray, z: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return data.videos(np.flatnonzero(rows), sigmoid(z[rows]), rule)
+
+
+def verdict(low: float, high: float, metric: str) -> str:
+    if not low <= 0 <= high:
+        return "A better" if (low > 0) == (metric == "auc") else "A worse"
+    return "not told apart"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", required=True, help="A,B: the candidate row, then the baseline")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--generalize", type=Path, default=ROOT / "bench" / "out" / "generalize")
+    args = ap.parse_args()
+    src = args.generalize
+    rows_ab = args.rows.split(",")
+    if len(rows_ab) != 2:
+        ap.error("--rows takes two rows: the candidate, then the baseline")
+    seeds = [*map(int, args.seeds.split(","))]
+    clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
+    dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
+    parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
+    collections = {"DFDC test": (dfdc, parts == "test"), "xdev clips": (clips, np.ones(len(clips), bool))}
+    scores: dict[str, dict[str, list[np.ndarray]]] = {c: {r: [] for r in rows_ab} for c in collections}
+    videos: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    for row in rows_ab:
+        for seed in seeds:
+            model = src / f"{row}-seed{seed}.safetensors"
+            z = member_logits(model, {"dfdc": dfdc, "clips": clips}, src / f"{row}-seed{seed}.logits.npz")
+            rule = load_detector(model, device="cpu").video_rule
+            for (name, (data, rows)), key in zip(collections.items(), ("dfdc", "clips")):
+                ids, vy, vp = video_scores(data, rows, z[key], rule)
+                if name in videos and not np.array_equal(videos[name], ids):
+                    raise SystemExit(f"{model}: its {name} videos are not those of the other models")
+                videos[name], labels[name] = ids, vy
+                scores[name][row].append(vp)
+    table, results = [], {}
+    for name in collections:
+        y = labels[name]
+        for metric, label in METRICS.items():
+            for which, pick in [*((str(s), [i]) for i, s in enumerate(seeds)), ("mean", list(range(len(seeds))))]:
+                a, b = (np.array(scores[name][r])[pick] for r in rows_ab)
+                diff, low, high = bootstrap_difference(y, a, b, metric=metric, seed=seeds[0])
+                fig_a, fig_b = (float(np.mean([FIGURE[metric](y, s) for s in m])) for m in (a, b))
+                results[f"{name}/{metric}/{which}"] = {"a": fig_a, "b": fig_b, "difference": diff, "ci": [low, high]}
+                table.append([name, label, which, shown(fig_a, 3), shown(fig_b, 3),
+                              f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]", verdict(low, high, metric)])
+    print(format_table(["collection", "metric", "seed", f"A: {rows_ab[0]}", f"B: {rows_ab[1]}", "A - B [95%]",
+                        "paired"], table))
+    (src / f"paired-{rows_ab[0]}-vs-{rows_ab[1]}.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
