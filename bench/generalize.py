@@ -20,7 +20,8 @@ framed, and at the default margin 0.3), frame AUC on the 590 face crops, and eac
 Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order and every
 blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it again.
 AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a change is
-better only where its intervals say so.
+better only where its intervals say so, or where `bench/paired.py`'s paired interval of the difference to another row
+does (both rows' models scoring the same videos).
 """
 
 from __future__ import annotations
