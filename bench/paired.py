@@ -19,21 +19,15 @@ from pathlib import Path
 
 import numpy as np
 from combine import member_logits
-from sklearn.metrics import roc_auc_score
 
 from fakefinder import load_detector
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.splits import load_split
-from fakefinder.metrics import binary_log_loss, bootstrap_difference, sigmoid
+from fakefinder.metrics import binary_metrics, bootstrap_difference, sigmoid
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"auc": "video AUC", "log_loss": "video log loss"}
-FIGURE = {"auc": roc_auc_score, "log_loss": binary_log_loss}
-
-
-def video_scores(data, rows: np.ndarray, z: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return data.videos(np.flatnonzero(rows), sigmoid(z[rows]), rule)
 
 
 def verdict(low: float, high: float, metric: str) -> str:
@@ -66,7 +60,7 @@ def main() -> None:
             z = member_logits(model, {"dfdc": dfdc, "clips": clips}, src / f"{row}-seed{seed}.logits.npz")
             rule = load_detector(model, device="cpu").video_rule
             for (name, (data, rows)), key in zip(collections.items(), ("dfdc", "clips")):
-                ids, vy, vp = video_scores(data, rows, z[key], rule)
+                ids, vy, vp = data.videos(np.flatnonzero(rows), sigmoid(z[key][rows]), rule)
                 if name in videos and not np.array_equal(videos[name], ids):
                     raise SystemExit(f"{model}: its {name} videos are not those of the other models")
                 videos[name], labels[name] = ids, vy
@@ -78,7 +72,7 @@ def main() -> None:
             for which, pick in [*((str(s), [i]) for i, s in enumerate(seeds)), ("mean", list(range(len(seeds))))]:
                 a, b = (np.array(scores[name][r])[pick] for r in rows_ab)
                 diff, low, high = bootstrap_difference(y, a, b, metric=metric, seed=seeds[0])
-                fig_a, fig_b = (float(np.mean([FIGURE[metric](y, s) for s in m])) for m in (a, b))
+                fig_a, fig_b = (float(np.mean([getattr(binary_metrics(y, s), metric) for s in m])) for m in (a, b))
                 results[f"{name}/{metric}/{which}"] = {"a": fig_a, "b": fig_b, "difference": diff, "ci": [low, high]}
                 table.append([name, label, which, shown(fig_a, 3), shown(fig_b, 3),
                               f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]", verdict(low, high, metric)])

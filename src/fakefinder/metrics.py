@@ -46,13 +46,16 @@ def bootstrap_auc(y, p, *, rounds: int = 1000, seed: int = 0) -> tuple[float, fl
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
+    return _percentile_interval(y, lambda rows: roc_auc_score(y[rows], p[rows]), rounds, seed, both=True)
+
+
+def _percentile_interval(y: np.ndarray, statistic, rounds: int, seed: int, *, both: bool) -> tuple[float, float]:
+    """The 95% percentile interval of `statistic(rows)` over resamples of the rows, those holding one class left out
+    where `both` (an AUC needs both)."""
     rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(rounds):
-        pick = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[pick])) == 2:
-            aucs.append(roc_auc_score(y[pick], p[pick]))
-    low, high = np.percentile(aucs, [2.5, 97.5])
+    picks = (rng.integers(0, len(y), len(y)) for _ in range(rounds))
+    spread = [statistic(pick) for pick in picks if not both or len(np.unique(y[pick])) == 2]
+    low, high = np.percentile(spread, [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -75,11 +78,8 @@ def bootstrap_difference(y, a, b, *, metric: str = "auc", rounds: int = 1000, se
     def difference(rows) -> float:
         return float(np.mean([score(y[rows], s[rows]) for s in a]) - np.mean([score(y[rows], s[rows]) for s in b]))
 
-    rng = np.random.default_rng(seed)
-    picks = (rng.integers(0, len(y), len(y)) for _ in range(rounds))
-    spread = [difference(pick) for pick in picks if metric != "auc" or len(np.unique(y[pick])) == 2]
-    low, high = np.percentile(spread, [2.5, 97.5])
-    return difference(slice(None)), float(low), float(high)
+    low, high = _percentile_interval(y, difference, rounds, seed, both=metric == "auc")
+    return difference(slice(None)), low, high
 
 
 def selection_key(metric: str) -> str:
