@@ -31,6 +31,7 @@ from fakefinder.data.dataset import load_dataset
 from fakefinder.data.splits import load_split
 from fakefinder.inference.evaluation import dataset_logits
 from fakefinder.metrics import binary_metrics, bootstrap_auc, sigmoid
+from fakefinder.models.modelfile import read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def main() -> None:
     for seed in map(int, args.seeds.split(",")):
         z = {m: member_logits(src / f"{m}-seed{seed}.safetensors", {"dfdc": dfdc, "clips": clips},
                               src / f"{m}-seed{seed}.logits.npz") for m in members}
-        rule = load_detector(src / f"{members[0]}-seed{seed}.safetensors", device="cpu").video_rule
+        rule = read_card(src / f"{members[0]}-seed{seed}.safetensors").verdict.video_rule
         fit = LogisticRegression(C=1.0).fit(np.column_stack([z[m]["dfdc"][val] for m in members]), dfdc.labels[val])
         candidates = {m: {k: sigmoid(v) for k, v in z[m].items()} for m in members}
         candidates["mean"] = {k: sigmoid(np.mean([z[m][k] for m in members], axis=0)) for k in ("dfdc", "clips")}
