@@ -3,25 +3,27 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-alike,self-blended-progressive,
-        self-blended-quick,self-blended-longer,self-blended-h264,self-blended-frozen,both,combined]
+        self-blended-quick,self-blended-longer,self-blended-h264,self-blended-lite1,self-blended-lite2,
+        self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
-supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`,
-the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned), the same with
-varied mask shapes (`--blend-mask varied`), the same with each real and its pseudo-fake augmented alike
-(`--pair-augment alike`), the same resized progressively (`--progressive 160`: 160 px first, 224 px last) and in a
-shorter run (`--progressive 128 --epochs 4`) and in a longer one in about the recipe's time (`--progressive 128
---epochs 10`), the same with H.264 re-compression among the augmentations (`h264=0.5` beside the default's), the
-same on a frozen base, both (`--both mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and
-combined (`--fakes both`: a self-blended and a supervised member, combined). All share the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
-results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss and ECE
-on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces as DFDC's crops are
-framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC; train wall time.
-Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order and every
-blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it again.
-AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a change is
-better only where its intervals say so, or where `bench/paired.py`'s paired interval of the difference to another row
-does (both rows' models scoring the same videos).
+supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`, the
+recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned), the same with varied
+mask shapes (`--blend-mask varied`), the same with each real and its pseudo-fake augmented alike (`--pair-augment
+alike`), the same resized progressively (`--progressive 160`: 160 px first, 224 px last) and in a shorter run
+(`--progressive 128 --epochs 4`) and in a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the
+same with H.264 re-compression among the augmentations (`h264=0.5` beside the default's), the same on the larger
+EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px), the same on a frozen base, both (`--both mixed`:
+the recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a
+supervised member, combined). All share the split of the first row run (by source: a fake stays with its original); rows
+run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev,
+video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces
+as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
+train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order
+and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it
+again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a
+change is better only where its intervals say so, or where `bench/paired.py`'s paired interval of the difference to
+another row does (both rows' models scoring the same videos).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                                   recipe.replace(augment=with_h264)),
             "self-blended-longer": ("train DATA --fakes self-blended --progressive 128 --epochs 10",
                                     recipe.replace(progressive=128, epochs=10)),
+            "self-blended-lite1": ("train DATA --fakes self-blended --backbone efficientnet_lite1",
+                                   recipe.replace(backbone="efficientnet_lite1")),
+            "self-blended-lite2": ("train DATA --fakes self-blended --backbone efficientnet_lite2",
+                                   recipe.replace(backbone="efficientnet_lite2")),
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
             "combined": ("train DATA --fakes both", TrainSettings.preset(fakes="both"))}
 
