@@ -144,7 +144,11 @@ def test_keras_augmentation_is_an_affine_warp(face):
 def test_a_spec_is_parsed_named_strengths_apply_and_the_result_depends_only_on_the_rng(face):
     assert parse_augment("flip,jpeg=0.5") == (("flip", 1.0), ("jpeg", 0.5))
     assert parse_augment("none") == () and parse_augment("keras") == (("keras", 1.0),)
-    assert {name for name, _ in parse_augment("default")} == set(AUGMENTATIONS) - {"keras", "h264"}  # h264: to try
+    assert {name for name, _ in parse_augment("default")} == set(AUGMENTATIONS) - {"keras", "h264"}
+    # the self-blended recipe's: the default's, in its order, with H.264 half the time (CRF 18-29) after JPEG
+    compressed = parse_augment("compressed")
+    assert [s for s in compressed if s[0] != "h264"] == list(parse_augment("default"))
+    assert compressed[2] == ("h264", 0.5) and compressed[1][0] == "jpeg"
     augmenter = Augmenter.from_spec("default", margin=0.3)
     a = augmenter(face, np.random.default_rng([0, 1, 2]))
     b = augmenter(face, np.random.default_rng([0, 1, 2]))

@@ -295,11 +295,14 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended", "--trainable-blocks", "0"])
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
     both = TrainSettings.preset(fakes="both")  # a self-blended member as measured, and a supervised one
-    assert both.combined and both.members() == {"self-blended": recipe.replace(both="combined", supervised_epochs=3),
+    assert recipe.augment == "compressed" and both.augment == "default"  # `both` as bench/combine.py measured it
+    assert both.combined and both.members() == {"self-blended": recipe.replace(both="combined", supervised_epochs=3,
+                                                                               augment="default"),
                                                 "supervised": both.replace(fakes="real", epochs=3)}
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "both", "--both", "mixed"])
     mixed = _options.settings_from(args, TrainSettings, args.preset)  # the recipe on both kinds of fakes
-    assert not mixed.combined and mixed == recipe.replace(fakes="both", both="mixed", supervised_epochs=3)
+    assert not mixed.combined and mixed == recipe.replace(fakes="both", both="mixed", supervised_epochs=3,
+                                                       augment="default")
     assert TrainSettings.preset(fakes="real") == TrainSettings()  # the default recipe otherwise
 
 

@@ -195,9 +195,9 @@ class TrainSettings(_Settings):
         group="fine-tuning")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
-    augment: str = option("default", "augmentations when fine-tuning: default, none, keras (the reference's), or "
-                          "NAME[=STRENGTH],... of flip, jpeg, downscale, blur, noise, colour, cutout, parts",
-                          group="fine-tuning")
+    augment: str = option("default", "augmentations when fine-tuning: default, compressed (the default's and H.264 "
+                          "half the time), none, keras (the reference's), or NAME[=STRENGTH],... of "
+                          + ", ".join(a for a in registries.AUGMENTATIONS if a != "keras"), group="fine-tuning")
     precision: Literal["auto", Precision] = option(
         "auto", "compute precision of the base: auto = bf16 where the CPU or GPU runs it natively, else fp32",
         group="base")
@@ -268,11 +268,13 @@ class TrainSettings(_Settings):
                # Its tuned variant: 128 neurons, lr 1e-5, up to 100 epochs, early stopping with patience 3.
                "reference-tuned": {**_REFERENCE, "n_neurons": 128, "lr": 1e-5, "epochs": 100, "patience": 3},
                # What `--fakes self-blended` starts from: the recipe measured best by bench/generalize.py on 2 CPU
-               # cores (the base fine-tuned whole on a new pseudo-fake of each real every epoch).
-               "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6),
-               # What `--fakes both` starts from: that recipe for the self-blended member, 3 epochs of the whole base
-               # on the data's fakes for the supervised one (bench/combine.py measured the pair; with --both mixed,
-               # the self-blended recipe on both kinds of fakes, bench/generalize.py's row "both").
+               # cores (the base fine-tuned whole on a new pseudo-fake of each real every epoch, H.264 among the
+               # augmentations).
+               "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6,
+                                    augment="compressed"),
+               # What `--fakes both` starts from: that recipe without H.264 for the self-blended member, 3 epochs of
+               # the whole base on the data's fakes for the supervised one (bench/combine.py measured the pair; with
+               # --both mixed, the recipe on both kinds of fakes, bench/generalize.py's row "both").
                "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, supervised_epochs=3),
                # For a GPU, after the paper (SBI): EfficientNet-B4 at its 380 px, every blend mask shape, a new
                # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here, not SAM). Not measured here:
