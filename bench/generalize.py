@@ -2,19 +2,19 @@
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
-        [--rows frozen,finetuned,self-blended,self-blended-varied,self-blended-alike,self-blended-progressive,
-        self-blended-quick,self-blended-longer,self-blended-h264,self-blended-lite1,self-blended-lite2,
+        [--rows frozen,finetuned,self-blended,self-blended-plain,self-blended-varied,self-blended-alike,
+        self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
         self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`, the
-recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned), the same with varied
-mask shapes (`--blend-mask varied`), the same with each real and its pseudo-fake augmented alike (`--pair-augment
-alike`), the same resized progressively (`--progressive 160`: 160 px first, 224 px last) and in a shorter run
-(`--progressive 128 --epochs 4`) and in a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the
-same with H.264 re-compression among the augmentations (`h264=0.5` beside the default's), the same on the larger
-EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px), the same on a frozen base, both (`--both mixed`:
-the recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a
+recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned, H.264 among the
+augmentations), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04), and, each
+from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
+(`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
+(`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
+EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px) and a frozen base; both (`--both mixed`: the
+recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a
 supervised member, combined). All share the split of the first row run (by source: a fake stays with its original); rows
 run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev,
 video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces
@@ -44,7 +44,6 @@ from fakefinder.data.splits import load_split
 from fakefinder.inference.evaluation import dataset_logits, evaluate_collections
 from fakefinder.metrics import evaluate_scores
 from fakefinder.models.modelfile import save_model
-from fakefinder.registries import AUGMENT_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -52,29 +51,22 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     recipe = TrainSettings.preset(fakes="self-blended")  # what `train DATA --fakes self-blended` runs
-    with_h264 = AUGMENT_SPECS["default"].replace("jpeg=0.6,", "jpeg=0.6,h264=0.5,")  # CRF 18-29, half the time
+    plain = recipe.replace(augment="default")  # the recipe before H.264 joined it: what the variants changed
+    variants = {"frozen": ("--trainable-blocks 0", dict(trainable_blocks=0)),
+                "varied": ("--blend-mask varied", dict(blend_mask="varied")),
+                "alike": ("--pair-augment alike", dict(pair_augment="alike")),
+                "progressive": ("--progressive 160", dict(progressive=160)),
+                "quick": ("--progressive 128 --epochs 4", dict(progressive=128, epochs=4)),
+                "longer": ("--progressive 128 --epochs 10", dict(progressive=128, epochs=10)),
+                "lite1": ("--backbone efficientnet_lite1", dict(backbone="efficientnet_lite1")),
+                "lite2": ("--backbone efficientnet_lite2", dict(backbone="efficientnet_lite2"))}
     return {"frozen": ("train DATA", TrainSettings()),
             "finetuned": (f"train DATA --trainable-blocks all --epochs {epochs}",
                           TrainSettings(trainable_blocks="all", epochs=epochs)),
             "self-blended": ("train DATA --fakes self-blended", recipe),
-            "self-blended-frozen": ("train DATA --fakes self-blended --trainable-blocks 0",
-                                    recipe.replace(trainable_blocks=0)),
-            "self-blended-varied": ("train DATA --fakes self-blended --blend-mask varied",
-                                    recipe.replace(blend_mask="varied")),
-            "self-blended-alike": ("train DATA --fakes self-blended --pair-augment alike",
-                                   recipe.replace(pair_augment="alike")),
-            "self-blended-progressive": ("train DATA --fakes self-blended --progressive 160",
-                                         recipe.replace(progressive=160)),
-            "self-blended-quick": ("train DATA --fakes self-blended --progressive 128 --epochs 4",
-                                   recipe.replace(progressive=128, epochs=4)),
-            "self-blended-h264": (f"train DATA --fakes self-blended --augment {with_h264}",
-                                  recipe.replace(augment=with_h264)),
-            "self-blended-longer": ("train DATA --fakes self-blended --progressive 128 --epochs 10",
-                                    recipe.replace(progressive=128, epochs=10)),
-            "self-blended-lite1": ("train DATA --fakes self-blended --backbone efficientnet_lite1",
-                                   recipe.replace(backbone="efficientnet_lite1")),
-            "self-blended-lite2": ("train DATA --fakes self-blended --backbone efficientnet_lite2",
-                                   recipe.replace(backbone="efficientnet_lite2")),
+            "self-blended-plain": ("train DATA --fakes self-blended --augment default", plain),
+            **{f"self-blended-{name}": (f"train DATA --fakes self-blended --augment default {flags}",
+                                        plain.replace(**changes)) for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
             "combined": ("train DATA --fakes both", TrainSettings.preset(fakes="both"))}
 

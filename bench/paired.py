@@ -1,7 +1,7 @@
 """Is one training recipe better than another? Their difference in video AUC and log loss, with a paired bootstrap
 95% interval: both rows' models score the same videos, and each resample of videos is drawn once for both.
 
-    python bench/paired.py --rows self-blended-h264,self-blended [--seeds 0,1]
+    python bench/paired.py --rows self-blended,self-blended-plain [--seeds 0,1]
 
 Runs after `bench/generalize.py --rows A,B --seeds 0,1`, whose kept models, split and prepared collections it reads
 (bench/out/generalize). Separate intervals (generalize's, about +-0.1 on xdev's 82 clips) mostly measure how hard the
