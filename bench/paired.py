@@ -2,13 +2,16 @@
 95% interval: both rows' models score the same videos, and each resample of videos is drawn once for both.
 
     python bench/paired.py --rows self-blended,self-blended-plain [--seeds 0,1]
+    python bench/paired.py --rows self-blended+finetuned,self-blended-plain+finetuned
 
 Runs after `bench/generalize.py --rows A,B --seeds 0,1`, whose kept models, split and prepared collections it reads
 (bench/out/generalize). Separate intervals (generalize's, about +-0.1 on xdev's 82 clips) mostly measure how hard the
 videos are, which both rows share; the paired interval of the difference leaves that out. Per collection (DFDC's
 test part; the xdev clips framed as DFDC's crops are) and per seed, then over the seeds (the difference of the
 seeds' means): A's figure, B's, A - B [95%]. A is better only where the interval of A - B leaves out 0 on the side
-that favours A. Video scores follow each model's own video rule, as `predict` does.
+that favours A. Video scores follow each model's own video rule, as `predict` does. A row `A+B` is the two rows' models
+combined as bench/combine.py's `max` combines them (a face as suspicious as the more suspicious member finds it, before
+the combined file's own calibration; the first member's video rule).
 """
 
 from __future__ import annotations
@@ -51,22 +54,23 @@ def main() -> None:
     dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
     parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
     collections = {"DFDC test": (dfdc, parts == "test"), "xdev clips": (clips, np.ones(len(clips), bool))}
-    if any(read_card(src / f"{row}-seed{seed}.safetensors").evidence.test_videos == 0
-           for row in rows_ab for seed in seeds):  # a row trained on the test part's reals too (`--test 0`)
+    if any(read_card(src / f"{member}-seed{seed}.safetensors").evidence.test_videos == 0
+           for row in rows_ab for member in row.split("+") for seed in seeds):  # trained on its reals (`--test 0`)
         del collections["DFDC test"]
     scores: dict[str, dict[str, list[np.ndarray]]] = {c: {r: [] for r in rows_ab} for c in collections}
     videos: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for row in rows_ab:
         for seed in seeds:
-            model = src / f"{row}-seed{seed}.safetensors"
-            z = member_logits(model, {"dfdc": dfdc, "clips": clips}, src / f"{row}-seed{seed}.logits.npz")
-            rule = read_card(model).verdict.video_rule  # the header alone: no weights loaded
+            models = [src / f"{member}-seed{seed}.safetensors" for member in row.split("+")]
+            z = [member_logits(m, {"dfdc": dfdc, "clips": clips}, m.with_suffix(".logits.npz")) for m in models]
+            rule = read_card(models[0]).verdict.video_rule  # the header alone: no weights loaded
             for name, (data, rows) in collections.items():
                 key = "dfdc" if data is dfdc else "clips"
-                ids, vy, vp = data.videos(np.flatnonzero(rows), sigmoid(z[key][rows]), rule)
+                p = np.max([sigmoid(logits[key][rows]) for logits in z], axis=0)  # `fakefinder combine`'s max
+                ids, vy, vp = data.videos(np.flatnonzero(rows), p, rule)
                 if name in videos and not np.array_equal(videos[name], ids):
-                    raise SystemExit(f"{model}: its {name} videos are not those of the other models")
+                    raise SystemExit(f"{models[0]}: its {name} videos are not those of the other models")
                 videos[name], labels[name] = ids, vy
                 scores[name][row].append(vp)
     table, results = [], {}
