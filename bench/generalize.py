@@ -111,6 +111,7 @@ def main() -> None:
         command, base_settings = wanted[name]
         for seed in map(int, args.seeds.split(",")):
             key, settings = f"{name}-seed{seed}", base_settings.replace(seed=seed)
+            own = settings.test == 0  # its own split, with no test part: trained on DFDC's test reals too
             model = args.out / f"{key}.safetensors"
             phases: dict[str, float] = {}  # where one detector's training time went (TrainedDetector.phases)
             epochs: list[dict] = []  # its fine-tuning's history: each epoch's losses, val AUC and rates
@@ -119,26 +120,26 @@ def main() -> None:
                 phases = results.get(key, {}).get("train_phases", {})
                 epochs = results.get(key, {}).get("train_epochs", [])
             else:
-                t, shared = time.perf_counter(), split_file if split_file.is_file() else None
-                own = settings.test == 0  # its own split, with no test part: never the one the rows share
-                shared = None if own else shared
+                t = time.perf_counter()
+                shared = split_file if split_file.is_file() and not own else None
+                first = not own and not split_file.is_file()  # its split becomes the one the rows share
                 if settings.combined:  # two members and their combination, as `train` makes them
                     made = train(dfdc, settings, out=args.out / f"{key}-members", split_file=shared)
                     seconds = time.perf_counter() - t
-                    if shared is None and not own:
+                    if first:
                         shutil.copy(made.split_path, split_file)
                     shutil.copy(made.model_path, model)
                 else:
                     trained = fit_detector(dfdc, settings, split_file=shared)
                     seconds, phases, epochs = time.perf_counter() - t, trained.phases, trained.history.epochs
-                    if shared is None and not own:
+                    if first:
                         trained.split.save(split_file)
                     save_model(model, trained.model)
             detector = load_detector(model, device="cpu")
-            test = load_split(split_file, data).parts[:len(data)] == "test"  # DFDC's real fakes, whatever it trained on
-            p = detector.card.calibration.apply(dataset_logits(detector, data))
-            dfdc_auc, dfdc_ci = float("nan"), None  # for a row trained on DFDC's test part's reals too
-            if settings.test:
+            dfdc_auc, dfdc_ci = float("nan"), None  # unmeasured where it trained on DFDC's test part's reals
+            if not own:
+                test = load_split(split_file, data).parts[:len(data)] == "test"  # DFDC's real fakes, whatever it saw
+                p = detector.card.calibration.apply(dataset_logits(detector, data))
                 dfdc_auc = evaluate_scores(data.video_ids[test], data.labels[test], p[test],
                                            threshold=detector.threshold).video.auc
                 dfdc_ci = interval(detector, data, test, seed, p)

@@ -53,7 +53,8 @@ def main() -> None:
     clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
     dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
     parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
-    collections = {"DFDC test": (dfdc, parts == "test"), "xdev clips": (clips, np.ones(len(clips), bool))}
+    # each collection: the key of its logits in a model's cache, the dataset, its rows scored
+    collections = {"DFDC test": ("dfdc", dfdc, parts == "test"), "xdev clips": ("clips", clips, np.ones(len(clips), bool))}
     if any(read_card(src / f"{member}-seed{seed}.safetensors").evidence.test_videos == 0
            for row in rows_ab for member in row.split("+") for seed in seeds):  # trained on its reals (`--test 0`)
         del collections["DFDC test"]
@@ -65,8 +66,7 @@ def main() -> None:
             models = [src / f"{member}-seed{seed}.safetensors" for member in row.split("+")]
             z = [member_logits(m, {"dfdc": dfdc, "clips": clips}, m.with_suffix(".logits.npz")) for m in models]
             rule = read_card(models[0]).verdict.video_rule  # the header alone: no weights loaded
-            for name, (data, rows) in collections.items():
-                key = "dfdc" if data is dfdc else "clips"
+            for name, (key, data, rows) in collections.items():
                 p = np.max([sigmoid(logits[key][rows]) for logits in z], axis=0)  # `fakefinder combine`'s max
                 ids, vy, vp = data.videos(np.flatnonzero(rows), p, rule)
                 if name in videos and not np.array_equal(videos[name], ids):
