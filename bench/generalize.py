@@ -2,12 +2,12 @@
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
-        [--rows frozen,finetuned,self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,
+        [--rows frozen,finetuned,finetuned-longer,self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,
         self-blended-alike,self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,
         self-blended-lite2,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
-supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`), self-blended (`--fakes self-blended`, the
+supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `finetuned-longer`: twice the epochs), self-blended (`--fakes self-blended`, the
 recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base fine-tuned, H.264 among the
 augmentations), the same on more reals (`--test 0`: every real but the validation part's, so xdev alone measures it),
 the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04), and, each
@@ -66,6 +66,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     return {"frozen": ("train DATA", TrainSettings()),
             "finetuned": (f"train DATA --trainable-blocks all --epochs {epochs}",
                           TrainSettings(trainable_blocks="all", epochs=epochs)),
+            "finetuned-longer": (f"train DATA --trainable-blocks all --epochs {2 * epochs}",
+                                 TrainSettings(trainable_blocks="all", epochs=2 * epochs)),
             "self-blended": ("train DATA --fakes self-blended", recipe),
             "self-blended-plain": ("train DATA --fakes self-blended --augment default", plain),
             "self-blended-more-reals": more_reals,
