@@ -150,7 +150,8 @@ def test_a_combined_card_that_nests_or_lies_is_refused_in_one_line(combined, tmp
         load_model(tmp_path / "cut.safetensors")
 
 
-TINY_BOTH = TrainSettings.preset(fakes="both").replace(trainable_blocks=0)  # frozen members: seconds, not minutes
+# frozen members: seconds, not minutes; the supervised member's own epochs, so that the card shows them reach it
+TINY_BOTH = TrainSettings.preset(fakes="both").replace(trainable_blocks=0, supervised_epochs=3)
 
 
 def test_train_fakes_both_trains_a_self_blended_and_a_supervised_member_and_combines_them(learnable, tmp_path):
@@ -162,7 +163,7 @@ def test_train_fakes_both_trains_a_self_blended_and_a_supervised_member_and_comb
     result = train(learnable.out, TINY_BOTH, tracking=store, out=tmp_path / "models")
     card = read_card(result.model_path)
     assert [m.train["fakes"] for m in card.members] == ["self-blended", "real"]
-    assert [m.train["epochs"] for m in card.members] == ["6", "3"]  # --supervised-epochs, from the preset
+    assert [m.train["epochs"] for m in card.members] == ["6", "3"]  # --epochs, and --supervised-epochs for its member
     assert card.run_id == result.run_id and card.train["combine"] == "max"
     data = load_dataset(learnable.out)
     parts = load_split(result.split_path, data).parts[:len(data)]
