@@ -201,8 +201,9 @@ def test_a_combined_run_killed_in_its_second_member_resumes_without_training_the
     written = (out / f"{first['run_id']}.safetensors").stat().st_mtime_ns
     client = mlflow.MlflowClient(tracking_uri=store)
     assert client.get_run(state["run_id"]).info.status == "KILLED"
-    assert main(["train", str(learnable.out), "--fakes", "both", "--trainable-blocks", "0", "--resume", "--out",
-                 str(out), "--tracking-uri", store, "--json", str(tmp_path / "run.json"), "--quiet"]) == 0
+    assert main(["train", str(learnable.out), "--fakes", "both", "--trainable-blocks", "0", "--supervised-epochs", "3",
+                 "--resume", "--out", str(out), "--tracking-uri", store, "--json", str(tmp_path / "run.json"),
+                 "--quiet"]) == 0  # TINY_BOTH on the command line: the run it resumes
     result = json.loads((tmp_path / "run.json").read_text())
     assert result["run_id"] == state["run_id"] and client.get_run(state["run_id"]).info.status == "FINISHED"
     assert result["members"][0] == {"kind": "self-blended", "run_id": first["run_id"], "model_path": first["model"],
