@@ -64,13 +64,14 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                 "lite2": ("--backbone efficientnet_lite2", dict(backbone="efficientnet_lite2"))}
     # every real but the validation part's (1,600 against 1,200): DFDC has no test part left, xdev alone measures it
     more_reals = ("train DATA --fakes self-blended --test 0", recipe.replace(test=0.0))
+    supervised = TrainSettings(trainable_blocks="all", epochs=epochs)  # `--fakes both`'s member is one of these
+    supervised_variants = {"": (f"--epochs {epochs}", {}),
+                           "-longer": (f"--epochs {2 * epochs}", dict(epochs=2 * epochs)),
+                           "-compressed": (f"--epochs {2 * epochs} --augment compressed",
+                                           dict(epochs=2 * epochs, augment="compressed"))}
     return {"frozen": ("train DATA", TrainSettings()),
-            "finetuned": (f"train DATA --trainable-blocks all --epochs {epochs}",
-                          TrainSettings(trainable_blocks="all", epochs=epochs)),
-            "finetuned-longer": (f"train DATA --trainable-blocks all --epochs {2 * epochs}",
-                                 TrainSettings(trainable_blocks="all", epochs=2 * epochs)),
-            "finetuned-compressed": (f"train DATA --trainable-blocks all --epochs {2 * epochs} --augment compressed",
-                                     TrainSettings(trainable_blocks="all", epochs=2 * epochs, augment="compressed")),
+            **{f"finetuned{name}": (f"train DATA --trainable-blocks all {flags}", supervised.replace(**changes))
+               for name, (flags, changes) in supervised_variants.items()},
             "self-blended": ("train DATA --fakes self-blended", recipe),
             "self-blended-plain": ("train DATA --fakes self-blended --augment default", plain),
             "self-blended-more-reals": more_reals,

@@ -54,7 +54,8 @@ def main() -> None:
     dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
     parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
     # each collection: the key of its logits in a model's cache, the dataset, its rows scored
-    collections = {"DFDC test": ("dfdc", dfdc, parts == "test"), "xdev clips": ("clips", clips, np.ones(len(clips), bool))}
+    collections = {"DFDC test": ("dfdc", dfdc, parts == "test"),
+                   "xdev clips": ("clips", clips, np.ones(len(clips), bool))}
     if any(read_card(src / f"{member}-seed{seed}.safetensors").evidence.test_videos == 0
            for row in rows_ab for member in row.split("+") for seed in seeds):  # trained on its reals (`--test 0`)
         del collections["DFDC test"]
