@@ -2,7 +2,7 @@
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
-        [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,self-blended,self-blended-more-reals,
+        [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,self-blended,self-blended-more-reals,
         self-blended-plain,self-blended-varied,self-blended-alike,self-blended-progressive,self-blended-quick,
         self-blended-longer,self-blended-lite1,self-blended-lite2,self-blended-frozen,both,combined]
 
@@ -68,7 +68,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     supervised_variants = {"": (f"--epochs {epochs}", {}),
                            "-longer": (f"--epochs {2 * epochs}", dict(epochs=2 * epochs)),
                            "-compressed": (f"--epochs {2 * epochs} --augment compressed",
-                                           dict(epochs=2 * epochs, augment="compressed"))}
+                                           dict(epochs=2 * epochs, augment="compressed")),
+                           "-pairs": (f"--epochs {2 * epochs} --pair-batches", dict(epochs=2 * epochs, pair_batches=True))}
     return {"frozen": ("train DATA", TrainSettings()),
             **{f"finetuned{name}": (f"train DATA --trainable-blocks all {flags}", supervised.replace(**changes))
                for name, (flags, changes) in supervised_variants.items()},

@@ -239,6 +239,10 @@ class TrainSettings(_Settings):
         "apart", "with pseudo-fakes: augment a real crop and its pseudo-fake each with its own draw (apart), or with "
         "one draw (alike, as SBI does: the same flip, re-compression and colour, so only the blend tells them apart)",
         group="fakes")
+    pair_batches: bool = option(
+        False, "with real fakes: batch each fake crop beside the crop of its source's real at the same place in the "
+        "video (a --labels CSV's original, a metadata.json's), so that a batch holds faces that differ by the "
+        "manipulation rather than by who is shown (pseudo-fakes always are)", group="fakes")
     video_rule: VideoRule = option(
         "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")
     calibration: Literal["temperature", "platt", "none"] = option(

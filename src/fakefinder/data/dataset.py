@@ -84,6 +84,18 @@ class PreparedDataset:
         picked = own[np.unique(np.linspace(0, len(own) - 1, min(sample, len(own))).astype(int))]
         return median_fill(self.landmarks(picked), self.settings.size)
 
+    def pair_keys(self) -> np.ndarray:
+        """Per row, a key it shares with the crops at the same place in the other videos of its source group (the
+        k-th face of a fake and the k-th of the real it was made from): which crops to batch side by side."""
+        position = np.zeros(len(self), dtype=np.int64)
+        seen: dict[str, int] = {}
+        for row, video in enumerate(self.video_ids):
+            position[row] = seen.get(video, 0)
+            seen[video] = position[row] + 1
+        _, keys = np.unique(np.stack([np.unique(self.groups, return_inverse=True)[1].ravel(), position]), axis=1,
+                            return_inverse=True)
+        return keys.ravel()
+
     def tracks(self) -> np.ndarray:
         """Per row, its face's track in its video (data.tracks.link_tracks over the manifest's boxes, frame by frame,
         as `predict` links a video's faces); 0 for rows the manifest lacks (pseudo-fakes, one face each)."""
