@@ -47,6 +47,23 @@ def test_no_video_or_source_group_ever_sits_on_two_sides(sizes, seed, by):
     assert not split.leaky and set(split.parts) <= {"train", "val", "test"}
 
 
+def test_pair_keys_batch_each_fake_crop_beside_its_reals_crop_at_the_same_place():
+    """--pair-batches: a batch holds the k-th face of a real and of each fake made from it, side by side."""
+    from fakefinder.training.loader import EpochBatches
+
+    data = collection([1, 2, 4, 3])
+    keys = data.pair_keys()
+    assert len(np.unique(keys)) == 3 * 4  # a key per source group and place in the video
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        assert len(set(data.groups[rows])) == 1 and len(set(data.video_ids[rows])) == len(rows)
+        assert len({Path(c).stem for c in data.crop_paths[rows]}) == 1  # the same frame of each video
+        assert len(rows) == len(np.unique(data.video_ids[data.groups == data.groups[rows[0]]]))  # every video
+    sampler = EpochBatches(np.arange(len(data)), 8, 0, shuffle=True, together=keys)
+    order = keys[[row for batch in sampler for row, _ in batch]]
+    assert len(order) == len(data) and np.count_nonzero(np.diff(order)) == len(np.unique(keys)) - 1  # runs
+
+
 def test_split_is_stratified_fixed_by_seed_and_sized_by_fractions():
     data = collection([3] * 20 + [1] * 10)  # 20 groups with fakes, 10 real-only
     a = split_dataset(data, val=0.2, test=0.2, seed=1)
