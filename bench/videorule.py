@@ -102,7 +102,8 @@ def main() -> None:
         print(format_table(["model", "frames", "rule", "flip", "video AUC [95%]", "log loss"], rows), flush=True)
     print("\nmean over the models:")
     print(format_table(["frames", "rule", "flip", "video AUC", "log loss"],
-                       [[str(n), rule, flip or "-", f"{np.mean(v):.3f}", f"{np.mean(cells[(n, rule, flip, 'loss')]):.3f}"]
+                       [[str(n), rule, flip or "-", f"{np.mean(v):.3f}",
+                         f"{np.mean(cells[(n, rule, flip, 'loss')]):.3f}"]
                         for (n, rule, flip, *rest), v in cells.items() if not rest]), flush=True)
 
 

@@ -83,7 +83,8 @@ def test_a_card_of_format_4_reads_as_strength_unknown(model_file, tmp_path, coll
     detector = load_detector(old)
     assert detector.card.strength is None
     judged = detector.judge(0.99)
-    assert judged["strength"] is None and judged["strength_note"] == UNKNOWN_OLD == "strength unknown (model card format < 5)"
+    assert judged["strength"] is None
+    assert judged["strength_note"] == UNKNOWN_OLD == "strength unknown (model card format < 5)"
     assert judged["verdict"] == detector.verdict.call(0.99) and judged["decision"] == "FAKE"  # today's behaviour
     video = next(collection.out.glob("*.mp4"))
     row = detector.predict(video).to_dict()

@@ -1,5 +1,6 @@
 """One self-contained HTML file of a verdict (images embedded, nothing fetched): the strength of evidence in words
-first, then the score and what it means, the timeline of P(fake), every sampled frame with its face boxes, the face tracks and the Grad-CAM heatmaps."""
+first, then the score and what it means, the timeline of P(fake), every sampled frame with its face boxes, the face
+tracks and the Grad-CAM heatmaps."""
 
 from __future__ import annotations
 

@@ -162,8 +162,8 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
             (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=float))
             (tmp / "model_summary.txt").write_text(card.summary() + "\n")
             rows = {part: np.flatnonzero(parts == part) for part in measured}
-            experiment.write_predictions(tmp / "predictions.parquet", dataset, {k: (r, logits[r]) for k, r in rows.items()},
-                              card.calibration)
+            experiment.write_predictions(tmp / "predictions.parquet", dataset,
+                                         {k: (r, logits[r]) for k, r in rows.items()}, card.calibration)
             run.log_artifacts(tmp)
         run.log_file(split_path)
         run.log_file(calibrated.path, "model")
