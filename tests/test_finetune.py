@@ -178,6 +178,16 @@ def test_progressive_resizing_feeds_each_epoch_its_side_growing_to_the_input_siz
 
 
 @pytest.mark.slow
+def test_pair_batches_reach_the_fine_tuning_order_and_the_card(prepared, tmp_path):
+    """Each fake beside its original changes the batches (hence the first epoch's loss); the card records it."""
+    compute = Compute(cache_dir=tmp_path, processes=0)
+    shuffled, paired = (fit_detector(prepared.out, TrainSettings(**TINY, pair_batches=pairs), compute=compute)
+                        for pairs in (False, True))
+    assert (paired.model.card.train["pair_batches"], shuffled.model.card.train["pair_batches"]) == ("True", "False")
+    assert paired.history.epochs[0]["train_loss"] != shuffled.history.epochs[0]["train_loss"]
+
+
+@pytest.mark.slow
 def test_a_progressively_resized_run_trains_its_early_epochs_smaller_and_records_it(prepared, tmp_path):
     from fakefinder.errors import OptionError
 

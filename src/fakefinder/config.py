@@ -242,7 +242,7 @@ class TrainSettings(_Settings):
     pair_batches: bool = option(
         False, "with real fakes: batch each fake crop beside the crop of its source's real at the same place in the "
         "video (a --labels CSV's original, a metadata.json's), so that a batch holds faces that differ by the "
-        "manipulation rather than by who is shown (pseudo-fakes always are)", group="fakes")
+        "manipulation rather than by who is shown (pseudo-fakes always are; the both preset sets it)", group="fakes")
     video_rule: VideoRule = option(
         "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")
     calibration: Literal["temperature", "platt", "none"] = option(
@@ -277,10 +277,11 @@ class TrainSettings(_Settings):
                "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6,
                                     augment="compressed"),
                # What `--fakes both` starts from: that recipe without H.264 for the self-blended member, as many
-               # epochs of the whole base on the data's fakes for the supervised one (bench/paired.py: 6 epochs beat 3
-               # in-domain, the pair likewise; with H.264 in its self-blended member it could not tell the pair apart;
-               # with --both mixed, the recipe on both kinds of fakes, bench/generalize.py's row "both").
-               "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6),
+               # epochs of the whole base on the data's fakes for the supervised one, each fake batched beside its
+               # original (bench/paired.py: 6 epochs beat 3 in-domain, and pair batches beat those, the pair likewise;
+               # with H.264 in its self-blended member it could not tell the pair apart; with --both mixed, the
+               # recipe on both kinds of fakes, bench/generalize.py's row "both").
+               "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, pair_batches=True),
                # For a GPU, after the paper (SBI): EfficientNet-B4 at its 380 px, every blend mask shape, a new
                # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here, not SAM). Not measured here:
                # no GPU was lent to the sessions that wrote it; its CPU test runs it tiny.
