@@ -2,31 +2,32 @@
 DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), side by side on one split.
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
-        [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,self-blended,
-        self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,self-blended-progressive,
-        self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,self-blended-frozen,both,combined]
+        [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
+        self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
+        self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
+        self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `finetuned-longer`: twice the epochs;
 `finetuned-compressed`: those with H.264 among the augmentations; `finetuned-pairs`: those with each fake batched beside
-its original, `--pair-batches`), self-blended (`--fakes self-blended`, the recipe: the dev set's reals only, each with a
-new pseudo-fake every epoch, the base fine-tuned, H.264 among the augmentations), the same on more reals (`--test 0`:
-every real but the validation part's, so xdev alone measures it), the same with the default augmentations
-(`self-blended-plain`, the recipe until 2026-12-04), and, each from that one, varied mask shapes (`--blend-mask
-varied`), each real and its pseudo-fake augmented alike (`--pair-augment alike`), resized progressively (`--progressive
-160`: 160 px first, 224 px last), a shorter run (`--progressive 128 --epochs 4`), a longer one in about the recipe's
-time (`--progressive 128 --epochs 10`), the larger EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260
-px) and a frozen base; both (`--both mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and
-combined (`--fakes both`: a self-blended and a supervised member, combined). All share the split of the first row run
-(by source: a fake stays with its original); rows run in separate calls add to one results.json. Columns: in-domain test
-AUC on DFDC's real fakes; on ../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with
-BlazeFace, cut with the margin that frames the faces as DFDC's crops are framed, and at the default margin 0.3), frame
-AUC on the 590 face crops, and each method's clip AUC; train wall time. Each row trains once per seed (`--seed`: the
-split stays the first row's, the initialisation, the order and every blend change) and its model is kept
-(`<row>-seed<k>.safetensors`): a rerun scores it again without training it again. AUCs carry a bootstrap 95% interval
-over videos, and the last table gives each row's mean over its seeds: a change is better only where its intervals say
-so, or where `bench/paired.py`'s paired interval of the difference to another row does (both rows' models scoring the
-same videos). """
+its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`), self-blended
+(`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
+fine-tuned, H.264 among the augmentations), the same on more reals (`--test 0`: every real but the validation part's, so
+xdev alone measures it), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
+and, each from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
+(`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
+(`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
+EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px) and a frozen base; both (`--both mixed`: the
+recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a
+supervised member, combined). All share the split of the first row run (by source: a fake stays with its original); rows
+run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev,
+video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces
+as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
+train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order
+and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it
+again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a
+change is better only where its intervals say so, or where `bench/paired.py`'s paired interval of the difference to
+another row does (both rows' models scoring the same videos). """
 
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                            "-compressed": (f"--epochs {2 * epochs} --augment compressed",
                                            dict(epochs=2 * epochs, augment="compressed")),
                            "-pairs": (f"--epochs {2 * epochs} --pair-batches",
-                                      dict(epochs=2 * epochs, pair_batches=True))}
+                                      dict(epochs=2 * epochs, pair_batches=True)),
+                           "-pairs-alike": (f"--epochs {2 * epochs} --pair-batches --pair-augment alike",
+                                            dict(epochs=2 * epochs, pair_batches=True, pair_augment="alike"))}
     return {"frozen": ("train DATA", TrainSettings()),
             **{f"finetuned{name}": (f"train DATA --trainable-blocks all {flags}", supervised.replace(**changes))
                for name, (flags, changes) in supervised_variants.items()},
