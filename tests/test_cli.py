@@ -107,8 +107,11 @@ def test_synth_and_predict_show_progress_and_ctrl_c_promises_no_resume_it_cannot
     made = cli("synth", tmp_path / "s", "--videos", "2", "--seconds", "1")
     assert made.returncode == 0 and "synth: 2/2 video" in made.stderr, made.stderr
     hour = write_video(tmp_path / "hour.mp4", coffee(), seconds=3600, fps=1, size=(64, 64))
+    # Ctrl-C as a terminal sends it: a suite started in the background (`cmd &` in a script) ignores SIGINT, and
+    # a child inherits that, so it is restored here (Python then installs its KeyboardInterrupt handler)
     proc = subprocess.Popen([sys.executable, "-m", "fakefinder", "predict", str(baseline.model_path), str(hour)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stderr.readline()  # blocks until predict reports a frame of the video
     assert first.startswith("frames: 1 frame faces=0"), first
     proc.send_signal(signal.SIGINT)
