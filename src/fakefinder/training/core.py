@@ -247,10 +247,11 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
     own = np.arange(len(dataset)) if dataset.origins is None else np.where(dataset.origins >= 0, dataset.origins,
                                                                            np.arange(len(dataset)))
     wants_parts = not config.frozen and any(name == "parts" for name, _ in parse_augment(config.augment))
+    # batched side by side: a real crop and its pseudo-fakes, or (--pair-batches) a fake and its original
+    together = own if fresh is not None else dataset.pair_keys() if config.pair_batches else None
     parts = _Parts(dataset.crop_files, dataset.labels.astype(np.float32), rows, train_rows,
                    [p for p in ("val", "test") if len(rows[p]) and (p == "val" or evaluate_test)], dataset.margin,
-                   fresh=fresh, together=own if fresh is not None else dataset.pair_keys() if config.pair_batches
-                   else None,
+                   fresh=fresh, together=together,
                    part_boxes=_part_boxes(dataset, own, train_rows, progress) if wants_parts else None)
     device = resolve_device(compute.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's
     setup = _Run(device, "fp32" if runtime == "onnx" else resolve_precision(config.precision, device),
