@@ -236,8 +236,9 @@ class TrainSettings(_Settings):
     blend_full: float = option(0.5, "chance that the face is pasted whole (blend ratio 1); else at 0.25, 0.5 or 0.75",
                                low=0, high=1, group="fakes")
     pair_augment: Literal["apart", "alike"] = option(
-        "apart", "with pseudo-fakes: augment a real crop and its pseudo-fake each with its own draw (apart), or with "
-        "one draw (alike, as SBI does: the same flip, re-compression and colour, so only the blend tells them apart)",
+        "apart", "with pseudo-fakes (or --pair-batches): augment a real crop and its fakes each with its own draw "
+        "(apart), or with one draw (alike, as SBI does: the same flip, re-compression and colour, so only the blend "
+        "tells them apart)",
         group="fakes")
     pair_batches: bool = option(
         False, "with real fakes: batch each fake crop beside the crop of its source's real at the same place in the "
