@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakefinder import PreparedDataset, UsageError
-from fakefinder.data.dataset import NoFaceVideos
+from fakefinder.data.dataset import NoFaceVideos, load_dataset
 from fakefinder.data.splits import load_split, split_dataset
 
 
@@ -47,18 +47,28 @@ def test_no_video_or_source_group_ever_sits_on_two_sides(sizes, seed, by):
     assert not split.leaky and set(split.parts) <= {"train", "val", "test"}
 
 
-def test_pair_keys_batch_each_fake_crop_beside_its_reals_crop_at_the_same_place():
-    """--pair-batches: a batch holds the k-th face of a real and of each fake made from it, side by side."""
+def test_pair_keys_batch_each_fake_crop_beside_its_reals_crop_of_the_same_frame(tmp_path):
+    """--pair-batches: a batch holds a frame's face of a real and of each fake made from it, side by side, read off the
+    manifest: where the detector missed the real's face in one frame, its later frames still pair with theirs."""
+    from fakefinder.data.manifest import MANIFEST, MANIFEST_SCHEMA, write_table
     from fakefinder.training.loader import EpochBatches
 
-    data = collection([1, 2, 4, 3])
+    sizes, missed = [1, 2, 4, 3], ("g2v0", 1)  # videos per source group (a real and its fakes); a face not found
+    rows = [dict(dataset="d", video_id=f"g{g}v{v}", source_path="", label=int(v > 0), group=f"g{g}v0", frame_index=f,
+                 timestamp=float(f), face_index=0, x=0, y=0, w=10, h=10, score=1.0, crop_path=f"faces/g{g}v{v}/{f}.png",
+                 method="" if v == 0 else "swap")
+            for g, size in enumerate(sizes) for v in range(size) for f in range(3) if (f"g{g}v{v}", f) != missed]
+    write_table(tmp_path / MANIFEST, MANIFEST_SCHEMA, [rows])
+    data = load_dataset(tmp_path)
     keys = data.pair_keys()
-    assert len(np.unique(keys)) == 3 * 4  # a key per source group and place in the video
+    assert len(np.unique(keys)) == 3 * 4  # a key per source group and frame
     for key in np.unique(keys):
         rows = np.flatnonzero(keys == key)
         assert len(set(data.groups[rows])) == 1 and len(set(data.video_ids[rows])) == len(rows)
         assert len({Path(c).stem for c in data.crop_paths[rows]}) == 1  # the same frame of each video
-        assert len(rows) == len(np.unique(data.video_ids[data.groups == data.groups[rows[0]]]))  # every video
+        frame = int(Path(data.crop_paths[rows[0]]).stem)
+        group = set(data.video_ids[data.groups == data.groups[rows[0]]])
+        assert set(data.video_ids[rows]) == {v for v in group if (v, frame) != missed}  # every video with that face
     sampler = EpochBatches(np.arange(len(data)), 8, 0, shuffle=True, together=keys)
     order = keys[[row for batch in sampler for row, _ in batch]]
     assert len(order) == len(data) and np.count_nonzero(np.diff(order)) == len(np.unique(keys)) - 1  # runs

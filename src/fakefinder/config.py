@@ -241,8 +241,8 @@ class TrainSettings(_Settings):
         "tells them apart)",
         group="fakes")
     pair_batches: bool = option(
-        False, "with real fakes: batch each fake crop beside the crop of its source's real at the same place in the "
-        "video (a --labels CSV's original, a metadata.json's), so that a batch holds faces that differ by the "
+        False, "with real fakes: batch each fake crop beside its source real's crop of the same frame and face "
+        "(a --labels CSV's original, a metadata.json's), so that a batch holds faces that differ by the "
         "manipulation rather than by who is shown (pseudo-fakes always are; the both preset sets it)", group="fakes")
     video_rule: VideoRule = option(
         "mean", "video score from its faces: their mean, or the DFDC winner's confident rule", group="verdict")

@@ -48,6 +48,7 @@ class PreparedDataset:
     # `dataclasses.replace` (pseudo-fakes added) keeps it
     _landmarks: dict | None = field(default=None, repr=False, compare=False)
     _tracks: dict | None = field(default=None, repr=False, compare=False)  # crop path -> track, read by `tracks`
+    _manifest_faces: dict | None = field(default=None, repr=False, compare=False)  # read by `_faces`
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,29 +86,25 @@ class PreparedDataset:
         return median_fill(self.landmarks(picked), self.settings.size)
 
     def pair_keys(self) -> np.ndarray:
-        """Per row, a key it shares with the crops at the same place in the other videos of its source group (the
-        k-th face of a fake and the k-th of the real it was made from): which crops to batch side by side."""
-        position = np.zeros(len(self), dtype=np.int64)
-        seen: dict[str, int] = {}
-        for row, video in enumerate(self.video_ids):
-            position[row] = seen.get(video, 0)
-            seen[video] = position[row] + 1
-        _, keys = np.unique(np.stack([np.unique(self.groups, return_inverse=True)[1].ravel(), position]), axis=1,
-                            return_inverse=True)
-        return keys.ravel()
+        """Per row, a key it shares with the crops of the same frame and face in the other videos of its source group
+        (a fake's face and its original's in the frame it was made from): which crops to batch side by side. Read off
+        the manifest, so that a face missed in one video leaves the others' later frames paired right; rows it lacks
+        (pseudo-fakes) each have a key of their own."""
+        faces = self._faces()
+        group = np.unique(self.groups, return_inverse=True)[1].ravel()
+        places = np.asarray([faces[c][1:3] if c in faces else (-1, -1 - row) for row, c in enumerate(self.crop_paths)],
+                            dtype=np.int64).reshape(-1, 2)
+        return np.unique(np.column_stack([group, places]), axis=0, return_inverse=True)[1].ravel()
 
     def tracks(self) -> np.ndarray:
         """Per row, its face's track in its video (data.tracks.link_tracks over the manifest's boxes, frame by frame,
         as `predict` links a video's faces); 0 for rows the manifest lacks (pseudo-fakes, one face each)."""
-        from .manifest import MANIFEST
         from .tracks import link_tracks
 
         if self._tracks is None:
-            t = _read(self.root / MANIFEST, ["video_id", "frame_index", "face_index", "x", "y", "w", "h", "crop_path"])
             frames: dict[str, dict[int, list[tuple[int, str, tuple]]]] = {}
-            for v, f, k, x, y, w, h, c in zip(*(t[name] for name in ("video_id", "frame_index", "face_index", "x", "y",
-                                                                      "w", "h", "crop_path"))):
-                frames.setdefault(v, {}).setdefault(int(f or 0), []).append((int(k or 0), c, (x, y, w, h)))
+            for c, (v, f, k, box) in self._faces().items():
+                frames.setdefault(v, {}).setdefault(f, []).append((k, c, box))
             track: dict[str, int] = {}
             for by_frame in frames.values():
                 ordered = [sorted(faces) for _, faces in sorted(by_frame.items())]
@@ -115,6 +112,16 @@ class PreparedDataset:
                     track.update((c, i) for (_, c, _), i in zip(faces, ids))
             object.__setattr__(self, "_tracks", track)
         return np.asarray([self._tracks.get(c, 0) for c in self.crop_paths], dtype=np.int64)
+
+    def _faces(self) -> dict[str, tuple[str, int, int, tuple]]:
+        """crop path -> (video, frame index, face index, box) of every crop the manifest lists, read once."""
+        if self._manifest_faces is None:
+            t = _read(self.root / MANIFEST, ["video_id", "frame_index", "face_index", "x", "y", "w", "h", "crop_path"])
+            object.__setattr__(self, "_manifest_faces", {
+                c: (v, int(f or 0), int(k or 0), (x, y, w, h))
+                for v, f, k, x, y, w, h, c in zip(*(t[name] for name in ("video_id", "frame_index", "face_index", "x",
+                                                                          "y", "w", "h", "crop_path")))})
+        return self._manifest_faces
 
     def videos(self, rows: np.ndarray, p, rule: VideoRule) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(video ids, labels, scores) of the videos of these rows, whose faces scored `p`: metrics.video_scores
