@@ -165,6 +165,7 @@ def test_train_fakes_both_trains_a_self_blended_and_a_supervised_member_and_comb
     assert [m.train["fakes"] for m in card.members] == ["self-blended", "real"]
     assert [m.train["epochs"] for m in card.members] == ["6", "3"]  # --epochs, and --supervised-epochs for its member
     assert [m.train["pair_batches"] for m in card.members] == ["True", "True"]  # the preset's, on each card
+    assert [m.train["pair_augment"] for m in card.members] == ["apart", "alike"]  # --supervised-pair-augment's
     assert card.run_id == result.run_id and card.train["combine"] == "max"
     data = load_dataset(learnable.out)
     parts = load_split(result.split_path, data).parts[:len(data)]

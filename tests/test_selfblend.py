@@ -298,14 +298,17 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     assert recipe.augment == "compressed" and both.augment == "default"  # `both` as bench/combine.py measured it
     # pair batches change nothing for the self-blended member: a pseudo-fake is always batched beside its real
     assert both.combined and both.members() == {"self-blended": recipe.replace(both="combined", augment="default",
-                                                                               pair_batches=True),
-                                                "supervised": both.replace(fakes="real")}
+                                                                               pair_batches=True,
+                                                                               supervised_pair_augment="alike"),
+                                                "supervised": both.replace(fakes="real", pair_augment="alike")}
     assert both.members()["supervised"].epochs == 6  # bench/paired.py: 6 beat 3 in-domain
     assert both.members()["supervised"].pair_batches  # and fakes beside their originals beat those
+    assert both.members()["supervised"].pair_augment == "alike"  # each pair augmented alike, better still
+    assert both.members()["self-blended"].pair_augment == "apart"  # not told apart there: as measured
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "both", "--both", "mixed"])
     mixed = _options.settings_from(args, TrainSettings, args.preset)  # the recipe on both kinds of fakes
     assert not mixed.combined and mixed == recipe.replace(fakes="both", both="mixed", augment="default",
-                                                          pair_batches=True)
+                                                          pair_batches=True, supervised_pair_augment="alike")
     assert TrainSettings.preset(fakes="real") == TrainSettings()  # the default recipe otherwise
 
 

@@ -217,6 +217,9 @@ class TrainSettings(_Settings):
         "collections), or one detector learning both kinds of fakes as one class (mixed)", group="fakes")
     supervised_epochs: int | None = option(None, "with --fakes both --both combined: epochs of the supervised "
                                            "member (default: --epochs)", low=1, high=100_000, group="fakes")
+    supervised_pair_augment: Literal["apart", "alike"] | None = option(
+        None, "with --fakes both --both combined: --pair-augment of the supervised member (default: --pair-augment)",
+        group="fakes")
     blends: int = option(2, "pseudo-fakes made per real crop with --fakes self-blended or both, ahead of training "
                          "and kept beside the data", low=1, high=64, group="fakes")
     blend_colour: float = option(0.1, "a pseudo-fake's largest colour change (RGB and HSV shifts, brightness, "
@@ -279,10 +282,13 @@ class TrainSettings(_Settings):
                                     augment="compressed"),
                # What `--fakes both` starts from: that recipe without H.264 for the self-blended member, as many
                # epochs of the whole base on the data's fakes for the supervised one, each fake batched beside its
-               # original (bench/paired.py: 6 epochs beat 3 in-domain, and pair batches beat those, the pair likewise;
-               # with H.264 in its self-blended member it could not tell the pair apart; with --both mixed, the
-               # recipe on both kinds of fakes, bench/generalize.py's row "both").
-               "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, pair_batches=True),
+               # original and augmented alike with it (bench/paired.py: 6 epochs beat 3 in-domain, pair batches beat
+               # those, alike beat apart, the pair likewise each time; alike for the self-blended member too changed
+               # neither AUC and leaned worse on xdev's log loss; with H.264 in its self-blended member it could not
+               # tell the pair apart; with --both mixed, the recipe on both kinds of fakes, bench/generalize.py's row
+               # "both").
+               "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, pair_batches=True,
+                            supervised_pair_augment="alike"),
                # For a GPU, after the paper (SBI): EfficientNet-B4 at its 380 px, every blend mask shape, a new
                # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here, not SAM). Not measured here:
                # no GPU was lent to the sessions that wrote it; its CPU test runs it tiny.
@@ -305,7 +311,8 @@ class TrainSettings(_Settings):
     def members(self) -> dict[str, TrainSettings]:
         """The settings of a combined run's members, by the name each is recorded under."""
         return {"self-blended": self.replace(fakes="self-blended"),
-                "supervised": self.replace(fakes="real", epochs=self.supervised_epochs or self.epochs)}
+                "supervised": self.replace(fakes="real", epochs=self.supervised_epochs or self.epochs,
+                                           pair_augment=self.supervised_pair_augment or self.pair_augment)}
 
     @classmethod
     def reference(cls, **overrides: Any) -> TrainSettings:
