@@ -54,11 +54,11 @@ def test_pair_keys_batch_each_fake_crop_beside_its_reals_crop_of_the_same_frame(
     from fakefinder.training.loader import EpochBatches
 
     sizes, missed = [1, 2, 4, 3], ("g2v0", 1)  # videos per source group (a real and its fakes); a face not found
-    rows = [dict(dataset="d", video_id=f"g{g}v{v}", source_path="", label=int(v > 0), group=f"g{g}v0", frame_index=f,
-                 timestamp=float(f), face_index=0, x=0, y=0, w=10, h=10, score=1.0, crop_path=f"faces/g{g}v{v}/{f}.png",
-                 method="" if v == 0 else "swap")
-            for g, size in enumerate(sizes) for v in range(size) for f in range(3) if (f"g{g}v{v}", f) != missed]
-    write_table(tmp_path / MANIFEST, MANIFEST_SCHEMA, [rows])
+    manifest = [dict(dataset="d", video_id=f"g{g}v{v}", source_path="", label=int(v > 0), group=f"g{g}v0",
+                     frame_index=f, timestamp=float(f), face_index=0, x=0, y=0, w=10, h=10, score=1.0,
+                     crop_path=f"faces/g{g}v{v}/{f}.png", method="" if v == 0 else "swap")
+                for g, size in enumerate(sizes) for v in range(size) for f in range(3) if (f"g{g}v{v}", f) != missed]
+    write_table(tmp_path / MANIFEST, MANIFEST_SCHEMA, [manifest])
     data = load_dataset(tmp_path)
     keys = data.pair_keys()
     assert len(np.unique(keys)) == 3 * 4  # a key per source group and frame

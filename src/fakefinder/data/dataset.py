@@ -116,11 +116,10 @@ class PreparedDataset:
     def _faces(self) -> dict[str, tuple[str, int, int, tuple]]:
         """crop path -> (video, frame index, face index, box) of every crop the manifest lists, read once."""
         if self._manifest_faces is None:
-            t = _read(self.root / MANIFEST, ["video_id", "frame_index", "face_index", "x", "y", "w", "h", "crop_path"])
-            object.__setattr__(self, "_manifest_faces", {
-                c: (v, int(f or 0), int(k or 0), (x, y, w, h))
-                for v, f, k, x, y, w, h, c in zip(*(t[name] for name in ("video_id", "frame_index", "face_index", "x",
-                                                                          "y", "w", "h", "crop_path")))})
+            names = ["video_id", "frame_index", "face_index", "x", "y", "w", "h", "crop_path"]
+            t = _read(self.root / MANIFEST, names)
+            object.__setattr__(self, "_manifest_faces", {c: (v, int(f or 0), int(k or 0), (x, y, w, h))
+                                                         for v, f, k, x, y, w, h, c in zip(*(t[n] for n in names))})
         return self._manifest_faces
 
     def videos(self, rows: np.ndarray, p, rule: VideoRule) -> tuple[list[str], np.ndarray, np.ndarray]:
