@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fakefinder import load_detector
+from fakefinder._files import atomic_path
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.splits import load_split
@@ -44,7 +45,8 @@ def member_logits(model: Path, collections: dict[str, object], cache: Path) -> d
                 return {k: saved[k] for k in saved.files}
     detector = load_detector(model, device="cpu")
     out = {name: detector.card.calibration.logit(dataset_logits(detector, data)) for name, data in collections.items()}
-    np.savez(cache, **out)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:  # a run stopped mid-write leaves no broken cache
+        np.savez(f, **out)
     return out
 
 

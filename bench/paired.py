@@ -53,9 +53,9 @@ def main() -> None:
     clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
     dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
     parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
-    # each collection: the key of its logits in a model's cache, the dataset, its rows scored
-    collections = {"DFDC test": ("dfdc", dfdc, parts == "test"),
-                   "xdev clips": ("clips", clips, np.ones(len(clips), bool))}
+    cached = {"dfdc": dfdc, "clips": clips}  # what a model's logits cache holds, by key
+    # each collection: the key of its logits in that cache, its rows scored
+    collections = {"DFDC test": ("dfdc", parts == "test"), "xdev clips": ("clips", np.ones(len(clips), bool))}
     if any(read_card(src / f"{member}-seed{seed}.safetensors").evidence.test_videos == 0
            for row in rows_ab for member in row.split("+") for seed in seeds):  # trained on its reals (`--test 0`)
         del collections["DFDC test"]
@@ -65,11 +65,11 @@ def main() -> None:
     for row in rows_ab:
         for seed in seeds:
             models = [src / f"{member}-seed{seed}.safetensors" for member in row.split("+")]
-            z = [member_logits(m, {"dfdc": dfdc, "clips": clips}, m.with_suffix(".logits.npz")) for m in models]
+            z = [member_logits(m, cached, m.with_suffix(".logits.npz")) for m in models]
             rule = read_card(models[0]).verdict.video_rule  # the header alone: no weights loaded
-            for name, (key, data, rows) in collections.items():
+            for name, (key, rows) in collections.items():
                 p = np.max([sigmoid(logits[key][rows]) for logits in z], axis=0)  # `fakefinder combine`'s max
-                ids, vy, vp = data.videos(np.flatnonzero(rows), p, rule)
+                ids, vy, vp = cached[key].videos(np.flatnonzero(rows), p, rule)
                 if name in videos and not np.array_equal(videos[name], ids):
                     raise SystemExit(f"{models[0]}: its {name} videos are not those of the other models")
                 videos[name], labels[name] = ids, vy
