@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from fakefinder import CollectionOptions, PrepareSettings, TrainSettings, fit_detector, load_detector, prepare, train
+from fakefinder._files import write_text
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.landmarks import margin_for_fill
@@ -169,7 +170,7 @@ def main() -> None:
                             "faces_auc": face_all.auc, "clips_margin_0.3_auc": loose.auc, "methods": methods,
                             "train_s": seconds, "train_phases": phases, "train_epochs": epochs,
                             "framing": {r.collection: r.framing for r in cross.rows}}
-            saved.write_text(json.dumps(results, indent=1, default=float))
+            write_text(saved, json.dumps(results, indent=1, default=float))  # every row so far: never half-written
             print(format_table(HEAD, [cells(k, r) for k, r in results.items()]), flush=True)
     rows: dict[str, list[dict]] = {}
     for r in results.values():
