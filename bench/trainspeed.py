@@ -2,9 +2,13 @@
 batches already in memory) against the input pipeline alone (a fresh pseudo-fake per real, augmentation and
 preprocessing in the loader's worker processes) and the two together (the loop `train` runs, without its
 validation), in one run, as images per second and as ratios to the bare step. The bare step is timed again at the
-smaller sides that `--progressive` trains its early epochs at.
+smaller sides that `--progressive` trains its early epochs at, compiled (`--compile`), and with only the upper blocks
+trained (`--upper K`): the whole network's step under `--trainable-blocks K`, the frozen lower part's forward alone
+(what caching its output for pre-made blends costs once) and the upper part's step on that output (what each epoch
+over such a cache would cost).
 
-    python bench/trainspeed.py [--reals 256] [--steps 8] [--workers 0,1,2] [--sides 160,128]
+    python bench/trainspeed.py [--reals 256] [--steps 8] [--workers 0,1,2] [--sides 160,128] [--compile]
+        [--upper 12]
 
 The recipe is `train DATA --fakes self-blended` (EfficientNet-Lite0 at 224 px, the whole base trained, batch 32) on
 the reals of ../shared/data/dfdc-faces-dev, prepared with --detector none (bench/generalize.py prepares them);
@@ -38,12 +42,56 @@ DEV = ROOT.parent / "shared" / "data" / "dfdc-faces-dev"
 
 
 def model_and_optimizer(recipe: TrainSettings, precision: str):
+    """The recipe's model in training mode and its optimizer, over the blocks `recipe.trainable_blocks` names."""
     backbone = Recipe.of(recipe).build()
     channels, side, _ = backbone.feature_shape()
     head = _new_head(in_features(channels, side, recipe.pool), recipe, "cpu")
     units = _unfreeze(backbone, recipe.trainable_blocks)
     model = FineTuneModel(backbone, head, recipe.pool, precision, recipe.bn).train()
     return backbone, model, make_optimizer(param_groups(head, torch.nn.ModuleList(units), recipe), recipe)
+
+
+class Upper(torch.nn.Module):
+    """EfficientNet's blocks from `start` on, its head conv and the detector's head: the part a cache of the lower
+    blocks' output would train."""
+
+    def __init__(self, model, start: int) -> None:
+        super().__init__()
+        self.net, self.model, self.start = model.base, model, start
+
+    def forward(self, x):
+        from fakefinder.hardware import autocast
+        from fakefinder.models.head import pooled
+
+        net = self.net
+        with autocast(x.device.type, self.model.precision):
+            for block in net._blocks[self.start:]:
+                x = block(x)
+            x = net.act(net._bn1(net._conv_head(x))).float()
+        return self.model.head(pooled(x, self.model.pool))
+
+
+def lower(model, start: int, x: torch.Tensor) -> torch.Tensor:
+    """The frozen stem and blocks before `start`: their output is what the cache would hold."""
+    from fakefinder.hardware import autocast
+
+    net = model.base
+    with torch.no_grad(), autocast(x.device.type, model.precision):
+        x = net.act(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:start]:
+            x = block(x)
+    return x
+
+
+def timed_steps(model, optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[float, float]:
+    """(seconds of the first step, which compiles where compiled; images/s of the `steps` after it)."""
+    t = time.perf_counter()
+    step(model, optimizer, x, y)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(model, optimizer, x, y)
+    return first, rate(steps * x.shape[0], time.perf_counter() - t)
 
 
 def step(model, optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -61,8 +109,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reals", type=int, default=256, help="real crops the pipeline blends from")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per row (after one untimed)")
-    ap.add_argument("--workers", default="0,1,2", help="loader processes to time the pipeline with")
+    ap.add_argument("--workers", default="0,1,2", help="loader processes to time the pipeline with (none: '')")
     ap.add_argument("--sides", default="160,128", help="smaller image sides to time the bare step at (none: '')")
+    ap.add_argument("--compile", action="store_true", help="time the bare step under torch.compile too")
+    ap.add_argument("--upper", type=int, default=0, help="K: time training only the last K blocks (0: not)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "generalize" / "dfdc")
     args = ap.parse_args()
     recipe = TrainSettings.preset(fakes="self-blended")
@@ -77,23 +127,42 @@ def main() -> None:
 
     native = resolve_precision("auto", "cpu")
     sides = [int(s) for s in args.sides.split(",") if s]
+    y = torch.randint(0, 2, (batch,)).float()
+
+    def show() -> None:
+        print(format_table(["row", "images/s"], [[n, f"{r:.1f}"] for n, r in results]), flush=True)
+
     for precision, side in [(p, 224) for p in dict.fromkeys(["fp32", native])] + [(native, s) for s in sides]:
         _, model, optimizer = model_and_optimizer(recipe, precision)
         x = torch.randn(batch, 3, side, side).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 2, (batch,)).float()
-        step(model, optimizer, x, y)
+        name = f"bare step, {precision}" + (f", {side} px" if side != 224 else "")
+        results.append((name, timed_steps(model, optimizer, x, y, args.steps)[1]))
+        show()
+    x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    for precision in dict.fromkeys(["fp32", native]) if args.compile else ():
+        _, model, optimizer = model_and_optimizer(recipe, precision)
+        first, r = timed_steps(torch.compile(model), optimizer, x, y, args.steps)
+        results.append((f"bare step, {precision}, torch.compile (first step {first:.0f} s)", r))
+        show()
+    if args.upper:
+        _, model, optimizer = model_and_optimizer(recipe.replace(trainable_blocks=args.upper), native)
+        results.append((f"bare step, {native}, --trainable-blocks {args.upper}",
+                        timed_steps(model, optimizer, x, y, args.steps)[1]))
+        start = len(model.backbone.blocks()) - args.upper - 1  # the MBConv blocks before the K trained units
         t = time.perf_counter()
         for _ in range(args.steps):
-            step(model, optimizer, x, y)
-        name = f"bare step, {precision}" + (f", {side} px" if side != 224 else "")
-        results.append((name, rate(args.steps * batch, time.perf_counter() - t)))
-        print(format_table(["row", "images/s"], [[n, f"{r:.1f}"] for n, r in results]), flush=True)
+            cached = lower(model, start, x)
+        results.append((f"lower blocks' forward, {native}, no grad (output {tuple(cached.shape[1:])})",
+                        rate(args.steps * batch, time.perf_counter() - t)))
+        results.append((f"upper {args.upper} blocks' step on that output, {native}",
+                        timed_steps(Upper(model, start), optimizer, cached.float(), y, args.steps)[1]))
+        show()
 
     backbone, model, optimizer = model_and_optimizer(recipe, native)
     pipeline = CropDataset(dataset.crop_files, dataset.labels, backbone.preprocess_one,
                            Augmenter.from_spec(recipe.augment, margin=dataset.margin), recipe.seed,
                            FreshBlends.of(dataset, recipe))
-    for workers in map(int, args.workers.split(",")):
+    for workers in (int(w) for w in args.workers.split(",") if w):
         sampler = EpochBatches(rows, batch, recipe.seed, shuffle=True, together=together)
         loader = make_loader(pipeline, sampler, workers=workers, device=torch.device("cpu"))
         batches = iterate(loader)
