@@ -5,7 +5,7 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
         self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
-        self-blended-frozen,both,combined]
+        self-blended-upper,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `finetuned-longer`: twice the epochs;
@@ -17,17 +17,18 @@ xdev alone measures it), the same with the default augmentations (`self-blended-
 and, each from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
 (`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
 (`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
-EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px) and a frozen base; both (`--both mixed`: the
-recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a
-supervised member, combined). All share the split of the first row run (by source: a fake stays with its original); rows
-run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on ../shared/data/xdev,
-video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin that frames the faces
-as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and each method's clip AUC;
-train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order
-and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it
-again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a
-change is better only where its intervals say so, or where `bench/paired.py`'s paired interval of the difference to
-another row does (both rows' models scoring the same videos). """
+EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px), only the upper blocks trained
+(`--trainable-blocks 12`: the stem and the five blocks up to the 28 x 28 map frozen) and a frozen base; both (`--both
+mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and
+a supervised member, combined). All share the split of the first row run (by source: a fake stays with its original);
+rows run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on
+../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin
+that frames the faces as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and
+each method's clip AUC; train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the
+initialisation, the order and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it
+again without training it again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's
+mean over its seeds: a change is better only where its intervals say so, or where `bench/paired.py`'s paired interval of
+the difference to another row does (both rows' models scoring the same videos). """
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     recipe = TrainSettings.preset(fakes="self-blended")  # what `train DATA --fakes self-blended` runs
     plain = recipe.replace(augment="default")  # the recipe before H.264 joined it: what the variants changed
     variants = {"frozen": ("--trainable-blocks 0", dict(trainable_blocks=0)),
+                "upper": ("--trainable-blocks 12", dict(trainable_blocks=12)),
                 "varied": ("--blend-mask varied", dict(blend_mask="varied")),
                 "alike": ("--pair-augment alike", dict(pair_augment="alike")),
                 "progressive": ("--progressive 160", dict(progressive=160)),
