@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fakefinder import load_detector
-from fakefinder._files import atomic_path
+from fakefinder._files import atomic_path, write_text
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.splits import load_split
@@ -95,7 +95,7 @@ def main() -> None:
               flush=True)
     print(format_table(["combination", "seed", "DFDC test video AUC [95%]", "log loss", "xdev clips video AUC [95%]",
                         "log loss"], rows))
-    (src / "combine.json").write_text(json.dumps(results, indent=1, default=float))
+    write_text(src / "combine.json", json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from combine import member_logits
 
+from fakefinder._files import write_text
 from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.splits import load_split
@@ -87,7 +88,7 @@ def main() -> None:
                               f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]", verdict(low, high, metric)])
     print(format_table(["collection", "metric", "seed", f"A: {rows_ab[0]}", f"B: {rows_ab[1]}", "A - B [95%]",
                         "paired"], table))
-    (src / f"paired-{rows_ab[0]}-vs-{rows_ab[1]}.json").write_text(json.dumps(results, indent=1))
+    write_text(src / f"paired-{rows_ab[0]}-vs-{rows_ab[1]}.json", json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
