@@ -127,19 +127,20 @@ def main() -> None:
 
     native = resolve_precision("auto", "cpu")
     sides = [int(s) for s in args.sides.split(",") if s]
+    precisions = list(dict.fromkeys(["fp32", native]))  # one row where the CPU has no native bf16
     y = torch.randint(0, 2, (batch,)).float()
 
     def show() -> None:
         print(format_table(["row", "images/s"], [[n, f"{r:.1f}"] for n, r in results]), flush=True)
 
-    for precision, side in [(p, 224) for p in dict.fromkeys(["fp32", native])] + [(native, s) for s in sides]:
+    for precision, side in [(p, 224) for p in precisions] + [(native, s) for s in sides]:
         _, model, optimizer = model_and_optimizer(recipe, precision)
         x = torch.randn(batch, 3, side, side).contiguous(memory_format=torch.channels_last)
         name = f"bare step, {precision}" + (f", {side} px" if side != 224 else "")
         results.append((name, timed_steps(model, optimizer, x, y, args.steps)[1]))
         show()
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-    for precision in dict.fromkeys(["fp32", native]) if args.compile else ():
+    for precision in precisions if args.compile else ():
         _, model, optimizer = model_and_optimizer(recipe, precision)
         first, r = timed_steps(torch.compile(model), optimizer, x, y, args.steps)
         results.append((f"bare step, {precision}, torch.compile (first step {first:.0f} s)", r))
@@ -173,7 +174,7 @@ def main() -> None:
         results.append((f"pipeline alone, {workers} worker processes", rate(args.steps * batch,
                                                                             time.perf_counter() - t)))
         del batches, loader
-        print(format_table(["row", "images/s"], [[n, f"{r:.1f}"] for n, r in results]), flush=True)
+        show()
 
     workers = default_workers()
     sampler = EpochBatches(rows, batch, recipe.seed, shuffle=True, together=together)
