@@ -32,6 +32,10 @@ the difference to another row does (both rows' models scoring the same videos). 
 
 from __future__ import annotations
 
+from fakefinder.hardware import passive_openmp
+
+passive_openmp()  # before PyTorch loads, as the fakefinder command does: its train times are the command's
+
 import argparse
 import json
 import shutil

@@ -5,7 +5,9 @@ validation), in one run, as images per second and as ratios to the bare step. Th
 smaller sides that `--progressive` trains its early epochs at, compiled (`--compile`), and with only the upper blocks
 trained (`--upper K`): the whole network's step under `--trainable-blocks K`, the frozen lower part's forward alone
 (what caching its output for pre-made blends costs once) and the upper part's step on that output (what each epoch
-over such a cache would cost).
+over such a cache would cost), and the forward alone, as validation runs it. Like the fakefinder command, it runs
+PyTorch's OpenMP threads passive (`hardware.passive_openmp`); `GOMP_SPINCOUNT=300000 python bench/trainspeed.py`
+times them spinning as OpenMP does by default.
 
     python bench/trainspeed.py [--reals 256] [--steps 8] [--workers 0,1,2] [--sides 160,128] [--compile]
         [--upper 12]
@@ -17,6 +19,10 @@ the step is timed at fp32 and, where the CPU runs bf16 natively, at bf16. The is
 """
 
 from __future__ import annotations
+
+from fakefinder.hardware import passive_openmp
+
+passive_openmp()  # before PyTorch loads, as the fakefinder command does (GOMP_SPINCOUNT=300000: OpenMP's own default)
 
 import argparse
 import time
@@ -139,6 +145,16 @@ def main() -> None:
         name = f"bare step, {precision}" + (f", {side} px" if side != 224 else "")
         results.append((name, timed_steps(model, optimizer, x, y, args.steps)[1]))
         show()
+    _, model, _ = model_and_optimizer(recipe, native)
+    x = torch.randn(64, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model.eval()(x)
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            model(x)
+    results.append((f"forward, {native}, no gradient, batch 64 (validation's)", rate(args.steps * 64,
+                                                                                   time.perf_counter() - t)))
+    show()
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     for precision in precisions if args.compile else ():
         _, model, optimizer = model_and_optimizer(recipe, precision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -72,6 +73,20 @@ def test_help_lists_every_command_and_loads_no_heavy_library():
             "if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", loaded  # every command's flags are built without them: `--help` is instant
+
+
+def test_the_command_runs_openmp_threads_passive_unless_the_user_chose_a_policy(monkeypatch):
+    """Spinning OpenMP threads take the cores the loader's processes need (bench/trainspeed.py); OpenMP reads the
+    policy when PyTorch loads, so it is set before anything else, `--version` included."""
+    from fakefinder._cli import main
+
+    for chosen, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        monkeypatch.setenv("OMP_WAIT_POLICY", chosen or "unset below")  # restored after the test either way
+        if chosen is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY")
+        with pytest.raises(SystemExit):
+            main(["--version"])
+        assert os.environ["OMP_WAIT_POLICY"] == expected
 
 
 def test_redirected_progress_keeps_to_a_few_lines_for_fast_loops():

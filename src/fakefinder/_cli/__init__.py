@@ -89,7 +89,9 @@ def _sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     from .._text import printable
     from ..errors import OptionError, UsageError
+    from ..hardware import passive_openmp
 
+    passive_openmp()  # before any command loads PyTorch
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
