@@ -37,8 +37,8 @@ class Compute:
 def passive_openmp() -> None:
     """Idle OpenMP threads sleep at once instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user chose a
     policy: while PyTorch's threads train, the loader's processes blend and augment on the same cores, and threads
-    spinning between operations take the time those need (bench/trainspeed.py: the loop at 0.83-0.89x the bare step
-    spinning, 0.91-0.97x passive, on 2 cores). OpenMP reads it once, when PyTorch loads: call it before `import
+    spinning between operations take the time those need (bench/trainspeed.py, eight runs each on 2 cores: the loop
+    at 0.86x the bare step spinning, 0.91x passive). OpenMP reads it once, when PyTorch loads: call it before `import
     torch`, as the fakefinder command does."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
