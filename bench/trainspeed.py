@@ -34,9 +34,9 @@ import torch
 from fakefinder import CollectionOptions, PrepareSettings, TrainSettings, prepare
 from fakefinder._text import format_table
 from fakefinder.data.dataset import load_dataset
-from fakefinder.hardware import resolve_precision
+from fakefinder.hardware import autocast, resolve_precision
 from fakefinder.models.backbones import Recipe
-from fakefinder.models.head import in_features
+from fakefinder.models.head import in_features, pooled
 from fakefinder.training.augment import Augmenter
 from fakefinder.training.core import FineTuneModel, _new_head, _unfreeze, training_data
 from fakefinder.training.finetune import make_optimizer, param_groups
@@ -66,9 +66,6 @@ class Upper(torch.nn.Module):
         self.net, self.model, self.start = model.base, model, start
 
     def forward(self, x):
-        from fakefinder.hardware import autocast
-        from fakefinder.models.head import pooled
-
         net = self.net
         with autocast(x.device.type, self.model.precision):
             for block in net._blocks[self.start:]:
@@ -79,8 +76,6 @@ class Upper(torch.nn.Module):
 
 def lower(model, start: int, x: torch.Tensor) -> torch.Tensor:
     """The frozen stem and blocks before `start`: their output is what the cache would hold."""
-    from fakefinder.hardware import autocast
-
     net = model.base
     with torch.no_grad(), autocast(x.device.type, model.precision):
         x = net.act(net._bn0(net._conv_stem(x)))
