@@ -3,7 +3,7 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
-        self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
+        self-blended,self-blended-more-reals,self-blended-plain,self-blended-reframe,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
         self-blended-upper,self-blended-frozen,both,combined]
 
@@ -13,7 +13,8 @@ supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `fin
 its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`), self-blended
 (`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
 fine-tuned, H.264 among the augmentations), the same on more reals (`--test 0`: every real but the validation part's, so
-xdev alone measures it), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
+xdev alone measures it), the same with each crop cut again tighter or wider (`self-blended-reframe`: `--augment
+compressed,reframe`), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
 and, each from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
 (`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
 (`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
@@ -86,6 +87,9 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                for name, (flags, changes) in supervised_variants.items()},
             "self-blended": ("train DATA --fakes self-blended", recipe),
             "self-blended-plain": ("train DATA --fakes self-blended --augment default", plain),
+            # the recipe with each crop cut again, tighter or wider (as another detector or margin frames faces)
+            "self-blended-reframe": ("train DATA --fakes self-blended --augment compressed,reframe",
+                                     recipe.replace(augment="compressed,reframe")),
             "self-blended-more-reals": more_reals,
             **{f"self-blended-{name}": (f"train DATA --fakes self-blended --augment default {flags}",
                                         plain.replace(**changes)) for name, (flags, changes) in variants.items()},

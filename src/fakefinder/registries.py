@@ -20,7 +20,8 @@ BACKBONES = (*(f"efficientnet_b{k}" for k in range(8)), *(f"efficientnet_lite{k}
              "xception")
 NORMALIZATIONS = ("imagenet", "inception", "lite", "rescale")  # pixel normalisations of a base's input
 
-AUGMENTATIONS = ("flip", "jpeg", "h264", "downscale", "blur", "noise", "colour", "cutout", "parts", "keras")
+AUGMENTATIONS = ("flip", "jpeg", "h264", "downscale", "blur", "noise", "colour", "cutout", "parts", "keras",
+                 "reframe")
 _DEFAULT_AUGMENT = "flip,jpeg=0.6,downscale=0.5,blur=0.3,noise=0.3,colour=0.5,parts=0.5,cutout=0.3"
 AUGMENT_SPECS = {"default": _DEFAULT_AUGMENT,
                  # The self-blended recipe's: the default's and, half the time, one H.264 frame at CRF 18-29, as
@@ -46,12 +47,14 @@ def implements(what: str, declared: Iterable[str], names: Iterable[str]) -> None
 
 
 def parse_augment(spec: str) -> tuple[tuple[str, float], ...]:
-    """`default`, `none`, `keras` or `NAME[=STRENGTH],...` -> ((name, strength), ...) in the order they apply.
+    """`NAME[=STRENGTH],...` -> ((name, strength), ...) in the order they apply; a NAME of `AUGMENT_SPECS`
+    (`default`, `compressed`, `none`, `keras`) stands for its list, so `compressed,reframe` adds to a named one.
 
     Raises ValueError saying what is wrong (the text follows the option's name in the error).
     """
     items = []
-    for part in filter(None, (p.strip() for p in AUGMENT_SPECS.get(spec, spec).split(","))):
+    parts = (p.strip() for p in spec.split(","))
+    for part in filter(None, (q for p in parts for q in AUGMENT_SPECS.get(p, p).split(","))):
         name, _, value = part.partition("=")
         if name not in AUGMENTATIONS:
             raise ValueError(f"has no augmentation {name!r} (choose from {', '.join(AUGMENTATIONS)}, or "
