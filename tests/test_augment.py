@@ -158,3 +158,36 @@ def test_a_spec_is_parsed_named_strengths_apply_and_the_result_depends_only_on_t
                          ("blur=x", "strength 'x' is not a number")):
         with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):
             TrainSettings(augment=bad)
+
+
+def test_reframe_cuts_the_crop_again_and_its_face_parts_move_with_the_face(face):
+    """Tighter and wider, and shifted: where the face mesh and BlazeFace find the parts in the new crop is where
+    the moved parts say they are, with the mesh's boxes and with the crop's geometry alike."""
+    from fakefinder.data.faces import LANDMARKS, create_face_detector
+    from fakefinder.data.landmarks import FaceMesh
+
+    mesh, blazeface = FaceMesh(), create_face_detector("blazeface")
+    before = mesh_part_boxes(mesh.landmarks(face))
+    widths = []
+    for seed in range(8):
+        out, moved = AUGMENTATIONS["reframe"][0](face, np.random.default_rng(seed), 1.0, FaceParts(0.3, before))
+        assert out.shape == face.shape
+        seen = mesh_part_boxes(mesh.landmarks(out))
+        assert np.abs(moved.boxes - seen).max() < 6, seed  # the mesh itself wavers by 2-4 px; unmoved: 6-18
+        widths.append((seen[:, 2] - seen[:, 0]).mean() / (before[:, 2] - before[:, 0]).mean())
+        _, guessed = AUGMENTATIONS["reframe"][0](face, np.random.default_rng(seed), 1.0, FaceParts(0.3))
+        box = max(blazeface.detect(out), key=lambda b: b.area)
+        for part, names in {"eyes": ["right_eye", "left_eye"], "nose": ["nose"], "mouth": ["mouth"]}.items():
+            x0, y0, x1, y1 = guessed.box(part, 224)
+            for name in names:
+                x, y = box.landmarks[LANDMARKS.index(name)]
+                assert x0 <= x <= x1 and y0 <= y <= y1, (seed, part, name)
+    assert min(widths) < 0.95 and max(widths) > 1.05 and all(1 / 1.25 < w < 1 / 0.75 for w in widths)
+    assert np.array_equal(apply("reframe", face, seed=3), apply("reframe", face, seed=3))
+
+
+def test_a_spec_may_add_to_a_named_one(face):
+    assert parse_augment("compressed,reframe") == (*parse_augment("compressed"), ("reframe", 1.0))
+    assert parse_augment("reframe=0.5,none") == (("reframe", 0.5),)
+    augmenter = Augmenter.from_spec("reframe=1,parts=1", margin=0.3)  # parts cut where the face went
+    assert any(not np.array_equal(augmenter(face, np.random.default_rng(s)), face) for s in range(4))

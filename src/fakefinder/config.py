@@ -197,6 +197,7 @@ class TrainSettings(_Settings):
                                             "(right for small batches) or updated", group="fine-tuning")
     augment: str = option("default", "augmentations when fine-tuning: default, compressed (the default's and H.264 "
                           "half the time), none, keras (the reference's), or NAME[=STRENGTH],... of "
+                          "those names or "
                           + ", ".join(a for a in registries.AUGMENTATIONS if a != "keras"), group="fine-tuning")
     precision: Literal["auto", Precision] = option(
         "auto", "compute precision of the base: auto = bf16 where the CPU or GPU runs it natively, else fp32",
