@@ -13,13 +13,13 @@ supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `fin
 its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`), self-blended
 (`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
 fine-tuned, H.264 among the augmentations), the same on more reals (`--test 0`: every real but the validation part's, so
-xdev alone measures it), the same with each crop cut again tighter or wider (`self-blended-reframe`: `--augment
-compressed,reframe`), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
+xdev alone measures it), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
 and, each from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
 (`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
 (`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
 EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px), only the upper blocks trained
-(`--trainable-blocks 12`: the stem and the five blocks up to the 28 x 28 map frozen) and a frozen base; both (`--both
+(`--trainable-blocks 12`: the stem and the five blocks up to the 28 x 28 map frozen), each crop cut again tighter or
+wider (`--augment default,reframe`) and a frozen base; both (`--both
 mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and
 a supervised member, combined). All share the split of the first row run (by source: a fake stays with its original);
 rows run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on
@@ -87,9 +87,10 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                for name, (flags, changes) in supervised_variants.items()},
             "self-blended": ("train DATA --fakes self-blended", recipe),
             "self-blended-plain": ("train DATA --fakes self-blended --augment default", plain),
-            # the recipe with each crop cut again, tighter or wider (as another detector or margin frames faces)
-            "self-blended-reframe": ("train DATA --fakes self-blended --augment compressed,reframe",
-                                     recipe.replace(augment="compressed,reframe")),
+            # each crop cut again, tighter or wider (as another detector or margin frames faces), from `plain` as
+            # the other variants are
+            "self-blended-reframe": ("train DATA --fakes self-blended --augment default,reframe",
+                                     plain.replace(augment="default,reframe")),
             "self-blended-more-reals": more_reals,
             **{f"self-blended-{name}": (f"train DATA --fakes self-blended --augment default {flags}",
                                         plain.replace(**changes)) for name, (flags, changes) in variants.items()},
