@@ -1,5 +1,5 @@
-"""`combine`: one model file of several detectors, a face's logit the largest of the members' calibrated logits,
-calibrated together on held-out videos; it loads, exports and scores as any model file does."""
+"""`combine`: one model file of several detectors, a face's logit the largest of the members' calibrated logits (or
+their mean), calibrated together on held-out videos; it loads, exports and scores as any model file does."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ def combined(members, learnable, tmp_path_factory):
     return out
 
 
+def members_logits(paths, crops, precision: str | None = None) -> np.ndarray:
+    """Each member's calibrated face logits, computed apart from the combined file."""
+    nets = [load_model(p) for p in paths]
+    if precision:  # whatever the card's (bf16 where the CPU has it)
+        nets = [dataclasses.replace(n, card=dataclasses.replace(n.card, precision=precision)) for n in nets]
+    return np.array([n.card.calibration.scale * n.face_logits(crops) + n.card.calibration.shift for n in nets])
+
+
 def test_the_file_carries_each_member_and_scores_the_largest_calibrated_logit(members, combined, learnable):
     a, b, split = members
     card = read_card(combined)
@@ -51,18 +59,29 @@ def test_the_file_carries_each_member_and_scores_the_largest_calibrated_logit(me
     model = load_model(combined)
     data = load_dataset(learnable.out)
     crops = load_crops(list(data.crop_files[:12]))
-    def largest(precision: str | None = None) -> np.ndarray:
-        nets = [load_model(p) for p in (a, b)]
-        if precision:  # whatever the card's (bf16 where the CPU has it)
-            nets = [dataclasses.replace(n, card=dataclasses.replace(n.card, precision=precision)) for n in nets]
-        return np.max([n.card.calibration.scale * n.face_logits(crops) + n.card.calibration.shift for n in nets],
-                      axis=0)
-
-    np.testing.assert_allclose(model.face_logits(crops), largest(), atol=1e-6)
+    np.testing.assert_allclose(model.face_logits(crops), members_logits((a, b), crops).max(0), atol=1e-6)
     # ONNX Runtime, the default runtime of verdicts, runs both bases in one graph at fp32 and gives the same logits
     onnx = load_detector(combined, device="cpu")
     assert type(onnx.model).__name__ == "OnnxModel"
-    np.testing.assert_allclose(onnx.model.face_logits(crops), largest("fp32"), atol=LOGIT_TOL, rtol=LOGIT_TOL)
+    np.testing.assert_allclose(onnx.model.face_logits(crops), members_logits((a, b), crops, "fp32").max(0),
+                               atol=LOGIT_TOL, rtol=LOGIT_TOL)
+
+
+def test_the_mean_rule_scores_the_mean_calibrated_logit_on_both_runtimes(members, learnable, tmp_path):
+    """`--rule mean`, for members of one recipe trained with other seeds: their calibrated logits averaged."""
+    a, b, split = members
+    out = tmp_path / "mean.safetensors"
+    assert main(["combine", str(a), str(b), "--data", str(learnable.out), "--split", str(split), "--out", str(out),
+                 "--rule", "mean", "--quiet", "--device", "cpu"]) == 0
+    card = read_card(out)
+    assert card.combine_rule == "mean" and "the mean of their calibrated logits" in card.summary()
+    crops = load_crops(list(load_dataset(learnable.out).crop_files[:12]))
+    separate = members_logits((a, b), crops)
+    assert np.abs(separate[0] - separate[1]).max() > 0.1  # the mean differs from either member and from the max
+    np.testing.assert_allclose(load_model(out).face_logits(crops), separate.mean(0), atol=1e-6)
+    onnx = load_detector(out, device="cpu")
+    np.testing.assert_allclose(onnx.model.face_logits(crops), members_logits((a, b), crops, "fp32").mean(0),
+                               atol=LOGIT_TOL, rtol=LOGIT_TOL)
 
 
 def test_calibrated_on_the_validation_part_and_measured_on_the_test_part(members, combined, learnable, tmp_path):
@@ -114,12 +133,14 @@ def test_a_verdict_of_the_combined_model_is_the_same_on_both_runtimes(combined, 
 def test_what_cannot_be_combined_is_refused_in_one_line(members, combined, learnable, tmp_path):
     from fakefinder.inference.recalibration import combine
 
-    a, b, _ = members
+    a, b, split = members
     for given, reason in [((a,), "2 to 8 model files, not 1"), ((a,) * 9, "not 9"), ((a, combined), "single detector"),
                           ((a, b), "--split")]:
         with pytest.raises(UsageError) as caught:
             combine(given, learnable.out, tmp_path / "x.safetensors")
         assert reason in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(UsageError, match=r"no combination rule 'median' \(choose from max, mean\)"):
+        combine((a, b), learnable.out, tmp_path / "x.safetensors", split=split, rule="median")
     wide = train(learnable.out, TrainSettings(input_size=160), out=tmp_path / "wide.safetensors").model_path
     with pytest.raises(UsageError, match="input_size 160 differs"):
         combine((a, wide), learnable.out, tmp_path / "x.safetensors")
@@ -133,7 +154,8 @@ def test_a_combined_card_that_nests_or_lies_is_refused_in_one_line(combined, tmp
     tensors = load_file(str(combined))
     nested = dict(header, members=[header, header["members"][1]])
     few = dict(header, members=header["members"][:1])
-    for bad, reason in [(nested, "members[0]"), (few, "members")]:
+    unknown = dict(header, train=dict(header["train"], combine="median"))
+    for bad, reason in [(nested, "members[0]"), (few, "members"), (unknown, "train.combine must be one of max, mean")]:
         path = tmp_path / "bad.safetensors"
         save_file(tensors, str(path), metadata={"fakefinder": json.dumps(bad)})
         with pytest.raises(UsageError, match=reason.replace("[", r"\[")) as caught:

@@ -111,20 +111,21 @@ def calibrate(model: str | Path, data, out: str | Path, *, test: float = TEST, s
 
 def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None = None,
             test: float = TEST, seed: int = 0, load: LoadOptions | None = None, name: str | None = None,
-            run_id: str = "", progress: ProgressCallback | None = None) -> CalibrateResult:
+            run_id: str = "", rule: str = "max", progress: ProgressCallback | None = None) -> CalibrateResult:
     """Write one model file carrying `members` (model files of single detectors: say a self-blended and a supervised
-    one) whose face score is the largest of their calibrated logits (`models.combined`), calibrated as `calibrate`
+    one) whose face score is the largest of their calibrated logits, or with `rule` "mean" their mean (detectors of
+    one recipe trained with other seeds; `models.combined`), calibrated as `calibrate`
     calibrates on prepared `data` of real fakes: on the validation part of `split` (a run's split.json, when the
     members trained on `data`: its test part measures) or, without one, on `data` split by source as `calibrate`
     splits it; members trained on `data` need `split`. `name` and `run_id` go on its card (default: the members'
     names; none). Raises UsageError (one line) for members that cannot be combined."""
     return combine_scored(members, data, out, split=split, test=test, seed=seed, load=load, name=name,
-                          run_id=run_id, progress=progress)[0]
+                          run_id=run_id, rule=rule, progress=progress)[0]
 
 
 def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None = None,
                    test: float = TEST, seed: int = 0, load: LoadOptions | None = None, name: str | None = None,
-                   run_id: str = "", progress: ProgressCallback | None = None
+                   run_id: str = "", rule: str = "max", progress: ProgressCallback | None = None
                    ) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
     """As `combine`, with the face logits of the written model and the part of each row (as `_refit`)."""
     from ..data.splits import load_split
@@ -145,7 +146,7 @@ def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, spli
         if not isinstance(net, DeepfakeModel):
             raise UsageError(f"{member}: give the .safetensors file of a single detector")
         nets.append(net)
-    card = combined_card([n.card for n in nets], [str(m) for m in members])
+    card = combined_card([n.card for n in nets], [str(m) for m in members], rule)
     evidence = dataclasses.replace(card.evidence, name=name or card.evidence.name)
     card = dataclasses.replace(card, run_id=run_id, evidence=evidence)
     trained_here = [m for m, n in zip(members, nets) if n.card.data_digest == d.manifest_digest]

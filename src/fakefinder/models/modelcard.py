@@ -28,6 +28,10 @@ FORMAT = "fakefinder-model"
 VERSION = 5  # 1: fakefinder 0.1 (no calibration, untyped); 2: no evidence, no inconclusive band; 3: no val_fakes, no
 # face_fill; 4: no strength of evidence (read as "strength unknown"). All upgraded.
 MAX_MEMBERS = 8  # detectors one combined model file may carry
+# How a combined model's face logit follows from its members' calibrated logits (the card's train["combine"]): `max`
+# for detectors that catch different fakes, `mean` for detectors of one recipe (seeds: an ensemble).
+COMBINE_RULES = {"max": "a face as suspicious as the more suspicious finds it",
+                 "mean": "a face as suspicious as the mean of their calibrated logits says"}
 MIN_RATE_VIDEOS = 20  # fewer real (or fake) validation videos than this, and a rate is too uncertain to state
 LABEL = "1 = FAKE; outputs are P(fake)"
 PROPOSITIONS = ("manipulated", "authentic")  # what a likelihood ratio weighs: the video was manipulated, or not
@@ -251,6 +255,11 @@ class ModelCard:
     version: int = VERSION
 
     @property
+    def combine_rule(self) -> str:
+        """A combined model's COMBINE_RULES name (`max` on cards from before there were others)."""
+        return self.train.get("combine", "max")
+
+    @property
     def backbone(self) -> str:
         """The base's name; a combined model's members' bases, joined by +."""
         return " + ".join(m.base.backbone for m in self.members) or self.base.backbone
@@ -262,8 +271,7 @@ class ModelCard:
         if not self.members:
             return text
         each = "; ".join(f"({i + 1}) {m.evidence.summary(m.dataset)}" for i, m in enumerate(self.members))
-        return (f"{text}. It combines {len(self.members)} detectors, a face as suspicious as the more suspicious "
-                f"finds it: {each}")
+        return f"{text}. It combines {len(self.members)} detectors, {COMBINE_RULES[self.combine_rule]}: {each}"
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -298,28 +306,32 @@ class ModelCard:
         if int(version) <= 4:
             header = _upgrade_v4(header)
         try:
-            return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
-                                          prefix="base."),
-                       head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True,
-                                          prefix="head."),
-                       calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
-                       verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
-                       precision=_text(header, "precision", typing.get_args(Precision)),
-                       prepare=(PrepareSettings.recorded(header["prepare"])
-                                if header.get("prepare") is not None else None),
-                       data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
-                       evidence=options.build(Evidence, _part(header, "evidence"), what="evidence field",
-                                              complete=True, prefix="evidence."),
-                       run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
-                       train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
-                       source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")),
-                       strength=(StrengthCard.from_dict(header["strength"])
-                                 if header.get("strength") is not None else None),
-                       calibrated_on=(options.build(CalibratedOn, _part(header, "calibrated_on"),
-                                                    what="calibrated_on field", complete=True,
-                                                    prefix="calibrated_on.")
-                                      if header.get("calibrated_on") is not None else None),
-                       members=_members(header.get("members")))
+            card = cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
+                                                 prefix="base."),
+                              head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True,
+                                                 prefix="head."),
+                              calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
+                              verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
+                              precision=_text(header, "precision", typing.get_args(Precision)),
+                              prepare=(PrepareSettings.recorded(header["prepare"])
+                                       if header.get("prepare") is not None else None),
+                              data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
+                              evidence=options.build(Evidence, _part(header, "evidence"), what="evidence field",
+                                                     complete=True, prefix="evidence."),
+                              run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
+                              train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
+                              source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")),
+                              strength=(StrengthCard.from_dict(header["strength"])
+                                        if header.get("strength") is not None else None),
+                              calibrated_on=(options.build(CalibratedOn, _part(header, "calibrated_on"),
+                                                           what="calibrated_on field", complete=True,
+                                                           prefix="calibrated_on.")
+                                             if header.get("calibrated_on") is not None else None),
+                              members=_members(header.get("members")))
+            if card.members and card.combine_rule not in COMBINE_RULES:
+                raise OptionError("train.combine", f"must be one of {', '.join(COMBINE_RULES)}, got "
+                                                   f"{card.combine_rule!r}")
+            return card
         except OptionError as exc:
             raise UsageError(f"bad model header: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:

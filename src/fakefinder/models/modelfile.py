@@ -74,10 +74,11 @@ class CombinedModel(ScoresFromLogits):
         return self.members[0].device
 
     def face_logits(self, images: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
-        """The largest of the members' calibrated logits, per face."""
+        """The members' calibrated logits per face, combined by the card's rule (the largest, or their mean)."""
         if not images:
             return np.zeros(0)
-        return np.max([m.card.calibration.logit(m.face_logits(images, batch_size=batch_size)) for m in self.members],
+        reduce = np.max if self.card.combine_rule == "max" else np.mean
+        return reduce([m.card.calibration.logit(m.face_logits(images, batch_size=batch_size)) for m in self.members],
                       axis=0)
 
     def to(self, device: str) -> CombinedModel:

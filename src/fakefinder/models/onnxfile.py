@@ -43,7 +43,7 @@ OPERATORS = frozenset({
     "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Flatten",
     "Gather", "Gemm", "GlobalAveragePool", "HardSigmoid", "HardSwish", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
     "Range", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Sub", "Transpose",
-    "Unsqueeze"})  # ReduceMax: a combined model's largest member logit
+    "Unsqueeze"})  # ReduceMax, ReduceMean: a combined model's largest member logit, or their mean
 
 
 def require_onnx(what: str) -> None:
@@ -115,20 +115,22 @@ def _scored(backbone, pool: str, head):
     return Scored()
 
 
-def _largest(members):
-    """A torch module: the largest of the members' calibrated logits (`combined.CombinedModel.face_logits`)."""
+def _combined(members, rule: str):
+    """A torch module: the members' calibrated logits combined by `rule`, the largest or their mean
+    (`modelfile.CombinedModel.face_logits`)."""
     import torch
 
-    class Largest(torch.nn.Module):
+    class Combined(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.parts = torch.nn.ModuleList(_scored(m.backbone, m.card.head.pool, m.head) for m in members)
             self.maps = [(m.card.calibration.scale, m.card.calibration.shift) for m in members]
 
         def forward(self, x):
-            return torch.stack([scale * part(x) + shift for part, (scale, shift) in zip(self.parts, self.maps)]).amax(0)
+            logits = torch.stack([scale * part(x) + shift for part, (scale, shift) in zip(self.parts, self.maps)])
+            return logits.amax(0) if rule == "max" else logits.mean(0)
 
-    return Largest()
+    return Combined()
 
 
 def _traced(backbone, pool: str, head, *, what: str, output: str):
@@ -148,7 +150,7 @@ def detector_graph(model: DeepfakeModel | CombinedModel):
     model.to("cpu")
     if isinstance(model, CombinedModel):
         side = model.card.base.input_size
-        proto = _graph(_largest(model.members), torch.zeros(2, 3, side, side), output=OUTPUT,
+        proto = _graph(_combined(model.members, model.card.combine_rule), torch.zeros(2, 3, side, side), output=OUTPUT,
                        what=f"the combined detector ({model.card.backbone})")
     else:
         proto = _traced(model.backbone, model.card.head.pool, model.head, output=OUTPUT,
