@@ -40,6 +40,33 @@ def verdict(low: float, high: float, metric: str) -> str:
     return "not told apart"
 
 
+def collections_of(src: Path, models: list[Path]) -> tuple[dict, dict]:
+    """(the collections a model's logits cache holds, by key; per collection measured: its key and rows): DFDC's test
+    part, unless one of `models` trained on it (`--test 0`), and the xdev clips framed as DFDC's crops are."""
+    clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
+    dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
+    parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
+    cached = {"dfdc": dfdc, "clips": clips}
+    collections = {"DFDC test": ("dfdc", parts == "test"), "xdev clips": ("clips", np.ones(len(clips), bool))}
+    if any(read_card(m).evidence.test_videos == 0 for m in models):
+        del collections["DFDC test"]
+    return cached, collections
+
+
+def video_scores(models: list[Path], cached: dict, collections: dict, reduce=np.max
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per collection (video ids, labels, P(fake) per video) of `models` combined face by face: `reduce` (np.max,
+    as `fakefinder combine` does; np.mean, as `--rule mean` does) over their calibrated logits, then the first
+    model's video rule."""
+    z = [member_logits(m, cached, m.with_suffix(".logits.npz")) for m in models]
+    rule = read_card(models[0]).verdict.video_rule  # the header alone: no weights loaded
+    out = {}
+    for name, (key, rows) in collections.items():
+        p = sigmoid(reduce([logits[key][rows] for logits in z], axis=0))
+        out[name] = cached[key].videos(np.flatnonzero(rows), p, rule)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", required=True, help="A,B: the candidate row, then the baseline")
@@ -51,26 +78,15 @@ def main() -> None:
     if len(rows_ab) != 2:
         ap.error("--rows takes two rows: the candidate, then the baseline")
     seeds = [*map(int, args.seeds.split(","))]
-    clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
-    dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
-    parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
-    cached = {"dfdc": dfdc, "clips": clips}  # what a model's logits cache holds, by key
-    # each collection: the key of its logits in that cache, its rows scored
-    collections = {"DFDC test": ("dfdc", parts == "test"), "xdev clips": ("clips", np.ones(len(clips), bool))}
-    if any(read_card(src / f"{member}-seed{seed}.safetensors").evidence.test_videos == 0
-           for row in rows_ab for member in row.split("+") for seed in seeds):  # trained on its reals (`--test 0`)
-        del collections["DFDC test"]
+    cached, collections = collections_of(src, [src / f"{member}-seed{seed}.safetensors" for row in rows_ab
+                                               for member in row.split("+") for seed in seeds])
     scores: dict[str, dict[str, list[np.ndarray]]] = {c: {r: [] for r in rows_ab} for c in collections}
     videos: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for row in rows_ab:
         for seed in seeds:
             models = [src / f"{member}-seed{seed}.safetensors" for member in row.split("+")]
-            z = [member_logits(m, cached, m.with_suffix(".logits.npz")) for m in models]
-            rule = read_card(models[0]).verdict.video_rule  # the header alone: no weights loaded
-            for name, (key, rows) in collections.items():
-                p = np.max([sigmoid(logits[key][rows]) for logits in z], axis=0)  # `fakefinder combine`'s max
-                ids, vy, vp = cached[key].videos(np.flatnonzero(rows), p, rule)
+            for name, (ids, vy, vp) in video_scores(models, cached, collections).items():
                 if name in videos and not np.array_equal(videos[name], ids):
                     raise SystemExit(f"{models[0]}: its {name} videos are not those of the other models")
                 videos[name], labels[name] = ids, vy
