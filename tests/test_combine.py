@@ -256,3 +256,31 @@ def test_what_a_combined_run_cannot_do_is_refused_in_one_line(learnable, tmp_pat
         train(learnable.out, TINY_BOTH, evaluate_test=False)
     with pytest.raises(OptionError, match="this trains one"):  # what a tuning trial calls
         experiment.train(learnable.out, TINY_BOTH)
+
+
+def test_an_ensemble_trains_one_recipe_with_each_seed_and_scores_the_mean_of_their_logits(learnable, tmp_path):
+    """`train --ensemble 2`: the recipe with seeds SEED and SEED+1 on one split, each its own run, the file
+    calibrated and measured on the crops they learn from (reals and their pseudo-fakes for --fakes self-blended)."""
+    from fakefinder import fit_detector
+    from fakefinder.errors import OptionError
+    from fakefinder.training.core import training_data
+
+    settings = TrainSettings.preset(fakes="self-blended", trainable_blocks=0, seed=3, ensemble=2)
+    result = train(learnable.out, settings, out=tmp_path / "models")
+    card = read_card(result.model_path)
+    assert [m.kind for m in result.members] == ["seed3", "seed4"] and [m.seed for m in card.members] == [3, 4]
+    assert card.combine_rule == "mean" and {m.train["fakes"] for m in card.members} == {"self-blended"}
+    assert "the mean of their calibrated logits" in card.summary()
+    scored = training_data(learnable.out, settings.replace(ensemble=1))  # the first member's: its pseudo-fakes
+    parts = load_split(result.split_path, scored).parts[:len(scored)]
+    val = parts == "val"
+    assert (scored.labels[val] == 1).any() and (scored.labels[val] == 0).any()
+    assert card.calibrated_on.val_videos == len(set(scored.video_ids[val]))
+    assert result.test.video.n == len(set(scored.video_ids[parts == "test"]))
+    crops = load_crops(list(scored.crop_files[val][:8]))
+    np.testing.assert_allclose(load_model(result.model_path).face_logits(crops),
+                               members_logits([m.model_path for m in result.members], crops).mean(0), atol=1e-6)
+    with pytest.raises(OptionError, match="ensemble 2 trains 2 detectors and combines them"):
+        fit_detector(learnable.out, settings)
+    with pytest.raises(OptionError, match="--fakes both --both combined is two kinds of detector already"):
+        TrainSettings.preset(fakes="both", ensemble=2)

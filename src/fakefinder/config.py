@@ -208,6 +208,10 @@ class TrainSettings(_Settings):
     test: float = option(0.2, "fraction of units for the test part", low=0, high=1, high_open=True, group="split")
     seed: int = option(0, "seed of the split, initialisation, shuffling and augmentation", low=0, high=2**31 - 1,
                        group="split")
+    ensemble: int = option(1, "detectors of this recipe trained on one split with seeds SEED, SEED+1, ... and "
+                           "carried in one model file, a face scored by the mean of their calibrated logits "
+                           "(bench/ensemble.py: two seeds score better than one; each costs a run)", low=1, high=8,
+                           group="optimisation")
     fakes: Fakes = option(
         "real", "the fakes to learn from: the data's own, pseudo-fakes made from its real faces (self-blended "
         "images: learn the blending every face swap leaves, not one generator's traces), or both (see --both)",
@@ -306,11 +310,19 @@ class TrainSettings(_Settings):
 
     @property
     def combined(self) -> bool:
-        """`train` builds two detectors and combines them (`workflows.training`)."""
-        return self.fakes == "both" and self.both == "combined"
+        """`train` builds several detectors and combines them (`workflows.training`)."""
+        return self.ensemble > 1 or (self.fakes == "both" and self.both == "combined")
+
+    @property
+    def combine_rule(self) -> str:
+        """How a combined run's file scores a face (`models.modelcard.COMBINE_RULES`): the mean of one recipe's
+        seeds, the largest of two kinds of detector."""
+        return "mean" if self.ensemble > 1 else "max"
 
     def members(self) -> dict[str, TrainSettings]:
         """The settings of a combined run's members, by the name each is recorded under."""
+        if self.ensemble > 1:
+            return {f"seed{self.seed + k}": self.replace(ensemble=1, seed=self.seed + k) for k in range(self.ensemble)}
         return {"self-blended": self.replace(fakes="self-blended"),
                 "supervised": self.replace(fakes="real", epochs=self.supervised_epochs or self.epochs,
                                            pair_augment=self.supervised_pair_augment or self.pair_augment)}
@@ -332,6 +344,9 @@ class TrainSettings(_Settings):
             found.append(("augment", str(exc)))
         if self.progressive is not None and self.frozen:
             found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
+        if self.ensemble > 1 and self.fakes == "both" and self.both == "combined":
+            found.append(("ensemble", "averages one detector's seeds; --fakes both --both combined is two kinds of "
+                                      "detector already: give --both mixed, or train the seeds and `combine` them"))
         return found
 
 

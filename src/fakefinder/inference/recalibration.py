@@ -71,13 +71,13 @@ def _target(out: str | Path) -> Path:
     return out
 
 
-def _check_labels(dataset) -> None:
-    """One line for a collection that cannot calibrate: no fakes, no reals, or pseudo-fakes."""
+def _check_labels(dataset, pseudo_fakes: bool = False) -> None:
+    """One line for a collection that cannot calibrate: no fakes, no reals, or pseudo-fakes (unless allowed)."""
     y = dataset.labels
     if not (y == 1).any() or not (y == 0).any():
         raise UsageError(f"{dataset.root}: {'no fakes' if not (y == 1).any() else 'no reals'} with a face; "
                          "calibrate needs labelled real and fake videos")
-    if (dataset.methods[y == 1] == PSEUDO_FAKE_METHOD).any():
+    if not pseudo_fakes and (dataset.methods[y == 1] == PSEUDO_FAKE_METHOD).any():
         raise UsageError(f"{dataset.root}: its fakes include self-blended pseudo-fakes; calibrate needs real "
                          "deepfakes")
 
@@ -125,9 +125,11 @@ def combine(members: Sequence[str | Path], data, out: str | Path, *, split: str 
 
 def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, split: str | Path | None = None,
                    test: float = TEST, seed: int = 0, load: LoadOptions | None = None, name: str | None = None,
-                   run_id: str = "", rule: str = "max", progress: ProgressCallback | None = None
-                   ) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
-    """As `combine`, with the face logits of the written model and the part of each row (as `_refit`)."""
+                   run_id: str = "", rule: str = "max", pseudo_fakes: bool = False,
+                   progress: ProgressCallback | None = None) -> tuple[CalibrateResult, np.ndarray, np.ndarray]:
+    """As `combine`, with the face logits of the written model and the part of each row (as `_refit`). With
+    `pseudo_fakes`, `data` may hold self-blended pseudo-fakes: an ensemble of a self-blended recipe is fitted on its
+    own validation pseudo-fakes, as each of its members was."""
     from ..data.splits import load_split
     from ..models.combined import combined_card
     from ..models.modelcard import MAX_MEMBERS
@@ -138,7 +140,7 @@ def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, spli
     out = _target(out)
     if not 2 <= len(members) <= MAX_MEMBERS:  # before any is loaded
         raise UsageError(f"combine takes 2 to {MAX_MEMBERS} model files, not {len(members)}")
-    d = _labelled(data)
+    d = _labelled(data, pseudo_fakes)
     load = dataclasses.replace(load or LoadOptions(), runtime="torch")
     nets = []
     for member in members:
@@ -158,11 +160,11 @@ def combine_scored(members: Sequence[str | Path], data, out: str | Path, *, spli
     return _refit(detector, d, all_parts, out, seed, progress)
 
 
-def _labelled(data):
+def _labelled(data, pseudo_fakes: bool = False):
     from ..data.dataset import PreparedDataset, load_dataset
 
     d = data if isinstance(data, PreparedDataset) else load_dataset(data, need_both_classes=False)
-    _check_labels(d)
+    _check_labels(d, pseudo_fakes)
     return d
 
 

@@ -1,12 +1,13 @@
-"""`train`: one detector (`training.experiment`), or for `--fakes both` (`--both combined`, the default) a
-self-blended and a supervised detector trained apart on one split, each its own recorded run under one parent run,
-then carried in one model file whose face score is the more suspicious member's, calibrated on the split's
-validation part and measured on its test part (`inference.recalibration.combine`). A workflow, since it joins
-training and inference.
+"""`train`: one detector (`training.experiment`), or several trained apart on one split, each its own recorded run
+under one parent run, then carried in one model file calibrated on the split's validation part and measured on its
+test part (`inference.recalibration.combine`): for `--fakes both` (`--both combined`, the default) a self-blended and a
+supervised detector, a face as suspicious as the more suspicious finds it; for `--ensemble K` one recipe with K seeds,
+a face scored by the mean of their logits. A workflow, since it joins training and inference.
 
 Why apart: bench/combine.py measured the pair, combined, above one detector that learns both kinds of fakes as
-one class, on DFDC's test part and on FaceForensics++ clips alike. A killed run continues with `resume`: a member
-that finished is not trained again, one that was killed continues from its last epoch.
+one class, on DFDC's test part and on FaceForensics++ clips alike; bench/ensemble.py measured two seeds averaged above
+either alone. A killed run continues with `resume`: a member that finished is not trained again, one that was killed
+continues from its last epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..metrics import Evaluation
 from ..progress import ProgressCallback
 from ..tracking.trackers import Recording, Tracker
 from ..training import experiment
+from ..training.core import training_data
 from ..training.experiment import TrainResult
 
 
@@ -85,13 +87,14 @@ def train(data: str | Path, config: TrainSettings | None = None, *,
           tracking: Recording | Tracker | str | None = None, compute: Compute | None = None,
           out: str | Path | None = None, split_file: str | Path | None = None, evaluate_test: bool = True,
           resume: bool = False, progress: ProgressCallback | None = None) -> TrainResult | CombinedTrainResult:
-    """`training.experiment.train`'s one detector, or with `config.combined` (`--fakes both`) two trained apart on
-    one split and combined in one file, each member its own run under the combined one (a split of its own is
-    saved as OUT/RUN_ID.split.json). Raises UsageError for unusable data or settings."""
+    """`training.experiment.train`'s one detector, or with `config.combined` (`--fakes both`, `--ensemble K`) several
+    trained apart on one split and combined in one file, each member its own run under the combined one (a split of
+    its own is saved as OUT/RUN_ID.split.json). Raises UsageError for unusable data or settings."""
     config = config or TrainSettings()
     if config.combined and not evaluate_test:
-        raise OptionError("both", "combined is calibrated on the validation part and measured on the test part: "
-                                  "it cannot leave the test part alone (give mixed for one detector)")
+        option, one = ("ensemble", "--ensemble 1") if config.ensemble > 1 else ("both", "mixed")
+        raise OptionError(option, "a combined run is calibrated on the validation part and measured on the test "
+                                  f"part: it cannot leave the test part alone (give {one} for one detector)")
     if not config.combined:
         return experiment.train(data, config, tracking=tracking, compute=compute, out=out, split_file=split_file,
                                 evaluate_test=evaluate_test, resume=resume, progress=progress)
@@ -109,9 +112,13 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
 
     t0 = time.perf_counter()
     dataset = load_dataset(data, need_both_classes=False)
-    if not (dataset.labels == 1).any():
+    if config.fakes == "both" and not (dataset.labels == 1).any():
         raise UsageError(f"{dataset.root}: no fakes: --fakes both trains its supervised member on the data's "
                          "fakes (--fakes self-blended learns from reals alone)")
+    # What the split deals and the combination is fitted and measured on: the data's real fakes for --fakes both,
+    # else the crops an ensemble's first member learns from (its pseudo-fakes made now, and kept for its run).
+    scored = dataset if config.fakes == "both" else training_data(dataset, next(iter(config.members().values())),
+                                                                  progress=progress)
     out_dir = out_dir or dataset.root / "models"
     key = experiment.checkpoint_key(config, dataset.manifest_digest, split_file)
     state_file = out_dir / ".checkpoints" / f"{key}.combined.json"
@@ -125,7 +132,7 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
         safe_run_id(run.run_id)  # it names the model file and the split
         split_path = Path(split_file or state.get("split") or out_dir / f"{run.run_id}.split.json")
         if not split_path.is_file():  # every process deals the same split; the write is atomic
-            split_dataset(dataset, by=config.split, val=config.val, test=config.test, seed=config.seed
+            split_dataset(scored, by=config.split, val=config.val, test=config.test, seed=config.seed
                           ).save(split_path)
         state = {"run_id": run.run_id, "split": str(split_path), "members": state.get("members", {})}
         run.log_params({**config.to_params(), "data": str(dataset.root), "split_file": str(split_path)})
@@ -146,9 +153,9 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
         if not main:
             return CombinedTrainResult(run.run_id, None, (), split_path, None, time.perf_counter() - t0)
         calibrated, logits, parts = combine_scored(
-            [m.model_path for m in members], dataset, out_dir / f"{run.run_id}.safetensors", split=split_path,
+            [m.model_path for m in members], scored, out_dir / f"{run.run_id}.safetensors", split=split_path,
             seed=config.seed, load=LoadOptions(device=compute.device), name=name, run_id=run.run_id,
-            progress=progress)
+            rule=config.combine_rule, pseudo_fakes=scored is not dataset, progress=progress)
         card = read_card(calibrated.path)
         result = CombinedTrainResult(run.run_id, calibrated.path, tuple(members), split_path, calibrated,
                                      time.perf_counter() - t0)
@@ -162,7 +169,7 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
             (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=float))
             (tmp / "model_summary.txt").write_text(card.summary() + "\n")
             rows = {part: np.flatnonzero(parts == part) for part in measured}
-            experiment.write_predictions(tmp / "predictions.parquet", dataset,
+            experiment.write_predictions(tmp / "predictions.parquet", scored,
                                          {k: (r, logits[r]) for k, r in rows.items()}, card.calibration)
             run.log_artifacts(tmp)
         run.log_file(split_path)
