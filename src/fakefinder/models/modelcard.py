@@ -306,36 +306,40 @@ class ModelCard:
         if int(version) <= 4:
             header = _upgrade_v4(header)
         try:
-            card = cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
-                                                 prefix="base."),
-                              head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True,
-                                                 prefix="head."),
-                              calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
-                              verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
-                              precision=_text(header, "precision", typing.get_args(Precision)),
-                              prepare=(PrepareSettings.recorded(header["prepare"])
-                                       if header.get("prepare") is not None else None),
-                              data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
-                              evidence=options.build(Evidence, _part(header, "evidence"), what="evidence field",
-                                                     complete=True, prefix="evidence."),
-                              run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
-                              train={str(k): str(v) for k, v in dict(header.get("train") or {}).items()},
-                              source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")),
-                              strength=(StrengthCard.from_dict(header["strength"])
-                                        if header.get("strength") is not None else None),
-                              calibrated_on=(options.build(CalibratedOn, _part(header, "calibrated_on"),
-                                                           what="calibrated_on field", complete=True,
-                                                           prefix="calibrated_on.")
-                                             if header.get("calibrated_on") is not None else None),
-                              members=_members(header.get("members")))
-            if card.members and card.combine_rule not in COMBINE_RULES:
-                raise OptionError("train.combine", f"must be one of {', '.join(COMBINE_RULES)}, got "
-                                                   f"{card.combine_rule!r}")
-            return card
+            return cls(base=options.build(BaseCard, _part(header, "base"), what="base field", complete=True,
+                                          prefix="base."),
+                       head=options.build(HeadSpec, _part(header, "head"), what="head field", complete=True,
+                                          prefix="head."),
+                       calibration=options.build(Calibration, _part(header, "calibration"), complete=True),
+                       verdict=options.build(Verdict, _part(header, "verdict"), complete=True),
+                       precision=_text(header, "precision", typing.get_args(Precision)),
+                       prepare=(PrepareSettings.recorded(header["prepare"])
+                                if header.get("prepare") is not None else None),
+                       data_digest=_text(header, "data_digest"), dataset=_text(header, "dataset"),
+                       evidence=options.build(Evidence, _part(header, "evidence"), what="evidence field",
+                                              complete=True, prefix="evidence."),
+                       run_id=_run_id(_text(header, "run_id")), seed=int(header.get("seed") or 0),
+                       train=_train(header.get("train")),
+                       source=_text(header, "source") or "fakefinder", face_fill=_fill(header.get("face_fill")),
+                       strength=(StrengthCard.from_dict(header["strength"])
+                                 if header.get("strength") is not None else None),
+                       calibrated_on=(options.build(CalibratedOn, _part(header, "calibrated_on"),
+                                                    what="calibrated_on field", complete=True,
+                                                    prefix="calibrated_on.")
+                                      if header.get("calibrated_on") is not None else None),
+                       members=_members(header.get("members")))
         except OptionError as exc:
             raise UsageError(f"bad model header: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"bad model header: {type(exc).__name__} {exc}") from None
+
+
+def _train(value: Any) -> dict[str, str]:
+    """The training settings, as text; a combined model's rule (`combine`) one of COMBINE_RULES."""
+    train = {str(k): str(v) for k, v in dict(value or {}).items()}
+    if train.get("combine", "max") not in COMBINE_RULES:
+        raise OptionError("train.combine", f"must be one of {', '.join(COMBINE_RULES)}, got {train['combine']!r}")
+    return train
 
 
 def _members(value: Any) -> tuple[ModelCard, ...]:
