@@ -35,8 +35,9 @@ def _reframe(image: np.ndarray, rng: np.random.Generator, s: float, face: FacePa
              ) -> tuple[np.ndarray, FaceParts]:
     """The crop cut again as another detector or margin would cut it: a window up to 20% smaller or larger than
     the crop (the face then fills more or less of it) and shifted by up to 5% of the side, resized back, the
-    edges beyond the crop mirrored. A detector trained on one collection's framing is otherwise thrown by another's
-    (bench/generalize.py: FF++ clips cut with prepare's default margin score 0.09 lower than clips framed alike)."""
+    edges beyond the crop mirrored. Meant for a detector trained on one collection's framing and thrown by another's
+    (bench/generalize.py: FF++ clips cut with prepare's default margin score 0.09 lower than clips framed alike); in
+    the self-blended recipe it did not help (row self-blended-reframe), so no preset uses it."""
     import cv2
 
     h, w = image.shape[:2]

@@ -208,7 +208,7 @@ def training_data(data: str | Path | PreparedDataset, config: TrainSettings, *,
 
 
 def one_detector(config: TrainSettings) -> None:
-    """Raises OptionError for settings that ask for two detectors (`workflows.training` builds those)."""
+    """Raises OptionError for settings that ask for several detectors (`workflows.training` builds those)."""
     if config.ensemble > 1:
         raise OptionError("ensemble", f"{config.ensemble} trains {config.ensemble} detectors and combines them, which "
                                       "`fakefinder train` does: this trains one (give 1)")
