@@ -3,9 +3,9 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
-        self-blended,self-blended-more-reals,self-blended-plain,self-blended-reframe,self-blended-varied,self-blended-alike,
+        self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
-        self-blended-upper,self-blended-frozen,both,combined]
+        self-blended-upper,self-blended-reframe,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `finetuned-longer`: twice the epochs;
@@ -19,10 +19,10 @@ and, each from that one, varied mask shapes (`--blend-mask varied`), each real a
 (`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
 EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px), only the upper blocks trained
 (`--trainable-blocks 12`: the stem and the five blocks up to the 28 x 28 map frozen), each crop cut again tighter or
-wider (`--augment default,reframe`) and a frozen base; both (`--both
-mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and
-a supervised member, combined). All share the split of the first row run (by source: a fake stays with its original);
-rows run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real fakes; on
+wider (`--augment default,reframe`) and a frozen base; both (`--both mixed`: the recipe on the real fakes and the
+pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a supervised member, combined). All share
+the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
+results.json. Columns: in-domain test AUC on DFDC's real fakes; on
 ../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin
 that frames the faces as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and
 each method's clip AUC; train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the

@@ -186,8 +186,27 @@ def test_reframe_cuts_the_crop_again_and_its_face_parts_move_with_the_face(face)
     assert np.array_equal(apply("reframe", face, seed=3), apply("reframe", face, seed=3))
 
 
-def test_a_spec_may_add_to_a_named_one(face):
+def test_a_spec_may_add_to_a_named_one():
     assert parse_augment("compressed,reframe") == (*parse_augment("compressed"), ("reframe", 1.0))
     assert parse_augment("reframe=0.5,none") == (("reframe", 0.5),)
-    augmenter = Augmenter.from_spec("reframe=1,parts=1", margin=0.3)  # parts cut where the face went
-    assert any(not np.array_equal(augmenter(face, np.random.default_rng(s)), face) for s in range(4))
+
+
+def test_after_a_reframe_parts_blacks_out_where_the_face_went(face):
+    """The chain hands each augmentation the parts where the previous one moved them: the augmenter's result is
+    reframe, then parts on the moved boxes, each drawn in turn from one stream."""
+    from fakefinder.data.landmarks import FaceMesh
+
+    boxes = mesh_part_boxes(FaceMesh().landmarks(face))
+    augmenter = Augmenter.from_spec("reframe=1,parts=1", margin=0.3)
+    both = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        image, place = face, FaceParts(0.3, boxes)
+        moved = rng.random() < 0.5
+        if moved:
+            image, place = AUGMENTATIONS["reframe"][0](image, rng, 1.0, place)
+        if rng.random() < 0.5:
+            image = AUGMENTATIONS["parts"][0](image, rng, 1.0, place)
+            both += moved
+        assert np.array_equal(augmenter(face, np.random.default_rng(seed), boxes), image), seed
+    assert both >= 2
