@@ -20,11 +20,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from paired import METRICS, collections_of, verdict, video_scores
+from paired import METRICS, collections_of, mean_metric, verdict, video_scores
 
 from fakefinder._files import write_text
 from fakefinder._text import format_table, shown
-from fakefinder.metrics import binary_metrics, bootstrap_difference
+from fakefinder.metrics import bootstrap_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,15 +58,15 @@ def main() -> None:
             ens = np.array([ensembles[p][name][2] for p in chosen])
             members = np.array([alone[args.row, s][name][2] for p in chosen for s in p])
             for metric, label in METRICS.items():
-                figure = lambda scores: float(np.mean([getattr(binary_metrics(y, s), metric) for s in scores]))  # noqa: E731
+                f_ens, f_members, f_base = (mean_metric(y, s, metric) for s in (ens, members, base))
                 d_members = bootstrap_difference(y, ens, members, metric=metric, seed=seeds[0])
                 d_base = bootstrap_difference(y, ens, base, metric=metric, seed=seeds[0])
                 results[f"{name}/{metric}/{which}"] = {
-                    "ensemble": figure(ens), "members": figure(members), "against": figure(base),
+                    "ensemble": f_ens, "members": f_members, "against": f_base,
                     "minus_members": list(d_members), "minus_against": list(d_base)}
-                table.append([name, label, which, shown(figure(ens), 3), shown(figure(members), 3),
+                table.append([name, label, which, shown(f_ens, 3), shown(f_members, 3),
                               f"{d_members[0]:+.3f} [{d_members[1]:+.3f}, {d_members[2]:+.3f}]",
-                              verdict(*d_members[1:], metric), shown(figure(base), 3),
+                              verdict(*d_members[1:], metric), shown(f_base, 3),
                               f"{d_base[0]:+.3f} [{d_base[1]:+.3f}, {d_base[2]:+.3f}]", verdict(*d_base[1:], metric)])
     print(format_table(["collection", "metric", "seeds", "ensemble", "members alone", "E - members [95%]", "paired",
                         f"{against} {args.against_seeds or args.seeds}", "E - it [95%]", "paired"], table))

@@ -40,6 +40,11 @@ def verdict(low: float, high: float, metric: str) -> str:
     return "not told apart"
 
 
+def mean_metric(y: np.ndarray, scores: np.ndarray, metric: str) -> float:
+    """`metric` ("auc" or "log_loss") of each row of video scores, averaged over the rows (seeds, or ensembles)."""
+    return float(np.mean([getattr(binary_metrics(y, s), metric) for s in scores]))
+
+
 def collections_of(src: Path, models: list[Path]) -> tuple[dict, dict]:
     """(the collections a model's logits cache holds, by key; per collection measured: its key and rows): DFDC's test
     part, unless one of `models` trained on it (`--test 0`), and the xdev clips framed as DFDC's crops are."""
@@ -98,7 +103,7 @@ def main() -> None:
             for which, pick in [*((str(s), [i]) for i, s in enumerate(seeds)), ("mean", list(range(len(seeds))))]:
                 a, b = (np.array(scores[name][r])[pick] for r in rows_ab)
                 diff, low, high = bootstrap_difference(y, a, b, metric=metric, seed=seeds[0])
-                fig_a, fig_b = (float(np.mean([getattr(binary_metrics(y, s), metric) for s in m])) for m in (a, b))
+                fig_a, fig_b = (mean_metric(y, m, metric) for m in (a, b))
                 results[f"{name}/{metric}/{which}"] = {"a": fig_a, "b": fig_b, "difference": diff, "ci": [low, high]}
                 table.append([name, label, which, shown(fig_a, 3), shown(fig_b, 3),
                               f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]", verdict(low, high, metric)])
