@@ -309,9 +309,14 @@ class TrainSettings(_Settings):
         return super().preset(name, **overrides)
 
     @property
+    def two_kinds(self) -> bool:
+        """`--fakes both --both combined`: a self-blended and a supervised detector, combined."""
+        return self.fakes == "both" and self.both == "combined"
+
+    @property
     def combined(self) -> bool:
         """`train` builds several detectors and combines them (`workflows.training`)."""
-        return self.ensemble > 1 or (self.fakes == "both" and self.both == "combined")
+        return self.ensemble > 1 or self.two_kinds
 
     @property
     def combine_rule(self) -> str:
@@ -344,7 +349,7 @@ class TrainSettings(_Settings):
             found.append(("augment", str(exc)))
         if self.progressive is not None and self.frozen:
             found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
-        if self.ensemble > 1 and self.fakes == "both" and self.both == "combined":
+        if self.ensemble > 1 and self.two_kinds:
             found.append(("ensemble", "averages one detector's seeds; --fakes both --both combined is two kinds of "
                                       "detector already: give --both mixed, or train the seeds and `combine` them"))
         return found

@@ -155,7 +155,7 @@ def _train_combined(data: str | Path, config: TrainSettings, *, recording: Recor
         calibrated, logits, parts = combine_scored(
             [m.model_path for m in members], scored, out_dir / f"{run.run_id}.safetensors", split=split_path,
             seed=config.seed, load=LoadOptions(device=compute.device), name=name, run_id=run.run_id,
-            rule=config.combine_rule, pseudo_fakes=scored is not dataset, progress=progress)
+            rule=config.combine_rule, pseudo_fakes=config.fakes == "self-blended", progress=progress)
         card = read_card(calibrated.path)
         result = CombinedTrainResult(run.run_id, calibrated.path, tuple(members), split_path, calibrated,
                                      time.perf_counter() - t0)
