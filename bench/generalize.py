@@ -92,6 +92,10 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             "self-blended-reframe": ("train DATA --fakes self-blended --augment default,reframe",
                                      plain.replace(augment="default,reframe")),
             "self-blended-more-reals": more_reals,
+            # the paper's mask diversity on today's recipe (H.264 among the augmentations): `varied` was measured
+            # against `plain` before H.264 joined the recipe
+            "self-blended-recipe-varied": ("train DATA --fakes self-blended --blend-mask varied",
+                                           recipe.replace(blend_mask="varied")),
             **{f"self-blended-{name}": (f"train DATA --fakes self-blended --augment default {flags}",
                                         plain.replace(**changes)) for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
