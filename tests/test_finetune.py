@@ -73,11 +73,12 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_it(tmp_pat
 
 @pytest.mark.slow
 def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path):
-    """Kill a fine-tuning run after its second epoch's checkpoint (SIGKILL: nothing runs on exit), resume it, and
-    compare with the same run left alone: the same epochs, the same weights, the same test scores."""
+    """Kill a fine-tuning run after an epoch's checkpoint (SIGKILL: nothing runs on exit), resume it, and
+    compare with the same run left alone: the same epochs, the same weights, the same test scores. It averages the
+    weights of its last 80% of steps, so every checkpoint holds a mean begun."""
     args = ["--trainable-blocks", "2", "--input-size", "64", "--epochs", "3", "--batch-size", "8", "--patience",
-            "0", "--seed", "3", "--loader-processes", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--quiet"]
+            "0", "--seed", "3", "--average-weights", "0.8", "--loader-processes", "0", "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}", "--quiet"]
     killed_out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fakefinder", "train", str(learnable.out), *args, "--out", str(killed_out),
            "--cache", str(tmp_path / "cache")]
@@ -86,12 +87,14 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(learnable, tmp_path)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         found = list(checkpoints.glob("*.pt"))
-        if found and torch.load(found[0], weights_only=True)["epoch"] >= 1:
+        saved = torch.load(found[0], weights_only=True) if found else {}
+        if saved.get("epoch", 0) >= 1:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert saved["average"]["n_averaged"] > 0  # the mean so far, which the resumed run continues
     resumed = subprocess.run([*cmd, "--resume", "--json", str(tmp_path / "resumed.json")], capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -203,3 +206,48 @@ def test_a_progressively_resized_run_trains_its_early_epochs_smaller_and_records
     first, last = (e["train_loss"] for e in growing.history.epochs)
     assert first != steady.history.epochs[0]["train_loss"] and np.isfinite(last)
     assert growing.model.card.base.input_size == 64  # validated, scored and used at the input size
+
+
+def test_average_weights_keeps_the_mean_of_the_last_steps_validates_it_and_resumes_to_it(tmp_path):
+    """`--average-weights F`: the model kept is the mean of the weights after each of the last F of the steps (SWA,
+    densely), validation scores that mean, and a run stopped after a checkpoint resumes to the same mean."""
+    from fakefinder.training.finetune import Loop, fit, param_groups
+
+    gen = torch.Generator().manual_seed(0)
+    x, xv = torch.randn(64, 5, generator=gen), torch.randn(16, 5, generator=gen)
+    y = (x[:, 0] > 0).float()
+
+    def run(fraction: float, *, checkpoint=None, resume=False, stop_at=None):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 1), torch.nn.Flatten(0))
+        after: list[list[torch.Tensor]] = []  # the weights after each step
+
+        def batches(epoch):
+            if epoch == stop_at:
+                raise KeyboardInterrupt  # killed after the previous epoch's checkpoint
+            for s in range(0, 64, 16):
+                yield x[s:s + 16], y[s:s + 16]
+                after.append([p.detach().clone() for p in model.parameters()])
+
+        config = TrainSettings(epochs=3, patience=0, lr=0.1, average_weights=fraction)
+        loop = Loop(model=model, batches=batches, steps_per_epoch=4, images_per_epoch=64,
+                    val_logits=lambda: model(xv).detach().double().numpy(), val_y=np.tile([0.0, 1.0], 8),
+                    train_y=y.numpy(), groups=param_groups(model, None, config), checkpoint=checkpoint)
+        history = fit(loop, config, resume=resume)
+        return model, after, history
+
+    plain, after, _ = run(0.0)
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), after[-1]))  # the last step's weights
+    model, after, history = run(0.5)  # 12 steps: the mean of steps 7 to 12
+    mean = [torch.stack(w).mean(0) for w in zip(*after[6:])]
+    for p, q in zip(model.parameters(), mean):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=1e-6)
+    assert not torch.allclose(next(model.parameters()), after[-1][0])
+    np.testing.assert_allclose(history.val_logits, model(xv).detach().double().numpy(), rtol=0, atol=1e-6)
+    # stopped after epoch 2, when 2 steps had been averaged, then resumed: the same mean
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(0.5, checkpoint=path, stop_at=3)
+    resumed, _, _ = run(0.5, checkpoint=path, resume=True)
+    for p, q in zip(resumed.parameters(), model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)

@@ -193,6 +193,10 @@ class TrainSettings(_Settings):
         None, "when fine-tuning, the image side of the first epoch, growing evenly to the base's input size by the "
         "last (progressive resizing: early epochs cost less); none: every epoch at the input size", low=32, high=1024,
         group="fine-tuning")
+    average_weights: float = option(
+        0.0, "the model kept is the mean of the weights after every step of the last FRACTION of training (stochastic "
+        "weight averaging, densely, as SWAD: a flatter optimum, meant to hold up on data unlike the training data); "
+        "0: the last step's weights", low=0, high=1, group="optimisation", metavar="FRACTION")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
     augment: str = option("default", "augmentations when fine-tuning: default, compressed (the default's and H.264 "

@@ -274,7 +274,9 @@ def fit_detector(data: str | Path | PreparedDataset, config: TrainSettings | Non
         with _timed(phases, "head"):
             cache = FeatureCache(compute.cache_dir or features_dir(dataset.root), backbone, config.pool,
                                  precision=setup.precision, runtime=runtime)
-            history, logits = _fit_head(cache, head, parts, config, setup, compute.executor, score=config.frozen)
+            # a probe's head is a starting point: the weights' mean (--average-weights) is fine-tuning's
+            probe = config if config.frozen else config.replace(average_weights=0.0)
+            history, logits = _fit_head(cache, head, parts, probe, setup, compute.executor, score=config.frozen)
     if not config.frozen:
         probe_history = history
         history, logits = _fine_tune(backbone, head, parts, config, setup, phases, sides)

@@ -2,17 +2,19 @@
 
 Optimiser groups (the base at a fraction of the head's learning rate, no weight decay on biases and norms),
 warmup then cosine decay, gradient clipping, mixed precision (fp16 with loss scaling), early stopping on the
-validation loss with the best weights restored, and a checkpoint after every epoch from which `resume` continues
-to exactly the result of an uninterrupted run: every epoch reseeds its shuffling, augmentation and dropout from
-(seed, epoch), so nothing else has to be saved. Global RNG state is restored when the loop ends.
+validation loss with the best weights restored, weight averaging over the last steps, and a checkpoint after every
+epoch from which `resume` continues to exactly the result of an uninterrupted run: every epoch reseeds its
+shuffling, augmentation and dropout from (seed, epoch), so nothing else has to be saved. Global RNG state is
+restored when the loop ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,20 +194,70 @@ class _Watch:
     val_logits: np.ndarray | None = None  # of the best epoch (not checkpointed)
 
 
+class _Average:
+    """Stochastic weight averaging, densely (Izmailov et al. 2018; Cha et al. 2021, SWAD): the mean of the weights
+    after each of the last steps, a flatter point of the loss than any one of them, which holds up better on data
+    unlike the training data. Validation, early stopping and the model kept see the mean once it has begun; the
+    steps train the weights themselves. The parameters are averaged, not the BatchNorm statistics (the recipes
+    fine-tune with them frozen)."""
+
+    def __init__(self, model: torch.nn.Module, first_step: int) -> None:
+        from torch.optim.swa_utils import AveragedModel
+
+        self.model, self.first_step = model, first_step
+        self.mean = AveragedModel(model)
+
+    @property
+    def begun(self) -> bool:
+        return int(self.mean.n_averaged) > 0
+
+    def after(self, step: int) -> None:
+        """After global step `step` (1-based)."""
+        if step >= self.first_step:
+            self.mean.update_parameters(self.model)
+
+    def _load(self, params: Iterable[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, q in zip(self.model.parameters(), params, strict=True):
+                p.copy_(q)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The mean in the model for the block (where it has begun), its own weights back after."""
+        if not self.begun:
+            yield
+            return
+        own = [p.detach().clone() for p in self.model.parameters()]
+        self._load(self.mean.module.parameters())
+        try:
+            yield
+        finally:
+            self._load(own)
+
+    def keep(self) -> None:
+        if self.begun:
+            self._load(self.mean.module.parameters())
+
+
 def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: ProgressCallback | None = None,
         stage: str = "train", on_epoch: Callable[[int, dict], None] | None = None) -> History:
-    """Train until `epochs` or early stopping, restore the best epoch's weights, and return the history."""
+    """Train until `epochs` or early stopping, restore the best epoch's weights (or keep the weights' mean over
+    the last steps: `average_weights`), and return the history."""
     device = next(p for g in loop.groups for p in g["params"]).device
     optimizer = make_optimizer(loop.groups, config)
     total_steps = config.epochs * loop.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, config))
     steps = _Steps(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=loop.precision == "fp16"),
                    loss_fn(loop.train_y, config.balance, device), [p for g in loop.groups for p in g["params"]])
+    average = (_Average(_unwrap(loop.model), total_steps - max(1, round(config.average_weights * total_steps)) + 1)
+               if config.average_weights > 0 else None)
     history, best, start = History(), _Watch(), 1
     if resume and loop.checkpoint is not None and loop.checkpoint.is_file():
         saved = read_checkpoint(loop.checkpoint, device)
         _unwrap(loop.model).load_state_dict(saved["model"])
         steps.load(saved)
+        if average is not None and saved.get("average") is not None:
+            average.mean.load_state_dict(saved["average"])
         history = History(list(saved["history"]), int(saved["best_epoch"]))
         best = _Watch(float(saved["best_loss"]), saved["best_state"], int(saved["waited"]))
         start = int(saved["epoch"]) + 1
@@ -214,30 +266,24 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
             if best.waited >= config.patience > 0:
                 break  # a resumed run that had already stopped early
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, stochastic depth
-            row = _one_epoch(loop, epoch, steps, config, progress, stage)
-            z = None
-            if loop.val_logits is not None and loop.val_y is not None and len(loop.val_y):
-                t0 = time.perf_counter()
-                z = loop.val_logits()
-                p = sigmoid(z)
-                m = binary_metrics(loop.val_y, p)
-                row.update(val_loss=val_loss(loop.val_y, p), val_accuracy=m.accuracy, val_auc=m.auc,
-                           val_seconds=time.perf_counter() - t0)
-            history.epochs.append(row)
-            if on_epoch:
-                on_epoch(epoch, row)
-            monitored = row.get("val_loss", row["train_loss"])
-            history.val_logits = z  # of the weights now: those the model ends with unless an earlier epoch's
-            if monitored < best.loss - 1e-6:
-                best.loss, best.waited, history.best_epoch, best.val_logits = monitored, 0, epoch, z
-                if config.patience > 0:
-                    best.state = copy.deepcopy({k: v.detach().clone() for k, v in
-                                                _unwrap(loop.model).state_dict().items()})
-            else:
-                best.waited += 1
+            row = _one_epoch(loop, epoch, steps, config, progress, stage, average)
+            with average.applied() if average is not None else contextlib.nullcontext():
+                z = _validate(loop, row)
+                history.epochs.append(row)
+                if on_epoch:
+                    on_epoch(epoch, row)
+                monitored = row.get("val_loss", row["train_loss"])
+                history.val_logits = z  # of the weights now: those the model ends with unless an earlier epoch's
+                if monitored < best.loss - 1e-6:
+                    best.loss, best.waited, history.best_epoch, best.val_logits = monitored, 0, epoch, z
+                    if config.patience > 0:
+                        best.state = copy.deepcopy({k: v.detach().clone() for k, v in
+                                                    _unwrap(loop.model).state_dict().items()})
+                else:
+                    best.waited += 1
             stop = loop.processes.agree(config.patience > 0 and "val_loss" in row and best.waited >= config.patience)
             if loop.checkpoint is not None and loop.processes.main:
-                _save_checkpoint(loop.checkpoint, epoch, loop.model, steps, history, best)
+                _save_checkpoint(loop.checkpoint, epoch, loop.model, steps, history, best, average)
             emit(progress, stage + " epochs", epoch, config.epochs, "epoch", **{k: v for k, v in row.items()})
             if stop:
                 break
@@ -246,12 +292,27 @@ def fit(loop: Loop, config: TrainSettings, *, resume: bool = False, progress: Pr
         history.val_logits = best.val_logits  # None where the best epoch ran before a resume
     else:
         history.best_epoch = history.completed
+        if average is not None:
+            average.keep()
     loop.model.eval()
     return history
 
 
+def _validate(loop: Loop, row: dict) -> np.ndarray | None:
+    """The validation rows' logits under the model's weights now, their metrics added to the epoch's `row`."""
+    if loop.val_logits is None or loop.val_y is None or not len(loop.val_y):
+        return None
+    t0 = time.perf_counter()
+    z = loop.val_logits()
+    p = sigmoid(z)
+    m = binary_metrics(loop.val_y, p)
+    row.update(val_loss=val_loss(loop.val_y, p), val_accuracy=m.accuracy, val_auc=m.auc,
+               val_seconds=time.perf_counter() - t0)
+    return z
+
+
 def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, progress: ProgressCallback | None,
-               stage: str) -> dict:
+               stage: str, average: _Average | None) -> dict:
     loop.model.train()
     optimizer, scaler = steps.optimizer, steps.scaler
     total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
@@ -269,6 +330,8 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
         scaler.step(optimizer)
         scaler.update()
         steps.scheduler.step()
+        if average is not None:
+            average.after((epoch - 1) * loop.steps_per_epoch + step)
         total += float(summed.detach())
         correct += int(((logits.detach() >= 0) == (y >= 0.5)).sum())
         seen += len(y)
@@ -296,11 +359,13 @@ def read_checkpoint(path: Path, device) -> dict:
     return saved
 
 
-def _save_checkpoint(path: Path, epoch: int, model, steps: _Steps, history: History, best: _Watch) -> None:
+def _save_checkpoint(path: Path, epoch: int, model, steps: _Steps, history: History, best: _Watch,
+                     average: _Average | None) -> None:
     from .. import _files
 
     state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": _unwrap(model).state_dict(), **steps.state(),
              "history": history.epochs, "best_epoch": history.best_epoch, "best_loss": best.loss,
-             "best_state": best.state, "waited": best.waited}
+             "best_state": best.state, "waited": best.waited,
+             "average": average.mean.state_dict() if average is not None and average.begun else None}
     with _files.atomic_path(path) as tmp:
         torch.save(state, tmp)
