@@ -99,9 +99,12 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             # the weights' mean over the last half of the steps (SWA, densely, as SWAD), on today's recipe
             "self-blended-averaged": ("train DATA --fakes self-blended --average-weights 0.5",
                                       recipe.replace(average_weights=0.5)),
-            "self-blended-varied-averaged": ("train DATA --fakes self-blended --blend-mask varied "
-                                             "--average-weights 0.5",
-                                             recipe.replace(blend_mask="varied", average_weights=0.5)),
+            # SWAD's form: a constant learning rate, the weights averaged over the last half of the steps (against
+            # self-blended-recipe-varied)
+            "self-blended-varied-swad": ("train DATA --fakes self-blended --blend-mask varied --schedule constant "
+                                         "--average-weights 0.5",
+                                         recipe.replace(blend_mask="varied", schedule="constant",
+                                                        average_weights=0.5)),
             **{f"self-blended-{name}": (f"train DATA --fakes self-blended --augment default {flags}",
                                         plain.replace(**changes)) for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
