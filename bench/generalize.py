@@ -3,7 +3,8 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
-        self-blended,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
+        self-blended,self-blended-hull,self-blended-hull-averaged,self-blended-swad,self-blended-more-reals,
+        self-blended-plain,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
         self-blended-upper,self-blended-reframe,self-blended-frozen,both,combined]
 
@@ -12,8 +13,11 @@ supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `fin
 `finetuned-compressed`: those with H.264 among the augmentations; `finetuned-pairs`: those with each fake batched beside
 its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`), self-blended
 (`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
-fine-tuned, H.264 among the augmentations), the same on more reals (`--test 0`: every real but the validation part's, so
-xdev alone measures it), the same with the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
+fine-tuned, H.264 among the augmentations, every mask shape), the same with the mesh's hull alone (`self-blended-hull`,
+the recipe until 2026-12-05), that with the weights averaged over the last half of the steps
+(`self-blended-hull-averaged`), the recipe so averaged at a constant learning rate as SWAD does (`self-blended-swad`),
+the hull recipe on more reals (`--test 0`: every real but the validation part's, so xdev alone measures it), that with
+the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
 and, each from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
 (`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
 (`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
@@ -61,7 +65,12 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     recipe = TrainSettings.preset(fakes="self-blended")  # what `train DATA --fakes self-blended` runs
-    plain = recipe.replace(augment="default")  # the recipe before H.264 joined it: what the variants changed
+    hull = recipe.replace(blend_mask="hull")  # the recipe until 2026-12-05 (row `self-blended` before that day)
+    plain = hull.replace(augment="default")  # the recipe before H.264 joined it: what the variants changed
+
+    def from_plain(flags: str) -> str:
+        return ("train DATA --fakes self-blended --augment default "
+                + ("" if "--blend-mask" in flags else "--blend-mask hull ") + flags).strip()
     variants = {"frozen": ("--trainable-blocks 0", dict(trainable_blocks=0)),
                 "upper": ("--trainable-blocks 12", dict(trainable_blocks=12)),
                 "varied": ("--blend-mask varied", dict(blend_mask="varied")),
@@ -72,7 +81,7 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                 "lite1": ("--backbone efficientnet_lite1", dict(backbone="efficientnet_lite1")),
                 "lite2": ("--backbone efficientnet_lite2", dict(backbone="efficientnet_lite2"))}
     # every real but the validation part's (1,600 against 1,200): DFDC has no test part left, xdev alone measures it
-    more_reals = ("train DATA --fakes self-blended --test 0", recipe.replace(test=0.0))
+    more_reals = ("train DATA --fakes self-blended --blend-mask hull --test 0", hull.replace(test=0.0))
     supervised = TrainSettings(trainable_blocks="all", epochs=epochs)  # `--fakes both`'s member is one of these
     supervised_variants = {"": (f"--epochs {epochs}", {}),
                            "-longer": (f"--epochs {2 * epochs}", dict(epochs=2 * epochs)),
@@ -86,27 +95,21 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             **{f"finetuned{name}": (f"train DATA --trainable-blocks all {flags}", supervised.replace(**changes))
                for name, (flags, changes) in supervised_variants.items()},
             "self-blended": ("train DATA --fakes self-blended", recipe),
-            "self-blended-plain": ("train DATA --fakes self-blended --augment default", plain),
+            "self-blended-hull": ("train DATA --fakes self-blended --blend-mask hull", hull),
+            "self-blended-plain": (from_plain(""), plain),
             # each crop cut again, tighter or wider (as another detector or margin frames faces), from `plain` as
             # the other variants are
-            "self-blended-reframe": ("train DATA --fakes self-blended --augment default,reframe",
+            "self-blended-reframe": (from_plain("").replace("default", "default,reframe"),
                                      plain.replace(augment="default,reframe")),
             "self-blended-more-reals": more_reals,
-            # the paper's mask diversity on today's recipe (H.264 among the augmentations): `varied` was measured
-            # against `plain` before H.264 joined the recipe
-            "self-blended-recipe-varied": ("train DATA --fakes self-blended --blend-mask varied",
-                                           recipe.replace(blend_mask="varied")),
-            # the weights' mean over the last half of the steps (SWA, densely, as SWAD), on today's recipe
-            "self-blended-averaged": ("train DATA --fakes self-blended --average-weights 0.5",
-                                      recipe.replace(average_weights=0.5)),
-            # SWAD's form: a constant learning rate, the weights averaged over the last half of the steps (against
-            # self-blended-recipe-varied)
-            "self-blended-varied-swad": ("train DATA --fakes self-blended --blend-mask varied --schedule constant "
-                                         "--average-weights 0.5",
-                                         recipe.replace(blend_mask="varied", schedule="constant",
-                                                        average_weights=0.5)),
-            **{f"self-blended-{name}": (f"train DATA --fakes self-blended --augment default {flags}",
-                                        plain.replace(**changes)) for name, (flags, changes) in variants.items()},
+            # the weights' mean over the last half of the steps (SWA, densely), under the cosine schedule
+            "self-blended-hull-averaged": ("train DATA --fakes self-blended --blend-mask hull --average-weights 0.5",
+                                           hull.replace(average_weights=0.5)),
+            # SWAD's form: a constant learning rate, the weights averaged over the last half of the steps
+            "self-blended-swad": ("train DATA --fakes self-blended --schedule constant --average-weights 0.5",
+                                  recipe.replace(schedule="constant", average_weights=0.5)),
+            **{f"self-blended-{name}": (from_plain(flags), plain.replace(**changes))
+               for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
             "combined": ("train DATA --fakes both", TrainSettings.preset(fakes="both"))}
 

@@ -296,9 +296,10 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
     both = TrainSettings.preset(fakes="both")  # a self-blended member as measured, and a supervised one
     assert recipe.augment == "compressed" and both.augment == "default"  # `both` as bench/combine.py measured it
+    assert recipe.blend_mask == "varied" and both.blend_mask == "hull"
     # pair batches change nothing for the self-blended member: a pseudo-fake is always batched beside its real
     assert both.combined and both.members() == {"self-blended": recipe.replace(both="combined", augment="default",
-                                                                               pair_batches=True,
+                                                                               blend_mask="hull", pair_batches=True,
                                                                                supervised_pair_augment="alike"),
                                                 "supervised": both.replace(fakes="real", pair_augment="alike")}
     assert both.members()["supervised"].epochs == 6  # bench/paired.py: 6 beat 3 in-domain
@@ -308,7 +309,8 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "both", "--both", "mixed"])
     mixed = _options.settings_from(args, TrainSettings, args.preset)  # the recipe on both kinds of fakes
     assert not mixed.combined and mixed == recipe.replace(fakes="both", both="mixed", augment="default",
-                                                          pair_batches=True, supervised_pair_augment="alike")
+                                                          blend_mask="hull", pair_batches=True,
+                                                          supervised_pair_augment="alike")
     assert TrainSettings.preset(fakes="real") == TrainSettings()  # the default recipe otherwise
 
 

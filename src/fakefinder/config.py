@@ -286,10 +286,11 @@ class TrainSettings(_Settings):
                "reference-tuned": {**_REFERENCE, "n_neurons": 128, "lr": 1e-5, "epochs": 100, "patience": 3},
                # What `--fakes self-blended` starts from: the recipe measured best by bench/generalize.py on 2 CPU
                # cores (the base fine-tuned whole on a new pseudo-fake of each real every epoch, H.264 among the
-               # augmentations).
+               # augmentations, every mask shape: bench/paired.py, DFDC's log loss better, no AUC told apart).
                "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6,
-                                    augment="compressed"),
-               # What `--fakes both` starts from: that recipe without H.264 for the self-blended member, as many
+                                    augment="compressed", blend_mask="varied"),
+               # What `--fakes both` starts from: that recipe without H.264 and with the hull mask alone (as
+               # measured in the combination) for the self-blended member, as many
                # epochs of the whole base on the data's fakes for the supervised one, each fake batched beside its
                # original and augmented alike with it (bench/paired.py: 6 epochs beat 3 in-domain, pair batches beat
                # those, alike beat apart, the pair likewise each time; alike for the self-blended member too changed
