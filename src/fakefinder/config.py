@@ -195,8 +195,9 @@ class TrainSettings(_Settings):
         group="fine-tuning")
     average_weights: float = option(
         0.0, "the model kept is the mean of the weights after every step of the last FRACTION of training (stochastic "
-        "weight averaging, densely, as SWAD: a flatter optimum, meant to hold up on data unlike the training data); "
-        "0: the last step's weights", low=0, high=1, group="optimisation", metavar="FRACTION")
+        "weight averaging, densely, as SWAD: a flatter optimum, for data unlike the training data; no gain measured "
+        "for the self-blended recipe); 0: the last step's weights", low=0, high=1, group="optimisation",
+        metavar="FRACTION")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
     augment: str = option("default", "augmentations when fine-tuning: default, compressed (the default's and H.264 "
