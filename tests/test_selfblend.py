@@ -121,13 +121,25 @@ def test_blend_writes_a_grid_per_crop_and_a_bad_file_is_one_line(face, tmp_path)
     cv2.imwrite(str(tmp_path / "face.png"), crop)
     (tmp_path / "broken.png").write_bytes(b"not an image")
     proc = subprocess.run([sys.executable, "-m", "fakefinder", "blend", str(tmp_path / "face.png"),
-                           str(tmp_path / "broken.png"), str(tmp_path / "out"), "--seeds", "2"],
+                           str(tmp_path / "broken.png"), str(tmp_path / "out"), "--seeds", "8"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == f"{tmp_path / 'broken.png'}: cannot read as an image"
     grid = cv2.imread(str(tmp_path / "out" / "face-blends.png"))
-    assert grid.shape == (2 * 224, 3 * 224, 3)
+    assert grid.shape == (8 * 224, 3 * 224, 3)
     assert np.array_equal(grid[:224, :224], crop)  # the real beside its mask and its pseudo-fake
+    # the recipe's masks (every shape: whole faces and their parts alone), unless a flag says otherwise
+    def areas(grid):  # of each row's mask, at half its peak (a blend ratio below 1 scales the mask)
+        masks = [grid[r:r + 224, 224:448, 0].astype(int) for r in range(0, len(grid), 224)]
+        return [int((m > 0.5 * m.max()).sum()) for m in masks]
+
+    assert max(areas(grid)) > 2.5 * min(areas(grid))
+    hull = subprocess.run([sys.executable, "-m", "fakefinder", "blend", str(tmp_path / "face.png"),
+                           str(tmp_path / "hull"), "--seeds", "8", "--blend-mask", "hull"], capture_output=True,
+                          text=True, timeout=120)
+    assert hull.returncode == 0, hull.stderr
+    hulls = areas(cv2.imread(str(tmp_path / "hull" / "face-blends.png")))
+    assert max(hulls) < 2.5 * min(hulls)
 
 
 @pytest.mark.slow

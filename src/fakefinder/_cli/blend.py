@@ -29,7 +29,7 @@ def run(args) -> int:
     from ..config import InputLimits, TrainSettings
     from ..training.pseudofakes import write_blend_grids
 
-    results = write_blend_grids(args.crops, args.out, _options.settings_from(args, TrainSettings),
+    results = write_blend_grids(args.crops, args.out, _options.settings_from(args, TrainSettings, "self-blended"),
                                 seeds=args.seeds, margin=args.margin, limits=_options.settings_from(args, InputLimits))
     for crop, written, problem in results:
         if written is None:

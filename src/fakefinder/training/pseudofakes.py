@@ -284,7 +284,8 @@ class FreshBlends:
 def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainSettings | None = None, *,
                       seeds: int = 3, margin: float = 0.3, limits: InputLimits | None = None
                       ) -> list[tuple[Path, Path | None, str]]:
-    """For each face crop, `blend_grid` over `seeds` seeds (from `settings.seed` on) as OUT/<name>-blends.png.
+    """For each face crop, `blend_grid` over `seeds` seeds (from `settings.seed` on; default settings: the
+    `--fakes self-blended` recipe's) as OUT/<name>-blends.png.
     Returns (crop, written file or None, problem): an unreadable crop, or one over `limits` (checked from its header
     before it is decoded), is one problem, the rest go on. Raises OptionError for `seeds` outside 1-MAX_GRID_SEEDS
     or a `margin` that `prepare` would refuse, UsageError when OUT is not a folder."""
@@ -301,7 +302,7 @@ def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainS
         raise OptionError("seeds", f"must be an integer in [1, {MAX_GRID_SEEDS}], got {seeds!r}")
     if (problem := declared(PrepareSettings)["margin"].problem(margin)) is not None:
         raise OptionError("margin", problem)
-    s, limits = settings or TrainSettings(), limits or InputLimits()
+    s, limits = settings or TrainSettings.preset("self-blended"), limits or InputLimits()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: not a folder (OUT is the folder the grids go into)")
