@@ -68,8 +68,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     hull = recipe.replace(blend_mask="hull")  # the recipe until 2026-12-05 (row `self-blended` before that day)
     plain = hull.replace(augment="default")  # the recipe before H.264 joined it: what the variants changed
 
-    def from_plain(flags: str) -> str:
-        return ("train DATA --fakes self-blended --augment default "
+    def from_plain(flags: str, augment: str = "default") -> str:
+        return (f"train DATA --fakes self-blended --augment {augment} "
                 + ("" if "--blend-mask" in flags else "--blend-mask hull ") + flags).strip()
     variants = {"frozen": ("--trainable-blocks 0", dict(trainable_blocks=0)),
                 "upper": ("--trainable-blocks 12", dict(trainable_blocks=12)),
@@ -99,7 +99,7 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             "self-blended-plain": (from_plain(""), plain),
             # each crop cut again, tighter or wider (as another detector or margin frames faces), from `plain` as
             # the other variants are
-            "self-blended-reframe": (from_plain("").replace("default", "default,reframe"),
+            "self-blended-reframe": (from_plain("", augment="default,reframe"),
                                      plain.replace(augment="default,reframe")),
             "self-blended-more-reals": more_reals,
             # the weights' mean over the last half of the steps (SWA, densely), under the cosine schedule
