@@ -108,6 +108,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             # SWAD's form: a constant learning rate, the weights averaged over the last half of the steps
             "self-blended-swad": ("train DATA --fakes self-blended --schedule constant --average-weights 0.5",
                                   recipe.replace(schedule="constant", average_weights=0.5)),
+            # sharpness-aware steps, as the paper trains (SAM's own radius): two passes a step
+            "self-blended-sam": ("train DATA --fakes self-blended --sam 0.05", recipe.replace(sam=0.05)),
             **{f"self-blended-{name}": (from_plain(flags), plain.replace(**changes))
                for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),

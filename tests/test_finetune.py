@@ -251,3 +251,51 @@ def test_average_weights_keeps_the_mean_of_the_last_steps_validates_it_and_resum
     resumed, _, _ = run(0.5, checkpoint=path, resume=True)
     for p, q in zip(resumed.parameters(), model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_sam_steps_with_the_gradient_taken_rho_along_the_ascent_and_leaves_the_weights_and_statistics_as_found(clip):
+    """`--sam RHO`: each step is the optimiser's step from the weights it started at, with the gradient taken at
+    those weights moved RHO along their normalised gradient (computed here by hand with autograd); BatchNorm
+    statistics that train move once a step, as without SAM."""
+    from fakefinder.training.finetune import Loop, fit, make_optimizer, param_groups
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=gen)
+    y = (x[:, 0] > 0).float()
+
+    def model_():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 1),
+                                   torch.nn.Flatten(0))
+
+    config = TrainSettings(epochs=1, patience=0, lr=0.1, warmup=0.0, schedule="constant", sam=0.5, grad_clip=clip)
+    model = model_()
+    loop = Loop(model=model, batches=lambda epoch: [(x, y)], steps_per_epoch=1, images_per_epoch=16, val_logits=None,
+                val_y=None, train_y=y.numpy(), groups=param_groups(model, None, config))
+    fit(loop, config)
+
+    by_hand = model_()
+    by_hand.train()
+    mean_loss = torch.nn.BCEWithLogitsLoss()
+    grads = torch.autograd.grad(mean_loss(by_hand(x), y), list(by_hand.parameters()))
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    moved = model_()
+    moved.train()
+    with torch.no_grad():
+        for p, g in zip(moved.parameters(), grads):
+            p.add_(g * (0.5 / norm))
+    for p, g in zip(by_hand.parameters(), torch.autograd.grad(mean_loss(moved(x), y), list(moved.parameters()))):
+        p.grad = g
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(list(by_hand.parameters()), clip)
+    make_optimizer(param_groups(by_hand, None, config), config).step()
+    for p, q in zip(model.parameters(), by_hand.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    plain = model_()  # one forward at the starting weights: the statistics SAM's step must leave
+    plain.train()
+    plain(x)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(model[1], name), getattr(plain[1], name), rtol=0, atol=1e-7)
+    with pytest.raises(Exception, match="sam"):
+        TrainSettings(sam=-1.0)

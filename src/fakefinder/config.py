@@ -198,6 +198,10 @@ class TrainSettings(_Settings):
         "weight averaging, densely, as SWAD: a flatter optimum, for data unlike the training data; no gain measured "
         "for the self-blended recipe); 0: the last step's weights", low=0, high=1, group="optimisation",
         metavar="FRACTION")
+    sam: float = option(
+        0.0, "sharpness-aware minimisation's radius (SAM, as the self-blended paper trains): each step's gradient is "
+        "taken where the weights' ascent RHO away leads, for a flatter optimum; two passes a step; 0: off", low=0,
+        high=10, group="optimisation", metavar="RHO")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
     augment: str = option("default", "augmentations when fine-tuning: default, compressed (the default's and H.264 "

@@ -1,11 +1,11 @@
 """The one training loop, for a head on cached features and for a base fine-tuned with its head.
 
 Optimiser groups (the base at a fraction of the head's learning rate, no weight decay on biases and norms),
-warmup then cosine decay, gradient clipping, mixed precision (fp16 with loss scaling), early stopping on the
-validation loss with the best weights restored, weight averaging over the last steps, and a checkpoint after every
-epoch from which `resume` continues to exactly the result of an uninterrupted run: every epoch reseeds its
-shuffling, augmentation and dropout from (seed, epoch), so nothing else has to be saved. Global RNG state is
-restored when the loop ends.
+warmup then cosine decay, gradient clipping, mixed precision (fp16 with loss scaling), sharpness-aware steps, early
+stopping on the validation loss with the best weights restored, weight averaging over the last steps, and a
+checkpoint after every epoch from which `resume` continues to exactly the result of an uninterrupted run: every
+epoch reseeds its shuffling, augmentation and dropout from (seed, epoch), so nothing else has to be saved. Global
+RNG state is restored when the loop ends.
 """
 
 from __future__ import annotations
@@ -324,6 +324,8 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
         # DDP's average over processes is then the mean over the whole batch
         loss = summed * loop.processes.world / whole
         scaler.scale(loss).backward()
+        if config.sam > 0:
+            _sharpness_aware(loop, steps, x, y, config.sam, loop.processes.world / whole)
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(steps.params, config.grad_clip)
@@ -343,6 +345,34 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
     return {"train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
             "lr": optimizer.param_groups[0]["lr"], "images_per_s": seen / seconds if seconds > 0 else 0.0,
             "seconds": seconds}
+
+
+def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, per_sample: float) -> None:
+    """SAM (Foret et al. 2021): replace the gradients with those taken at the weights moved `rho` along the
+    normalised gradient (the steepest ascent nearby), so that the step lowers the neighbourhood's worst loss, not
+    only the point's. The gradients' scale (fp16's loss scaling) leaves the direction alone; BatchNorm statistics
+    that train are not updated a second time."""
+    params = [p for p in steps.params if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        if not torch.isfinite(norm) or norm == 0:
+            return  # an overflowing fp16 step: the scaler skips it as it is
+        moves = [p.grad * (rho / norm) for p in params]
+        for p, e in zip(params, moves):
+            p.add_(e)
+    steps.optimizer.zero_grad(set_to_none=True)
+    norms = [m for m in loop.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        steps.scaler.scale(steps.criterion(loop.model(x).float(), y) * per_sample).backward()
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        with torch.no_grad():
+            for p, e in zip(params, moves):
+                p.sub_(e)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
