@@ -357,9 +357,9 @@ def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, per_sample: fl
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         if not torch.isfinite(norm) or norm == 0:
             return  # an overflowing fp16 step: the scaler skips it as it is
-        moves = [p.grad * (rho / norm) for p in params]
-        for p, e in zip(params, moves):
-            p.add_(e)
+        starts = [p.detach().clone() for p in params]  # put back exactly, not as w + e - e
+        for p in params:
+            p.add_(p.grad, alpha=float(rho / norm))
     steps.optimizer.zero_grad(set_to_none=True)
     norms = [m for m in loop.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
     momenta = [m.momentum for m in norms]
@@ -371,8 +371,8 @@ def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, per_sample: fl
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         with torch.no_grad():
-            for p, e in zip(params, moves):
-                p.sub_(e)
+            for p, start in zip(params, starts):
+                p.copy_(start)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
