@@ -110,6 +110,7 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
                                   recipe.replace(schedule="constant", average_weights=0.5)),
             # sharpness-aware steps, as the paper trains (SAM's own radius): two passes a step
             "self-blended-sam": ("train DATA --fakes self-blended --sam 0.05", recipe.replace(sam=0.05)),
+            "self-blended-sam-gentle": ("train DATA --fakes self-blended --sam 0.01", recipe.replace(sam=0.01)),
             **{f"self-blended-{name}": (from_plain(flags), plain.replace(**changes))
                for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),
