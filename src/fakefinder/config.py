@@ -200,7 +200,8 @@ class TrainSettings(_Settings):
         metavar="FRACTION")
     sam: float = option(
         0.0, "sharpness-aware minimisation's radius (SAM, as the self-blended paper trains): each step's gradient is "
-        "taken where the weights' ascent RHO away leads, for a flatter optimum; two passes a step; 0: off", low=0,
+        "taken where the weights' ascent RHO away leads, for a flatter optimum; two passes a step; it scored lower in "
+        "the self-blended recipe's 6 epochs on a CPU; 0: off", low=0,
         high=10, group="optimisation", metavar="RHO")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
@@ -305,7 +306,8 @@ class TrainSettings(_Settings):
                "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, pair_batches=True,
                             supervised_pair_augment="alike"),
                # For a GPU, after the paper (SBI): EfficientNet-B4 at its 380 px, every blend mask shape, a new
-               # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here, not SAM). Not measured here:
+               # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here: SAM, --sam 0.05, scored lower
+               # in the CPU recipe's 6 epochs, bench/generalize.py's row self-blended-sam). Not measured here:
                # no GPU was lent to the sessions that wrote it; its CPU test runs it tiny.
                "self-blended-gpu": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=100,
                                         patience=10, backbone="efficientnet_b4", blend_mask="varied")}
