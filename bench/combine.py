@@ -38,16 +38,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def member_logits(model: Path, collections: dict[str, object], cache: Path) -> dict[str, np.ndarray]:
-    """Calibrated logits of every crop of each collection, kept beside the model's name so a rerun reads them."""
+    """Calibrated logits of every crop of each collection, kept beside the model's name so a rerun reads them (and
+    scores only the collections the cache lacks)."""
+    kept: dict[str, np.ndarray] = {}
     if cache.is_file():
         with np.load(cache) as saved:
-            if set(saved.files) == set(collections):
-                return {k: saved[k] for k in saved.files}
-    detector = load_detector(model, device="cpu")
-    out = {name: detector.card.calibration.logit(dataset_logits(detector, data)) for name, data in collections.items()}
-    with atomic_path(cache) as tmp, open(tmp, "wb") as f:  # a run stopped mid-write leaves no broken cache
-        np.savez(f, **out)
-    return out
+            kept = {k: saved[k] for k in saved.files}
+    missing = [name for name in collections if name not in kept]
+    if missing:
+        detector = load_detector(model, device="cpu")
+        kept |= {name: detector.card.calibration.logit(dataset_logits(detector, collections[name])) for name in missing}
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:  # a run stopped mid-write leaves no broken cache
+            np.savez(f, **kept)
+    return {name: kept[name] for name in collections}
 
 
 def scored(data, rows: np.ndarray, p: np.ndarray, rule: str, seed: int) -> tuple[float, tuple[float, float], float]:

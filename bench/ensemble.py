@@ -7,9 +7,10 @@ Runs after `bench/generalize.py --rows ROW --seeds ...`, whose kept models, spli
 (bench/out/generalize). For each pair of ROW's seeds, the two models combined as `fakefinder combine --rule mean`
 combines them (the mean of their calibrated face logits, then the first model's video rule), against the two models
 alone (the recipe at half the time), and against AGAINST's single seeds (another recipe; default ROW itself). Per
-collection (DFDC's test part, the xdev clips framed as DFDC's crops are): video AUC and log loss, each difference
-with a paired bootstrap 95% interval over videos (`bench/paired.py`); "all pairs" compares the means over the pairs.
-The intervals leave out which seeds were drawn: a gain every pair shows is the evidence, not one pair's interval.
+collection (`bench/paired.py`'s: DFDC's test part, the xdev clips, xdev's NeuralTextures and Face2Face crops): video
+AUC and log loss, each difference with a paired bootstrap 95% interval over videos (`bench/paired.py`); "all pairs"
+compares the means over the pairs. The intervals leave out which seeds were drawn: a gain every pair shows is the
+evidence, not one pair's interval.
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@
     python bench/paired.py --rows self-blended+finetuned,self-blended-plain+finetuned
 
 Runs after `bench/generalize.py --rows A,B --seeds 0,1`, whose kept models, split and prepared collections it reads
-(bench/out/generalize). Separate intervals (generalize's, about +-0.1 on xdev's 82 clips) mostly measure how hard the
-videos are, which both rows share; the paired interval of the difference leaves that out. Per collection (DFDC's
-test part; the xdev clips framed as DFDC's crops are) and per seed, then over the seeds (the difference of the
-seeds' means): A's figure, B's, A - B [95%]. A is better only where the interval of A - B leaves out 0 on the side
-that favours A. Video scores follow each model's own video rule, as `predict` does. A row `A+B` is the two rows' models
-combined as bench/combine.py's `max` combines them (a face as suspicious as the more suspicious member finds it, before
-the combined file's own calibration; the first member's video rule).
+(bench/out/generalize). Separate intervals (generalize's, about +-0.1 on xdev's 82 clips) mostly measure how hard
+the videos are, which both rows share; the paired interval of the difference leaves that out. Per collection (DFDC's
+test part; the xdev clips framed as DFDC's crops are; xdev's face crops of NeuralTextures and of Face2Face, each
+against all the real crops, the reenactment methods the clips hold least or none of) and per seed, then over the
+seeds (the difference of the seeds' means): A's figure, B's, A - B [95%]. A is better only where the interval of A -
+B leaves out 0 on the side that favours A. Video scores follow each model's own video rule, as `predict` does. A row
+`A+B` is the two rows' models combined as bench/combine.py's `max` combines them (a face as suspicious as the more
+suspicious member finds it, before the combined file's own calibration; the first member's video rule).
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ def mean_metric(y: np.ndarray, scores: np.ndarray, metric: str) -> float:
 
 def collections_of(src: Path, models: list[Path]) -> tuple[dict, dict]:
     """(the collections a model's logits cache holds, by key; per collection measured: its key and rows): DFDC's test
-    part, unless one of `models` trained on it (`--test 0`), and the xdev clips framed as DFDC's crops are."""
+    part, unless one of `models` trained on it (`--test 0`), the xdev clips framed as DFDC's crops are, and xdev's
+    face crops of each reenactment method against all its real crops (each crop its own video: the crops carry no
+    video id, so a real video's two near-duplicate crops count twice and the interval is somewhat too narrow)."""
     clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
     dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
+    faces = load_dataset(src / "xdev-faces")
     parts = load_split(src / "split.json", dfdc).parts[:len(dfdc)]
-    cached = {"dfdc": dfdc, "clips": clips}
-    collections = {"DFDC test": ("dfdc", parts == "test"), "xdev clips": ("clips", np.ones(len(clips), bool))}
+    cached = {"dfdc": dfdc, "clips": clips, "faces": faces}
+    collections = {"DFDC test": ("dfdc", parts == "test"), "xdev clips": ("clips", np.ones(len(clips), bool)),
+                   **{f"xdev faces {m}": ("faces", (faces.labels == 0) | (faces.methods == m))
+                      for m in ("NeuralTextures", "Face2Face")}}
     if any(read_card(m).evidence.test_videos == 0 for m in models):
         del collections["DFDC test"]
     return cached, collections
