@@ -201,8 +201,7 @@ class TrainSettings(_Settings):
     sam: float = option(
         0.0, "sharpness-aware minimisation's radius (SAM, as the self-blended paper trains): each step's gradient is "
         "taken where the weights' ascent RHO away leads, for a flatter optimum; two passes a step; it scored lower in "
-        "the self-blended recipe's 6 epochs on a CPU; 0: off", low=0,
-        high=10, group="optimisation", metavar="RHO")
+        "the self-blended recipe's 6 epochs on a CPU; 0: off", low=0, high=10, group="optimisation", metavar="RHO")
     bn: Literal["frozen", "train"] = option("frozen", "the base's BatchNorm statistics when fine-tuning: frozen "
                                             "(right for small batches) or updated", group="fine-tuning")
     augment: str = option("default", "augmentations when fine-tuning: default, compressed (the default's and H.264 "
