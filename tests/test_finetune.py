@@ -298,5 +298,7 @@ def test_sam_steps_with_the_gradient_taken_rho_along_the_ascent_and_leaves_the_w
     plain(x)
     for name in ("running_mean", "running_var"):
         torch.testing.assert_close(getattr(model[1], name), getattr(plain[1], name), rtol=0, atol=1e-7)
-    with pytest.raises(Exception, match="sam"):
+    from fakefinder.errors import OptionError
+
+    with pytest.raises(OptionError, match="sam"):
         TrainSettings(sam=-1.0)

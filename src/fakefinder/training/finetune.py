@@ -318,14 +318,11 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
     total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for step, (x, y) in enumerate(loop.batches(epoch), 1):
         optimizer.zero_grad(set_to_none=True)
-        logits = loop.model(x)
-        summed = steps.criterion(logits.float(), y)
         whole = loop.global_batch(step) if loop.global_batch else len(y)
-        # DDP's average over processes is then the mean over the whole batch
-        loss = summed * loop.processes.world / whole
+        logits, summed, loss = _forward(loop, steps, x, y, whole)
         scaler.scale(loss).backward()
         if config.sam > 0:
-            _sharpness_aware(loop, steps, x, y, config.sam, loop.processes.world / whole)
+            _sharpness_aware(loop, steps, x, y, config.sam, whole)
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(steps.params, config.grad_clip)
@@ -347,7 +344,16 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
             "seconds": seconds}
 
 
-def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, per_sample: float) -> None:
+def _forward(loop: Loop, steps: _Steps, x, y, whole: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's logits, its loss summed over this process's share (in fp32 whatever the compute precision), and
+    the loss to differentiate: with `whole` the samples of the step over all processes, DDP's average over processes
+    is then the mean over the whole batch."""
+    logits = loop.model(x)
+    summed = steps.criterion(logits.float(), y)
+    return logits, summed, summed * loop.processes.world / whole
+
+
+def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, whole: int) -> None:
     """SAM (Foret et al. 2021): replace the gradients with those taken at the weights moved `rho` along the
     normalised gradient (the steepest ascent nearby), so that the step lowers the neighbourhood's worst loss, not
     only the point's. The gradients' scale (fp16's loss scaling) leaves the direction alone; BatchNorm statistics
@@ -366,7 +372,7 @@ def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, per_sample: fl
     for m in norms:
         m.momentum = 0.0
     try:
-        steps.scaler.scale(steps.criterion(loop.model(x).float(), y) * per_sample).backward()
+        steps.scaler.scale(_forward(loop, steps, x, y, whole)[2]).backward()
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
