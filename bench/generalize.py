@@ -3,37 +3,38 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
-        self-blended,self-blended-hull,self-blended-hull-averaged,self-blended-swad,self-blended-more-reals,
-        self-blended-plain,self-blended-varied,self-blended-alike,
+        self-blended,self-blended-hull,self-blended-hull-averaged,self-blended-swad,self-blended-sam,
+        self-blended-sam-gentle,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
         self-blended-upper,self-blended-reframe,self-blended-frozen,both,combined]
 
 Rows (each is one `fakefinder train` command on ../shared/data/dfdc-faces-dev, prepared with --detector none): frozen
 supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `finetuned-longer`: twice the epochs;
-`finetuned-compressed`: those with H.264 among the augmentations; `finetuned-pairs`: those with each fake batched beside
-its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`), self-blended
-(`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch, the base
-fine-tuned, H.264 among the augmentations, every mask shape), the same with the mesh's hull alone (`self-blended-hull`,
-the recipe until 2026-12-05), that with the weights averaged over the last half of the steps
+`finetuned-compressed`: those with H.264 among the augmentations; `finetuned-pairs`: those with each fake batched
+beside its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`),
+self-blended (`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch,
+the base fine-tuned, H.264 among the augmentations, every mask shape), the same with the mesh's hull alone
+(`self-blended-hull`, the recipe until 2026-12-05), that with the weights averaged over the last half of the steps
 (`self-blended-hull-averaged`), the recipe so averaged at a constant learning rate as SWAD does (`self-blended-swad`),
-the hull recipe on more reals (`--test 0`: every real but the validation part's, so xdev alone measures it), that with
-the default augmentations (`self-blended-plain`, the recipe until 2026-12-04),
-and, each from that one, varied mask shapes (`--blend-mask varied`), each real and its pseudo-fake augmented alike
-(`--pair-augment alike`), resized progressively (`--progressive 160`: 160 px first, 224 px last), a shorter run
-(`--progressive 128 --epochs 4`), a longer one in about the recipe's time (`--progressive 128 --epochs 10`), the larger
-EfficientNet-Lite1 and Lite2 at their own input sizes (240 and 260 px), only the upper blocks trained
-(`--trainable-blocks 12`: the stem and the five blocks up to the 28 x 28 map frozen), each crop cut again tighter or
-wider (`--augment default,reframe`) and a frozen base; both (`--both mixed`: the recipe on the real fakes and the
-pseudo-fakes as one class) and combined (`--fakes both`: a self-blended and a supervised member, combined). All share
-the split of the first row run (by source: a fake stays with its original); rows run in separate calls add to one
-results.json. Columns: in-domain test AUC on DFDC's real fakes; on
-../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with the margin
-that frames the faces as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face crops, and
-each method's clip AUC; train wall time. Each row trains once per seed (`--seed`: the split stays the first row's, the
-initialisation, the order and every blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it
-again without training it again. AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's
-mean over its seeds: a change is better only where its intervals say so, or where `bench/paired.py`'s paired interval of
-the difference to another row does (both rows' models scoring the same videos). """
+the recipe with sharpness-aware steps (`--sam 0.05`, `self-blended-sam`; `--sam 0.01`, `self-blended-sam-gentle`), the
+hull recipe on more reals (`--test 0`: every real but the validation part's, so xdev alone measures it), that with the
+default augmentations (`self-blended-plain`, the recipe until 2026-12-04), and, each from that one, varied mask shapes
+(`--blend-mask varied`), each real and its pseudo-fake augmented alike (`--pair-augment alike`), resized progressively
+(`--progressive 160`: 160 px first, 224 px last), a shorter run (`--progressive 128 --epochs 4`), a longer one in
+about the recipe's time (`--progressive 128 --epochs 10`), the larger EfficientNet-Lite1 and Lite2 at their own input
+sizes (240 and 260 px), only the upper blocks trained (`--trainable-blocks 12`: the stem and the five blocks up to the
+28 x 28 map frozen), each crop cut again tighter or wider (`--augment default,reframe`) and a frozen base; both
+(`--both mixed`: the recipe on the real fakes and the pseudo-fakes as one class) and combined (`--fakes both`: a
+self-blended and a supervised member, combined). All share the split of the first row run (by source: a fake stays
+with its original); rows run in separate calls add to one results.json. Columns: in-domain test AUC on DFDC's real
+fakes; on ../shared/data/xdev, video AUC, log loss and ECE on the 82 clips (prepared at 1 fps with BlazeFace, cut with
+the margin that frames the faces as DFDC's crops are framed, and at the default margin 0.3), frame AUC on the 590 face
+crops (and by method: NeuralTextures, which the clips lack, is printed), and each method's clip AUC; train wall time.
+Each row trains once per seed (`--seed`: the split stays the first row's, the initialisation, the order and every
+blend change) and its model is kept (`<row>-seed<k>.safetensors`): a rerun scores it again without training it again.
+AUCs carry a bootstrap 95% interval over videos, and the last table gives each row's mean over its seeds: a change is
+better only where its intervals say so, or where `bench/paired.py`'s paired interval of the difference to another row
+does (both rows' models scoring the same videos). """
 
 from __future__ import annotations
 
