@@ -8,7 +8,7 @@ import pytest
 from media import astronaut
 
 from fakefinder.config import TrainSettings
-from fakefinder.errors import OptionError
+from fakefinder.errors import OptionError, UsageError
 from fakefinder.training.augment import (
     AUGMENTATIONS,
     Augmenter,
@@ -210,3 +210,26 @@ def test_after_a_reframe_parts_blacks_out_where_the_face_went(face):
             both += moved
         assert np.array_equal(augmenter(face, np.random.default_rng(seed), boxes), image), seed
     assert both >= 2
+
+
+def test_a_blend_mask_moves_as_the_pixels_do_and_draws_nothing(face):
+    """`--blend-map`'s target: after flips and reframes the mask still lies over the pixels it marked, and the
+    image is the one the augmenter makes without a mask."""
+    mask = np.zeros((224, 224), np.float32)
+    cv2.ellipse(mask, (80, 130), (40, 60), 20, 0, 360, 1.0, -1)  # off-centre and tilted: a flip shows
+    marked = np.repeat(np.round(mask * 255).astype(np.uint8)[..., None], 3, axis=2)
+    moves = Augmenter.from_spec("flip=1,reframe=1", margin=0.3)
+    changed = 0
+    for seed in range(8):
+        image, moved = moves.apply(marked, np.random.default_rng(seed), None, mask)
+        assert np.abs(image[..., 0] / 255 - moved).max() < 2 / 255, seed
+        changed += not np.allclose(moved, mask)
+        assert np.array_equal(moves(marked, np.random.default_rng(seed)), image)
+    assert changed >= 4
+    everything = Augmenter.from_spec("compressed,reframe", margin=0.3)
+    for seed in range(4):
+        with_mask, _ = everything.apply(face, np.random.default_rng(seed), None, mask)
+        assert np.array_equal(with_mask, everything(face, np.random.default_rng(seed))), seed
+    assert everything.apply(face, np.random.default_rng(0))[1] is None
+    with pytest.raises(UsageError, match="keras"):
+        Augmenter.from_spec("keras", margin=0.3).apply(face, np.random.default_rng(0), None, mask)

@@ -302,3 +302,58 @@ def test_sam_steps_with_the_gradient_taken_rho_along_the_ascent_and_leaves_the_w
 
     with pytest.raises(OptionError, match="sam"):
         TrainSettings(sam=-1.0)
+
+
+def test_blend_map_adds_where_the_blend_is_to_the_step_and_leaves_the_loss_reported_alone():
+    """`--blend-map W`: each step differentiates the classification loss plus W times each image's mean binary
+    cross-entropy between a 1 x 1 convolution of the base's last map and the share of each cell its mask covers
+    (computed here by hand); an image whose mask is unknown (a fake of the data's own) adds nothing, and the loss
+    reported is the classification's alone."""
+    from fakefinder.models.backbones import Recipe
+    from fakefinder.models.head import in_features, pooled
+    from fakefinder.training.core import FineTuneModel, _new_head, _unfreeze
+    from fakefinder.training.finetune import Loop, fit, make_optimizer, param_groups
+
+    config = TrainSettings(fakes="self-blended", trainable_blocks="all", weights="none", input_size=64, epochs=1,
+                           patience=0, lr=0.01, warmup=0.0, schedule="constant", grad_clip=None, blend_map=2.0)
+
+    def model_() -> FineTuneModel:
+        backbone = Recipe.of(config).build()
+        _unfreeze(backbone, "all")
+        channels, side, _ = backbone.feature_shape()
+        model = FineTuneModel(backbone, _new_head(in_features(channels, side, config.pool), config, "cpu"),
+                              config.pool, "fp32", config.bn, config.blend_map)
+        for p in model.blend_map.parameters():  # not zero as a run starts it: the base's gradient shows then
+            torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(5))
+        return model
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 64, 64, generator=gen), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    mask = torch.zeros(4, 64, 64)
+    mask[1, 10:50, 20:40] = 0.75  # a pseudo-fake blended at 0.75
+    mask[2] = 1.0  # a fake whose blend is unknown
+    known = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    model = model_()
+    loop = Loop(model=model, batches=lambda epoch: [(x, y, mask, known)], steps_per_epoch=1, images_per_epoch=4,
+                val_logits=None, val_y=None, train_y=y.numpy(), groups=param_groups(model, None, config))
+    history = fit(loop, config)
+
+    by_hand = model_()
+    by_hand.train()
+    torch.manual_seed(config.seed * 100_003 + 1)  # the epoch's stochastic depth, as `fit` seeds it
+    maps = by_hand.backbone.features(x)
+    classified = torch.nn.functional.binary_cross_entropy_with_logits(by_hand.head(pooled(maps, config.pool)), y)
+    z = by_hand.blend_map(maps)[:, 0]  # (4, 2, 2): a cell is 32 x 32 pixels
+    share = mask.reshape(4, 2, 32, 2, 32).mean(dim=(2, 4))
+    cross = torch.nn.functional.softplus(z) - z * share
+    loss = classified + 2.0 * (cross.mean(dim=(1, 2)) * known).sum() / 4
+    params = [p for p in by_hand.parameters() if p.requires_grad]
+    for p, g in zip(params, torch.autograd.grad(loss, params)):
+        p.grad = g
+    make_optimizer(param_groups(by_hand, None, config), config).step()
+    moved = 0
+    for p, q, start in zip(model.parameters(), by_hand.parameters(), model_().parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+        moved += not torch.equal(p, start)
+    assert moved > 10  # the base moved too
+    assert history.epochs[0]["train_loss"] == pytest.approx(float(classified.detach()), abs=1e-6)

@@ -235,11 +235,12 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
     assert list(data.origins) == [-1, -1, -1, 0, 0, 1, 1, 2, 2]
     fresh = FreshBlends.of(data, settings)
     assert data.face_fill() is not None and len(reads) == 1  # landmarks.npz read once for the blends and the fill
-    assert fresh.image(data.crop_files, 0, np.random.default_rng(0)) is None  # a real is read as it is
-    first, second = (fresh.image(data.crop_files, 3, np.random.default_rng(e)) for e in (0, 1))
+    assert fresh.blend(data.crop_files, 0, np.random.default_rng(0)) is None  # a real is read as it is
+    (first, mask), (second, _) = (fresh.blend(data.crop_files, 3, np.random.default_rng(e)) for e in (0, 1))
     real = cv2.imread(str(data.crop_files[0]))
     assert not np.array_equal(first, second) and not np.array_equal(first, real)
-    assert np.array_equal(first, fresh.image(data.crop_files, 3, np.random.default_rng(0)))  # seeded
+    assert np.array_equal(first, fresh.blend(data.crop_files, 3, np.random.default_rng(0))[0])  # seeded
+    assert np.array_equal(first[mask == 0], real[mask == 0]) and (first[mask > 0.5] != real[mask > 0.5]).any()
     together = np.where(data.origins >= 0, data.origins, np.arange(len(data)))
     sampler = EpochBatches(np.arange(len(data)), 9, 0, shuffle=True, together=together)
     for epoch in range(3):
@@ -248,6 +249,49 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
         assert sorted(order) == list(range(9))
         keys = together[order]
         assert all(len(set(keys[i:i + 3])) == 1 for i in (0, 3, 6))  # each real beside its two pseudo-fakes
+
+
+def test_blend_map_learns_each_pseudo_fakes_mask_and_leaves_the_model_file_as_it_was(face, tmp_path):
+    """`--blend-map`: the loader gives a pseudo-fake the mask it was blended through, framed as its image, a real an
+    empty one, and a fake of the data's own a mask marked unknown; the run trains a model unlike the one without
+    it (the map's convolution learns and moves the base) in a file of the same weights' names."""
+    from fakefinder import fit_detector
+    from fakefinder.models.backbones import Preprocess
+    from fakefinder.models.modelfile import save_model
+    from fakefinder.training.finetune import epoch_rng
+
+    reals = _three_reals(face, tmp_path)
+    settings = TrainSettings(fakes="self-blended", blends=1, trainable_blocks="all", blend_map=1.0)
+    data = with_pseudo_fakes(load_dataset(reals.out, need_both_classes=False), settings)
+    fresh, preprocess = FreshBlends.of(data, settings), Preprocess(112, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    labels = data.labels.copy()
+    labels[1] = 1  # as a fake of the data's own (no origin: nothing says where it was changed)
+    loader = CropDataset(data.crop_files, labels, preprocess, None, settings.seed, fresh, blend_map=True)
+    for epoch in (1, 2):
+        (real, _, empty, real_known), (x, y, mask, known) = loader[0, epoch], loader[3, epoch]
+        assert int(data.origins[3]) == 0 and y == 1 and known == 1 and real_known == 1 and not empty.any()
+        made = fresh.blend(data.crop_files, 3, epoch_rng(settings.seed, epoch, 3, 1))[1]
+        assert mask.shape == (112, 112) and 0.2 < float(mask.max()) <= 1
+        assert torch.allclose(mask, torch.from_numpy(cv2.resize(made, (112, 112), interpolation=cv2.INTER_AREA)))
+        assert torch.equal(x[:, mask == 0], real[:, mask == 0]) and not torch.equal(x, real)
+    assert loader[1, 1][3] == 0 and not loader[1, 1][2].any()
+    assert len(CropDataset(data.crop_files, labels, preprocess, None, settings.seed, fresh)[3, 1]) == 2
+
+    tiny = TrainSettings.preset("self-blended").replace(weights="none", input_size=64, epochs=2, batch_size=4,
+                                                        precision="fp32", probe=False, augment="default")
+    weights = {}
+    for weight in (0.0, 1.0):
+        save_model(tmp_path / f"{weight}.safetensors", fit_detector(reals.out, tiny.replace(blend_map=weight)).model)
+        from safetensors.torch import load_file
+
+        weights[weight] = load_file(tmp_path / f"{weight}.safetensors")
+    assert weights[0.0].keys() == weights[1.0].keys()
+    assert any(not torch.equal(weights[0.0][k], weights[1.0][k]) for k in weights[0.0] if "_blocks" in k)
+    for bad in (dict(), dict(fakes="self-blended"), dict(fakes="self-blended", trainable_blocks="all",
+                                                         augment="keras")):
+        with pytest.raises(OptionError, match="blend_map"):
+            TrainSettings(blend_map=1.0, **bad)
+    assert TrainSettings.preset(fakes="both", blend_map=1.0).members()["supervised"].blend_map == 0
 
 
 @pytest.mark.parametrize("pairs", ["alike", "apart"])

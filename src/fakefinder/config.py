@@ -252,6 +252,10 @@ class TrainSettings(_Settings):
         group="fakes")
     blend_full: float = option(0.5, "chance that the face is pasted whole (blend ratio 1); else at 0.25, 0.5 or 0.75",
                                low=0, high=1, group="fakes")
+    blend_map: float = option(
+        0.0, "with pseudo-fakes made anew while the base trains: the weight of a second loss that asks the base's "
+        "last feature map where each pseudo-fake was blended (its mask; none on a real), as Face X-ray supervises, "
+        "besides whether it was; 0: off", low=0, high=100, group="fakes", metavar="WEIGHT")
     pair_augment: Literal["apart", "alike"] = option(
         "apart", "with pseudo-fakes (or --pair-batches): augment a real crop and its fakes each with its own draw "
         "(apart), or with one draw (alike, as SBI does: the same flip, re-compression and colour, so only the blend "
@@ -340,7 +344,8 @@ class TrainSettings(_Settings):
         if self.ensemble > 1:
             return {f"seed{self.seed + k}": self.replace(ensemble=1, seed=self.seed + k) for k in range(self.ensemble)}
         return {"self-blended": self.replace(fakes="self-blended"),
-                "supervised": self.replace(fakes="real", epochs=self.supervised_epochs or self.epochs,
+                "supervised": self.replace(fakes="real", blend_map=0.0,
+                                           epochs=self.supervised_epochs or self.epochs,
                                            pair_augment=self.supervised_pair_augment or self.pair_augment)}
 
     @classmethod
@@ -360,6 +365,12 @@ class TrainSettings(_Settings):
             found.append(("augment", str(exc)))
         if self.progressive is not None and self.frozen:
             found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
+        if self.blend_map > 0 and (self.fakes == "real" or self.frozen):
+            found.append(("blend_map", "supervises pseudo-fakes made while the base trains: it needs --fakes "
+                                       "self-blended or both and --trainable-blocks K > 0"))
+        if self.blend_map > 0 and "keras" in self.augment:
+            found.append(("blend_map", "the keras augmentation moves pixels without the blend's mask: choose another "
+                                       "--augment"))
         if self.ensemble > 1 and self.two_kinds:
             found.append(("ensemble", "averages one detector's seeds; --fakes both --both combined is two kinds of "
                                       "detector already: give --both mixed, or train the seeds and `combine` them"))

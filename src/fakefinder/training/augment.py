@@ -159,10 +159,12 @@ def mesh_part_boxes(points: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class FaceParts:
     """Where a crop's eyes, nose and mouth are: from its face mesh when it has one (`mesh_part_boxes`), else from
-    the crop's geometry (`face_part_box`, the face box in the middle of a crop cut with `margin`)."""
+    the crop's geometry (`face_part_box`, the face box in the middle of a crop cut with `margin`); and, for a
+    pseudo-fake, where it was blended (`blend`, its mask: `--blend-map`'s target moves with the pixels)."""
 
     margin: float
     boxes: np.ndarray | None = None
+    blend: np.ndarray | None = None
 
     def box(self, part: str, side: int) -> tuple[int, int, int, int]:
         if self.boxes is None:
@@ -171,11 +173,11 @@ class FaceParts:
         return round(float(x0)), round(float(y0)), round(float(x1)), round(float(y1))
 
     def mirrored(self, width: int) -> FaceParts:
-        if self.boxes is None:
-            return self  # the geometry's boxes are symmetric
-        b = self.boxes.copy()
-        b[:, 0], b[:, 2] = width - self.boxes[:, 2], width - self.boxes[:, 0]
-        return FaceParts(self.margin, b)
+        b = self.boxes  # the geometry's boxes are symmetric
+        if b is not None:
+            b = b.copy()
+            b[:, 0], b[:, 2] = width - self.boxes[:, 2], width - self.boxes[:, 0]
+        return FaceParts(self.margin, b, None if self.blend is None else np.ascontiguousarray(self.blend[:, ::-1]))
 
     def moved(self, back: np.ndarray, side: int) -> FaceParts:
         """The parts of a square crop of `side` after a zoom and shift whose `back` (2 x 3) maps each new pixel
@@ -183,7 +185,13 @@ class FaceParts:
         b = self.boxes if self.boxes is not None else np.asarray(
             [face_part_box(part, side, self.margin) for part in FACE_PARTS], dtype=np.float32)
         zoom, offset = back[0, 0], back[:, 2]
-        return FaceParts(self.margin, ((b - np.tile(offset, 2)) / zoom).astype(np.float32))
+        blend = self.blend
+        if blend is not None:
+            import cv2
+
+            blend = cv2.warpAffine(blend, back, blend.shape[1::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_REFLECT_101)  # as the pixels moved
+        return FaceParts(self.margin, ((b - np.tile(offset, 2)) / zoom).astype(np.float32), blend)
 
 
 def _parts(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
@@ -255,13 +263,22 @@ class Augmenter:
         return cls(steps, margin)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, boxes: np.ndarray | None = None) -> np.ndarray:
-        face = FaceParts(self.margin, None if boxes is None or np.isnan(boxes).any() else boxes)
+        return self.apply(image, rng, boxes)[0]
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator, boxes: np.ndarray | None = None,
+              blend: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The augmented image and its blending mask moved as its pixels were (None without one); `blend` draws
+        nothing from `rng`, so the image is the same with or without it. Raises UsageError for a mask and keras's
+        augmentation, which moves pixels without it."""
+        face = FaceParts(self.margin, None if boxes is None or np.isnan(boxes).any() else boxes, blend)
         for name, strength in self.steps:
             fn = AUGMENTATIONS[name][0]
             if name == "keras":
+                if blend is not None:
+                    raise UsageError("--augment keras moves the pixels without the blend's mask (--blend-map)")
                 image = fn(image, rng, strength, face)
             elif rng.random() < (strength / 2 if name == "flip" else 0.5):
                 image = fn(image, rng, strength, face)
                 if isinstance(image, tuple):  # it moved the pixels, and the parts with them
                     image, face = image
-        return image
+        return image, face.blend

@@ -76,12 +76,20 @@ class TrainedDetector:
 
 class FineTuneModel(torch.nn.Module):
     """Base + head as one module. With `bn="frozen"` the base's BatchNorm layers keep their running statistics
-    (small batches give noisy ones) while their scale and shift still learn."""
+    (small batches give noisy ones) while their scale and shift still learn. With `blend_map` > 0, a 1 x 1
+    convolution reads the base's last feature map as where the image was blended (`--blend-map`: trained beside the
+    head, left out of the model file); given the masks, the model returns that loss with the logits."""
 
-    def __init__(self, backbone, head, pool: str, precision: str, bn: str) -> None:
+    def __init__(self, backbone, head, pool: str, precision: str, bn: str, blend_map: float = 0.0) -> None:
         super().__init__()
         self.backbone, self.base, self.head = backbone, backbone.module, head
         self.pool, self.precision, self.bn = pool, precision, bn
+        self.blend_weight = blend_map
+        self.blend_map = None
+        if blend_map > 0:
+            self.blend_map = torch.nn.Conv2d(backbone.spec.channels, 1, 1)
+            torch.nn.init.zeros_(self.blend_map.weight)  # no draw from the RNG: the run's other draws stay as they were
+            torch.nn.init.zeros_(self.blend_map.bias)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -91,8 +99,20 @@ class FineTuneModel(torch.nn.Module):
                     m.eval()
         return self
 
-    def forward(self, x):
-        return self.head(pooled(self.backbone.features(x, precision=self.precision), self.pool))
+    def forward(self, x, mask=None, known=None):
+        maps = self.backbone.features(x, precision=self.precision)
+        logits = self.head(pooled(maps, self.pool))
+        if mask is None or self.blend_map is None:
+            return logits
+        return logits, self.blend_weight * blend_map_loss(self.blend_map(maps), mask, known)
+
+
+def blend_map_loss(z: torch.Tensor, mask: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Summed over the batch, as the classification loss is: each image's mean binary cross-entropy between the map's
+    logits `z` (N, 1, h, w) and the share of each of its cells the mask covers, for the images whose mask is known."""
+    target = torch.nn.functional.adaptive_avg_pool2d(mask[:, None].float(), z.shape[-2:])
+    each = torch.nn.functional.binary_cross_entropy_with_logits(z.float(), target, reduction="none").mean((1, 2, 3))
+    return (each * known).sum()
 
 
 @contextlib.contextmanager
@@ -446,15 +466,17 @@ def _fine_tune(backbone, head, parts: _Parts, config: TrainSettings, run: _Run, 
     (history, logits per scored part)."""
     dev, processes = torch.device(run.device), run.processes
     units = _unfreeze(backbone, config.trainable_blocks)
-    model = FineTuneModel(backbone, head, config.pool, run.precision, config.bn).to(dev)
+    model = FineTuneModel(backbone, head, config.pool, run.precision, config.bn, config.blend_map).to(dev)
     groups = param_groups(head, torch.nn.ModuleList(units), config, probed=config.probe)
+    if model.blend_map is not None:  # new, so at the head's learning rate
+        groups += param_groups(model.blend_map, None, config)
     net = model
     if processes.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     augmenter = Augmenter.from_spec(config.augment, margin=parts.margin)
     train_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, augmenter, config.seed, parts.fresh,
                             parts.part_boxes, draws=parts.together if config.pair_augment == "alike" else None,
-                            sides=sides)
+                            sides=sides, blend_map=config.blend_map > 0)
     plain_set = CropDataset(parts.files, parts.y, backbone.preprocess_one, None, config.seed)
     sampler = EpochBatches(parts.train_rows, config.batch_size, config.seed, shuffle=True, rank=processes.rank,
                            world=processes.world, together=parts.together)

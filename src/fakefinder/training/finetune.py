@@ -316,13 +316,14 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
     loop.model.train()
     optimizer, scaler = steps.optimizer, steps.scaler
     total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-    for step, (x, y) in enumerate(loop.batches(epoch), 1):
+    for step, batch in enumerate(loop.batches(epoch), 1):
+        y = batch[1]
         optimizer.zero_grad(set_to_none=True)
         whole = loop.global_batch(step) if loop.global_batch else len(y)
-        logits, summed, loss = _forward(loop, steps, x, y, whole)
+        logits, summed, loss = _forward(loop, steps, batch, whole)
         scaler.scale(loss).backward()
         if config.sam > 0:
-            _sharpness_aware(loop, steps, x, y, config.sam, whole)
+            _sharpness_aware(loop, steps, batch, config.sam, whole)
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(steps.params, config.grad_clip)
@@ -344,16 +345,21 @@ def _one_epoch(loop: Loop, epoch: int, steps: _Steps, config: TrainSettings, pro
             "seconds": seconds}
 
 
-def _forward(loop: Loop, steps: _Steps, x, y, whole: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(loop: Loop, steps: _Steps, batch: tuple, whole: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The batch's logits, its loss summed over this process's share (in fp32 whatever the compute precision), and
     the loss to differentiate: with `whole` the samples of the step over all processes, DDP's average over processes
-    is then the mean over the whole batch."""
-    logits = loop.model(x)
+    is then the mean over the whole batch. A batch of (x, y, *more) gives the model x and `more`; the model then
+    returns its logits and a second loss, summed over the share too (`--blend-map`'s), which is differentiated
+    with the first and left out of the loss reported."""
+    x, y, *more = batch
+    out = loop.model(x, *more)
+    logits, second = out if isinstance(out, tuple) else (out, None)
     summed = steps.criterion(logits.float(), y)
-    return logits, summed, summed * loop.processes.world / whole
+    total = summed if second is None else summed + second
+    return logits, summed, total * loop.processes.world / whole
 
 
-def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, whole: int) -> None:
+def _sharpness_aware(loop: Loop, steps: _Steps, batch: tuple, rho: float, whole: int) -> None:
     """SAM (Foret et al. 2021): replace the gradients with those taken at the weights moved `rho` along the
     normalised gradient (the steepest ascent nearby), so that the step lowers the neighbourhood's worst loss, not
     only the point's. The gradients' scale (fp16's loss scaling) leaves the direction alone; BatchNorm statistics
@@ -372,7 +378,7 @@ def _sharpness_aware(loop: Loop, steps: _Steps, x, y, rho: float, whole: int) ->
     for m in norms:
         m.momentum = 0.0
     try:
-        steps.scaler.scale(_forward(loop, steps, x, y, whole)[2]).backward()
+        steps.scaler.scale(_forward(loop, steps, batch, whole)[2]).backward()
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

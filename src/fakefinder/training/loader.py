@@ -27,35 +27,50 @@ class CropDataset(Dataset):
     """Crop files -> (normalised CHW float32 tensor, label); augmented when an Augmenter is given, pseudo-fakes
     made anew when FreshBlends are. Rows that share a `draws` key (a real crop and its pseudo-fakes) are augmented
     by one random stream, alike. With `sides`, epoch k's images are sides[k - 1] pixels square (progressive
-    resizing), else the input size."""
+    resizing), else the input size. With `blend_map`, also where each image was blended, as `--blend-map` learns
+    it: (image, label, mask at the image's side, whether the mask is known: a real's is empty, a fake's of the
+    data's own unknown)."""
 
     def __init__(self, files: np.ndarray, labels: np.ndarray, preprocess: Preprocess, augmenter: Augmenter | None,
                  seed: int, fresh: FreshBlends | None = None, part_boxes: np.ndarray | None = None,
-                 draws: np.ndarray | None = None, sides: tuple[int, ...] | None = None) -> None:
+                 draws: np.ndarray | None = None, sides: tuple[int, ...] | None = None,
+                 blend_map: bool = False) -> None:
         self.files, self.labels = files, labels.astype(np.float32)
         self.preprocess, self.augmenter, self.seed, self.fresh = preprocess, augmenter, seed, fresh
         self.part_boxes = part_boxes  # per row, its face parts (augment.mesh_part_boxes)
         self.draws = draws  # per row, the key of its augmentation's stream (None: its own row)
         self.sides = sides
+        self.blend_map = blend_map
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, key: tuple[int, int]):
+        import cv2
+
         from ..data.crops import read_crop
 
         row, epoch = key
-        image = self.fresh.image(self.files, row, epoch_rng(self.seed, epoch, row, 1)) if self.fresh else None
-        if image is None:
-            image = read_crop(self.files[row])
+        made = self.fresh.blend(self.files, row, epoch_rng(self.seed, epoch, row, 1)) if self.fresh else None
+        image, mask = made if made is not None else (read_crop(self.files[row]), None)
+        known = mask is not None or self.labels[row] == 0
+        if self.blend_map and mask is None:
+            mask = np.zeros(image.shape[:2], np.float32)
         if self.augmenter is not None:
             key = row if self.draws is None else int(self.draws[row])
-            image = self.augmenter(image, epoch_rng(self.seed, epoch, key),
-                                   None if self.part_boxes is None else self.part_boxes[row])
+            image, mask = self.augmenter.apply(image, epoch_rng(self.seed, epoch, key),
+                                               None if self.part_boxes is None else self.part_boxes[row],
+                                               mask if self.blend_map else None)
         preprocess = self.preprocess
         if self.sides is not None and self.sides[epoch - 1] != preprocess.input_size:
             preprocess = dataclasses.replace(preprocess, input_size=self.sides[epoch - 1])
-        return torch.from_numpy(preprocess(image)), torch.tensor(self.labels[row])
+        x, y = torch.from_numpy(preprocess(image)), torch.tensor(self.labels[row])
+        if not self.blend_map:
+            return x, y
+        side = preprocess.input_size  # the mask framed as the image the network sees
+        mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_AREA if mask.shape[0] > side else
+                          cv2.INTER_LINEAR)
+        return x, y, torch.from_numpy(mask.astype(np.float32)), torch.tensor(float(known))
 
 
 def epoch_sides(first: int, full: int, epochs: int) -> tuple[int, ...]:
@@ -128,10 +143,11 @@ def iterate(loader: DataLoader):
 
 
 def batches(loader: DataLoader, device: torch.device):
-    """epoch -> (x, y) on `device`, channels-last, copied asynchronously from pinned memory."""
+    """epoch -> (x, y, *what else the dataset gives) on `device`, x channels-last, copied asynchronously from
+    pinned memory."""
     def run(epoch: int):
         loader.batch_sampler.epoch = epoch
-        for x, y in iterate(loader):
+        for x, *rest in iterate(loader):
             yield (x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
-                   y.to(device, non_blocking=True))
+                   *(t.to(device, non_blocking=True) for t in rest))
     return run

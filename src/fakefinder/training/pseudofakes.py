@@ -271,14 +271,14 @@ class FreshBlends:
         shape = _outline if settings.blend_mask == "hull" else _or_none
         return cls(dataset.origins, {int(r): shape(m) for r, m in zip(reals, meshes)}, settings, dataset.margin)
 
-    def image(self, files: np.ndarray, row: int, rng: np.random.Generator) -> np.ndarray | None:
-        """The row's new pseudo-fake, or None for a crop of the data's own (read as it is)."""
+    def blend(self, files: np.ndarray, row: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """The row's new pseudo-fake and its blending mask, or None for a crop of the data's own (read as it is)."""
         from ..data.crops import read_crop
 
         origin = int(self.origins[row])
         if origin < 0:
             return None
-        return self_blend(read_crop(files[origin]), self.outlines[origin], rng, self.settings, margin=self.margin)[0]
+        return self_blend(read_crop(files[origin]), self.outlines[origin], rng, self.settings, margin=self.margin)
 
 
 def write_blend_grids(crops: list[str | Path], out: str | Path, settings: TrainSettings | None = None, *,
