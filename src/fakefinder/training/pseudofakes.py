@@ -177,7 +177,8 @@ def blend_grid(crop: np.ndarray, landmarks: np.ndarray | None, seeds: list[int],
 
 def blends_key(dataset, settings: TrainSettings) -> str:
     """What the pseudo-fakes of a dataset depend on: its crops, the blend settings, their number and the seed."""
-    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k.startswith("blend") or k == "seed"}
+    fields = {k: v for k, v in dataclasses.asdict(settings).items()
+              if (k.startswith("blend") and k != "blend_map") or k == "seed"}  # the map is learnt, not drawn
     if fields["blend_mask"] == "hull":  # as before the setting existed: blends made then are found again
         del fields["blend_mask"]
     return _files.json_digest([dataset.manifest_digest, fields])
