@@ -251,6 +251,7 @@ def test_fine_tuning_sees_a_new_pseudo_fake_each_epoch_batched_beside_its_real(f
         assert all(len(set(keys[i:i + 3])) == 1 for i in (0, 3, 6))  # each real beside its two pseudo-fakes
 
 
+@pytest.mark.slow
 def test_blend_map_learns_each_pseudo_fakes_mask_and_leaves_the_model_file_as_it_was(face, tmp_path):
     """`--blend-map`: the loader gives a pseudo-fake the mask it was blended through, framed as its image, a real an
     empty one, and a fake of the data's own a mask marked unknown; the run trains a model unlike the one without
