@@ -26,6 +26,7 @@ from fakefinder import (
 )
 from fakefinder.data.splits import split_dataset
 from fakefinder.inference.evaluation import dataset_logits, evaluate, predict
+from fakefinder.metrics import bootstrap_auc
 from fakefinder.models.backbones import create_backbone
 from fakefinder.models.features import load_crops
 from fakefinder.models.modelfile import load_model
@@ -67,6 +68,13 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     assert result.cost.cllr_min == pytest.approx(cllr_min(vp, vy))
     assert result.to_dict()["cllr"] == result.cost.cllr and "Cllr_min" in result.summary()
     assert result.cost_by["swap"].cllr is not None and result.to_dict()["by"]["swap"]["cllr_min"] is not None
+    # The AUC's 95% interval resamples the videos' sources (here one video each), each method's with its own videos
+    sources = data.sources(videos)
+    assert (result.interval.low, result.interval.high) == pytest.approx(
+        bootstrap_auc(vy, vp, groups=sources, seed=detector.card.seed))
+    assert result.interval.sources == len(set(sources)) and result.to_dict()["video"]["sources"] == len(set(sources))
+    assert f"{result.interval.shown()} AP" in result.summary()
+    assert result.to_dict()["by"]["swap"]["video"]["auc_low"] == result.interval_by["swap"].low is not None
     (tn, fp), (fn, tp) = result.overall.confusion
     assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= t).ravel())
     assert set(result.by) == {"swap", "resample", "warp", "colour", "mouth"}  # each method's fakes and all reals
@@ -96,6 +104,12 @@ def test_evaluate_test_part_of_the_run_reproduces_training_metrics(model, learna
     assert got["video"]["auc"] == pytest.approx(model.test.video.auc)
     assert got["frame"]["log_loss"] == pytest.approx(model.test.frame.log_loss, abs=1e-9)
     assert got["video"]["n"] == model.test.video.n
+    # the AUC's interval over the test videos' sources, as the card states it: a fake and its original drawn together
+    evidence = model.trained.model.card.evidence
+    assert [got["video"]["auc_low"], got["video"]["auc_high"]] == pytest.approx(
+        [evidence.test_auc_low, evidence.test_auc_high])
+    assert got["video"]["auc_low"] <= got["video"]["auc"] <= got["video"]["auc_high"]
+    assert 1 < got["video"]["sources"] < got["video"]["n"]
 
 
 def test_predict_real_fake_image_faceless_and_broken_inputs(model, learnable, tmp_path):
@@ -256,7 +270,7 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
     assert [(r["collection"], r["group"]) for r in rows] == [
         (name, group) for name in ("syn", "tight") for group in [None, *methods]]
     alone = evaluate(model.model_path, tight.out, by="method")
-    assert rows[6]["video"] == alone.overall.to_dict()["video"] and rows[6]["faces_per_video"] == 2.0
+    assert rows[6]["video"] == alone.to_dict()["video"] and rows[6]["faces_per_video"] == 2.0  # its interval too
     assert rows[7]["video"]["auc"] == alone.by["colour"].video.auc and rows[7]["video"]["n"] == 6
     assert rows[0]["framing"] is None  # framed as the model's training crops
     # said, since a detector scores the framing it knows; the face mesh measures how much tighter, and how to fix it

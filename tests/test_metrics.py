@@ -7,6 +7,7 @@ import pytest
 from sklearn import metrics as sk
 
 from fakefinder.metrics import (
+    AucInterval,
     binary_log_loss,
     binary_metrics,
     bootstrap_auc,
@@ -67,6 +68,29 @@ def test_paired_difference_over_seeds_is_of_their_means():
     assert all(math.isnan(v) for v in bootstrap_difference([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1]))
     with pytest.raises(ValueError, match="for 6 rows"):
         bootstrap_difference(y, a[:, :5], b)
+
+
+def test_intervals_resample_sources_whole_not_their_videos_apart():
+    """Six videos of one source are one piece of evidence: drawn whole, they give the interval of the sources alone;
+    drawn apart, an interval as narrow as if there were six times as many sources."""
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 15)
+    p, q = y + rng.normal(size=30), y + 1.5 * rng.normal(size=30)
+    names = rng.permutation([f"source {k}" for k in range(30)])  # met in an order that is not their sorted one
+    y6, p6, q6, names6 = (np.repeat(v, 6) for v in (y, p, q, names))
+    assert bootstrap_auc(y6, p6, groups=names6) == pytest.approx(bootstrap_auc(y, p))
+    assert bootstrap_difference(y6, p6, q6, groups=names6) == pytest.approx(bootstrap_difference(y, p, q))
+    assert bootstrap_difference(y6, p6, q6, metric="log_loss", groups=names6) == pytest.approx(
+        bootstrap_difference(y, p, q, metric="log_loss"))
+    low, high = bootstrap_auc(y6, p6)
+    whole_low, whole_high = bootstrap_auc(y, p)
+    assert high - low < 0.6 * (whole_high - whole_low)
+    assert bootstrap_auc(y, p, groups=names) == bootstrap_auc(y, p)  # a video a source: the same draws
+    stated = AucInterval.of(y6, p6, list(names6), seed=2)  # what a card and `evaluate` state
+    assert (stated.low, stated.high, stated.sources) == (*bootstrap_auc(y6, p6, groups=names6, seed=2), 30)
+    assert AucInterval.of(y6[y6 == 1], p6[y6 == 1], list(names6[y6 == 1])) == AucInterval(None, None, 15)
+    with pytest.raises(ValueError, match="5 groups for 30 rows"):
+        bootstrap_auc(y, p, groups=names[:5])
 
 
 def test_one_class_has_no_auc_but_still_a_log_loss():

@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fakefinder import ModelCard, UsageError
+from fakefinder.metrics import bootstrap_auc
 from fakefinder.models.modelfile import HEADER_KEY, load_model, read_card, save_model
 
 
@@ -90,6 +92,33 @@ def test_a_card_of_format_4_reads_as_strength_unknown(model_file, tmp_path, coll
     row = detector.predict(video).to_dict()
     assert row["strength"] is None and row["strength_note"] == UNKNOWN_OLD and row["decision"] in ("FAKE", "REAL")
     assert f"strength: {UNKNOWN_OLD}" in detector.describe()
+
+
+@pytest.mark.slow
+def test_the_cards_test_interval_draws_whole_sources(baseline):
+    """A fake and the real it was made from are one piece of evidence: the card's test AUC interval draws the test
+    part's sources whole. On every video of the baseline's data as the test part (15 sources of a real and its fake)
+    and the scores of a poorer detector than the baseline, whose test AUC of 1 leaves every interval at [1, 1]."""
+    import dataclasses
+
+    from fakefinder import TrainSettings
+    from fakefinder.metrics import evaluate_scores
+    from fakefinder.training.core import _evidence
+
+    trained, config = baseline.trained, TrainSettings()
+    data = trained.dataset
+    split = dataclasses.replace(trained.split, parts=np.full(len(trained.split.parts), "test", dtype=object))
+    rows = np.arange(len(data))
+    p = 1 / (1 + np.exp(-(data.labels - 0.5 + np.random.default_rng(0).normal(size=len(rows)))))
+    test = evaluate_scores(data.video_ids, data.labels, p, rule=config.video_rule, tracks=data.tracks())
+    evidence = _evidence("poor", data, split, p, test, config)
+    ids, vy, vp = data.videos(rows, p, config.video_rule)
+    sources = data.sources(ids)
+    by_source = bootstrap_auc(vy, vp, groups=sources, seed=config.seed)
+    assert len(set(sources)) == len(ids) / 2 and 0.5 < test.video.auc < 1
+    assert by_source != pytest.approx(bootstrap_auc(vy, vp, seed=config.seed))  # the check can fail
+    assert (evidence.test_auc, evidence.test_auc_low, evidence.test_auc_high) == pytest.approx(
+        (test.video.auc, *by_source))
 
 
 @pytest.mark.slow

@@ -38,33 +38,74 @@ def finite_scores(z) -> np.ndarray:
     return z
 
 
-def bootstrap_auc(y, p, *, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """The 95% percentile interval of ROC AUC over `rounds` resamples (with replacement) of the rows; NaNs when
-    there are not both classes. Rows are videos when the AUC is a video-level one: resample what is independent."""
+def bootstrap_auc(y, p, *, groups=None, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile interval of ROC AUC over `rounds` resamples (with replacement) of the rows, or of
+    `groups` of them (a row's source: see `_percentile_interval`); NaNs when there are not both classes. Rows are
+    videos when the AUC is a video-level one: resample what is independent."""
     from sklearn.metrics import roc_auc_score
 
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
-    return _percentile_interval(y, lambda rows: roc_auc_score(y[rows], p[rows]), rounds, seed, both=True)
+    return _percentile_interval(y, lambda rows: roc_auc_score(y[rows], p[rows]), rounds, seed, both=True,
+                                groups=groups)
 
 
-def _percentile_interval(y: np.ndarray, statistic, rounds: int, seed: int, *, both: bool) -> tuple[float, float]:
-    """The 95% percentile interval of `statistic(rows)` over resamples of the rows, those holding one class left out
-    where `both` (an AUC needs both)."""
+def _percentile_interval(y: np.ndarray, statistic, rounds: int, seed: int, *, both: bool, groups=None
+                         ) -> tuple[float, float]:
+    """The 95% percentile interval of `statistic(rows)` over resamples, those holding one class left out where
+    `both` (an AUC needs both). Without `groups` each row is drawn on its own; with them (one label per row) whole
+    groups are drawn, each bringing all its rows: a fake and the real it was made from, or a person's several
+    videos, are not independent evidence, and resampling them apart misstates how sure the figure is. Groups of one
+    row each draw the rows that rows drawn alone do (in another order, which no statistic here depends on)."""
     rng = np.random.default_rng(seed)
-    picks = (rng.integers(0, len(y), len(y)) for _ in range(rounds))
+    if groups is None:
+        picks = (rng.integers(0, len(y), len(y)) for _ in range(rounds))
+    else:
+        groups = np.asarray(groups, dtype=str)
+        if groups.shape != y.shape:
+            raise ValueError(f"{len(groups)} groups for {len(y)} rows")
+        _, first, index = np.unique(groups, return_index=True, return_inverse=True)
+        rank = np.argsort(np.argsort(first))[index.ravel()]  # groups numbered in the order they first appear
+        rows, n = np.arange(len(y)), len(first)
+        picks = (np.repeat(rows, np.bincount(rng.integers(0, n, n), minlength=n)[rank]) for _ in range(rounds))
     spread = [statistic(pick) for pick in picks if not both or len(np.unique(y[pick])) == 2]
     low, high = np.percentile(spread, [2.5, 97.5])
     return float(low), float(high)
 
 
-def bootstrap_difference(y, a, b, *, metric: str = "auc", rounds: int = 1000, seed: int = 0
+@dataclass(frozen=True)
+class AucInterval:
+    """The video AUC's bootstrap 95% interval over the videos' `sources` (their source groups, which a split keeps
+    together): a fake and the real it was made from, or one person's videos, are one piece of evidence, and
+    resampling them apart misstates how sure the AUC is. No interval without real and fake videos."""
+
+    low: float | None = None
+    high: float | None = None
+    sources: int = 0
+
+    def to_dict(self) -> dict:
+        return {"auc_low": self.low, "auc_high": self.high, "sources": self.sources}
+
+    def shown(self) -> str:
+        return "" if self.low is None else f"[{self.low:.3f}, {self.high:.3f}]"
+
+    @classmethod
+    def of(cls, vy: np.ndarray, vp: np.ndarray, sources: list, *, seed: int = 0) -> AucInterval:
+        """`seed`: a model's own, so that `evaluate --split test` gives the interval its card states."""
+        if len(np.unique(vy)) < 2:
+            return cls(sources=len(set(sources)))
+        low, high = bootstrap_auc(vy, vp, groups=sources, seed=seed)
+        return cls(low, high, len(set(sources)))
+
+
+def bootstrap_difference(y, a, b, *, metric: str = "auc", groups=None, rounds: int = 1000, seed: int = 0
                          ) -> tuple[float, float, float]:
     """`metric` of scores `a` minus that of scores `b` on the same rows, with its 95% percentile interval over
-    resamples drawn once for both: paired, so what the rows add to both cancels and the interval is far narrower
-    than the two separate ones. `a` and `b` are one score per row, or one row of scores per seed (the difference is
-    then of the seeds' means). `metric` is "auc" or "log_loss"; NaNs where an AUC lacks both classes."""
+    resamples (of the rows, or of their `groups`) drawn once for both: paired, so what the rows add to both cancels
+    and the interval is far narrower than the two separate ones. `a` and `b` are one score per row, or one row of
+    scores per seed (the difference is then of the seeds' means). `metric` is "auc" or "log_loss"; NaNs where an AUC
+    lacks both classes."""
     from sklearn.metrics import roc_auc_score
 
     score = {"auc": roc_auc_score, "log_loss": binary_log_loss}[metric]
@@ -78,7 +119,7 @@ def bootstrap_difference(y, a, b, *, metric: str = "auc", rounds: int = 1000, se
     def difference(rows) -> float:
         return float(np.mean([score(y[rows], s[rows]) for s in a]) - np.mean([score(y[rows], s[rows]) for s in b]))
 
-    low, high = _percentile_interval(y, difference, rounds, seed, both=metric == "auc")
+    low, high = _percentile_interval(y, difference, rounds, seed, both=metric == "auc", groups=groups)
     return difference(slice(None)), low, high
 
 

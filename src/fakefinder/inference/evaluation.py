@@ -3,8 +3,8 @@ the detector API (`detector`).
 
 A model is a model file, the MLflow run that logged one, or a published checkpoint. `evaluate` reports the
 calibrated probabilities at the model's threshold and video rule, and log loss and calibration error before
-and after calibration, at frame and video level, and the cost of its likelihood ratios (Cllr, through the card's
-strength-of-evidence map, and Cllr_min) over the videos.
+and after calibration, at frame and video level, the video AUC's 95% interval over the videos' sources, and the
+cost of its likelihood ratios (Cllr, through the card's strength-of-evidence map, and Cllr_min) over the videos.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .._text import format_table, printable, shown
 from ..config import PARTS
 from ..data.frames import is_media
 from ..errors import OptionError, UsageError
-from ..metrics import Evaluation, evaluate_scores, sigmoid
+from ..metrics import AucInterval, Evaluation, evaluate_scores, sigmoid
 from ..models.scoring import DifferentiableModel
 from ..progress import ProgressCallback, emit
 from .detector import Detector, LoadOptions, VideoResult
@@ -60,26 +60,32 @@ class EvaluateResult:
     verdict: str = ""  # what the threshold means
     cost: Cost = field(default_factory=Cost)  # of the likelihood ratios over every video
     cost_by: dict[str, Cost] = field(default_factory=dict)  # and over each of `by`'s groups
+    interval: AucInterval = field(default_factory=AucInterval)  # of the video AUC, over every video's source
+    interval_by: dict[str, AucInterval] = field(default_factory=dict)  # and over each of `by`'s groups
 
     def to_dict(self) -> dict:
         out = self.overall.to_dict()
+        out["video"].update(self.interval.to_dict())
         out["uncalibrated"] = self.uncalibrated.to_dict()
         out["threshold"] = self.verdict
         out.update(self.cost.to_dict())
         if self.by:
             out["by"] = {k: {**v.to_dict(), **self.cost_by.get(k, Cost()).to_dict()} for k, v in self.by.items()}
+            for k, row in out["by"].items():
+                row["video"].update(self.interval_by.get(k, AucInterval()).to_dict())
         return out
 
     def summary(self) -> str:
-        def line(name: str, ev: Evaluation, cost: Cost) -> str:
+        def line(name: str, ev: Evaluation, cost: Cost, interval: AucInterval) -> str:
             f, v = ev.frame, ev.video
-            return (f"{name:16} video: acc {shown(v.accuracy, 3)} AUC {shown(v.auc, 3)} AP {shown(v.ap, 3)} "
-                    f"log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} "
-                    f"Cllr {shown(cost.cllr, 3)} Cllr_min {shown(cost.cllr_min, 3)} (n={v.n}) | "
-                    f"frame: AUC {shown(f.auc, 3)} log loss {shown(f.log_loss, 3)} (n={f.n})")
+            return (f"{name:16} video: acc {shown(v.accuracy, 3)} AUC {shown(v.auc, 3)} {interval.shown()} "
+                    f"AP {shown(v.ap, 3)} log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} "
+                    f"Cllr {shown(cost.cllr, 3)} Cllr_min {shown(cost.cllr_min, 3)} (n={v.n}, sources "
+                    f"{interval.sources}) | frame: AUC {shown(f.auc, 3)} log loss {shown(f.log_loss, 3)} (n={f.n})")
 
-        lines = [line("all", self.overall, self.cost)]
-        lines += [line(str(k), ev, self.cost_by.get(k, Cost())) for k, ev in self.by.items()]
+        lines = [line("all", self.overall, self.cost, self.interval)]
+        lines += [line(str(k), ev, self.cost_by.get(k, Cost()), self.interval_by.get(k, AucInterval()))
+                  for k, ev in self.by.items()]
         u, c = self.uncalibrated, self.overall
         lines.append(f"calibration: log loss {shown(u.frame.log_loss, 3)} -> {shown(c.frame.log_loss, 3)} (frame), "
                      f"{shown(u.video.log_loss, 3)} -> {shown(c.video.log_loss, 3)} (video); "
@@ -157,9 +163,9 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
     strength = detector.card.strength
     strength_map = strength.map if strength else None
 
-    def cost(mask: np.ndarray) -> Cost:
-        _, vy, vp = d.videos(mask, calibrated[mask], detector.video_rule)
-        return Cost.of(strength_map, vy, vp)
+    def videos(mask: np.ndarray) -> tuple[Cost, AucInterval]:
+        ids, vy, vp = d.videos(mask, calibrated[mask], detector.video_rule)
+        return Cost.of(strength_map, vy, vp), AucInterval.of(vy, vp, d.sources(ids), seed=detector.card.seed)
 
     overall = ev(keep, int(nf_keep.sum()))
     groups: dict[str, Evaluation] = {}
@@ -178,8 +184,10 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
             for value in sorted(set(values[keep])):
                 masks[value or "(none)"] = keep & (values == value)
         groups = {name: ev(mask, 0) for name, mask in masks.items()}
+    whole, parts = videos(keep), {name: videos(mask) for name, mask in masks.items()}
     return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning(),
-                          cost(keep), {name: cost(mask) for name, mask in masks.items()})
+                          whole[0], {name: v[0] for name, v in parts.items()}, whole[1],
+                          {name: v[1] for name, v in parts.items()})
 
 
 FILL_TOLERANCE = 0.1  # faces filling their crops within 10% of the model's fill are framed alike
@@ -219,10 +227,13 @@ class CollectionRow:
     evaluation: Evaluation
     framing: str  # framing_difference: "" when framed as the model's training crops
     cost: Cost = field(default_factory=Cost)  # of the likelihood ratios
+    interval: AucInterval = field(default_factory=AucInterval)  # of the video AUC, over the videos' sources
 
     def to_dict(self) -> dict:
-        return {"collection": self.collection, "group": self.group or None, **self.evaluation.to_dict(),
-                **self.cost.to_dict(), "faces_per_video": self.faces_per_video, "framing": self.framing or None}
+        out = {"collection": self.collection, "group": self.group or None, **self.evaluation.to_dict(),
+               **self.cost.to_dict(), "faces_per_video": self.faces_per_video, "framing": self.framing or None}
+        out["video"].update(self.interval.to_dict())
+        return out
 
     @property
     def faces_per_video(self) -> float | None:
@@ -241,12 +252,12 @@ class CollectionsResult:
         return {"threshold": self.verdict, "rows": [r.to_dict() for r in self.rows]}
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
-        head = ["collection", "method", "video AUC", "AP", "log loss", "ECE", "Cllr", "Cllr_min", "videos",
-                "frame AUC", "faces/video", "framing"]
-        return head, [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3),
+        head = ["collection", "method", "video AUC", "95% over sources", "AP", "log loss", "ECE", "Cllr", "Cllr_min",
+                "videos", "sources", "frame AUC", "faces/video", "framing"]
+        return head, [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3), r.interval.shown(),
                        shown(r.evaluation.video.ap, 3), shown(r.evaluation.video.log_loss, 3),
                        shown(r.evaluation.video.ece, 3), shown(r.cost.cllr, 3), shown(r.cost.cllr_min, 3),
-                       str(r.evaluation.video.n), shown(r.evaluation.frame.auc, 3),
+                       str(r.evaluation.video.n), str(r.interval.sources), shown(r.evaluation.frame.auc, 3),
                        shown(r.faces_per_video), r.framing or "as trained"] for r in self.rows]
 
     def table(self) -> str:
@@ -273,8 +284,9 @@ def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], 
         d = load_dataset(data, need_both_classes=False)
         result = evaluate(detector, d, by=by, progress=progress)
         framing = framing_difference(detector.card.prepare, d.settings, detector.card.face_fill, d.face_fill())
-        rows.append(CollectionRow(d.name, "", result.overall, framing, result.cost))
-        rows += [CollectionRow(d.name, group, ev, framing, result.cost_by[group]) for group, ev in result.by.items()]
+        rows.append(CollectionRow(d.name, "", result.overall, framing, result.cost, result.interval))
+        rows += [CollectionRow(d.name, group, ev, framing, result.cost_by[group], result.interval_by[group])
+                 for group, ev in result.by.items()]
     return CollectionsResult(tuple(rows), detector.verdict.meaning())
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
-from ..metrics import Evaluation, bootstrap_auc, evaluate_scores
+from ..metrics import AucInterval, Evaluation, evaluate_scores
 from ..progress import ProgressCallback
 from .detector import LoadOptions
 
@@ -215,13 +215,14 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
                              target_fpr=target_fpr, band=card.verdict.band, tracks=tracks[val])
     ids, vy, vp = d.videos(val, p[val], video_rule)
     fitted = fit_strength(vp, vy, fakes="real", sources=d.sources(ids))
-    _, ty, tp = d.videos(tst, p[tst], video_rule)
+    test_ids, ty, tp = d.videos(tst, p[tst], video_rule)
     strength = StrengthCard(conclusive, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),
                             eer(tp, ty), fitted)
     from sklearn.metrics import roc_auc_score
 
     auc = float(roc_auc_score(ty, tp))
-    low, high = bootstrap_auc(ty, tp, seed=seed)
+    interval = AucInterval.of(ty, tp, d.sources(test_ids), seed=seed)
+    low, high = interval.low, interval.high
 
     ids = np.concatenate([d.video_ids, d.no_face.video_ids])
     n_val, n_test = len(set(ids[all_parts == "val"])), len(set(ids[all_parts == "test"]))

@@ -139,7 +139,8 @@ class Evidence(options.Checked):
     val_videos: int | None = option(None, "videos that chose its calibration and threshold", low=0, high=1e9)
     test_videos: int | None = option(None, "videos it was tested on, never used for a choice", low=0, high=1e9)
     test_auc: float | None = option(None, "video-level ROC AUC on the test videos", low=0, high=1)
-    test_auc_low: float | None = option(None, "its 95% bootstrap interval, low end", low=0, high=1)
+    test_auc_low: float | None = option(None, "its 95% bootstrap interval (resampling the test videos' sources), "
+                                        "low end", low=0, high=1)
     test_auc_high: float | None = option(None, "its 95% bootstrap interval, high end", low=0, high=1)
     val_fakes: Literal["real", "self-blended", "both"] = option(
         "real", "the fakes that chose its calibration and threshold: the data's own, self-blended pseudo-fakes of "

@@ -24,7 +24,7 @@ from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
 from ..errors import OptionError, UsageError
 from ..hardware import Compute, resolve_device, resolve_precision
-from ..metrics import Evaluation, bootstrap_auc, evaluate_scores, sigmoid
+from ..metrics import AucInterval, Evaluation, evaluate_scores, sigmoid
 from ..models.backbones import Recipe
 from ..models.calibration import choose_verdict, fit_calibration
 from ..models.features import FeatureCache, FeatureRows, head_logits
@@ -408,7 +408,7 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
 def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndarray | None,
               test: Evaluation | None, config: TrainSettings) -> Evidence:
     """How many videos each part held (faceless ones too), which fakes validation held, and the test part's video
-    AUC (as evaluated) with its 95% bootstrap interval over test videos."""
+    AUC (as evaluated) with its 95% bootstrap interval over the test videos' sources."""
     ids = np.concatenate([dataset.video_ids, dataset.no_face.video_ids])
     val_fakes = dataset.methods[(split.parts[:len(dataset)] == "val") & (dataset.labels == 1)]
     pseudo = val_fakes == METHOD
@@ -417,8 +417,9 @@ def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndar
     auc = low = high = None
     if test is not None and not np.isnan(test.video.auc):
         rows = np.flatnonzero(split.parts[:len(dataset)] == "test")
-        _, vy, vp = dataset.videos(rows, test_p, config.video_rule)
-        auc, (low, high) = test.video.auc, bootstrap_auc(vy, vp, seed=config.seed)
+        tested, vy, vp = dataset.videos(rows, test_p, config.video_rule)
+        interval = AucInterval.of(vy, vp, dataset.sources(tested), seed=config.seed)
+        auc, low, high = test.video.auc, interval.low, interval.high
     return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high, validated)
 
 
