@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sources import independent_units
 
 from fakefinder import load_detector
 from fakefinder._files import atomic_path, write_text
@@ -54,10 +55,11 @@ def member_logits(model: Path, collections: dict[str, object], cache: Path) -> d
 
 
 def scored(data, rows: np.ndarray, p: np.ndarray, rule: str, seed: int) -> tuple[float, tuple[float, float], float]:
-    """(video AUC, its bootstrap interval, video log loss) of these rows scored `p` per face."""
-    _, vy, vp = data.videos(np.flatnonzero(rows), p[rows], rule)
+    """(video AUC, its bootstrap interval over the independent units, video log loss) of these rows scored `p` per
+    face."""
+    ids, vy, vp = data.videos(np.flatnonzero(rows), p[rows], rule)
     m = binary_metrics(vy, vp)
-    return m.auc, bootstrap_auc(vy, vp, seed=seed), m.log_loss
+    return m.auc, bootstrap_auc(vy, vp, groups=independent_units(data, ids), seed=seed), m.log_loss
 
 
 def main() -> None:

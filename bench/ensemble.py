@@ -8,9 +8,9 @@ Runs after `bench/generalize.py --rows ROW --seeds ...`, whose kept models, spli
 combines them (the mean of their calibrated face logits, then the first model's video rule), against the two models
 alone (the recipe at half the time), and against AGAINST's single seeds (another recipe; default ROW itself). Per
 collection (`bench/paired.py`'s: DFDC's test part, the xdev clips, xdev's NeuralTextures and Face2Face crops): video
-AUC and log loss, each difference with a paired bootstrap 95% interval over videos (`bench/paired.py`); "all pairs"
-compares the means over the pairs. The intervals leave out which seeds were drawn: a gain every pair shows is the
-evidence, not one pair's interval.
+AUC and log loss, each difference with a paired bootstrap 95% interval over bench/sources.py's units (as
+`bench/paired.py`'s); "all pairs" compares the means over the pairs. The intervals leave out which seeds were
+drawn: a gain every pair shows is the evidence, not one pair's interval.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from paired import METRICS, collections_of, mean_metric, verdict, video_scores
+from sources import independent_units
 
 from fakefinder._files import write_text
 from fakefinder._text import format_table, shown
@@ -52,16 +53,17 @@ def main() -> None:
     ensembles = {pair: video_scores([model[args.row, s] for s in pair], cached, collections, reduce=np.mean)
                  for pair in pairs}
     table, results = [], {}
-    for name in collections:
-        y = alone[args.row, seeds[0]][name][1]
+    for name, (key, _) in collections.items():
+        ids, y, _ = alone[args.row, seeds[0]][name]
+        units = independent_units(cached[key], ids)
         base = np.array([alone[against, s][name][2] for s in against_seeds])
         for which, chosen in [*((f"{a}+{b}", [(a, b)]) for a, b in pairs), ("all pairs", pairs)]:
             ens = np.array([ensembles[p][name][2] for p in chosen])
             members = np.array([alone[args.row, s][name][2] for p in chosen for s in p])
             for metric, label in METRICS.items():
                 f_ens, f_members, f_base = (mean_metric(y, s, metric) for s in (ens, members, base))
-                d_members = bootstrap_difference(y, ens, members, metric=metric, seed=seeds[0])
-                d_base = bootstrap_difference(y, ens, base, metric=metric, seed=seeds[0])
+                d_members = bootstrap_difference(y, ens, members, metric=metric, groups=units, seed=seeds[0])
+                d_base = bootstrap_difference(y, ens, base, metric=metric, groups=units, seed=seeds[0])
                 results[f"{name}/{metric}/{which}"] = {
                     "ensemble": f_ens, "members": f_members, "against": f_base,
                     "minus_members": list(d_members), "minus_against": list(d_base)}

@@ -1,5 +1,7 @@
 """Is one training recipe better than another? Their difference in video AUC and log loss, with a paired bootstrap
-95% interval: both rows' models score the same videos, and each resample of videos is drawn once for both.
+95% interval: both rows' models score the same videos, and each resample is drawn once for both. A resample draws
+the collection's independent units (bench/sources.py: a DFDC fake with its real, an FF++ pair with its fakes), not
+videos alone, since videos that share a person or a frame are not independent evidence.
 
     python bench/paired.py --rows self-blended,self-blended-plain [--seeds 0,1]
     python bench/paired.py --rows self-blended+finetuned,self-blended-plain+finetuned
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from combine import member_logits
+from sources import independent_units
 
 from fakefinder._files import write_text
 from fakefinder._text import format_table, shown
@@ -50,7 +53,7 @@ def collections_of(src: Path, models: list[Path]) -> tuple[dict, dict]:
     """(the collections a model's logits cache holds, by key; per collection measured: its key and rows): DFDC's test
     part, unless one of `models` trained on it (`--test 0`), the xdev clips framed as DFDC's crops are, and xdev's
     face crops of each reenactment method against all its real crops (each crop its own video: the crops carry no
-    video id, so a real video's two near-duplicate crops count twice and the interval is somewhat too narrow)."""
+    video id; the intervals resample the units bench/sources.py links them into)."""
     clips_dir = next(p for p in sorted(src.glob("xdev-clips-m*")) if p.is_dir())
     dfdc, clips = load_dataset(src / "dfdc"), load_dataset(clips_dir, need_both_classes=False)
     faces = load_dataset(src / "xdev-faces")
@@ -103,12 +106,12 @@ def main() -> None:
                 videos[name], labels[name] = ids, vy
                 scores[name][row].append(vp)
     table, results = [], {}
-    for name in collections:
-        y = labels[name]
+    for name, (key, _) in collections.items():
+        y, units = labels[name], independent_units(cached[key], videos[name])
         for metric, label in METRICS.items():
             for which, pick in [*((str(s), [i]) for i, s in enumerate(seeds)), ("mean", list(range(len(seeds))))]:
                 a, b = (np.array(scores[name][r])[pick] for r in rows_ab)
-                diff, low, high = bootstrap_difference(y, a, b, metric=metric, seed=seeds[0])
+                diff, low, high = bootstrap_difference(y, a, b, metric=metric, groups=units, seed=seeds[0])
                 fig_a, fig_b = (mean_metric(y, m, metric) for m in (a, b))
                 results[f"{name}/{metric}/{which}"] = {"a": fig_a, "b": fig_b, "difference": diff, "ci": [low, high]}
                 table.append([name, label, which, shown(fig_a, 3), shown(fig_b, 3),

@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from sources import independent_units
 
 from fakefinder import CollectionOptions, load_detector, prepare
 from fakefinder._text import format_table
@@ -89,11 +90,12 @@ def main() -> None:
                 keep[rows_v[np.isin(frames[rows_v], kept)]] = True
             ids = np.unique(d.video_ids[keep])
             y = np.array([d.labels[d.video_ids == v][0] for v in ids])
+            units = independent_units(d, ids)
             for flip, z in z_of.items():
                 for rule in RULES:
                     p = np.array([video_score(z[keep & (d.video_ids == v)], frames[keep & (d.video_ids == v)],
                                               tracks[keep & (d.video_ids == v)], rule) for v in ids])
-                    auc, (low, high) = roc_auc_score(y, p), bootstrap_auc(y, p, seed=k)
+                    auc, (low, high) = roc_auc_score(y, p), bootstrap_auc(y, p, groups=units, seed=k)
                     loss = binary_log_loss(y, p)
                     cells.setdefault((n, rule, flip), []).append(auc)
                     cells.setdefault((n, rule, flip, "loss"), []).append(loss)
