@@ -163,7 +163,7 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
     strength = detector.card.strength
     strength_map = strength.map if strength else None
 
-    def videos(mask: np.ndarray) -> tuple[Cost, AucInterval]:
+    def video_figures(mask: np.ndarray) -> tuple[Cost, AucInterval]:
         ids, vy, vp = d.videos(mask, calibrated[mask], detector.video_rule)
         return Cost.of(strength_map, vy, vp), AucInterval.of(vy, vp, d.sources(ids), seed=detector.card.seed)
 
@@ -184,7 +184,7 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
             for value in sorted(set(values[keep])):
                 masks[value or "(none)"] = keep & (values == value)
         groups = {name: ev(mask, 0) for name, mask in masks.items()}
-    whole, parts = videos(keep), {name: videos(mask) for name, mask in masks.items()}
+    whole, parts = video_figures(keep), {name: video_figures(mask) for name, mask in masks.items()}
     return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning(),
                           whole[0], {name: v[0] for name, v in parts.items()}, whole[1],
                           {name: v[1] for name, v in parts.items()})
