@@ -75,17 +75,18 @@ def test_intervals_resample_sources_whole_not_their_videos_apart():
     drawn apart, an interval as narrow as if there were six times as many sources."""
     rng = np.random.default_rng(5)
     y = np.repeat([0, 1], 15)
-    p, q = y + rng.normal(size=30), y + 1.5 * rng.normal(size=30)
+    p, q = (1 / (1 + np.exp(-(y - 0.5 + k * rng.normal(size=30)))) for k in (1.0, 1.5))  # two detectors' P(fake)
     names = rng.permutation([f"source {k}" for k in range(30)])  # met in an order that is not their sorted one
     y6, p6, q6, names6 = (np.repeat(v, 6) for v in (y, p, q, names))
-    assert bootstrap_auc(y6, p6, groups=names6) == pytest.approx(bootstrap_auc(y, p))
-    assert bootstrap_difference(y6, p6, q6, groups=names6) == pytest.approx(bootstrap_difference(y, p, q))
-    assert bootstrap_difference(y6, p6, q6, metric="log_loss", groups=names6) == pytest.approx(
-        bootstrap_difference(y, p, q, metric="log_loss"))
-    low, high = bootstrap_auc(y6, p6)
-    whole_low, whole_high = bootstrap_auc(y, p)
+    r = {"rounds": 200}
+    assert bootstrap_auc(y6, p6, groups=names6, **r) == pytest.approx(bootstrap_auc(y, p, **r))
+    for metric in ("auc", "log_loss"):
+        assert bootstrap_difference(y6, p6, q6, metric=metric, groups=names6, **r) == pytest.approx(
+            bootstrap_difference(y, p, q, metric=metric, **r))
+    low, high = bootstrap_auc(y6, p6, **r)
+    whole_low, whole_high = bootstrap_auc(y, p, **r)
     assert high - low < 0.6 * (whole_high - whole_low)
-    assert bootstrap_auc(y, p, groups=names) == bootstrap_auc(y, p)  # a video a source: the same draws
+    assert bootstrap_auc(y, p, groups=names, **r) == bootstrap_auc(y, p, **r)  # a video a source: the same draws
     stated = AucInterval.of(y6, p6, list(names6), seed=2)  # what a card and `evaluate` state
     assert (stated.low, stated.high, stated.sources) == (*bootstrap_auc(y6, p6, groups=names6, seed=2), 30)
     assert AucInterval.of(y6[y6 == 1], p6[y6 == 1], list(names6[y6 == 1])) == AucInterval(None, None, 15)
