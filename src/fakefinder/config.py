@@ -360,15 +360,16 @@ class TrainSettings(_Settings):
     def _cross_check(self) -> list[tuple[str, str]]:
         found = fraction_problems(self.val, self.test)
         try:
-            registries.parse_augment(self.augment)
+            augmentations = {name for name, _ in registries.parse_augment(self.augment)}
         except ValueError as exc:
             found.append(("augment", str(exc)))
+            augmentations = set()
         if self.progressive is not None and self.frozen:
             found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
         if self.blend_map > 0 and (self.fakes == "real" or self.frozen):
             found.append(("blend_map", "supervises pseudo-fakes made while the base trains: it needs --fakes "
                                        "self-blended or both and --trainable-blocks K > 0"))
-        if self.blend_map > 0 and "keras" in self.augment:
+        if self.blend_map > 0 and "keras" in augmentations:
             found.append(("blend_map", "the keras augmentation moves pixels without the blend's mask: choose another "
                                        "--augment"))
         if self.ensemble > 1 and self.two_kinds:
