@@ -58,7 +58,8 @@ def _linked_crops(data, ids: list[str]) -> list[str]:
         first.setdefault(v, row)
     files = data.crop_files
     thumbs = np.array([cv2.resize(cv2.cvtColor(read_crop(files[first[v]]), cv2.COLOR_BGR2GRAY), (32, 32),
-                                  interpolation=cv2.INTER_AREA).astype(np.float32).ravel() for v in ids])
-    square = ((thumbs[:, None] - thumbs[None]) ** 2).mean(-1)
+                                  interpolation=cv2.INTER_AREA).astype(np.float64).ravel() for v in ids])
+    norms = (thumbs**2).sum(1)
+    square = (norms[:, None] + norms[None] - 2 * thumbs @ thumbs.T) / thumbs.shape[1]  # no crops x crops x pixels
     _, unit = connected_components(square < LINKED, directed=False)
     return [f"crops {u}" for u in unit]
