@@ -6,8 +6,8 @@
   of target T shows the person of source S, and S's own fakes show T's, so xdev's 82 clips are 16 units, not 82.
 - xdev's face crops (`*_roi_NNN`, no video id): crops linked where their 32 x 32 grey thumbnails differ by a mean
   square under 400. Each real video gave two consecutive frames, and the NeuralTextures and Face2Face crops are its
-  first frame with the expression changed: their thumbnails lie within about 150-200 of each other, unrelated faces
-  above 1,000. At 400 no unit holds more than one target's six crops (two real frames, four methods); at 500 two
+  first frame with the expression changed: their thumbnails lie a median 150-200 apart, most unrelated pairs above
+  1,000. At 400 no unit holds more than one target's six crops (two real frames, four methods); at 500 two
   targets merge. Of 590 crops this gives 229 units, 114 of them alone (mostly face swaps, whose face differs more).
 """
 
