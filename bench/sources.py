@@ -33,18 +33,15 @@ def independent_units(data, ids) -> list[str]:
 
 
 def _ffpp_pairs(ids: list[str]) -> list[str]:
-    parent: dict[str, str] = {}
+    from scipy.sparse.csgraph import connected_components
 
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    for v in ids:
-        if m := FFPP_FAKE.match(v):
-            a, b = root(m[1]), root(m[2])
-            parent[max(a, b)] = min(a, b)
-    return [f"ffpp {root((FFPP_FAKE.match(v) or FFPP_REAL.match(v))[1])}" for v in ids]
+    ids_of = [(FFPP_FAKE.match(v) or FFPP_REAL.match(v)).groups() for v in ids]  # (target, source) or (target,)
+    number = {n: i for i, n in enumerate(sorted({n for found in ids_of for n in found}))}
+    linked = np.eye(len(number), dtype=bool)
+    for found in ids_of:
+        linked[number[found[0]], number[found[-1]]] = True  # a fake links its target and its source
+    _, unit = connected_components(linked, directed=False)
+    return [f"ffpp {unit[number[found[0]]]}" for found in ids_of]
 
 
 def _linked_crops(data, ids: list[str]) -> list[str]:
