@@ -93,10 +93,10 @@ class AucInterval:
     @classmethod
     def of(cls, vy: np.ndarray, vp: np.ndarray, sources: list, *, seed: int = 0) -> AucInterval:
         """`seed`: a model's own, so that `evaluate --split test` gives the interval its card states."""
+        count = len(set(sources))
         if len(np.unique(vy)) < 2:
-            return cls(sources=len(set(sources)))
-        low, high = bootstrap_auc(vy, vp, groups=sources, seed=seed)
-        return cls(low, high, len(set(sources)))
+            return cls(sources=count)
+        return cls(*bootstrap_auc(vy, vp, groups=sources, seed=seed), count)
 
 
 def bootstrap_difference(y, a, b, *, metric: str = "auc", groups=None, rounds: int = 1000, seed: int = 0
