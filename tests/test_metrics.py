@@ -70,6 +70,24 @@ def test_paired_difference_over_seeds_is_of_their_means():
         bootstrap_difference(y, a[:, :5], b)
 
 
+def test_intervals_score_each_resample_as_sklearn_scores_the_rows_it_drew():
+    """The resamples are scored all at once from how often each row was drawn: the interval must be the one that
+    drawing the rows and scoring them one resample at a time gives, tied scores and one-class draws included."""
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, 12)
+    p = np.round(rng.random(12) + 0.3 * y, 1)  # ties
+    def picks():
+        draw = np.random.default_rng(4)
+        return [draw.integers(0, 12, 12) for _ in range(300)]
+
+    aucs = [sk.roc_auc_score(y[k], p[k]) for k in picks() if len(np.unique(y[k])) == 2]
+    assert len(aucs) < 300  # some draws held one class and were left out
+    assert bootstrap_auc(y, p, rounds=300, seed=4) == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])))
+    losses = [binary_log_loss(y[k], p[k]) - math.log(2) for k in picks()]  # against a coin, every draw counts
+    _, low, high = bootstrap_difference(y, p, np.full(12, 0.5), metric="log_loss", rounds=300, seed=4)
+    assert (low, high) == pytest.approx(tuple(np.percentile(losses, [2.5, 97.5])))
+
+
 def test_intervals_resample_sources_whole_not_their_videos_apart():
     """Six videos of one source are one piece of evidence: drawn whole, they give the interval of the sources alone;
     drawn apart, an interval as narrow as if there were six times as many sources."""

@@ -5,6 +5,7 @@ expected calibration error; the metric names and directions that tune, runs and 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -42,35 +43,67 @@ def bootstrap_auc(y, p, *, groups=None, rounds: int = 1000, seed: int = 0) -> tu
     """The 95% percentile interval of ROC AUC over `rounds` resamples (with replacement) of the rows, or of
     `groups` of them (a row's source: see `_percentile_interval`); NaNs when there are not both classes. Rows are
     videos when the AUC is a video-level one: resample what is independent."""
-    from sklearn.metrics import roc_auc_score
-
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
-    return _percentile_interval(y, lambda rows: roc_auc_score(y[rows], p[rows]), rounds, seed, both=True,
-                                groups=groups)
+    return _percentile_interval(y, _weighted_auc(y, p), rounds, seed, both=True, groups=groups)
+
+
+def _weighted_auc(y: np.ndarray, p: np.ndarray):
+    """ROC AUC of rows drawn `counts` times each, one row of counts per resample, so that all are scored at once:
+    the share of (fake, real) pairs the scores order right, ties counting half, which is what `roc_auc_score` gives
+    on the drawn rows repeated (1,000 resamples of 200 videos: 0.01 s against its 1.5 s)."""
+    _, tie = np.unique(p, return_inverse=True)
+    order = np.argsort(tie.ravel(), kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(tie.ravel()[order]) > 0])
+    fake = np.asarray(y) == 1
+
+    def auc(counts: np.ndarray) -> np.ndarray:
+        fakes, reals = (np.add.reduceat(np.where(side, counts, 0)[:, order], starts, axis=1)
+                        for side in (fake, ~fake))  # per distinct score, lowest first
+        below = np.cumsum(reals, axis=1) - reals
+        return (fakes * (below + reals / 2)).sum(axis=1) / (fakes.sum(axis=1) * reals.sum(axis=1))
+
+    return auc
+
+
+def _weighted_log_loss(y: np.ndarray, p: np.ndarray):
+    """`binary_log_loss` of rows drawn `counts` times each, one row of counts per resample."""
+    q = np.clip(p, EPS, 1 - EPS)
+    losses = -np.where(np.asarray(y) == 1, np.log(q), np.log(1 - q))
+
+    def log_loss(counts: np.ndarray) -> np.ndarray:
+        return counts @ losses / counts.sum(axis=1)
+
+    return log_loss
 
 
 def _percentile_interval(y: np.ndarray, statistic, rounds: int, seed: int, *, both: bool, groups=None
                          ) -> tuple[float, float]:
-    """The 95% percentile interval of `statistic(rows)` over resamples, those holding one class left out where
-    `both` (an AUC needs both). Without `groups` each row is drawn on its own; with them (one label per row) whole
-    groups are drawn, each bringing all its rows: a fake and the real it was made from, or a person's several
-    videos, are not independent evidence, and resampling them apart misstates how sure the figure is. Groups of one
-    row each draw the rows that rows drawn alone do (in another order, which no statistic here depends on)."""
-    rng = np.random.default_rng(seed)
+    """The 95% percentile interval of `statistic` over resamples, those holding one class left out where `both`
+    (an AUC needs both). `statistic` takes how often each row was drawn, one row of counts per resample. Without
+    `groups` each row is drawn on its own; with them (one label per row) whole groups are drawn, each bringing all
+    its rows: a fake and the real it was made from, or a person's several videos, are not independent evidence,
+    and resampling them apart misstates how sure the figure is. Groups of one row each draw the rows that rows
+    drawn alone do."""
+    rng, n = np.random.default_rng(seed), len(y)
     if groups is None:
-        picks = (rng.integers(0, len(y), len(y)) for _ in range(rounds))
+        draws = (np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(rounds))
     else:
         groups = np.asarray(groups, dtype=str)
         if groups.shape != y.shape:
-            raise ValueError(f"{len(groups)} groups for {len(y)} rows")
+            raise ValueError(f"{len(groups)} groups for {n} rows")
         _, first, index = np.unique(groups, return_index=True, return_inverse=True)
         rank = np.argsort(np.argsort(first))[index.ravel()]  # groups numbered in the order they first appear
-        rows, n = np.arange(len(y)), len(first)
-        picks = (np.repeat(rows, np.bincount(rng.integers(0, n, n), minlength=n)[rank]) for _ in range(rounds))
-    spread = [statistic(pick) for pick in picks if not both or len(np.unique(y[pick])) == 2]
-    low, high = np.percentile(spread, [2.5, 97.5])
+        k = len(first)
+        draws = (np.bincount(rng.integers(0, k, k), minlength=k)[rank] for _ in range(rounds))
+    fake, spread = np.asarray(y) == 1, []
+    while block := list(itertools.islice(draws, max(1, 2_000_000 // max(n, 1)))):  # tens of MB at any size
+        counts = np.array(block, dtype=np.float64)
+        if both:
+            counts = counts[(counts[:, fake].sum(axis=1) > 0) & (counts[:, ~fake].sum(axis=1) > 0)]
+        spread.append(statistic(counts))
+    low, high = np.percentile(np.concatenate(spread), [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -106,21 +139,20 @@ def bootstrap_difference(y, a, b, *, metric: str = "auc", groups=None, rounds: i
     and the interval is far narrower than the two separate ones. `a` and `b` are one score per row, or one row of
     scores per seed (the difference is then of the seeds' means). `metric` is "auc" or "log_loss"; NaNs where an AUC
     lacks both classes."""
-    from sklearn.metrics import roc_auc_score
-
-    score = {"auc": roc_auc_score, "log_loss": binary_log_loss}[metric]
     y = np.asarray(y)
     a, b = (np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in (a, b))
     if a.shape[1:] != y.shape or b.shape[1:] != y.shape:
         raise ValueError(f"scores of shape {a.shape} and {b.shape} for {len(y)} rows")
     if metric == "auc" and len(np.unique(y)) < 2:
         return math.nan, math.nan, math.nan
+    weighted = {"auc": _weighted_auc, "log_loss": _weighted_log_loss}[metric]
+    firsts, seconds = ([weighted(y, s) for s in side] for side in (a, b))
 
-    def difference(rows) -> float:
-        return float(np.mean([score(y[rows], s[rows]) for s in a]) - np.mean([score(y[rows], s[rows]) for s in b]))
+    def difference(counts: np.ndarray) -> np.ndarray:
+        return np.mean([f(counts) for f in firsts], axis=0) - np.mean([f(counts) for f in seconds], axis=0)
 
     low, high = _percentile_interval(y, difference, rounds, seed, both=metric == "auc", groups=groups)
-    return difference(slice(None)), low, high
+    return float(difference(np.ones((1, len(y))))[0]), low, high
 
 
 def selection_key(metric: str) -> str:
