@@ -86,6 +86,8 @@ def test_intervals_score_each_resample_as_sklearn_scores_the_rows_it_drew():
     losses = [binary_log_loss(y[k], p[k]) - math.log(2) for k in picks()]  # against a coin, every draw counts
     _, low, high = bootstrap_difference(y, p, np.full(12, 0.5), metric="log_loss", rounds=300, seed=4)
     assert (low, high) == pytest.approx(tuple(np.percentile(losses, [2.5, 97.5])))
+    with pytest.raises(ValueError, match="finite"):  # as roc_auc_score refuses them
+        bootstrap_auc(y, np.r_[p[:-1], np.nan])
 
 
 def test_intervals_resample_sources_whole_not_their_videos_apart():

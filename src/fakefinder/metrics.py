@@ -53,6 +53,8 @@ def _weighted_auc(y: np.ndarray, p: np.ndarray):
     """ROC AUC of rows drawn `counts` times each, one row of counts per resample, so that all are scored at once:
     the share of (fake, real) pairs the scores order right, ties counting half, which is what `roc_auc_score` gives
     on the drawn rows repeated, in a small part of its time (`bench/intervals.py`)."""
+    if not np.isfinite(p).all():
+        raise ValueError("scores must be finite numbers to be ranked")  # as roc_auc_score refuses them
     _, tie = np.unique(p, return_inverse=True)
     order = np.argsort(tie.ravel(), kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(tie.ravel()[order]) > 0])
