@@ -4,7 +4,7 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
         self-blended,self-blended-hull,self-blended-hull-averaged,self-blended-swad,self-blended-sam,
-        self-blended-sam-gentle,self-blended-map,self-blended-map-strong,self-blended-texture,
+        self-blended-sam-gentle,self-blended-map,self-blended-map-strong,self-blended-texture,self-blended-lower,
         self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
         self-blended-upper,self-blended-reframe,self-blended-frozen,both,combined]
@@ -19,7 +19,8 @@ the base fine-tuned, H.264 among the augmentations, every mask shape), the same 
 (`self-blended-hull-averaged`), the recipe so averaged at a constant learning rate as SWAD does (`self-blended-swad`),
 the recipe with sharpness-aware steps (`--sam 0.05`, `self-blended-sam`; `--sam 0.01`, `self-blended-sam-gentle`), with
 the blend's mask learnt too (`--blend-map 1`, `self-blended-map`; `--blend-map 10`, `self-blended-map-strong`), with a
-frequency change to every pasted face (`--blend-frequency 1`, `self-blended-texture`), the
+frequency change to every pasted face (`--blend-frequency 1`, `self-blended-texture`), with the lower face
+(nose tip to chin) among the mask shapes (`--blend-mask varied-lower`, `self-blended-lower`), the
 hull recipe on more reals (`--test 0`: every real but the validation part's, so xdev alone measures it), that with the
 default augmentations (`self-blended-plain`, the recipe until 2026-12-04), and, each from that one, varied mask shapes
 (`--blend-mask varied`), each real and its pseudo-fake augmented alike (`--pair-augment alike`), resized progressively
@@ -119,6 +120,9 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             "self-blended-map": ("train DATA --fakes self-blended --blend-map 1", recipe.replace(blend_map=1.0)),
             "self-blended-map-strong": ("train DATA --fakes self-blended --blend-map 10",
                                         recipe.replace(blend_map=10.0)),
+            # the lower face (nose tip to chin) among the mask shapes: where reenactment changes a face
+            "self-blended-lower": ("train DATA --fakes self-blended --blend-mask varied-lower",
+                                   recipe.replace(blend_mask="varied-lower")),
             # every pasted face blurred, sharpened or scaled down and up (half of them in the recipe): the texture
             # mismatch that reenactment (Face2Face, NeuralTextures) leaves rather than a colour one
             "self-blended-texture": ("train DATA --fakes self-blended --blend-frequency 1",

@@ -88,24 +88,30 @@ def test_blends_are_reproducible_for_a_seed_and_work_without_landmarks(face):
     assert mask[112, 112] > 0 and mask[2, 2] == 0 and np.array_equal(fake[mask == 0], crop[mask == 0])
 
 
-def test_varied_masks_are_the_hull_the_hull_without_forehead_or_the_parts_and_leave_the_default_alone(face):
+def test_varied_masks_are_the_hull_the_hull_without_forehead_the_parts_or_the_lower_face(face):
     from fakefinder.training.pseudofakes import BROWS, SHAPES, blends_key
 
     crop, _ = face
     points = FaceMesh().landmarks(crop)
-    hull, lower, parts = (hull_mask(crop.shape, points, 0.3, kind) for kind in SHAPES)
+    hull, no_forehead, parts, lower = (hull_mask(crop.shape, points, 0.3, kind) for kind in SHAPES["varied-lower"])
+    assert SHAPES["varied"] == SHAPES["varied-lower"][:3]
     brows = int(points[list(BROWS), 1].min())
-    assert hull[:brows - 2].any() and not lower[:brows - 2].any()  # the forehead left out, as a 68-point hull does
-    assert (lower <= hull).all() and (parts <= hull).all() and parts.sum() < 0.5 * lower.sum()
+    assert hull[:brows - 2].any() and not no_forehead[:brows - 2].any()  # the forehead left out, as a 68-point hull
+    assert (no_forehead <= hull).all() and (parts <= hull).all() and parts.sum() < 0.5 * no_forehead.sum()
     eyes_and_mouth = points[[RIGHT_EYE_OUTER, NOSE_TIP, UPPER_LIP]].round().astype(int)
     assert all(parts[y, x] == 1 for x, y in eyes_and_mouth) and parts[points[CHIN, 1].astype(int) - 3].max() == 0
-    varied = TrainSettings(blend_mask="varied")
-    areas = []
-    for seed in range(12):
-        fake, mask = self_blend(crop, points, np.random.default_rng(seed), varied)
-        assert np.array_equal(fake[mask == 0], crop[mask == 0])
-        areas.append(int((mask > 0.5 * mask.max()).sum()))
-    assert max(areas) > 2.5 * min(areas)  # whole faces and their parts alone
+    (eye_x, eye_y), (lip_x, lip_y), (chin_x, chin_y) = points[[RIGHT_EYE_OUTER, UPPER_LIP, CHIN]].round().astype(int)
+    assert lower[lip_y, lip_x] == 1 and lower[chin_y - 3, chin_x] == 1 and lower[eye_y, eye_x] == 0  # mouth and jaw
+    assert (lower <= no_forehead).all() and lower.sum() < 0.7 * no_forehead.sum()
+    areas = {}
+    for name in SHAPES:
+        areas[name] = []
+        for seed in range(24):
+            fake, mask = self_blend(crop, points, np.random.default_rng(seed), TrainSettings(blend_mask=name))
+            assert np.array_equal(fake[mask == 0], crop[mask == 0])
+            areas[name].append(int((mask > 0.5 * mask.max()).sum()))
+        assert max(areas[name]) > 2.5 * min(areas[name])  # whole faces and their parts alone
+    assert areas["varied"] != areas["varied-lower"]
     same = [self_blend(crop, points, np.random.default_rng(3), TrainSettings())[0] for _ in range(2)]
     assert np.array_equal(*same)
 
@@ -113,7 +119,8 @@ def test_varied_masks_are_the_hull_the_hull_without_forehead_or_the_parts_and_le
         manifest_digest = "d"
 
     # blends made before the setting existed are found again; varied ones are kept apart
-    assert blends_key(Data, TrainSettings()) == "039f02bbc6cf5f35" != blends_key(Data, varied)
+    keys = {blends_key(Data, TrainSettings(blend_mask=name)) for name in ("hull", *SHAPES)}
+    assert blends_key(Data, TrainSettings()) == "039f02bbc6cf5f35" and len(keys) == 3
 
 
 def test_blend_writes_a_grid_per_crop_and_a_bad_file_is_one_line(face, tmp_path):

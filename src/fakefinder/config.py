@@ -246,10 +246,11 @@ class TrainSettings(_Settings):
                                  low=0, high=0.5, group="fakes")
     blend_feather: float = option(0.12, "largest blur of the mask's edge, as a fraction of the face", low=0,
                                   high=0.5, group="fakes")
-    blend_mask: Literal["hull", "varied"] = option(
+    blend_mask: Literal["hull", "varied", "varied-lower"] = option(
         "hull", "the blending mask's shape: the face mesh's hull, or at random (SBI's mask diversity) the hull, the "
-        "hull without the forehead, or the eyes, nose and mouth alone, each also scaled, turned and shifted a little",
-        group="fakes")
+        "hull without the forehead, or the eyes, nose and mouth alone, each also scaled, turned and shifted a little; "
+        "varied-lower: those or the lower face (nose tip to chin, where reenactment such as NeuralTextures changes "
+        "a face)", group="fakes")
     blend_full: float = option(0.5, "chance that the face is pasted whole (blend ratio 1); else at 0.25, 0.5 or 0.75",
                                low=0, high=1, group="fakes")
     blend_map: float = option(

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _files
 from ..config import InputLimits, PrepareSettings, TrainSettings
 from ..data.crops import crop_scale
-from ..data.landmarks import CHIN, FOREHEAD
+from ..data.landmarks import CHIN, FOREHEAD, NOSE_TIP
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
@@ -35,7 +35,8 @@ PARTS = ((33, 133, 159, 145, 246, 161, 160, 158, 157, 173, 153, 154, 155, 163, 1
           283, 282, 295, 285),
          (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 48, 278, 64, 294, 219, 439),
          (61, 291, 0, 17, 37, 267, 84, 314, 40, 270, 91, 321, 185, 409, 146, 375))
-SHAPES = ("hull", "no forehead", "parts")  # what `--blend-mask varied` picks from, evenly
+# What `--blend-mask` picks from, evenly, beside the hull alone.
+SHAPES = {"varied": ("hull", "no forehead", "parts"), "varied-lower": ("hull", "no forehead", "parts", "lower")}
 MAX_GRID_SEEDS = 32  # rows of one crop's grid in `blend` (a grid is seeds x 3 crops: 32 rows is 7000 px high at 224)
 
 
@@ -47,9 +48,10 @@ def face_side(shape: tuple[int, ...], margin: float) -> float:
 def hull_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, margin: float, kind: str = "hull"
               ) -> np.ndarray:
     """float32 1 inside the face, 0 outside: the landmarks' convex hull (`kind` "hull"), the hull of the points
-    below the eyebrows ("no forehead", as a 68-point detector's hull), or the hulls of the eyes, nose and lips
-    ("parts"); without landmarks (or without a full mesh for the other kinds) an ellipse where a frontal face sits in
-    a crop cut with `margin` (forehead to chin, cheek to cheek)."""
+    below the eyebrows ("no forehead", as a 68-point detector's hull), the hulls of the eyes, nose and lips
+    ("parts"), or the hull of the points from the nose tip down ("lower": mouth, cheeks and jaw, where reenactment
+    changes a face); without landmarks (or without a full mesh for the other kinds) an ellipse where a frontal face
+    sits in a crop cut with `margin` (forehead to chin, cheek to cheek)."""
     import cv2
 
     h, w = shape[:2]
@@ -57,10 +59,10 @@ def hull_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, margin: floa
     mesh = landmarks is not None and len(landmarks) > max(max(p) for p in PARTS)
     if landmarks is not None and (kind == "hull" or not mesh):
         cv2.fillConvexPoly(mask, cv2.convexHull(np.round(landmarks).astype(np.int32)), 1.0)
-    elif landmarks is not None and kind == "no forehead":
+    elif landmarks is not None and kind in ("no forehead", "lower"):
         axis = landmarks[CHIN] - landmarks[FOREHEAD]  # the face's long axis
         depth = (landmarks - landmarks[FOREHEAD]) @ (axis / max(float(np.linalg.norm(axis)), 1e-6))
-        below = landmarks[depth >= depth[list(BROWS)].min()]
+        below = landmarks[depth >= (depth[list(BROWS)].min() if kind == "no forehead" else depth[NOSE_TIP])]
         cv2.fillConvexPoly(mask, cv2.convexHull(np.round(below).astype(np.int32)), 1.0)
     elif landmarks is not None:
         for part in PARTS:
@@ -141,9 +143,10 @@ def self_blend(crop: np.ndarray, landmarks: np.ndarray | None, rng: np.random.Ge
 
     s = settings or TrainSettings()
     side = face_side(crop.shape, margin)
-    kind = "hull" if s.blend_mask == "hull" else SHAPES[int(rng.integers(len(SHAPES)))]
+    shapes = SHAPES.get(s.blend_mask)
+    kind = "hull" if shapes is None else shapes[int(rng.integers(len(shapes)))]
     mask = hull_mask(crop.shape, landmarks, margin, kind)
-    if s.blend_mask == "varied":
+    if s.blend_mask != "hull":
         mask = _jittered(mask, rng)
     mask = _deformed(mask, rng, s.blend_deform, side)
     sigma = float(rng.uniform(0.02, max(0.02, s.blend_feather))) * side
