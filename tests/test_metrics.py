@@ -76,6 +76,7 @@ def test_intervals_score_each_resample_as_sklearn_scores_the_rows_it_drew():
     rng = np.random.default_rng(9)
     y = rng.integers(0, 2, 12)
     p = np.round(rng.random(12) + 0.3 * y, 1)  # ties
+
     def picks():
         draw = np.random.default_rng(4)
         return [draw.integers(0, 12, 12) for _ in range(300)]
