@@ -71,8 +71,7 @@ def _weighted_auc(y: np.ndarray, p: np.ndarray):
 
 def _weighted_log_loss(y: np.ndarray, p: np.ndarray):
     """`binary_log_loss` of rows drawn `counts` times each, one row of counts per resample."""
-    q = np.clip(p, EPS, 1 - EPS)
-    losses = -np.where(np.asarray(y) == 1, np.log(q), np.log(1 - q))
+    losses = _row_log_losses(y, p)
 
     def log_loss(counts: np.ndarray) -> np.ndarray:
         return counts @ losses / counts.sum(axis=1)
@@ -221,8 +220,13 @@ def binary_metrics(y, p, *, threshold: float = 0.5) -> Metrics:
 
 def binary_log_loss(y, p, *, eps: float = EPS) -> float:
     """The DFDC metric: mean negative log-likelihood of the labels, predictions clipped to [eps, 1 - eps]."""
+    return float(np.mean(_row_log_losses(y, p, eps)))
+
+
+def _row_log_losses(y, p, eps: float = EPS) -> np.ndarray:
+    """Each row's negative log-likelihood of its label, predictions clipped to [eps, 1 - eps]."""
     y, q = np.asarray(y, dtype=np.float64), np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return -(y * np.log(q) + (1 - y) * np.log(1 - q))
 
 
 def ece(y, p, *, bins: int = ECE_BINS) -> float:
