@@ -35,8 +35,8 @@ PARTS = ((33, 133, 159, 145, 246, 161, 160, 158, 157, 173, 153, 154, 155, 163, 1
           283, 282, 295, 285),
          (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 48, 278, 64, 294, 219, 439),
          (61, 291, 0, 17, 37, 267, 84, 314, 40, 270, 91, 321, 185, 409, 146, 375))
-# What `--blend-mask` picks from, evenly, beside the hull alone.
-SHAPES = {"varied": ("hull", "no forehead", "parts"), "varied-lower": ("hull", "no forehead", "parts", "lower")}
+VARIED = ("hull", "no forehead", "parts")
+SHAPES = {"varied": VARIED, "varied-lower": (*VARIED, "lower")}  # what `--blend-mask` picks from, evenly
 MAX_GRID_SEEDS = 32  # rows of one crop's grid in `blend` (a grid is seeds x 3 crops: 32 rows is 7000 px high at 224)
 
 
@@ -146,7 +146,7 @@ def self_blend(crop: np.ndarray, landmarks: np.ndarray | None, rng: np.random.Ge
     shapes = SHAPES.get(s.blend_mask)
     kind = "hull" if shapes is None else shapes[int(rng.integers(len(shapes)))]
     mask = hull_mask(crop.shape, landmarks, margin, kind)
-    if s.blend_mask != "hull":
+    if shapes is not None:
         mask = _jittered(mask, rng)
     mask = _deformed(mask, rng, s.blend_deform, side)
     sigma = float(rng.uniform(0.02, max(0.02, s.blend_feather))) * side
