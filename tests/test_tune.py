@@ -153,6 +153,26 @@ def test_resume_after_sigkill_runs_every_configuration_once(learnable, tracking,
     assert {t.number for t in before} <= {t.number for t in done}  # nothing finished before was redone
 
 
+def test_a_configuration_finished_but_not_yet_in_optuna_is_recorded_once(learnable, tmp_path):
+    """A worker that dies between finishing a configuration (its claim done) and adding it to Optuna's study:
+    the next `tune` adds it from the claim, once, and trains it not again; a rerun adds nothing."""
+    (tmp_path / "g.yml").write_text("flags:\n  n_neurons: [16, 64]\nfixed:\n  epochs: 2\n")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = tune(learnable.out, tmp_path / "g.yml", study="elsewhere", storage=storage)
+    lost = first.rows[-1]
+    claims = Claims(storage, "died")  # the dead worker's work: its configuration finished, nothing more
+    assert claims.claim(lost.key) and claims.finish(lost.key, lost.to_json())
+    claims.dispose()
+    result = tune(learnable.out, tmp_path / "g.yml", study="died", storage=storage)
+    done = completed(storage, "died")
+    assert sorted(t.user_attrs["fakefinder.key"] for t in done) == sorted(r.key for r in first.rows)
+    mine = [t for t in done if t.user_attrs["fakefinder.key"] == lost.key]
+    assert [(t.value, t.user_attrs["run_id"]) for t in mine] == [(lost.value, lost.run_id)]  # its run, not a new one
+    assert {r.key: r.run_id for r in result.rows}[lost.key] == lost.run_id
+    tune(learnable.out, tmp_path / "g.yml", study="died", storage=storage)
+    assert len(completed(storage, "died")) == 2
+
+
 def test_killing_tune_stops_its_workers_and_a_rerun_finishes_the_grid(learnable, tracking, tmp_path):
     grid = tmp_path / "twelve.yml"  # more configurations than can finish around the kill, so orphans would show
     grid.write_text(GRID.replace("[1e-3, 3e-2]", "[1e-3, 3e-3, 1e-2, 3e-2]"))

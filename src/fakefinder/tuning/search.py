@@ -43,6 +43,8 @@ from ..tracking.trackers import Recording, Role, Tag, Tracker
 
 FINAL = Role.BEST_ON_TEST.value
 PARENT = "mlflow-parent"
+RECORD = "optuna"  # the claim that adds a finished configuration to Optuna's study
+KEY_ATTR = "fakefinder.key"  # the user attribute of an Optuna trial naming its configuration's claim
 
 
 @dataclass(frozen=True)
@@ -320,18 +322,38 @@ def _run_one(job: _StudyJob, study, claims: Claims, key: str, number: int,
         if trial is not None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
-    attrs = {"run_id": result.run_id, "val": val, "epochs": result.history.completed, "fakefinder.key": key}
-    if trial is not None:
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        study.tell(trial, value)
-    else:
-        dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in job.grid.flags.items()}
-        study.add_trial(optuna.trial.create_trial(params=point, distributions=dists, value=value, user_attrs=attrs))
-    claims.finish(key, TrialRow(number, key, result.run_id, point, value, val, result.history.completed).to_json())
+    row = TrialRow(number, key, result.run_id, point, value, val, result.history.completed)
+    if claims.finish(key, row.to_json()):
+        _record(job, claims, study, row, trial)
+    elif trial is not None:  # another worker took the configuration over while we seemed dead: its run counts
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
     emit(progress, "tune", 0, message=f"trial {number}: {point_text(point)} -> val {job.settings.metric} "
                                       f"{shown(value, 4)} ({result.history.completed} epochs, "
                                       f"{time.perf_counter() - start:.1f} s)")
+
+
+def _record(job: _StudyJob, claims: Claims, study, row: TrialRow, trial=None) -> None:
+    """Add a finished configuration (its claim done) to Optuna's study exactly once. Recording is a unit of its
+    own, so a command that finds it missing (the worker died between finishing and recording) and a slow worker
+    never both add it; whoever runs it first looks for the trial, so a rerun after a death inside it adds none."""
+    import optuna
+
+    def add() -> dict:
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if any(t.user_attrs.get(KEY_ATTR) == row.key for t in complete):
+            return {}
+        attrs = {"run_id": row.run_id, "val": row.val, "epochs": row.epochs, KEY_ATTR: row.key}
+        if trial is not None:  # the point its sampler drew: TPE learns from it
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+            study.tell(trial, row.value)
+        else:
+            dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in job.grid.flags.items()}
+            study.add_trial(optuna.trial.create_trial(params=row.flags, distributions=dists, value=row.value,
+                                                      user_attrs=attrs))
+        return {}
+
+    _once(claims, f"{RECORD}:{row.key}", add)
 
 
 def work(job: _StudyJob, parent: int | None = None, progress: ProgressCallback | None = None,
@@ -478,7 +500,14 @@ def tune(data: str | Path, grid: str | Path, settings: TuneSettings | None = Non
         if left:  # the workers stopped without finishing: never rank or test a partial study
             raise UsageError(f"study {name}: {len(left)} of {len(keys)} configurations unfinished because its "
                              f"workers stopped ({problems[0] if problems else 'no reason given'}); rerun to resume")
-    rows, failed = _rows(job, claims.all())
+    states = claims.all()
+    unrecorded = [k for k in keys if k in states and states[k].state == "done"
+                  and getattr(states.get(f"{RECORD}:{k}"), "state", None) != "done"]
+    if unrecorded:  # a worker died between finishing a configuration and recording it (or a study from before)
+        recorder = _optuna_study(url, name, settings.metric, settings.search, settings.seed)
+        for key in unrecorded:
+            _record(job, claims, recorder, TrialRow.from_claim(key, states[key].result))
+    rows, failed = _rows(job, states)
     if not rows:
         raise UsageError(f"study {name}: no trial completed" + (f" ({failed[0][1]})" if failed else ""))
     best = rows[0]
