@@ -71,6 +71,8 @@ SHARED = ROOT.parent / "shared" / "data"
 def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
     recipe = TrainSettings.preset(fakes="self-blended")  # what `train DATA --fakes self-blended` runs
     hull = recipe.replace(blend_mask="hull")  # the recipe until 2026-12-05 (row `self-blended` before that day)
+    no_lower = recipe.replace(blend_mask="varied")  # the recipe 2026-12-05 and 06: what the variants then changed
+    on_no_lower = "train DATA --fakes self-blended --blend-mask varied"
     plain = hull.replace(augment="default")  # the recipe before H.264 joined it: what the variants changed
 
     def from_plain(flags: str, augment: str = "default") -> str:
@@ -111,22 +113,20 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             "self-blended-hull-averaged": ("train DATA --fakes self-blended --blend-mask hull --average-weights 0.5",
                                            hull.replace(average_weights=0.5)),
             # SWAD's form: a constant learning rate, the weights averaged over the last half of the steps
-            "self-blended-swad": ("train DATA --fakes self-blended --schedule constant --average-weights 0.5",
-                                  recipe.replace(schedule="constant", average_weights=0.5)),
+            "self-blended-swad": (f"{on_no_lower} --schedule constant --average-weights 0.5",
+                                  no_lower.replace(schedule="constant", average_weights=0.5)),
             # sharpness-aware steps, as the paper trains (SAM's own radius): two passes a step
-            "self-blended-sam": ("train DATA --fakes self-blended --sam 0.05", recipe.replace(sam=0.05)),
-            "self-blended-sam-gentle": ("train DATA --fakes self-blended --sam 0.01", recipe.replace(sam=0.01)),
+            "self-blended-sam": (f"{on_no_lower} --sam 0.05", no_lower.replace(sam=0.05)),
+            "self-blended-sam-gentle": (f"{on_no_lower} --sam 0.01", no_lower.replace(sam=0.01)),
             # the base's last map also asked where each pseudo-fake was blended (Face X-ray's supervision)
-            "self-blended-map": ("train DATA --fakes self-blended --blend-map 1", recipe.replace(blend_map=1.0)),
-            "self-blended-map-strong": ("train DATA --fakes self-blended --blend-map 10",
-                                        recipe.replace(blend_map=10.0)),
-            # the lower face (nose tip to chin) among the mask shapes: where reenactment changes a face
-            "self-blended-lower": ("train DATA --fakes self-blended --blend-mask varied-lower",
-                                   recipe.replace(blend_mask="varied-lower")),
+            "self-blended-map": (f"{on_no_lower} --blend-map 1", no_lower.replace(blend_map=1.0)),
+            "self-blended-map-strong": (f"{on_no_lower} --blend-map 10", no_lower.replace(blend_map=10.0)),
+            # the recipe without the lower face (nose tip to chin) among the mask shapes (row `self-blended` on
+            # 2026-12-05 and 06, when row `self-blended-lower` added it)
+            "self-blended-no-lower": (on_no_lower, no_lower),
             # every pasted face blurred, sharpened or scaled down and up (half of them in the recipe): the texture
             # mismatch that reenactment (Face2Face, NeuralTextures) leaves rather than a colour one
-            "self-blended-texture": ("train DATA --fakes self-blended --blend-frequency 1",
-                                     recipe.replace(blend_frequency=1.0)),
+            "self-blended-texture": (f"{on_no_lower} --blend-frequency 1", no_lower.replace(blend_frequency=1.0)),
             **{f"self-blended-{name}": (from_plain(flags), plain.replace(**changes))
                for name, (flags, changes) in variants.items()},
             "both": ("train DATA --fakes both --both mixed", TrainSettings.preset(fakes="both", both="mixed")),

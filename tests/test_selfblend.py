@@ -360,7 +360,7 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
     both = TrainSettings.preset(fakes="both")  # a self-blended member as measured, and a supervised one
     assert recipe.augment == "compressed" and both.augment == "default"  # `both` as bench/combine.py measured it
-    assert recipe.blend_mask == "varied" and both.blend_mask == "hull"
+    assert recipe.blend_mask == "varied-lower" and both.blend_mask == "hull"
     # pair batches change nothing for the self-blended member: a pseudo-fake is always batched beside its real
     assert both.combined and both.members() == {"self-blended": recipe.replace(both="combined", augment="default",
                                                                                blend_mask="hull", pair_batches=True,
