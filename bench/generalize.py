@@ -121,6 +121,8 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             # the base's last map also asked where each pseudo-fake was blended (Face X-ray's supervision)
             "self-blended-map": (f"{on_no_lower} --blend-map 1", no_lower.replace(blend_map=1.0)),
             "self-blended-map-strong": (f"{on_no_lower} --blend-map 10", no_lower.replace(blend_map=10.0)),
+            # twice the recipe's epochs (the cosine schedule stretched over them): more training, as the paper's
+            "self-blended-epochs12": ("train DATA --fakes self-blended --epochs 12", recipe.replace(epochs=12)),
             # the recipe without the lower face (nose tip to chin) among the mask shapes (row `self-blended` on
             # 2026-12-05 and 06, when row `self-blended-lower` added it)
             "self-blended-no-lower": (on_no_lower, no_lower),
