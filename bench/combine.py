@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sources import independent_units
+from sources import scored
 
 from fakefinder import load_detector
 from fakefinder._files import atomic_path, write_text
@@ -32,7 +32,7 @@ from fakefinder._text import format_table, shown
 from fakefinder.data.dataset import load_dataset
 from fakefinder.data.splits import load_split
 from fakefinder.inference.evaluation import dataset_logits
-from fakefinder.metrics import binary_metrics, bootstrap_auc, sigmoid
+from fakefinder.metrics import sigmoid
 from fakefinder.models.modelfile import read_card
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +52,6 @@ def member_logits(model: Path, collections: dict[str, object], cache: Path) -> d
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:  # a run stopped mid-write leaves no broken cache
             np.savez(f, **kept)
     return {name: kept[name] for name in collections}
-
-
-def scored(data, rows: np.ndarray, p: np.ndarray, rule: str, seed: int) -> tuple[float, tuple[float, float], float]:
-    """(video AUC, its bootstrap interval over the independent units, video log loss) of these rows scored `p` per
-    face."""
-    ids, vy, vp = data.videos(np.flatnonzero(rows), p[rows], rule)
-    m = binary_metrics(vy, vp)
-    return m.auc, bootstrap_auc(vy, vp, groups=independent_units(data, ids), seed=seed), m.log_loss
 
 
 def main() -> None:

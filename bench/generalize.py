@@ -257,13 +257,10 @@ def spread(rs: list[dict], name: str) -> str:
 def interval(detector, data, rows: np.ndarray, seed: int, p: np.ndarray | None = None) -> tuple[float, float]:
     """The bootstrap 95% interval of the video AUC over `rows`' videos, scored as `evaluate` scores them, resampling
     the collection's independent units (bench/sources.py)."""
-    from sources import independent_units
-
-    from fakefinder.metrics import bootstrap_auc
+    from sources import scored
 
     p = detector.card.calibration.apply(dataset_logits(detector, data)) if p is None else p
-    ids, vy, vp = data.videos(np.flatnonzero(rows), p[rows], detector.video_rule)
-    return bootstrap_auc(vy, vp, groups=independent_units(data, ids), seed=seed)
+    return scored(data, rows, p, detector.video_rule, seed)[1]
 
 
 if __name__ == "__main__":
