@@ -4,8 +4,8 @@ DFDC's own test part and on FaceForensics++ c23 (other sources, other methods), 
     python bench/generalize.py [--epochs 3] [--seeds 0,1]
         [--rows frozen,finetuned,finetuned-longer,finetuned-compressed,finetuned-pairs,finetuned-pairs-alike,
         self-blended,self-blended-hull,self-blended-hull-averaged,self-blended-swad,self-blended-sam,
-        self-blended-sam-gentle,self-blended-map,self-blended-map-strong,self-blended-texture,self-blended-lower,
-        self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
+        self-blended-sam-gentle,self-blended-map,self-blended-map-strong,self-blended-texture,self-blended-no-lower,
+        self-blended-epochs12,self-blended-more-reals,self-blended-plain,self-blended-varied,self-blended-alike,
         self-blended-progressive,self-blended-quick,self-blended-longer,self-blended-lite1,self-blended-lite2,
         self-blended-upper,self-blended-reframe,self-blended-frozen,both,combined]
 
@@ -14,13 +14,14 @@ supervised (`train DATA`), fine-tuned supervised (`--trainable-blocks all`; `fin
 `finetuned-compressed`: those with H.264 among the augmentations; `finetuned-pairs`: those with each fake batched
 beside its original, `--pair-batches`, and `finetuned-pairs-alike` those augmented alike, `--pair-augment alike`),
 self-blended (`--fakes self-blended`, the recipe: the dev set's reals only, each with a new pseudo-fake every epoch,
-the base fine-tuned, H.264 among the augmentations, every mask shape), the same with the mesh's hull alone
-(`self-blended-hull`, the recipe until 2026-12-05), that with the weights averaged over the last half of the steps
-(`self-blended-hull-averaged`), the recipe so averaged at a constant learning rate as SWAD does (`self-blended-swad`),
-the recipe with sharpness-aware steps (`--sam 0.05`, `self-blended-sam`; `--sam 0.01`, `self-blended-sam-gentle`), with
-the blend's mask learnt too (`--blend-map 1`, `self-blended-map`; `--blend-map 10`, `self-blended-map-strong`), with a
-frequency change to every pasted face (`--blend-frequency 1`, `self-blended-texture`), with the lower face
-(nose tip to chin) among the mask shapes (`--blend-mask varied-lower`, `self-blended-lower`), the
+the base fine-tuned, H.264 among the augmentations, every mask shape and the lower face), the recipe with twice the
+epochs (`--epochs 12`, `self-blended-epochs12`), the recipe without the lower face (`--blend-mask varied`,
+`self-blended-no-lower`, the recipe on 2026-12-05 and 06) and, from that one, the weights averaged over the last half
+of the steps at a constant learning rate as SWAD does (`self-blended-swad`), sharpness-aware steps (`--sam 0.05`,
+`self-blended-sam`; `--sam 0.01`, `self-blended-sam-gentle`), the blend's mask learnt too (`--blend-map 1`,
+`self-blended-map`; `--blend-map 10`, `self-blended-map-strong`) and a frequency change to every pasted face
+(`--blend-frequency 1`, `self-blended-texture`); the mesh's hull alone (`self-blended-hull`, the recipe until
+2026-12-05), that with the weights averaged over the last half of the steps (`self-blended-hull-averaged`), the
 hull recipe on more reals (`--test 0`: every real but the validation part's, so xdev alone measures it), that with the
 default augmentations (`self-blended-plain`, the recipe until 2026-12-04), and, each from that one, varied mask shapes
 (`--blend-mask varied`), each real and its pseudo-fake augmented alike (`--pair-augment alike`), resized progressively
