@@ -272,6 +272,12 @@ class _StudyJob:
     def grid_point(self, key: str) -> dict:
         return dict(json.loads(key))
 
+    def distributions(self) -> dict:
+        """Optuna's view of the grid: each flag's values, for the sampler to draw from and a trial to be added to."""
+        import optuna
+
+        return {k: optuna.distributions.CategoricalDistribution(v) for k, v in self.grid.flags.items()}
+
     def describe(self, key: str) -> str:
         return point_text(self.grid_point(key)) if self.settings.search == "grid" else key
 
@@ -294,7 +300,7 @@ def _run_one(job: _StudyJob, study, claims: Claims, key: str, number: int,
     if job.settings.search == "grid":
         point = job.grid_point(key)
     else:
-        trial = study.ask({k: optuna.distributions.CategoricalDistribution(v) for k, v in job.grid.flags.items()})
+        trial = study.ask(job.distributions())
         point = dict(trial.params)
     start = time.perf_counter()
     try:
@@ -348,9 +354,8 @@ def _record(job: _StudyJob, claims: Claims, study, row: TrialRow, trial=None) ->
                 trial.set_user_attr(k, v)
             study.tell(trial, row.value)
         else:
-            dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in job.grid.flags.items()}
-            study.add_trial(optuna.trial.create_trial(params=row.flags, distributions=dists, value=row.value,
-                                                      user_attrs=attrs))
+            study.add_trial(optuna.trial.create_trial(params=row.flags, distributions=job.distributions(),
+                                                      value=row.value, user_attrs=attrs))
         return {}
 
     _once(claims, f"{RECORD}:{row.key}", add)
