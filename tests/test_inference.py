@@ -51,7 +51,7 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     p = detector.card.calibration.apply(z)
     t = detector.threshold
     y = data.labels
-    frame = result.overall.frame
+    frame = result.whole.evaluation.frame
     assert frame.auc == pytest.approx(sk.roc_auc_score(y, p)) and frame.n == len(y) == 30
     assert frame.log_loss == pytest.approx(sk.log_loss(y, p))
     assert frame.ap == pytest.approx(sk.average_precision_score(y, p))
@@ -60,26 +60,26 @@ def test_evaluate_matches_scikit_learn_by_hand(model, prepared):
     videos = sorted(set(data.video_ids))
     vp = np.array([p[data.video_ids == v].mean() for v in videos])
     vy = np.array([y[data.video_ids == v][0] for v in videos])
-    assert result.overall.video.auc == pytest.approx(sk.roc_auc_score(vy, vp))
-    assert result.overall.video.log_loss == pytest.approx(sk.log_loss(vy, vp))
+    assert result.whole.evaluation.video.auc == pytest.approx(sk.roc_auc_score(vy, vp))
+    assert result.whole.evaluation.video.log_loss == pytest.approx(sk.log_loss(vy, vp))
     # The cost of the card's likelihood ratios over these videos, and after the best recalibration
     strength_map = detector.card.strength.map
-    assert result.cost.cllr == pytest.approx(cllr(strength_map.likelihood_ratios(vp), vy))
-    assert result.cost.cllr_min == pytest.approx(cllr_min(vp, vy))
-    assert result.to_dict()["cllr"] == result.cost.cllr and "Cllr_min" in result.summary()
-    assert result.cost_by["swap"].cllr is not None and result.to_dict()["by"]["swap"]["cllr_min"] is not None
+    assert result.whole.cost.cllr == pytest.approx(cllr(strength_map.likelihood_ratios(vp), vy))
+    assert result.whole.cost.cllr_min == pytest.approx(cllr_min(vp, vy))
+    assert result.to_dict()["cllr"] == result.whole.cost.cllr and "Cllr_min" in result.summary()
+    assert result.by["swap"].cost.cllr is not None and result.to_dict()["by"]["swap"]["cllr_min"] is not None
     # The AUC's 95% interval resamples the videos' sources (here one video each), each method's with its own videos
     sources = data.sources(videos)
-    assert (result.interval.low, result.interval.high) == pytest.approx(
+    assert (result.whole.interval.low, result.whole.interval.high) == pytest.approx(
         bootstrap_auc(vy, vp, groups=sources, seed=detector.card.seed))
-    assert result.interval.sources == len(set(sources)) and result.to_dict()["video"]["sources"] == len(set(sources))
-    assert f"{result.interval.shown()} AP" in result.summary()
-    assert result.to_dict()["by"]["swap"]["video"]["auc_low"] == result.interval_by["swap"].low is not None
-    (tn, fp), (fn, tp) = result.overall.confusion
+    assert result.whole.interval.sources == result.to_dict()["video"]["sources"] == len(set(sources))
+    assert f"{result.whole.interval.shown()} AP" in result.summary()
+    assert result.to_dict()["by"]["swap"]["video"]["auc_low"] == result.by["swap"].interval.low is not None
+    (tn, fp), (fn, tp) = result.whole.evaluation.confusion
     assert (tn, fp, fn, tp) == tuple(sk.confusion_matrix(vy, vp >= t).ravel())
     assert set(result.by) == {"swap", "resample", "warp", "colour", "mouth"}  # each method's fakes and all reals
     swap = np.isin(vy, [0]) | np.isin(videos, list(set(data.video_ids[data.methods == "swap"])))
-    assert result.by["swap"].video.n == 6 and result.by["swap"].video.auc == pytest.approx(
+    assert result.by["swap"].evaluation.video.n == 6 and result.by["swap"].evaluation.video.auc == pytest.approx(
         sk.roc_auc_score(vy[swap], vp[swap]))
     # The rule in words: with 3 real and 3 fake validation videos, no error rates are stated
     assert f"verdict: {model.trained.model.card.verdict.meaning()}" in result.summary()
@@ -235,7 +235,7 @@ def test_a_model_whose_base_weights_moved_says_so_and_takes_their_new_place(prep
     after = predict(result.model_path, [video], load=dataclasses.replace(torch_run, base_weights=moved))[0]
     assert after.p_fake == before.p_fake is not None
     assert evaluate(result.model_path, prepared.out,
-                    load=dataclasses.replace(torch_run, base_weights=moved)).overall.video.n == 10
+                    load=dataclasses.replace(torch_run, base_weights=moved)).whole.evaluation.video.n == 10
     with pytest.raises(UsageError, match="trained on vgg16 weights"):  # another file is not the base it learnt on
         predict(result.model_path, [video], load=dataclasses.replace(
             torch_run, base_weights=vgg16_file(tmp_path / "other.safetensors", seed=6)))
@@ -271,7 +271,7 @@ def test_evaluate_on_several_collections_gives_one_table_of_collections_methods_
         (name, group) for name in ("syn", "tight") for group in [None, *methods]]
     alone = evaluate(model.model_path, tight.out, by="method")
     assert rows[6]["video"] == alone.to_dict()["video"] and rows[6]["faces_per_video"] == 2.0  # its interval too
-    assert rows[7]["video"]["auc"] == alone.by["colour"].video.auc and rows[7]["video"]["n"] == 6
+    assert rows[7]["video"]["auc"] == alone.by["colour"].evaluation.video.auc and rows[7]["video"]["n"] == 6
     assert rows[0]["framing"] is None  # framed as the model's training crops
     # said, since a detector scores the framing it knows; the face mesh measures how much tighter, and how to fix it
     assert re.fullmatch(r"margin 0 \(model: 0.3\), face fills 0.[89]\d of a crop \(model: 0.[56]\d\); "

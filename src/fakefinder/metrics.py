@@ -297,6 +297,12 @@ class Evaluation:
 def evaluate_scores(video_ids, y, p, *, threshold: float = 0.5, rule: VideoRule = "mean", tracks=None,
                     no_face_videos: int = 0) -> Evaluation:
     _, vy, vp = video_scores(video_ids, y, p, rule=rule, tracks=tracks)
+    return evaluate_videos(y, p, vy, vp, threshold=threshold, no_face_videos=no_face_videos)
+
+
+def evaluate_videos(y, p, vy, vp, *, threshold: float = 0.5, no_face_videos: int = 0) -> Evaluation:
+    """`evaluate_scores` where the faces' scores `p` are already combined into their videos' `vp` (`video_scores`),
+    for a caller that needs the video scores for more figures."""
     pred = (vp >= threshold).astype(int)
     confusion = tuple(tuple(int(np.sum((vy == t) & (pred == q))) for q in (0, 1)) for t in (0, 1))
     return Evaluation(binary_metrics(y, p, threshold=threshold), binary_metrics(vy, vp, threshold=threshold),

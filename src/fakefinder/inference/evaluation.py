@@ -19,7 +19,7 @@ from .._text import format_table, printable, shown
 from ..config import PARTS
 from ..data.frames import is_media
 from ..errors import OptionError, UsageError
-from ..metrics import AucInterval, Evaluation, evaluate_scores, sigmoid
+from ..metrics import AucInterval, Evaluation, evaluate_videos, sigmoid
 from ..models.scoring import DifferentiableModel
 from ..progress import ProgressCallback, emit
 from .detector import Detector, LoadOptions, VideoResult
@@ -52,49 +52,54 @@ class Cost:
 
 
 @dataclass(frozen=True)
-class EvaluateResult:
-    overall: Evaluation  # calibrated P(fake), the model's threshold
-    uncalibrated: Evaluation  # sigmoid of the raw logits, same threshold
-    by: dict[str, Evaluation] = field(default_factory=dict)
-    model_path: Path | None = None
-    verdict: str = ""  # what the threshold means
-    cost: Cost = field(default_factory=Cost)  # of the likelihood ratios over every video
-    cost_by: dict[str, Cost] = field(default_factory=dict)  # and over each of `by`'s groups
-    interval: AucInterval = field(default_factory=AucInterval)  # of the video AUC, over every video's source
-    interval_by: dict[str, AucInterval] = field(default_factory=dict)  # and over each of `by`'s groups
+class Figures:
+    """What a model's calibrated scores give on some videos: the metrics at its threshold, what its likelihood
+    ratios cost, and the video AUC's 95% interval over the videos' sources."""
+
+    evaluation: Evaluation
+    cost: Cost = field(default_factory=Cost)
+    interval: AucInterval = field(default_factory=AucInterval)
 
     def to_dict(self) -> dict:
-        out = self.overall.to_dict()
+        out = {**self.evaluation.to_dict(), **self.cost.to_dict()}
         out["video"].update(self.interval.to_dict())
+        return out
+
+    def line(self, name: str) -> str:
+        f, v, cost, interval = self.evaluation.frame, self.evaluation.video, self.cost, self.interval
+        return (f"{name:16} video: acc {shown(v.accuracy, 3)} AUC {shown(v.auc, 3)} {interval.shown()} "
+                f"AP {shown(v.ap, 3)} log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} "
+                f"Cllr {shown(cost.cllr, 3)} Cllr_min {shown(cost.cllr_min, 3)} (n={v.n}, sources "
+                f"{interval.sources}) | frame: AUC {shown(f.auc, 3)} log loss {shown(f.log_loss, 3)} (n={f.n})")
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    whole: Figures  # every video evaluated: calibrated P(fake), the model's threshold
+    uncalibrated: Evaluation  # sigmoid of the raw logits, same threshold
+    by: dict[str, Figures] = field(default_factory=dict)  # each of `by`'s groups
+    model_path: Path | None = None
+    verdict: str = ""  # what the threshold means
+
+    def to_dict(self) -> dict:
+        out = self.whole.to_dict()
         out["uncalibrated"] = self.uncalibrated.to_dict()
         out["threshold"] = self.verdict
-        out.update(self.cost.to_dict())
         if self.by:
-            out["by"] = {k: {**v.to_dict(), **self.cost_by.get(k, Cost()).to_dict()} for k, v in self.by.items()}
-            for k, row in out["by"].items():
-                row["video"].update(self.interval_by.get(k, AucInterval()).to_dict())
+            out["by"] = {k: v.to_dict() for k, v in self.by.items()}
         return out
 
     def summary(self) -> str:
-        def line(name: str, ev: Evaluation, cost: Cost, interval: AucInterval) -> str:
-            f, v = ev.frame, ev.video
-            return (f"{name:16} video: acc {shown(v.accuracy, 3)} AUC {shown(v.auc, 3)} {interval.shown()} "
-                    f"AP {shown(v.ap, 3)} log loss {shown(v.log_loss, 3)} ECE {shown(v.ece, 3)} EER {shown(v.eer, 3)} "
-                    f"Cllr {shown(cost.cllr, 3)} Cllr_min {shown(cost.cllr_min, 3)} (n={v.n}, sources "
-                    f"{interval.sources}) | frame: AUC {shown(f.auc, 3)} log loss {shown(f.log_loss, 3)} (n={f.n})")
-
-        lines = [line("all", self.overall, self.cost, self.interval)]
-        lines += [line(str(k), ev, self.cost_by.get(k, Cost()), self.interval_by.get(k, AucInterval()))
-                  for k, ev in self.by.items()]
-        u, c = self.uncalibrated, self.overall
+        lines = [self.whole.line("all")] + [v.line(str(k)) for k, v in self.by.items()]
+        u, c = self.uncalibrated, self.whole.evaluation
         lines.append(f"calibration: log loss {shown(u.frame.log_loss, 3)} -> {shown(c.frame.log_loss, 3)} (frame), "
                      f"{shown(u.video.log_loss, 3)} -> {shown(c.video.log_loss, 3)} (video); "
                      f"ECE {shown(u.frame.ece, 3)} -> {shown(c.frame.ece, 3)} (frame), "
                      f"{shown(u.video.ece, 3)} -> {shown(c.video.ece, 3)} (video)")
-        (tn, fp), (fn, tp) = self.overall.confusion
+        (tn, fp), (fn, tp) = c.confusion
         lines.append(f"verdict: {self.verdict}")
         lines.append(f"video confusion at that threshold: real->real {tn}, real->fake {fp}, fake->real {fn}, "
-                     f"fake->fake {tp}; videos without a face: {self.overall.no_face_videos}")
+                     f"fake->fake {tp}; videos without a face: {c.no_face_videos}")
         return "\n".join(lines)
 
 
@@ -154,21 +159,18 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
     logits = dataset_logits(detector, d, progress=progress)
     calibrated = detector.card.calibration.apply(logits)
     raw = sigmoid(logits)
-    tracks = d.tracks()
-
-    def ev(mask: np.ndarray, nf: int, p: np.ndarray = calibrated) -> Evaluation:
-        return evaluate_scores(d.video_ids[mask], d.labels[mask], p[mask], threshold=detector.threshold,
-                               rule=detector.video_rule, tracks=tracks[mask], no_face_videos=nf)
-
     strength = detector.card.strength
-    strength_map = strength.map if strength else None
 
-    def video_figures(mask: np.ndarray) -> tuple[Cost, AucInterval]:
-        ids, vy, vp = d.videos(mask, calibrated[mask], detector.video_rule)
-        return Cost.of(strength_map, vy, vp), AucInterval.of(vy, vp, d.sources(ids), seed=detector.card.seed)
+    def scored(mask: np.ndarray, p: np.ndarray, nf: int) -> tuple[Evaluation, list, np.ndarray, np.ndarray]:
+        ids, vy, vp = d.videos(mask, p[mask], detector.video_rule)
+        return evaluate_videos(d.labels[mask], p[mask], vy, vp, threshold=detector.threshold, no_face_videos=nf), \
+            ids, vy, vp
 
-    overall = ev(keep, int(nf_keep.sum()))
-    groups: dict[str, Evaluation] = {}
+    def figures(mask: np.ndarray, nf: int = 0) -> Figures:
+        ev, ids, vy, vp = scored(mask, calibrated, nf)
+        return Figures(ev, Cost.of(strength.map if strength else None, vy, vp),
+                       AucInterval.of(vy, vp, d.sources(ids), seed=detector.card.seed))
+
     masks: dict[str, np.ndarray] = {}
     if by:
         columns = pq.read_schema(d.root / MANIFEST).names
@@ -183,11 +185,9 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
         else:
             for value in sorted(set(values[keep])):
                 masks[value or "(none)"] = keep & (values == value)
-        groups = {name: ev(mask, 0) for name, mask in masks.items()}
-    whole, parts = video_figures(keep), {name: video_figures(mask) for name, mask in masks.items()}
-    return EvaluateResult(overall, ev(keep, int(nf_keep.sum()), raw), groups, None, detector.verdict.meaning(),
-                          whole[0], {name: v[0] for name, v in parts.items()}, whole[1],
-                          {name: v[1] for name, v in parts.items()})
+    faceless = int(nf_keep.sum())
+    return EvaluateResult(figures(keep, faceless), scored(keep, raw, faceless)[0],
+                          {name: figures(mask) for name, mask in masks.items()}, None, detector.verdict.meaning())
 
 
 FILL_TOLERANCE = 0.1  # faces filling their crops within 10% of the model's fill are framed alike
@@ -224,21 +224,17 @@ class CollectionRow:
 
     collection: str
     group: str  # "" for the whole collection
-    evaluation: Evaluation
+    figures: Figures
     framing: str  # framing_difference: "" when framed as the model's training crops
-    cost: Cost = field(default_factory=Cost)  # of the likelihood ratios
-    interval: AucInterval = field(default_factory=AucInterval)  # of the video AUC, over the videos' sources
 
     def to_dict(self) -> dict:
-        out = {"collection": self.collection, "group": self.group or None, **self.evaluation.to_dict(),
-               **self.cost.to_dict(), "faces_per_video": self.faces_per_video, "framing": self.framing or None}
-        out["video"].update(self.interval.to_dict())
-        return out
+        return {"collection": self.collection, "group": self.group or None, **self.figures.to_dict(),
+                "faces_per_video": self.faces_per_video, "framing": self.framing or None}
 
     @property
     def faces_per_video(self) -> float | None:
-        v = self.evaluation.video.n
-        return round(self.evaluation.frame.n / v, 2) if v else None
+        v = self.figures.evaluation.video.n
+        return round(self.figures.evaluation.frame.n / v, 2) if v else None
 
 
 @dataclass(frozen=True)
@@ -254,11 +250,11 @@ class CollectionsResult:
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         head = ["collection", "method", "video AUC", "95% over sources", "AP", "log loss", "ECE", "Cllr", "Cllr_min",
                 "videos", "sources", "frame AUC", "faces/video", "framing"]
-        return head, [[r.collection, r.group or "(all)", shown(r.evaluation.video.auc, 3), r.interval.shown(),
-                       shown(r.evaluation.video.ap, 3), shown(r.evaluation.video.log_loss, 3),
-                       shown(r.evaluation.video.ece, 3), shown(r.cost.cllr, 3), shown(r.cost.cllr_min, 3),
-                       str(r.evaluation.video.n), str(r.interval.sources), shown(r.evaluation.frame.auc, 3),
-                       shown(r.faces_per_video), r.framing or "as trained"] for r in self.rows]
+        return head, [[r.collection, r.group or "(all)", shown(v.auc, 3), f.interval.shown(), shown(v.ap, 3),
+                       shown(v.log_loss, 3), shown(v.ece, 3), shown(f.cost.cllr, 3), shown(f.cost.cllr_min, 3),
+                       str(v.n), str(f.interval.sources), shown(f.evaluation.frame.auc, 3), shown(r.faces_per_video),
+                       r.framing or "as trained"]
+                      for r in self.rows for f in (r.figures,) for v in (f.evaluation.video,)]
 
     def table(self) -> str:
         return format_table(*self._cells()) + f"\nverdict: {self.verdict}"
@@ -284,9 +280,8 @@ def evaluate_collections(model: str | Path | Detector, datas: list[str | Path], 
         d = load_dataset(data, need_both_classes=False)
         result = evaluate(detector, d, by=by, progress=progress)
         framing = framing_difference(detector.card.prepare, d.settings, detector.card.face_fill, d.face_fill())
-        rows.append(CollectionRow(d.name, "", result.overall, framing, result.cost, result.interval))
-        rows += [CollectionRow(d.name, group, ev, framing, result.cost_by[group], result.interval_by[group])
-                 for group, ev in result.by.items()]
+        rows.append(CollectionRow(d.name, "", result.whole, framing))
+        rows += [CollectionRow(d.name, group, figures, framing) for group, figures in result.by.items()]
     return CollectionsResult(tuple(rows), detector.verdict.meaning())
 
 

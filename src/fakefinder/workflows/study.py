@@ -103,7 +103,7 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
     base = step(a, config, "study-1-train-A")
     rows.append(StudyRow("1 baseline", name_a, f"{name_a} test part", base.test, base.run_id))
     rows.append(StudyRow("1 cross-dataset", name_a, f"all of {name_b}",
-                         evaluate(base.model_path, b, load=load).overall, base.run_id))
+                         evaluate(base.model_path, b, load=load).whole.evaluation, base.run_id))
     on_b = step(b, config, "study-2-train-B")
     rows.append(StudyRow("2 retrained", name_b, f"{name_b} test part", on_b.test, on_b.run_id))
     back = [("4 retrained, back", on_b.model_path, on_b.run_id)]
@@ -114,7 +114,8 @@ def study(train_data: str | Path, test_data: str | Path, *, grid: str | Path | N
         rows.append(StudyRow("3 tuned", name_b, f"{name_b} test part", tuned.test, tuned.test_run_id))
         back.append(("4 tuned, back", tuned.test_model_path, tuned.test_run_id))
     for label, model_path, run_id in back:
-        rows.append(StudyRow(label, name_b, f"all of {name_a}", evaluate(model_path, a, load=load).overall, run_id))
+        rows.append(StudyRow(label, name_b, f"all of {name_a}", evaluate(model_path, a, load=load).whole.evaluation,
+                             run_id))
     leaky = step(a, config.replace(split="frame"), "study-leak-frame-split")
     leak = (StudyRow("leak: frame split", name_a, f"{name_a} test part (leaky)", leaky.test, leaky.run_id),
             StudyRow("leak: source split", name_a, f"{name_a} test part", base.test, base.run_id))
