@@ -33,7 +33,7 @@ from ..models.modelcard import BaseCard, Evidence, HeadSpec, ModelCard, Strength
 from ..models.modelfile import DeepfakeModel
 from ..progress import ProgressCallback
 from .augment import Augmenter, parse_augment
-from .finetune import History, Loop, Processes, balanced_indices, epoch_rng, fit, param_groups
+from .finetune import History, Loop, Processes, balanced_indices, batch_norms, epoch_rng, fit, param_groups
 from .loader import CropDataset, EpochBatches, batches, default_workers, epoch_sides, iterate, make_loader
 from .pseudofakes import METHOD, FreshBlends, with_pseudo_fakes
 
@@ -94,9 +94,8 @@ class FineTuneModel(torch.nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.bn == "frozen":
-            for m in self.base.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            for m in batch_norms(self.base):
+                m.eval()
         return self
 
     def forward(self, x, mask=None, known=None):

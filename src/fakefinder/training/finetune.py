@@ -227,12 +227,9 @@ class _Average:
         if not self.begun:
             yield
             return
-        own = [p.detach().clone() for p in self.model.parameters()]
-        self._load(self.mean.module.parameters())
-        try:
+        with _put_back(list(self.model.parameters())):
+            self._load(self.mean.module.parameters())
             yield
-        finally:
-            self._load(own)
 
     def keep(self) -> None:
         if self.begun:
@@ -369,22 +366,44 @@ def _sharpness_aware(loop: Loop, steps: _Steps, batch: tuple, rho: float, whole:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         if not torch.isfinite(norm) or norm == 0:
             return  # an overflowing fp16 step: the scaler skips it as it is
-        starts = [p.detach().clone() for p in params]  # put back exactly, not as w + e - e
-        for p in params:
-            p.add_(p.grad, alpha=float(rho / norm))
-    steps.optimizer.zero_grad(set_to_none=True)
-    norms = [m for m in loop.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    with _put_back(params):
+        with torch.no_grad():
+            for p in params:
+                p.add_(p.grad, alpha=float(rho / norm))
+        steps.optimizer.zero_grad(set_to_none=True)
+        with _statistics_held(loop.model):
+            steps.scaler.scale(_forward(loop, steps, batch, whole)[2]).backward()
+
+
+@contextlib.contextmanager
+def _put_back(params: list[torch.Tensor]) -> Iterator[None]:
+    """The parameters' values now, put back after the block by copy (exactly, not as w + e - e)."""
+    saved = [p.detach().clone() for p in params]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(params, saved, strict=True):
+                p.copy_(value)
+
+
+@contextlib.contextmanager
+def _statistics_held(model: torch.nn.Module) -> Iterator[None]:
+    """The running statistics of the BatchNorm layers that train left as they are by the block's forward passes."""
+    norms = [m for m in batch_norms(model) if m.training]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0
     try:
-        steps.scaler.scale(_forward(loop, steps, batch, whole)[2]).backward()
+        yield
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
-        with torch.no_grad():
-            for p, start in zip(params, starts):
-                p.copy_(start)
+
+
+def batch_norms(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The BatchNorm layers inside `module`."""
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
