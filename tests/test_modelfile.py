@@ -111,8 +111,8 @@ def test_the_cards_test_interval_draws_whole_sources(baseline):
     rows = np.arange(len(data))
     p = 1 / (1 + np.exp(-(data.labels - 0.5 + np.random.default_rng(0).normal(size=len(rows)))))
     test = evaluate_scores(data.video_ids, data.labels, p, rule=config.video_rule, tracks=data.tracks())
-    evidence = _evidence("poor", data, split, p, test, config)
     ids, vy, vp = data.videos(rows, p, config.video_rule)
+    evidence = _evidence("poor", data, split, (ids, vy, vp), test, config)
     sources = data.sources(ids)
     by_source = bootstrap_auc(vy, vp, groups=sources, seed=config.seed)
     assert len(set(sources)) == len(ids) / 2 and 0.5 < test.video.auc < 1

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
-from ..metrics import AucInterval, Evaluation, evaluate_scores
+from ..metrics import AucInterval, Evaluation, evaluate_videos
 from ..progress import ProgressCallback
 from .detector import LoadOptions
 
@@ -233,10 +233,10 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
                               calibrated_on=CalibratedOn(d.name, d.manifest_digest, n_val, n_test))
     written = save_model(out, dataclasses.replace(net, card=new))
 
-    def measured(rows: np.ndarray) -> Evaluation:
-        return evaluate_scores(d.video_ids[rows], d.labels[rows], p[rows], threshold=verdict.threshold,
-                               rule=video_rule, tracks=tracks[rows])
+    def measured(rows: np.ndarray, vy: np.ndarray, vp: np.ndarray) -> Evaluation:
+        return evaluate_videos(d.labels[rows], p[rows], vy, vp, threshold=verdict.threshold)
 
     result = CalibrateResult(written, d.name, n_val, n_test, auc, low, high, strength.test_cllr,
-                             strength.test_cllr_min, strength.test_eer, verdict.meaning(), measured(val), measured(tst))
+                             strength.test_cllr_min, strength.test_eer, verdict.meaning(), measured(val, vy, vp),
+                             measured(tst, ty, tp))
     return result, logits, parts

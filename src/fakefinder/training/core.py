@@ -24,7 +24,7 @@ from ..data.manifest import features_dir
 from ..data.splits import PARTS, Split, load_split, split_dataset
 from ..errors import OptionError, UsageError
 from ..hardware import Compute, resolve_device, resolve_precision
-from ..metrics import AucInterval, Evaluation, evaluate_scores, sigmoid
+from ..metrics import AucInterval, Evaluation, evaluate_videos, sigmoid
 from ..models.backbones import Recipe
 from ..models.calibration import choose_verdict, fit_calibration
 from ..models.features import FeatureCache, FeatureRows, head_logits
@@ -383,28 +383,30 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
                              video_rule=config.video_rule, threshold=config.threshold, target_fpr=config.target_fpr,
                              band=config.inconclusive, tracks=tracks[val_rows])
 
-    def evaluation(part: str, p: np.ndarray) -> Evaluation:
-        rows = np.flatnonzero(split.parts[:len(dataset)] == part)
-        return evaluate_scores(dataset.video_ids[rows], dataset.labels[rows], p, threshold=verdict.threshold,
-                               rule=config.video_rule, tracks=tracks[rows],
+    rows = {p: np.flatnonzero(split.parts[:len(dataset)] == p) for p in logits}
+    videos = {p: dataset.videos(rows[p], probs[p], config.video_rule) for p in logits}  # (ids, labels, scores)
+
+    def evaluation(part: str, p: np.ndarray, scored: tuple[list, np.ndarray, np.ndarray]) -> Evaluation:
+        return evaluate_videos(dataset.labels[rows[part]], p, *scored[1:], threshold=verdict.threshold,
                                no_face_videos=int(np.sum(split.parts[len(dataset):] == part)))
 
-    evaluations = {p: evaluation(p, probs[p]) for p in logits}
-    uncalibrated = {p: evaluation(p, sigmoid(logits[p])) for p in logits}
+    evaluations = {p: evaluation(p, probs[p], videos[p]) for p in logits}
+    raw = {p: sigmoid(z) for p, z in logits.items()}
+    uncalibrated = {p: evaluation(p, raw[p], dataset.videos(rows[p], raw[p], config.video_rule)) for p in logits}
     base = BaseCard(backbone.spec.name, backbone.weights, backbone.weights_digest, backbone.input_size,
                     backbone.normalization, not config.frozen,
                     str(Path(config.weights).resolve()) if config.frozen and Path(config.weights).is_file() else None)
-    evidence = _evidence(run.context.name, dataset, split, probs.get("test"), evaluations.get("test"), config)
+    evidence = _evidence(run.context.name, dataset, split, videos.get("test"), evaluations.get("test"), config)
     card = ModelCard(base=base, head=head.spec, calibration=calibration, verdict=verdict, precision=run.precision,
                      prepare=dataset.settings, data_digest=dataset.manifest_digest, dataset=dataset.name,
                      evidence=evidence, run_id=run.context.run_id, seed=config.seed, train=config.to_params(),
-                     face_fill=dataset.face_fill(), strength=_strength(dataset, split, probs, config,
+                     face_fill=dataset.face_fill(), strength=_strength(dataset, videos, config,
                                                                        evidence.val_fakes))
     model = DeepfakeModel(backbone, head.eval(), card).to("cpu")  # one device for base and head
     return model, evaluations, uncalibrated
 
 
-def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndarray | None,
+def _evidence(name: str, dataset: PreparedDataset, split: Split, tested: tuple[list, np.ndarray, np.ndarray] | None,
               test: Evaluation | None, config: TrainSettings) -> Evidence:
     """How many videos each part held (faceless ones too), which fakes validation held, and the test part's video
     AUC (as evaluated) with its 95% bootstrap interval over the test videos' sources."""
@@ -414,26 +416,22 @@ def _evidence(name: str, dataset: PreparedDataset, split: Split, test_p: np.ndar
     validated = "both" if pseudo.any() and not pseudo.all() else "self-blended" if pseudo.any() else "real"
     videos = {p: len(set(ids[split.parts == p])) for p in PARTS}
     auc = low = high = None
-    if test is not None and not np.isnan(test.video.auc):
-        rows = np.flatnonzero(split.parts[:len(dataset)] == "test")
-        tested, vy, vp = dataset.videos(rows, test_p, config.video_rule)
-        interval = AucInterval.of(vy, vp, dataset.sources(tested), seed=config.seed)
+    if tested is not None and test is not None and not np.isnan(test.video.auc):
+        ids, vy, vp = tested
+        interval = AucInterval.of(vy, vp, dataset.sources(ids), seed=config.seed)
         auc, low, high = test.video.auc, interval.low, interval.high
     return Evidence(name, videos["train"], videos["val"], videos["test"], auc, low, high, validated)
 
 
-def _strength(dataset: PreparedDataset, split: Split, probs: dict[str, np.ndarray], config: TrainSettings,
+def _strength(dataset: PreparedDataset, scored: dict[str, tuple[list, np.ndarray, np.ndarray]], config: TrainSettings,
               fakes: str) -> StrengthCard:
-    """The score-to-LR map fitted on the validation videos' calibrated video scores (one per video, by the card's
-    video rule; counted by source), and its LRs' Cllr, Cllr_min and EER on the test videos; each left out (None)
-    where its part is not both real and fake."""
+    """The score-to-LR map fitted on the validation videos' calibrated video scores (`scored`, per part: one per
+    video, by the card's video rule; counted by source), and its LRs' Cllr, Cllr_min and EER on the test videos;
+    each left out (None) where its part is not both real and fake."""
     from ..models.strength import cllr, cllr_min, eer, fit_strength
 
     def videos(part: str) -> tuple[np.ndarray, np.ndarray, list]:
-        rows = np.flatnonzero(split.parts[:len(dataset)] == part)
-        if part not in probs or not len(rows):
-            return np.zeros(0, dtype=np.int64), np.zeros(0), []
-        ids, vy, vp = dataset.videos(rows, probs[part], config.video_rule)
+        ids, vy, vp = scored.get(part, ([], np.zeros(0, dtype=np.int64), np.zeros(0)))
         return vy, vp, dataset.sources(ids)
 
     def both(y: np.ndarray) -> bool:
