@@ -163,8 +163,8 @@ def evaluate(model: str | Path | Detector, data: str | Path | PreparedDataset, *
 
     def scored(mask: np.ndarray, p: np.ndarray, nf: int) -> tuple[Evaluation, list, np.ndarray, np.ndarray]:
         ids, vy, vp = d.videos(mask, p[mask], detector.video_rule)
-        return evaluate_videos(d.labels[mask], p[mask], vy, vp, threshold=detector.threshold, no_face_videos=nf), \
-            ids, vy, vp
+        ev = evaluate_videos(d.labels[mask], p[mask], vy, vp, threshold=detector.threshold, no_face_videos=nf)
+        return ev, ids, vy, vp
 
     def figures(mask: np.ndarray, nf: int = 0) -> Figures:
         ev, ids, vy, vp = scored(mask, calibrated, nf)
