@@ -1,9 +1,10 @@
 """Are a self-blended and a supervised detector complementary? Their face logits combined, fitted on held-out
 videos, against each member alone, on DFDC's test part (in-domain) and on FaceForensics++ c23 clips (never seen).
 
-    python bench/combine.py [--members self-blended-plain,finetuned] [--seeds 0,1]
+    python bench/combine.py [--members self-blended,finetuned-pairs-alike] [--seeds 0,1]
 
-Runs after `bench/generalize.py --rows self-blended-plain,finetuned --seeds 0,1`, whose kept models, split and prepared
+Runs after `bench/generalize.py --rows self-blended,finetuned-pairs-alike --seeds 0,1` (the members `train --fakes both`
+trains; first measured as `--members self-blended-plain,finetuned`), whose kept models, split and prepared
 collections it reads (bench/out/generalize). Per seed, each member scores every DFDC crop and every crop of the 82
 xdev clips framed as DFDC's crops are (the margin `evaluate` names). Combinations, each giving P(fake) per face and
 then the members' own video rule over each face track, the most suspicious track deciding (as `predict` does):
@@ -58,7 +59,7 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--members", default="self-blended-plain,finetuned")  # what `--fakes both` pairs
+    ap.add_argument("--members", default="self-blended,finetuned-pairs-alike")  # what `--fakes both` pairs
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--generalize", type=Path, default=ROOT / "bench" / "out" / "generalize")
     args = ap.parse_args()

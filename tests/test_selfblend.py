@@ -358,23 +358,25 @@ def test_fakes_self_blended_alone_starts_from_the_measured_recipe_and_flags_stil
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "self-blended", "--trainable-blocks", "0"])
     assert _options.settings_from(args, TrainSettings, args.preset) == recipe.replace(trainable_blocks=0)
-    both = TrainSettings.preset(fakes="both")  # a self-blended member as measured, and a supervised one
-    assert recipe.augment == "compressed" and both.augment == "default"  # `both` as bench/combine.py measured it
-    assert recipe.blend_mask == "varied-lower" and both.blend_mask == "hull"
+    both = TrainSettings.preset(fakes="both")  # the recipe's self-blended member, and a supervised one
+    assert recipe.augment == both.augment == "compressed" and recipe.blend_mask == both.blend_mask == "varied-lower"
     # pair batches change nothing for the self-blended member: a pseudo-fake is always batched beside its real
-    assert both.combined and both.members() == {"self-blended": recipe.replace(both="combined", augment="default",
-                                                                               blend_mask="hull", pair_batches=True,
-                                                                               supervised_pair_augment="alike"),
-                                                "supervised": both.replace(fakes="real", pair_augment="alike")}
+    them = dict(supervised_augment="default", supervised_pair_augment="alike")
+    assert both.combined and both.members() == {
+        "self-blended": recipe.replace(both="combined", pair_batches=True, **them),
+        "supervised": both.replace(fakes="real", augment="default", pair_augment="alike")}
+    assert both.members()["supervised"].augment == "default"  # H.264 made its log loss worse
     assert both.members()["supervised"].epochs == 6  # bench/paired.py: 6 beat 3 in-domain
     assert both.members()["supervised"].pair_batches  # and fakes beside their originals beat those
     assert both.members()["supervised"].pair_augment == "alike"  # each pair augmented alike, better still
     assert both.members()["self-blended"].pair_augment == "apart"  # not told apart there: as measured
     args = build_parser("train").parse_args(["train", "DATA", "--fakes", "both", "--both", "mixed"])
     mixed = _options.settings_from(args, TrainSettings, args.preset)  # the recipe on both kinds of fakes
-    assert not mixed.combined and mixed == recipe.replace(fakes="both", both="mixed", augment="default",
-                                                          blend_mask="hull", pair_batches=True,
-                                                          supervised_pair_augment="alike")
+    assert not mixed.combined and mixed == recipe.replace(fakes="both", both="mixed", pair_batches=True, **them)
+    args = build_parser("train").parse_args(["train", "DATA", "--fakes", "both", "--supervised-augment", "none"])
+    assert _options.settings_from(args, TrainSettings, args.preset).members()["supervised"].augment == "none"
+    with pytest.raises(OptionError, match="supervised_augment has no augmentation 'h265'"):
+        TrainSettings(supervised_augment="h265")
     assert TrainSettings.preset(fakes="real") == TrainSettings()  # the default recipe otherwise
 
 

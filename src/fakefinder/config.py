@@ -84,6 +84,8 @@ class PrepareSettings(_Settings):
     landmarks: bool = option(True, "store a 468-point face mesh of every crop beside the crops (landmarks.npz): "
                              "self-blended masks follow it", group="faces")
 
+    _SELF_BLENDED = dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6, augment="compressed",
+                         blend_mask="varied-lower")
     PRESETS = {"default": {},
                # The reference study: 1 fps (exact frames: it decoded every one), long side 1000, Haar `alt` with
                # its settings, tight crops, all faces.
@@ -144,6 +146,8 @@ class InputLimits(_Settings):
                                 group="limits")
 
     # A server takes files from anyone who reaches it: stricter than a command run on one's own files.
+    _SELF_BLENDED = dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6, augment="compressed",
+                         blend_mask="varied-lower")
     PRESETS = {"default": {}, "serve": dict(max_megapixels=40.0, max_minutes=10.0)}
 
 
@@ -234,6 +238,9 @@ class TrainSettings(_Settings):
     supervised_pair_augment: Literal["apart", "alike"] | None = option(
         None, "with --fakes both --both combined: --pair-augment of the supervised member (default: --pair-augment)",
         group="fakes")
+    supervised_augment: str = option(
+        "", "with --fakes both --both combined: --augment of the supervised member (empty: --augment's)",
+        group="fakes")
     blends: int = option(2, "pseudo-fakes made per real crop with --fakes self-blended or both, ahead of training "
                          "and kept beside the data", low=1, high=64, group="fakes")
     blend_colour: float = option(0.1, "a pseudo-fake's largest colour change (RGB and HSV shifts, brightness, "
@@ -288,6 +295,8 @@ class TrainSettings(_Settings):
                       schedule="constant", warmup=0.0, grad_clip=None, epochs=10, batch_size=10, patience=0,
                       balance="undersample", trainable_blocks="all", probe=False, bn="train", augment="keras",
                       precision="fp32", calibration="none", threshold=0.5)
+    _SELF_BLENDED = dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6, augment="compressed",
+                         blend_mask="varied-lower")
     PRESETS = {"default": {},
                # The reference study: VGG16 trained whole at 150 px on 0-1 pixels, Flatten, Dense(256), sigmoid,
                # RMSprop 2e-5, 10 epochs of batch 10 with Keras' augmentation, verdict at 0.5.
@@ -299,17 +308,14 @@ class TrainSettings(_Settings):
                # augmentations, every mask shape: bench/paired.py, DFDC's log loss better, no AUC told apart; the
                # lower face among them: over three seeds NeuralTextures' crops and DFDC's log loss better, nothing
                # worse).
-               "self-blended": dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6,
-                                    augment="compressed", blend_mask="varied-lower"),
-               # What `--fakes both` starts from: that recipe without H.264 and with the hull mask alone (as
-               # measured in the combination) for the self-blended member, as many
-               # epochs of the whole base on the data's fakes for the supervised one, each fake batched beside its
-               # original and augmented alike with it (bench/paired.py: 6 epochs beat 3 in-domain, pair batches beat
-               # those, alike beat apart, the pair likewise each time; alike for the self-blended member too changed
-               # neither AUC and leaned worse on xdev's log loss; with H.264 in its self-blended member it could not
-               # tell the pair apart; with --both mixed, the recipe on both kinds of fakes, bench/generalize.py's row
-               # "both").
-               "both": dict(fakes="both", blends=1, trainable_blocks="all", epochs=6, pair_batches=True,
+               "self-blended": _SELF_BLENDED,
+               # What `--fakes both` starts from: that recipe for the self-blended member (bench/paired.py: against
+               # the hull without H.264 it had until 2026-12-06, the pair's reenactment log losses better, nothing
+               # worse), as many epochs of the whole base on the data's fakes for the supervised one, each fake batched
+               # beside its original and augmented alike with it, without H.264 (6 epochs beat 3 in-domain, pair
+               # batches beat those, alike beat apart, the pair likewise each time; H.264 made its log loss worse);
+               # with --both mixed, that recipe on both kinds of fakes.
+               "both": dict(_SELF_BLENDED, fakes="both", pair_batches=True, supervised_augment="default",
                             supervised_pair_augment="alike"),
                # For a GPU, after the paper (SBI): EfficientNet-B4 at its 380 px, the paper's mask shapes, a new
                # pseudo-fake of each real every epoch for up to 100 epochs (AdamW here: SAM, --sam 0.05, scored lower
@@ -349,6 +355,7 @@ class TrainSettings(_Settings):
         return {"self-blended": self.replace(fakes="self-blended"),
                 "supervised": self.replace(fakes="real", blend_map=0.0,
                                            epochs=self.supervised_epochs or self.epochs,
+                                           augment=self.supervised_augment or self.augment,
                                            pair_augment=self.supervised_pair_augment or self.pair_augment)}
 
     @classmethod
@@ -367,6 +374,10 @@ class TrainSettings(_Settings):
         except ValueError as exc:
             found.append(("augment", str(exc)))
             augmentations = set()
+        try:
+            registries.parse_augment(self.supervised_augment or "none")
+        except ValueError as exc:
+            found.append(("supervised_augment", str(exc)))
         if self.progressive is not None and self.frozen:
             found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
         if self.blend_map > 0 and (self.fakes == "real" or self.frozen):

@@ -181,7 +181,8 @@ class Declared:
         from ._text import shown
 
         default = self.default if default is None else default
-        return f"{self.option.help} (default {'none' if default is None else shown(default, significant=6)})"
+        said = "none" if default is None else "''" if default == "" else shown(default, significant=6)
+        return f"{self.option.help} (default {said})"
 
 
 def _split_type(hint: Any) -> tuple[type | None, tuple[str, ...], bool]:
