@@ -84,8 +84,6 @@ class PrepareSettings(_Settings):
     landmarks: bool = option(True, "store a 468-point face mesh of every crop beside the crops (landmarks.npz): "
                              "self-blended masks follow it", group="faces")
 
-    _SELF_BLENDED = dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6, augment="compressed",
-                         blend_mask="varied-lower")
     PRESETS = {"default": {},
                # The reference study: 1 fps (exact frames: it decoded every one), long side 1000, Haar `alt` with
                # its settings, tight crops, all faces.
@@ -146,8 +144,6 @@ class InputLimits(_Settings):
                                 group="limits")
 
     # A server takes files from anyone who reaches it: stricter than a command run on one's own files.
-    _SELF_BLENDED = dict(fakes="self-blended", blends=1, trainable_blocks="all", epochs=6, augment="compressed",
-                         blend_mask="varied-lower")
     PRESETS = {"default": {}, "serve": dict(max_megapixels=40.0, max_minutes=10.0)}
 
 
