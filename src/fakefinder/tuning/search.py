@@ -236,9 +236,9 @@ def _optuna_study(url: str, name: str, metric: str, search: str, seed: int):
         try:
             return optuna.create_study(study_name=name, storage=_storage(url), load_if_exists=True, sampler=sampler,
                                        direction=direction(selection_key(metric)))
-        except (optuna.exceptions.DuplicatedStudyError, sqlalchemy.exc.IntegrityError,
-                sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
-            # another command created it (or the schema: PostgreSQL may say the table exists) a moment ago
+        except (optuna.exceptions.DuplicatedStudyError, sqlalchemy.exc.DatabaseError):
+            # another command created it, or the schema (as scale.claims.Claims makes its table: any database error
+            # of the race, PostgreSQL's "already exists" among them), a moment ago
             time.sleep(0.2 * (attempt + 1))
     return optuna.load_study(study_name=name, storage=_storage(url), sampler=sampler)
 
