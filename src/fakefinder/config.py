@@ -365,15 +365,13 @@ class TrainSettings(_Settings):
 
     def _cross_check(self) -> list[tuple[str, str]]:
         found = fraction_problems(self.val, self.test)
-        try:
-            augmentations = {name for name, _ in registries.parse_augment(self.augment)}
-        except ValueError as exc:
-            found.append(("augment", str(exc)))
-            augmentations = set()
-        try:
-            registries.parse_augment(self.supervised_augment or "none")
-        except ValueError as exc:
-            found.append(("supervised_augment", str(exc)))
+        named: dict[str, set[str]] = {}  # setting -> the augmentations it names
+        for setting, spec in (("augment", self.augment), ("supervised_augment", self.supervised_augment or "none")):
+            try:
+                named[setting] = {name for name, _ in registries.parse_augment(spec)}
+            except ValueError as exc:
+                found.append((setting, str(exc)))
+        augmentations = named.get("augment", set())
         if self.progressive is not None and self.frozen:
             found.append(("progressive", "resizes the images of fine-tuning: it needs --trainable-blocks K > 0"))
         if self.blend_map > 0 and (self.fakes == "real" or self.frozen):

@@ -208,12 +208,11 @@ def _refit(detector, d, all_parts: np.ndarray, out: Path, seed: int, progress
     conclusive = card.strength.conclusive if card.strength else defaults.conclusive_lr
     video_rule = card.verdict.video_rule
 
-    tracks = d.tracks()
     calibration = fit_calibration(logits[val], d.labels[val], method)
     p = calibration.apply(logits)
-    verdict = choose_verdict(d.video_ids[val], d.labels[val], p[val], video_rule=video_rule, threshold=threshold,
-                             target_fpr=target_fpr, band=card.verdict.band, tracks=tracks[val])
     ids, vy, vp = d.videos(val, p[val], video_rule)
+    verdict = choose_verdict(vy, vp, video_rule=video_rule, threshold=threshold, target_fpr=target_fpr,
+                             band=card.verdict.band)
     fitted = fit_strength(vp, vy, fakes="real", sources=d.sources(ids))
     test_ids, ty, tp = d.videos(tst, p[tst], video_rule)
     strength = StrengthCard(conclusive, len(ty), cllr(fitted.likelihood_ratios(tp), ty), cllr_min(tp, ty),

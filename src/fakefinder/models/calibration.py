@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import eer_crossing, video_scores
+from ..metrics import eer_crossing
 from .modelcard import Calibration, Verdict
 
 
@@ -46,14 +46,15 @@ def fit_calibration(logits, labels, method: str) -> Calibration:
     return Calibration(method, scale, float(fit.x[1]) if n == 2 else 0.0)
 
 
-def choose_verdict(video_ids, labels, p, *, video_rule: str, threshold: float | str,
-                   target_fpr: float | None, band: float = 0.0, tracks=None) -> Verdict:
-    """The video threshold: fixed, at the validation equal error rate, or the lowest that flags at most
-    `target_fpr` of real validation videos; with the rates it gives on those videos and how many they were, and
-    the inconclusive `band` around it."""
+def choose_verdict(vy: np.ndarray, vp: np.ndarray, *, video_rule: str, threshold: float | str,
+                   target_fpr: float | None, band: float = 0.0) -> Verdict:
+    """The video threshold over the validation videos' labels `vy` and calibrated scores `vp` (combined by
+    `video_rule`, which the verdict records): fixed, at their equal error rate, or the lowest that flags at most
+    `target_fpr` of the real ones; with the rates it gives on those videos and how many they were, and the
+    inconclusive `band` around it."""
     from sklearn.metrics import roc_curve
 
-    _, vy, vp = video_scores(video_ids, labels, p, rule=video_rule, tracks=tracks)
+    vy, vp = np.asarray(vy), np.asarray(vp, dtype=np.float64)
     both = len(vy) > 0 and len(np.unique(vy)) == 2
     if target_fpr is not None and both:
         fpr, tpr, cuts = roc_curve(vy, vp, drop_intermediate=False)

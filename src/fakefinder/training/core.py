@@ -378,13 +378,11 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
     val_rows = np.flatnonzero(split.parts[:len(dataset)] == "val")
     calibration = fit_calibration(logits.get("val", []), dataset.labels[val_rows], config.calibration)
     probs = {p: calibration.apply(z) for p, z in logits.items()}
-    tracks = dataset.tracks()
-    verdict = choose_verdict(dataset.video_ids[val_rows], dataset.labels[val_rows], probs.get("val", np.zeros(0)),
-                             video_rule=config.video_rule, threshold=config.threshold, target_fpr=config.target_fpr,
-                             band=config.inconclusive, tracks=tracks[val_rows])
-
     rows = {p: np.flatnonzero(split.parts[:len(dataset)] == p) for p in logits}
     videos = {p: dataset.videos(rows[p], probs[p], config.video_rule) for p in logits}  # (ids, labels, scores)
+    _, vy, vp = videos.get("val", ([], np.zeros(0, dtype=np.int64), np.zeros(0)))
+    verdict = choose_verdict(vy, vp, video_rule=config.video_rule, threshold=config.threshold,
+                             target_fpr=config.target_fpr, band=config.inconclusive)
 
     def evaluation(part: str, p: np.ndarray, scored: tuple[list, np.ndarray, np.ndarray]) -> Evaluation:
         return evaluate_videos(dataset.labels[rows[part]], p, *scored[1:], threshold=verdict.threshold,
