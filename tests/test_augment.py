@@ -14,6 +14,7 @@ from fakefinder.training.augment import (
     Augmenter,
     FaceParts,
     face_part_box,
+    hsv_changed,
     mesh_part_boxes,
     parse_augment,
 )
@@ -58,6 +59,8 @@ def test_h264_recompression_loses_more_with_strength_and_keeps_any_shape(face):
     weak = [apply("h264", face, 0.05, seed) for seed in range(3)]
     strong = [apply("h264", face, 1.0, seed) for seed in range(3)]
     assert all(34 < cv2.PSNR(w, face) < 50 for w in weak)  # CRF 18-19: near-transparent, not untouched
+    # nor tinted: libswscale's round trip, used until 2026-12-06, darkened every channel by 1.4-2.6 levels
+    assert all(np.abs((w.astype(float) - face).mean((0, 1))).max() < 0.5 for w in weak)
     assert max(cv2.PSNR(s, face) for s in strong) < min(cv2.PSNR(w, face) for w in weak)
     assert min(cv2.PSNR(s, face) for s in strong) < 34
     assert np.array_equal(apply("h264", face, 1.0, 0), strong[0])  # a pure function of (image, rng)
@@ -82,6 +85,19 @@ def test_colour_shifts_colour_but_keeps_the_shapes(face):
     assert np.abs(out.astype(float).mean((0, 1)) - face.astype(float).mean((0, 1))).max() > 3
     edges = lambda im: cv2.Canny(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), 50, 150) > 0  # noqa: E731
     assert (edges(out) & edges(face)).sum() > 0.5 * edges(face).sum()
+
+
+@pytest.mark.parametrize(("hue", "saturation", "value"), [(0.0, 1.0, 1.0), (-7.3, 1.38, 0.61), (170.5, 0.2, 1.9)])
+def test_hsv_tables_give_the_pixels_of_arithmetic_on_every_pixel(face, hue, saturation, value):
+    """Hue wrapping past 180, saturation and value past 255 and toward 0: each as float32 arithmetic would give."""
+    hsv = cv2.cvtColor(face, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + hue) % 180
+    hsv[..., 1] *= np.float32(saturation)
+    hsv[..., 2] *= np.float32(value)
+    expected = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
+    out = hsv_changed(face, hue, np.float32(saturation), np.float32(value))
+    assert np.array_equal(out, expected)
+    assert (hue, saturation, value) == (0.0, 1.0, 1.0) or not np.array_equal(out, face)
 
 
 def test_cutout_blacks_out_squares(face):

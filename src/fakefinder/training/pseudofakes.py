@@ -23,6 +23,7 @@ from ..data.landmarks import CHIN, FOREHEAD, NOSE_TIP
 from ..data.manifest import PSEUDO_FAKE_METHOD
 from ..errors import UsageError
 from ..progress import ProgressCallback, emit
+from .augment import hsv_changed
 
 METHOD = PSEUDO_FAKE_METHOD
 RATIOS = (0.25, 0.5, 0.75)  # blend ratios other than 1
@@ -110,10 +111,9 @@ def _perturbed(crop: np.ndarray, rng: np.random.Generator, s: TrainSettings, sid
     image = crop.astype(np.float32)
     image = image * (1 + rng.uniform(-c, c)) + rng.uniform(-c, c) * 255  # contrast, brightness
     image += rng.uniform(-c, c, size=3).astype(np.float32) * 255  # per-channel shift
-    hsv = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_BGR2HSV).astype(np.float32)
-    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-c, c) * 90) % 180
-    hsv[..., 1:] *= 1 + rng.uniform(-c, c, size=2).astype(np.float32)
-    image = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
+    hue = rng.uniform(-c, c) * 90
+    saturation, value = 1 + rng.uniform(-c, c, size=2).astype(np.float32)
+    image = hsv_changed(np.clip(image, 0, 255).astype(np.uint8), hue, saturation, value)
     if rng.random() < s.blend_frequency:
         kind = int(rng.integers(3))
         if kind == 0:
