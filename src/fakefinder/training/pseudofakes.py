@@ -108,12 +108,13 @@ def _perturbed(crop: np.ndarray, rng: np.random.Generator, s: TrainSettings, sid
     import cv2
 
     c = s.blend_colour
-    image = crop.astype(np.float32)
-    image = image * (1 + rng.uniform(-c, c)) + rng.uniform(-c, c) * 255  # contrast, brightness
-    image += rng.uniform(-c, c, size=3).astype(np.float32) * 255  # per-channel shift
+    levels = np.arange(256, dtype=np.float32)[:, None]  # each channel's map of its own values: one table each
+    levels = levels * (1 + rng.uniform(-c, c)) + rng.uniform(-c, c) * 255  # contrast, brightness
+    levels = levels + rng.uniform(-c, c, size=3).astype(np.float32) * 255  # per-channel shift
+    image = cv2.LUT(crop, np.clip(levels, 0, 255).astype(np.uint8)[:, None, :])
     hue = rng.uniform(-c, c) * 90
     saturation, value = 1 + rng.uniform(-c, c, size=2).astype(np.float32)
-    image = hsv_changed(np.clip(image, 0, 255).astype(np.uint8), hue, saturation, value)
+    image = hsv_changed(image, hue, saturation, value)
     if rng.random() < s.blend_frequency:
         kind = int(rng.integers(3))
         if kind == 0:
