@@ -208,7 +208,7 @@ def main() -> None:
             blocks: list[dict] = []  # per collection, in the order given: method ("" for all) -> evaluation
             for r in cross.rows:
                 blocks += [{}] if not r.group else []
-                blocks[-1][r.group] = r.evaluation
+                blocks[-1][r.group] = r.figures.evaluation
             framed_by, loose_by, faces_by = blocks
             clip_all, loose, face_all = framed_by[""].video, loose_by[""].video, faces_by[""].frame
             methods = {g: ev.video.auc for g, ev in framed_by.items() if g}
