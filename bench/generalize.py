@@ -103,6 +103,9 @@ def rows_wanted(epochs: int) -> dict[str, tuple[str, TrainSettings]]:
             **{f"finetuned{name}": (f"train DATA --trainable-blocks all {flags}", supervised.replace(**changes))
                for name, (flags, changes) in supervised_variants.items()},
             "self-blended": ("train DATA --fakes self-blended", recipe),
+            # the recipe trained again under its own name: a change to the code, not to the settings, paired against
+            # the kept models of row `self-blended` (bench/paired.py --rows self-blended-again,self-blended)
+            "self-blended-again": ("train DATA --fakes self-blended", recipe),
             "self-blended-hull": ("train DATA --fakes self-blended --blend-mask hull", hull),
             "self-blended-plain": (from_plain(""), plain),
             # each crop cut again, tighter or wider (as another detector or margin frames faces), from `plain` as
