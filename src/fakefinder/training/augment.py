@@ -61,10 +61,10 @@ def _jpeg(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts
 def _h264(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
     """One frame through libx264 (PyAV) and back: the blocks, deblocking and 4:2:0 chroma of the video codec most
     collections are compressed with (FaceForensics++ c23 is CRF 23), which JPEG's do not mimic. The codecs are used
-    without a container, each on one thread, and OpenCV converts the colours both ways: half the time that muxing,
-    demuxing and libswscale's conversions took (bench/trainspeed.py), and no shift of 1-3 levels that those
-    conversions' round trip left in every channel."""
-    import cv2
+    without a container and the decoder on one thread: the pixels that muxing and demuxing gave, in three quarters of
+    the time. The colours go through libswscale both ways, which darkens them by 1-3 levels; OpenCV's conversions do
+    not, but the recipe trained with them scored lower (bench/generalize.py row self-blended-again), so the measured
+    round trip stays."""
     from av import CodecContext, VideoFrame
 
     crf = int(rng.integers(18, 19 + round(22 * s)))  # 18-40 at full strength
@@ -74,12 +74,12 @@ def _h264(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts
     encoder.width, encoder.height, encoder.pix_fmt = even.shape[1], even.shape[0], "yuv420p"
     encoder.time_base = Fraction(1, 1)
     encoder.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}  # a loader worker: one thread
-    frame = VideoFrame.from_ndarray(cv2.cvtColor(even, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+    frame = VideoFrame.from_ndarray(even, format="bgr24").reformat(format="yuv420p")
     packets = [*encoder.encode(frame), *encoder.encode(None)]
     decoder = CodecContext.create("h264", "r")
     decoder.thread_count = 1
     decoded = [f for packet in [*packets, None] for f in decoder.decode(packet)]
-    return np.ascontiguousarray(cv2.cvtColor(decoded[0].to_ndarray(), cv2.COLOR_YUV2BGR_I420)[:h, :w])
+    return np.ascontiguousarray(decoded[0].to_ndarray(format="bgr24")[:h, :w])
 
 
 def _downscale(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts) -> np.ndarray:
