@@ -5,10 +5,11 @@ the network's threads on a machine with no idle core (2 cores: the loop's gap to
     python bench/pipeline.py [--against CHECKOUT] [--reals 200] [--rounds 3] [--profile 12]
 
 One process, no workers, OpenCV on one thread as a loader worker runs it; every real of the first `--reals` of
-dfdc-faces-dev (prepared by bench/generalize.py) beside its pseudo-fake, over two epochs. With `--against` (another
-checkout, e.g. `git worktree add /tmp/old COMMIT`), each round times both in fresh processes, alternating, so that a
-machine's swings fall on both alike; it prints each round and the mean ratio. `--profile N` lists the N functions
-that took the most time of their own in this checkout (cProfile).
+dfdc-faces-dev (prepared as bench/trainspeed.py prepares it, whose recipe and pipeline it builds) beside its
+pseudo-fake, over two epochs. With `--against` (another checkout, e.g. `git worktree add /tmp/old COMMIT`), each round
+times both in fresh processes, alternating, so that a machine's swings fall on both alike; it prints each round and
+the mean ratio. `--profile N` lists the N functions that took the most time of their own in this checkout
+(cProfile).
 """
 
 from __future__ import annotations
@@ -28,26 +29,15 @@ def timed(reals: int, profile: int) -> dict:
     """ms per image of the recipe's pipeline in this process's fakefinder."""
     import time
 
-    import numpy as np
+    from trainspeed import recipe_pipeline, recipe_rows
 
     import fakefinder
-    from fakefinder import TrainSettings
-    from fakefinder.data.dataset import load_dataset
     from fakefinder.hardware import single_threaded_opencv
     from fakefinder.models.backbones import Recipe
-    from fakefinder.training.augment import Augmenter
-    from fakefinder.training.core import training_data
-    from fakefinder.training.loader import CropDataset
-    from fakefinder.training.pseudofakes import FreshBlends
 
     single_threaded_opencv(0)
-    recipe = TrainSettings.preset(fakes="self-blended")
-    dataset = training_data(load_dataset(DATA), recipe)
-    pipeline = CropDataset(dataset.crop_files, dataset.labels, Recipe.of(recipe).build().preprocess_one,
-                           Augmenter.from_spec(recipe.augment, margin=dataset.margin), recipe.seed,
-                           FreshBlends.of(dataset, recipe))
-    first = np.flatnonzero(dataset.origins < 0)[:reals]
-    rows = np.concatenate([first, np.flatnonzero(np.isin(dataset.origins, first))])
+    recipe, dataset, rows = recipe_rows(DATA, reals)
+    pipeline = recipe_pipeline(recipe, dataset, Recipe.of(recipe).build().preprocess_one)
     for row in rows[:8]:  # imports and first calls
         pipeline[(int(row), 1)]
     keys = [(int(row), epoch) for epoch in (1, 2) for row in rows]

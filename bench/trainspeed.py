@@ -47,6 +47,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "dfdc-faces-dev"
 
 
+def recipe_rows(out: Path, reals: int):
+    """The recipe, its training data (dfdc-faces-dev prepared with --detector none in `out`, resumed when it is
+    there) and the rows of its first `reals` reals beside their pseudo-fakes."""
+    recipe = TrainSettings.preset(fakes="self-blended")
+    data = prepare(DEV, out, settings=PrepareSettings(detector="none"),
+                   collection=CollectionOptions(labels=DEV / "labels.csv", dataset="dfdc")).out
+    dataset = training_data(load_dataset(data), recipe)
+    first = np.flatnonzero(dataset.origins < 0)[:reals]
+    return recipe, dataset, np.concatenate([first, np.flatnonzero(np.isin(dataset.origins, first))])
+
+
+def recipe_pipeline(recipe: TrainSettings, dataset, preprocess) -> CropDataset:
+    """The recipe's input pipeline: a crop read, a new pseudo-fake of each real, its augmentations, `preprocess`."""
+    return CropDataset(dataset.crop_files, dataset.labels, preprocess,
+                       Augmenter.from_spec(recipe.augment, margin=dataset.margin), recipe.seed,
+                       FreshBlends.of(dataset, recipe))
+
+
 def model_and_optimizer(recipe: TrainSettings, precision: str):
     """The recipe's model in training mode and its optimizer, over the blocks `recipe.trainable_blocks` names."""
     backbone = Recipe.of(recipe).build()
@@ -116,12 +134,7 @@ def main() -> None:
     ap.add_argument("--upper", type=int, default=0, help="K: time training only the last K blocks (0: not)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "generalize" / "dfdc")
     args = ap.parse_args()
-    recipe = TrainSettings.preset(fakes="self-blended")
-    data = prepare(DEV, args.out, settings=PrepareSettings(detector="none"),
-                   collection=CollectionOptions(labels=DEV / "labels.csv", dataset="dfdc")).out
-    dataset = training_data(load_dataset(data), recipe)
-    reals = np.flatnonzero(dataset.origins < 0)[:args.reals]
-    rows = np.concatenate([reals, np.flatnonzero(np.isin(dataset.origins, reals))])
+    recipe, dataset, rows = recipe_rows(args.out, args.reals)
     together = np.where(dataset.origins >= 0, dataset.origins, np.arange(len(dataset)))
     batch = recipe.batch_size
     results: list[tuple[str, float]] = []
@@ -171,9 +184,7 @@ def main() -> None:
         show()
 
     backbone, model, optimizer = model_and_optimizer(recipe, native)
-    pipeline = CropDataset(dataset.crop_files, dataset.labels, backbone.preprocess_one,
-                           Augmenter.from_spec(recipe.augment, margin=dataset.margin), recipe.seed,
-                           FreshBlends.of(dataset, recipe))
+    pipeline = recipe_pipeline(recipe, dataset, backbone.preprocess_one)
     for workers in (int(w) for w in args.workers.split(",") if w):
         sampler = EpochBatches(rows, batch, recipe.seed, shuffle=True, together=together)
         loader = make_loader(pipeline, sampler, workers=workers, device=torch.device("cpu"))
