@@ -63,8 +63,8 @@ def _h264(image: np.ndarray, rng: np.random.Generator, s: float, face: FaceParts
     collections are compressed with (FaceForensics++ c23 is CRF 23), which JPEG's do not mimic. The codecs are used
     without a container and the decoder on one thread: the pixels that muxing and demuxing gave, in three quarters of
     the time. The colours go through libswscale both ways, which darkens them by 1-3 levels; OpenCV's conversions do
-    not, but the recipe trained with them scored lower (bench/generalize.py row self-blended-again), so the measured
-    round trip stays."""
+    not, but the recipe trained with them scored lower on two seeds (README: *The pipeline's own work*), so the
+    measured round trip stays."""
     from av import CodecContext, VideoFrame
 
     crf = int(rng.integers(18, 19 + round(22 * s)))  # 18-40 at full strength

@@ -370,6 +370,9 @@ def _fit_head(cache: FeatureCache, head, parts: _Parts, config: TrainSettings, r
     return history, {p: head_logits(head, rows[p]) for p in parts.scored} if score else {}
 
 
+_NO_VIDEOS: tuple[list, np.ndarray, np.ndarray] = ([], np.zeros(0, dtype=np.int64), np.zeros(0))  # a part not scored
+
+
 def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: dict[str, np.ndarray],
                 config: TrainSettings, run: _Run):
     """The calibration map and threshold fitted on validation, the model with its card (the evidence a reader
@@ -380,7 +383,7 @@ def _calibrated(backbone, head, dataset: PreparedDataset, split: Split, logits: 
     probs = {p: calibration.apply(z) for p, z in logits.items()}
     rows = {p: np.flatnonzero(split.parts[:len(dataset)] == p) for p in logits}
     videos = {p: dataset.videos(rows[p], probs[p], config.video_rule) for p in logits}  # (ids, labels, scores)
-    _, vy, vp = videos.get("val", ([], np.zeros(0, dtype=np.int64), np.zeros(0)))
+    _, vy, vp = videos.get("val", _NO_VIDEOS)
     verdict = choose_verdict(vy, vp, video_rule=config.video_rule, threshold=config.threshold,
                              target_fpr=config.target_fpr, band=config.inconclusive)
 
@@ -429,7 +432,7 @@ def _strength(dataset: PreparedDataset, scored: dict[str, tuple[list, np.ndarray
     from ..models.strength import cllr, cllr_min, eer, fit_strength
 
     def videos(part: str) -> tuple[np.ndarray, np.ndarray, list]:
-        ids, vy, vp = scored.get(part, ([], np.zeros(0, dtype=np.int64), np.zeros(0)))
+        ids, vy, vp = scored.get(part, _NO_VIDEOS)
         return vy, vp, dataset.sources(ids)
 
     def both(y: np.ndarray) -> bool:
